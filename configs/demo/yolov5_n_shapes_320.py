@@ -1,0 +1,100 @@
+# The embedded demo: YOLOv5-n on the synthetic shapes of tools/make_demo_data.py, sized for a
+# 2-core CPU. Paths are relative to the repository root (the main job runs from there).
+_base_ = 'mmyolo::yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py'
+
+data_root = 'data/shapes/'
+class_name = ('circle', 'square', 'triangle')
+num_classes = len(class_name)
+metainfo = dict(classes=class_name, palette=[(220, 20, 60), (20, 180, 60), (30, 60, 230)])
+
+img_scale = (320, 320)
+max_epochs = 30
+train_batch_size_per_gpu = 16
+val_batch_size_per_gpu = 8
+base_lr = 0.02
+
+anchors = [
+    [(10, 13), (16, 30), (33, 23)],
+    [(30, 61), (62, 45), (59, 119)],
+    [(116, 90), (156, 198), (373, 326)],
+]
+
+model = dict(
+    bbox_head=dict(
+        head_module=dict(num_classes=num_classes),
+        prior_generator=dict(base_sizes=anchors),
+        loss_cls=dict(loss_weight=0.5 * (num_classes / 80 * 3 / 3)),
+        loss_obj=dict(loss_weight=1.0 * ((img_scale[0] / 640)**2 * 3 / 3))),
+    test_cfg=dict(nms_pre=1000, max_per_img=100))
+
+pre_transform = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True),
+]
+train_pipeline = [
+    *pre_transform,
+    dict(type='Mosaic', img_scale=img_scale, pad_val=114.0, pre_transform=pre_transform),
+    dict(
+        type='YOLOv5RandomAffine',
+        max_rotate_degree=0.0,
+        max_shear_degree=0.0,
+        scaling_ratio_range=(0.5, 1.5),
+        border=(-img_scale[0] // 2, -img_scale[1] // 2),
+        border_val=(114, 114, 114)),
+    dict(type='YOLOv5HSVRandomAug'),
+    dict(type='mmdet.RandomFlip', prob=0.5),
+    dict(
+        type='mmdet.PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='YOLOv5KeepRatioResize', scale=img_scale),
+    dict(type='LetterResize', scale=img_scale, allow_scale_up=False, pad_val=dict(img=114)),
+    dict(type='LoadAnnotations', with_bbox=True, _scope_='mmdet'),
+    dict(
+        type='mmdet.PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'pad_param')),
+]
+
+train_dataloader = dict(
+    batch_size=train_batch_size_per_gpu,
+    num_workers=2,
+    persistent_workers=True,
+    pin_memory=False,
+    # mmyolo:: bases inject `_scope_` into every typed dict; the collate function rejects it.
+    collate_fn=dict(_delete_=True, type='yolov5_collate'),
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(filter_empty_gt=False, min_size=8),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=val_batch_size_per_gpu,
+    num_workers=1,
+    persistent_workers=False,
+    pin_memory=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/val.json',
+        data_prefix=dict(img='val/'),
+        pipeline=test_pipeline,
+        batch_shapes_cfg=dict(batch_size=val_batch_size_per_gpu, img_size=img_scale[0])))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(optimizer=dict(lr=base_lr, batch_size_per_gpu=train_batch_size_per_gpu))
+default_hooks = dict(
+    # The packaged warm-up lasts max(3 epochs, 1000 iterations): 40 demo epochs. Keep it short.
+    param_scheduler=dict(max_epochs=max_epochs, warmup_epochs=1, warmup_mim_iter=50),
+    checkpoint=dict(interval=5, max_keep_ckpts=2, save_best='coco/bbox_mAP_50', rule='greater'),
+    logger=dict(interval=10))
+train_cfg = dict(max_epochs=max_epochs, val_interval=5)
+
+visualizer = dict(
+    vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])
+env_cfg = dict(cudnn_benchmark=False)

@@ -1,0 +1,12 @@
+"""Feature-map and box-CAM visualization for MMYOLO training.
+
+Importing the package registers its hooks and VisBackends into MMYOLO's registries (so configs
+with ``default_scope='mmyolo'`` name them bare) and allow-lists the globals that MMEngine
+checkpoints carry, so that ``torch.load(weights_only=True)`` can resume a run.
+"""
+from .engine.checkpoint import register_safe_globals
+from .version import __version__
+
+register_safe_globals()
+
+__all__ = ['__version__', 'register_safe_globals']

@@ -1,0 +1,202 @@
+"""Deterministic synthetic shape detection data in COCO format.
+
+Every image is drawn from its own random stream derived from ``(seed, split, index)``, so a
+dataset is reproducible byte for byte and any single image can be regenerated alone.
+Images vary in size and aspect ratio so that MMYOLO's letterbox really pads them.
+"""
+import json
+import os
+import os.path as osp
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
+
+# Saturated colours that stay distinct from the muted backgrounds.
+PALETTE: Tuple[Tuple[int, int, int], ...] = (
+    (230, 40, 40), (40, 200, 60), (40, 80, 230), (240, 200, 30),
+    (200, 50, 220), (30, 210, 220), (250, 140, 20), (245, 245, 245))
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What one split looks like.
+
+    Args:
+        num_images (int): Number of images.
+        size_range (tuple[int, int]): Range of the longer image side in pixels.
+        aspect_range (tuple[float, float]): Range of width / height.
+        objects_range (tuple[int, int]): Range of objects per image (inclusive).
+        object_size_range (tuple[int, int]): Range of object sizes in pixels.
+    """
+    num_images: int
+    size_range: Tuple[int, int] = (256, 448)
+    aspect_range: Tuple[float, float] = (0.5, 2.0)
+    objects_range: Tuple[int, int] = (1, 6)
+    object_size_range: Tuple[int, int] = (24, 96)
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A muted, noisy, textured background (gradient + stripes + pixel noise)."""
+    base = rng.integers(60, 170, size=3).astype(np.float32)
+    tilt = rng.uniform(-40, 40, size=3).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = (xs / max(width, 1) * np.cos(rng.uniform(0, np.pi)) +
+            ys / max(height, 1) * np.sin(rng.uniform(0, np.pi)))
+    img = base[None, None, :] + ramp[..., None] * tilt[None, None, :]
+    period = rng.uniform(8, 40)
+    angle = rng.uniform(0, np.pi)
+    stripes = np.sin((xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period)
+    img += stripes[..., None] * rng.uniform(4, 16)
+    img += rng.normal(0, rng.uniform(4, 14), size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _draw_shape(img: np.ndarray, rng: np.random.Generator, label: int, cx: float, cy: float,
+                size: float) -> Tuple[float, float, float, float]:
+    """Draws one filled shape (RGB) and returns its tight box as (x1, y1, x2, y2)."""
+    color = tuple(int(c) for c in PALETTE[int(rng.integers(len(PALETTE)))])
+    half = size / 2
+    if CLASSES[label] == 'circle':
+        pts = None
+        cv2.circle(img, (int(round(cx)), int(round(cy))), int(round(half)), color, -1,
+                   cv2.LINE_AA)
+        x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
+    else:
+        if CLASSES[label] == 'square':
+            corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * half
+        else:
+            corners = np.array([[0, -1], [0.866, 0.5], [-0.866, 0.5]], np.float64) * half
+        theta = rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        pts = corners @ rot.T + np.array([cx, cy])
+        cv2.fillPoly(img, [np.round(pts).astype(np.int32)], color, cv2.LINE_AA)
+        x1, y1 = pts.min(axis=0)
+        x2, y2 = pts.max(axis=0)
+    h, w = img.shape[:2]
+    return (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def render_image(rng: np.random.Generator, height: int, width: int, num_objects: int,
+                 object_size_range: Tuple[int, int]) -> Tuple[np.ndarray, List[dict]]:
+    """Renders one RGB image with up to ``num_objects`` barely-overlapping shapes."""
+    img = _background(rng, height, width)
+    objects: List[dict] = []
+    for _ in range(num_objects * 20):  # rejection sampling for placement
+        if len(objects) == num_objects:
+            break
+        size = rng.uniform(*object_size_range)
+        size = min(size, 0.9 * min(height, width))
+        cx = rng.uniform(size / 2, width - size / 2)
+        cy = rng.uniform(size / 2, height - size / 2)
+        candidate = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
+        if any(_iou(candidate, o['extent']) > 0.0 for o in objects):
+            continue
+        label = int(rng.integers(len(CLASSES)))
+        box = _draw_shape(img, rng, label, cx, cy, size)
+        objects.append(dict(label=label, bbox=box, extent=candidate))
+    return img, objects
+
+
+def _coco(images: List[dict], annotations: List[dict]) -> dict:
+    return dict(
+        images=images,
+        annotations=annotations,
+        categories=[dict(id=i + 1, name=n) for i, n in enumerate(CLASSES)])
+
+
+def _write_png(path: str, rgb: np.ndarray) -> None:
+    ok = cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f'could not write {path}')
+
+
+def _annotations(objects: List[dict], image_id: int, first_ann_id: int) -> List[dict]:
+    anns = []
+    for k, obj in enumerate(objects):
+        x1, y1, x2, y2 = obj['bbox']
+        w, h = x2 - x1, y2 - y1
+        anns.append(dict(id=first_ann_id + k, image_id=image_id, category_id=obj['label'] + 1,
+                         bbox=[round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
+                         area=round(w * h, 2), iscrowd=0))
+    return anns
+
+
+def generate_split(out_dir: str, split: str, spec: SplitSpec, seed: int) -> str:
+    """Writes ``<out_dir>/<split>/*.png`` and ``<out_dir>/annotations/<split>.json``.
+
+    Returns:
+        str: Path of the annotation file.
+    """
+    split_key = sum(ord(c) for c in split)
+    os.makedirs(osp.join(out_dir, split), exist_ok=True)
+    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
+    images, annotations = [], []
+    for idx in range(spec.num_images):
+        rng = _rng(seed, split_key, idx)
+        long_side = int(rng.integers(spec.size_range[0], spec.size_range[1] + 1))
+        aspect = float(np.exp(rng.uniform(*np.log(spec.aspect_range))))
+        if aspect >= 1:
+            width, height = long_side, max(32, int(round(long_side / aspect)))
+        else:
+            width, height = max(32, int(round(long_side * aspect))), long_side
+        n = int(rng.integers(spec.objects_range[0], spec.objects_range[1] + 1))
+        img, objects = render_image(rng, height, width, n, spec.object_size_range)
+        file_name = f'{split}_{idx:05d}.png'
+        _write_png(osp.join(out_dir, split, file_name), img)
+        images.append(dict(id=idx + 1, file_name=file_name, width=width, height=height))
+        annotations += _annotations(objects, idx + 1, len(annotations) + 1)
+    ann_file = osp.join(out_dir, 'annotations', f'{split}.json')
+    with open(ann_file, 'w', encoding='utf-8') as f:
+        json.dump(_coco(images, annotations), f)
+    return ann_file
+
+
+def generate_large_image(out_dir: str, seed: int, width: int = 3000, height: int = 2000,
+                         num_objects: int = 150,
+                         object_size_range: Tuple[int, int] = (16, 40)) -> str:
+    """Writes one large image with many small shapes and its COCO ground truth.
+
+    Returns:
+        str: Path of the annotation file (``large.json``).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    rng = _rng(seed, 7919)
+    img, objects = render_image(rng, height, width, num_objects, object_size_range)
+    file_name = 'large_00000.png'
+    _write_png(osp.join(out_dir, file_name), img)
+    ann_file = osp.join(out_dir, 'large.json')
+    with open(ann_file, 'w', encoding='utf-8') as f:
+        json.dump(_coco([dict(id=1, file_name=file_name, width=width, height=height)],
+                        _annotations(objects, 1, 1)), f)
+    return ann_file
+
+
+def generate_demo_data(out_dir: str, seed: int = 0, num_train: int = 400, num_val: int = 80,
+                       large: bool = True) -> Dict[str, str]:
+    """Generates the whole embedded demo: shapes train/val splits and the large image.
+
+    Returns:
+        dict: Paths of the written annotation files keyed by ``train``, ``val``, ``large``.
+    """
+    paths = dict(
+        train=generate_split(osp.join(out_dir, 'shapes'), 'train', SplitSpec(num_train), seed),
+        val=generate_split(osp.join(out_dir, 'shapes'), 'val', SplitSpec(num_val), seed))
+    if large:
+        paths['large'] = generate_large_image(osp.join(out_dir, 'large'), seed)
+    return paths

@@ -1,0 +1,1 @@
+"""Engines shared by the hooks and the tools: capture, reduce, align, CAM, slicing."""

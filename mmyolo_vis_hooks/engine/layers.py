@@ -1,0 +1,186 @@
+"""Layer paths and activation capture.
+
+A layer path is a dotted module path with optional indexing, as users write it in configs:
+``backbone``, ``neck.out_layers[2]``, ``backbone.stage4.1``. Paths are parsed, never ``eval``-ed.
+"""
+import difflib
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+_TOKEN = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]|(\d+)')
+
+
+def _parse(path: str) -> List[str]:
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f'a layer path must be a non-empty string, got {path!r}')
+    parts: List[str] = []
+    for segment in path.strip().split('.'):
+        pos = 0
+        if not segment:
+            raise ValueError(f'layer path {path!r} has an empty segment')
+        while pos < len(segment):
+            match = _TOKEN.match(segment, pos)
+            if match is None or (pos > 0 and match.group(2) is None):
+                raise ValueError(
+                    f'cannot parse layer path {path!r} at {segment[pos:]!r}; expected dotted '
+                    f'names with optional [index], e.g. "neck.out_layers[2]"')
+            parts.append(match.group(1) or match.group(2) or match.group(3))
+            pos = match.end()
+    return parts
+
+
+def canonical_name(module_name: str) -> str:
+    """``neck.out_layers.2`` (PyTorch's ``named_modules`` form) -> ``neck.out_layers[2]``."""
+    return re.sub(r'\.(\d+)(?=\.|$)', r'[\1]', module_name)
+
+
+def layer_names(model: nn.Module) -> List[str]:
+    """All addressable layer paths of ``model`` in canonical form, in registration order."""
+    return [canonical_name(name) for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, path: str) -> nn.Module:
+    """Returns the sub-module at ``path``.
+
+    Raises:
+        ValueError: The path does not name a sub-module; the message lists the nearest
+            valid paths.
+    """
+    module = model
+    for part in _parse(path):
+        child: Optional[nn.Module] = None
+        if part.lstrip('-').isdigit():
+            if isinstance(module, (nn.ModuleList, nn.Sequential)):
+                index = int(part)
+                if -len(module) <= index < len(module):
+                    child = module[index]
+            else:
+                child = getattr(module, '_modules', {}).get(part)
+        else:
+            child = getattr(module, '_modules', {}).get(part)
+        if not isinstance(child, nn.Module):
+            names = layer_names(model)
+            nearest = difflib.get_close_matches(canonical_name(path), names, n=5, cutoff=0.4)
+            hint = ', '.join(nearest) if nearest else ', '.join(
+                n for n in names if '.' not in n and '[' not in n)
+            raise ValueError(
+                f'unknown layer {path!r} in {type(model).__name__}; nearest valid layers: '
+                f'{hint}. Use --preview-model (tools) to list every layer.')
+        module = child
+    return module
+
+
+def flatten_output(output) -> List[torch.Tensor]:
+    """A module output as a list of tensors: tuples/lists are flattened one level."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [o for o in output if isinstance(o, torch.Tensor)]
+    return []
+
+
+def output_keys(path: str, num_outputs: int) -> List[str]:
+    """Keys of a layer's maps: the path itself, or ``path[i]`` for a multi-output layer."""
+    return [path] if num_outputs == 1 else [f'{path}[{i}]' for i in range(num_outputs)]
+
+
+class ActivationCapture:
+    """Records the outputs of chosen layers during forward passes.
+
+    Used as a context manager; the forward hooks are removed on exit whatever happens.
+
+    Args:
+        model (nn.Module): The (unwrapped) model.
+        paths (Sequence[str]): Layer paths, resolved at construction.
+        detach (bool): Store detached clones (feature maps) instead of the live graph tensors
+            (CAM gradients). Cloning guards against later in-place ops. Defaults to True.
+        to_cpu (bool): Move detached outputs to the CPU. Defaults to True.
+
+    Attributes:
+        outputs (OrderedDict[str, list[Tensor]]): Per path, the list of tensors of the last
+            captured forward (one per element of a tuple output), batch first.
+        enabled (bool): Set False to let forwards pass unrecorded.
+    """
+
+    def __init__(self, model: nn.Module, paths: Sequence[str], detach: bool = True,
+                 to_cpu: bool = True) -> None:
+        self.paths = list(paths)
+        self.modules = [resolve_layer(model, p) for p in self.paths]
+        self.detach = detach
+        self.to_cpu = to_cpu
+        self.enabled = True
+        self.outputs: 'OrderedDict[str, List[torch.Tensor]]' = OrderedDict()
+        self._handles: list = []
+
+    def _hook(self, path: str):
+        def record(module, inputs, output):
+            if not self.enabled:
+                return
+            tensors = flatten_output(output)
+            if self.detach:
+                tensors = [t.detach().clone() for t in tensors]
+                if self.to_cpu:
+                    tensors = [t.cpu() for t in tensors]
+            self.outputs[path] = tensors
+        return record
+
+    def __enter__(self) -> 'ActivationCapture':
+        self.outputs.clear()
+        for path, module in zip(self.paths, self.modules):
+            self._handles.append(module.register_forward_hook(self._hook(path)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def maps(self, batch_index: int = 0) -> 'OrderedDict[str, torch.Tensor]':
+        """Per output key, the CHW map of one batch item (4-D outputs only)."""
+        result: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+        for path, tensors in self.outputs.items():
+            for key, tensor in zip(output_keys(path, len(tensors)), tensors):
+                if tensor.dim() == 4:
+                    result[key] = tensor[batch_index]
+        return result
+
+
+def describe_layers(model: nn.Module, input_shape: Tuple[int, int, int, int],
+                    max_depth: Optional[int] = None) -> List[Tuple[str, int, str, int]]:
+    """Layer preview: for every layer, (path, depth, output shapes, parameter count).
+
+    Runs one forward of zeros of ``input_shape`` through ``model`` (a callable taking the
+    batch tensor, e.g. ``detector._forward``'s feature part) in eval mode without gradients;
+    the model's mode is restored afterwards.
+    """
+    shapes: Dict[str, str] = {}
+    handles = []
+    named = [(canonical_name(n), m) for n, m in model.named_modules() if n]
+    for name, module in named:
+        def record(mod, inp, out, name=name):
+            shapes[name] = ', '.join(
+                'x'.join(str(s) for s in t.shape) for t in flatten_output(out)) or '-'
+        handles.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            param = next(model.parameters(), None)
+            device = param.device if param is not None else 'cpu'
+            model(torch.zeros(input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    rows = []
+    for name, module in named:
+        depth = name.count('.') + name.count('[')
+        if max_depth is not None and depth > max_depth:
+            continue
+        params = sum(p.numel() for p in module.parameters())
+        rows.append((name, depth, shapes.get(name, 'not run'), params))
+    return rows
