@@ -1,0 +1,72 @@
+"""Building a detector for offline tools: config (+ overrides) and a checkpoint, loaded safely."""
+import os.path as osp
+from typing import Dict, Optional, Union
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from .checkpoint import load_checkpoint_file
+
+MMYOLO_CONFIG_PREFIX = 'mmyolo::'
+
+
+def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) -> Config:
+    """Reads a config (a path, ``mmyolo::`` name or ``Config``) and merges ``cfg_options``.
+
+    The options are merged into the config the model is then built from, so they really reach
+    the model (MMYOLO's demos merge them into a copy and build from the path).
+    """
+    if isinstance(config, Config):
+        cfg = config.copy()
+    else:
+        if not config.startswith(MMYOLO_CONFIG_PREFIX) and not osp.isfile(config):
+            raise FileNotFoundError(f'config file not found: {config}')
+        cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _state_dict(checkpoint) -> Dict[str, torch.Tensor]:
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError('checkpoint holds no state_dict')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
+                   device: str = 'cpu', cfg_options: Optional[Dict] = None,
+                   unsafe_load: bool = False) -> torch.nn.Module:
+    """Builds an MMYOLO detector in eval mode, optionally with weights.
+
+    Args:
+        config (str | Config): Config path, ``mmyolo::`` name or object.
+        checkpoint (str, optional): Checkpoint path; random init when None.
+        device (str): Device. Defaults to 'cpu'.
+        cfg_options (dict, optional): Overrides merged into the config before building.
+        unsafe_load (bool): Allow unpickling arbitrary objects. Defaults to False.
+
+    Returns:
+        nn.Module: The model, with ``model.cfg`` and ``model.dataset_meta`` set.
+    """
+    from mmengine.model import revert_sync_batchnorm
+    from mmyolo.registry import MODELS
+
+    cfg = load_config(config, cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmyolo'))
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    meta = None
+    if checkpoint:
+        ckpt = load_checkpoint_file(checkpoint, 'cpu', unsafe_load=unsafe_load)
+        missing, unexpected = model.load_state_dict(_state_dict(ckpt), strict=False)
+        if missing:
+            raise ValueError(f'checkpoint {checkpoint} does not fit the config: missing '
+                             f'{len(missing)} keys, e.g. {missing[:3]}')
+        meta = ckpt.get('meta', {}).get('dataset_meta') if isinstance(ckpt, dict) else None
+    if meta is None:
+        dataset_cfg = cfg.get('test_dataloader', cfg.get('val_dataloader', {})).get('dataset', {})
+        meta = dict(dataset_cfg.get('metainfo', {}))
+    model.cfg = cfg
+    model.dataset_meta = meta
+    return model.to(device).eval()
