@@ -4,9 +4,11 @@ Importing the package registers its hooks and VisBackends into MMYOLO's registri
 with ``default_scope='mmyolo'`` name them bare) and allow-lists the globals that MMEngine
 checkpoints carry, so that ``torch.load(weights_only=True)`` can resume a run.
 """
+from .backends import ActivationStatsVisBackend
 from .engine.checkpoint import register_safe_globals
+from .hooks import FeatMapVisHook
 from .version import __version__
 
 register_safe_globals()
 
-__all__ = ['__version__', 'register_safe_globals']
+__all__ = ['__version__', 'register_safe_globals', 'FeatMapVisHook', 'ActivationStatsVisBackend']

@@ -1,0 +1,3 @@
+from .activation_stats_backend import ActivationStatsVisBackend
+
+__all__ = ['ActivationStatsVisBackend']

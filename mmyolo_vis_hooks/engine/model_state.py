@@ -1,0 +1,45 @@
+"""A guard that puts a model back exactly as it was after a visualization ran on it."""
+import random
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Restores, on exit, everything a visualization could disturb.
+
+    Restored: every module's train/eval mode, every parameter's ``requires_grad`` and ``.grad``
+    (the same tensor object, or None), every buffer's values (BN running stats and counters),
+    the grad-enabled flag, and the torch (CPU and CUDA), numpy and Python RNG states.
+    Weights are not copied: visualizations never write to them.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grad_enabled = torch.is_grad_enabled()
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    np_rng = np.random.get_state()
+    py_rng = random.getstate()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad, grad in params:
+            param.requires_grad_(requires_grad)
+            param.grad = grad
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                if not torch.equal(buffer, saved):
+                    buffer.copy_(saved)
+        torch.set_grad_enabled(grad_enabled)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        np.random.set_state(np_rng)
+        random.setstate(py_rng)

@@ -1,0 +1,109 @@
+"""Drawing: heat overlays, boxes, labelled grids. Images are RGB uint8 HWC numpy arrays."""
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f'alpha must be a number in [0, 1], got {alpha!r}')
+    return float(alpha)
+
+
+def normalize_map(heat: torch.Tensor) -> np.ndarray:
+    """Min-max normalises a map to [0, 1] (a flat map becomes all zeros); NaN/Inf are zeroed."""
+    arr = heat.detach().float().cpu().numpy()
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(arr, dtype=np.float32)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
+
+
+def overlay(image: np.ndarray, heat: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """Blends a map onto an image: JET colour map for (H, W) maps, the map itself for (3, H, W).
+
+    The map must already have the image's size (see ``engine.align``).
+    """
+    if heat.dim() == 3:
+        rgb = np.stack([normalize_map(c) for c in heat], axis=-1)
+        colour = (rgb * 255).astype(np.uint8)
+    else:
+        norm = (normalize_map(heat) * 255).astype(np.uint8)
+        colour = cv2.cvtColor(cv2.applyColorMap(norm, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    if colour.shape[:2] != image.shape[:2]:
+        raise ValueError(f'map size {colour.shape[:2]} differs from image size {image.shape[:2]}')
+    return cv2.addWeighted(image, 1 - alpha, colour, alpha, 0)
+
+
+def fit_size(height: int, width: int, max_size: Optional[int]) -> Tuple[int, int]:
+    """(h, w) scaled down so the long side is at most ``max_size`` (unchanged when None)."""
+    if not max_size or max(height, width) <= max_size:
+        return height, width
+    scale = max_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
+               scores: Sequence[float], class_names: Sequence[str],
+               color: Tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Draws xyxy boxes (in this image's pixels) with ``class score`` captions."""
+    out = image.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    for box, label, score in zip(np.asarray(boxes).reshape(-1, 4), labels, scores):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+        text = f'{name} {float(score):.2f}'
+        (tw, th), _ = cv2.getTextSize(text, _FONT, 0.4, 1)
+        ty = max(th + 2, y1)
+        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty), color, -1)
+        cv2.putText(out, text, (x1 + 1, ty - 2), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def _titled(tile: np.ndarray, title: str, bar: int) -> np.ndarray:
+    if not bar:
+        return tile
+    head = np.full((bar, tile.shape[1], 3), 255, np.uint8)
+    cv2.putText(head, title, (3, bar - 5), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([head, tile], axis=0)
+
+
+def make_grid(tiles: List[np.ndarray], titles: Optional[Sequence[str]] = None,
+              ncols: Optional[int] = None, gap: int = 4) -> np.ndarray:
+    """Lays tiles out row by row (every tile kept), each under its title.
+
+    Args:
+        tiles (list[np.ndarray]): RGB images; smaller ones are padded to the largest.
+        titles (Sequence[str], optional): One caption per tile.
+        ncols (int, optional): Columns; ``ceil(sqrt(n))`` when None.
+        gap (int): White gap between tiles in pixels. Defaults to 4.
+    """
+    if not tiles:
+        raise ValueError('make_grid needs at least one tile')
+    titles = list(titles) if titles is not None else [''] * len(tiles)
+    bar = 16 if any(titles) else 0
+    ncols = ncols or math.ceil(math.sqrt(len(tiles)))
+    nrows = math.ceil(len(tiles) / ncols)
+    th = max(t.shape[0] for t in tiles) + bar
+    tw = max(t.shape[1] for t in tiles)
+    canvas = np.full((nrows * th + (nrows - 1) * gap, ncols * tw + (ncols - 1) * gap, 3), 255,
+                     np.uint8)
+    for i, (tile, title) in enumerate(zip(tiles, titles)):
+        r, c = divmod(i, ncols)
+        cell = _titled(tile, title, bar)
+        y, x = r * (th + gap), c * (tw + gap)
+        canvas[y:y + cell.shape[0], x:x + cell.shape[1]] = cell
+    return canvas

@@ -1,0 +1,175 @@
+"""FeatMapVisHook: feature maps of chosen layers on fixed validation images, every N epochs."""
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from mmyolo.registry import HOOKS
+
+from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
+                              display_image, forward_and_capture, render_layer)
+from ..engine.layers import ActivationCapture, resolve_layer
+from ..engine.model_state import preserved_model_state
+from ..engine.reduce import check_reduction
+from ..engine.selection import read_rgb
+from .base_vis_hook import BaseVisHook
+
+
+@HOOKS.register_module()
+class FeatMapVisHook(BaseVisHook):
+    """Logs feature maps of ``target_layers`` for a fixed set of validation images.
+
+    With ``align='letterbox'`` the maps are captured during the validation forward itself (no
+    extra forward); images validation did not reach on this process (e.g. another rank's shard)
+    get one eval forward of their own. ``align='resize'`` always runs one eval forward per
+    image through the resize-only pipeline. Tags: ``featmap/<image>/<layer>`` (a layer whose
+    module returns a tuple gives ``<layer>[i]``), step = epoch. With ``log_stats`` every
+    backend that has ``add_activation_stats`` (``ActivationStatsVisBackend``) also gets
+    per-layer statistics over the chosen images.
+
+    Example:
+        >>> custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
+        >>> custom_hooks = [dict(type='FeatMapVisHook', interval=1, num_images=4,
+        ...                      target_layers=['backbone', 'neck'],
+        ...                      channel_reduction='squeeze_mean')]
+
+    Args:
+        target_layers (Sequence[str]): Dotted layer paths with indexing, e.g. ``'neck'``,
+            ``'backbone.stage4'``, ``'neck.out_layers[2]'``. Defaults to ('neck',).
+        channel_reduction (str, optional): ``'squeeze_mean'``, ``'select_max'`` or None
+            (then ``topk`` channels). Defaults to 'squeeze_mean'.
+        topk (int): With ``channel_reduction=None``, how many of the most active channels to
+            draw; -1 draws the map itself (1 or 3 channels only). Defaults to 4.
+        arrangement (tuple[int, int]): (rows, cols) of the top-k grid. Defaults to (2, 2).
+        log_stats (bool): Send per-layer activation statistics. Defaults to True.
+        **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``,
+            ``alpha``, ``score_thr``, ``max_size``, ``strict``; see ``BaseVisHook``.
+    """
+
+    tag_prefix = 'featmap'
+
+    def __init__(self,
+                 target_layers: Sequence[str] = ('neck', ),
+                 channel_reduction: Optional[str] = 'squeeze_mean',
+                 topk: int = 4,
+                 arrangement: Tuple[int, int] = (2, 2),
+                 log_stats: bool = True,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(target_layers, str):
+            target_layers = [target_layers]
+        if (not isinstance(target_layers, Sequence) or not target_layers
+                or not all(isinstance(t, str) and t for t in target_layers)):
+            raise ValueError(f'FeatMapVisHook: target_layers must be a non-empty list of layer '
+                             f'paths such as "neck.out_layers[2]", got {target_layers!r}')
+        check_reduction(channel_reduction, topk, tuple(arrangement))
+        self.target_layers = list(target_layers)
+        self.channel_reduction = channel_reduction
+        self.topk = topk
+        self.arrangement = tuple(arrangement)
+        self.log_stats = bool(log_stats)
+        self._capture: Optional[ActivationCapture] = None
+        self._captured: Dict[str, CapturedSample] = {}
+        self._batch_hits: list = []
+
+    def check_model(self, model) -> None:
+        for path in self.target_layers:
+            resolve_layer(model, path)
+
+    # ------------------------------------------------ reuse of the validation forward
+    def before_val_epoch(self, runner) -> None:
+        self._captured = {}
+        self._batch_hits = []
+        if self.align != 'letterbox' or not self.is_due(runner):
+            return
+        try:
+            self._capture = ActivationCapture(self.unwrap(runner.model), self.target_layers)
+            self._capture.__enter__()
+            self._capture.enabled = False
+        except Exception as err:  # noqa: BLE001
+            self._release()
+            self.fail('could not attach to the target layers', err)
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._capture is None or not data_batch:
+            return
+        wanted = {s.img_path for s in self.samples}
+        paths = [ds.metainfo.get('img_path') for ds in data_batch.get('data_samples', [])]
+        self._batch_hits = [(j, p) for j, p in enumerate(paths)
+                            if p in wanted and p not in self._captured]
+        self._capture.enabled = bool(self._batch_hits)
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self._capture is None or not self._batch_hits:
+            return
+        try:
+            for j, path in self._batch_hits:
+                self._captured[path] = captured_from_output(self._capture.maps(j), outputs[j])
+        except Exception as err:  # noqa: BLE001
+            self.fail('could not keep the captured maps of this batch', err)
+        finally:
+            self._capture.enabled = False
+            self._batch_hits = []
+
+    def _release(self) -> None:
+        if self._capture is not None:
+            self._capture.__exit__(None, None, None)
+            self._capture = None
+
+    def after_val(self, runner) -> None:
+        self._release()  # also when a val epoch ended abnormally
+
+    # ------------------------------------------------ drawing and logging
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._release()
+        if not self.is_due(runner):
+            return
+        step = runner.epoch
+        model = self.unwrap(runner.model)
+        stats_maps: Dict[str, list] = {}
+        for sample in self.samples:
+            try:
+                captured = self._captured.get(sample.img_path)
+                if captured is None:
+                    with preserved_model_state(model):
+                        model.eval()
+                        captured = forward_and_capture(model, self.load_batch(sample),
+                                                       self.target_layers)[0]
+                image = display_image(read_rgb(sample.img_path), self.max_size)
+            except Exception as err:  # noqa: BLE001
+                self.fail(f'skipped image {sample.name}', err)
+                continue
+            for key, featmap in captured.maps.items():
+                try:
+                    if not torch.isfinite(featmap).all():
+                        self.fail(f'layer {key} has NaN/Inf activations on {sample.name}; '
+                                  f'drawn with them zeroed')
+                    drawn = render_layer(image, featmap, captured, self.channel_reduction,
+                                         self.topk, self.arrangement, self.alpha,
+                                         score_thr=self.score_thr,
+                                         class_names=self._class_names)
+                except Exception as err:  # noqa: BLE001
+                    self.fail(f'skipped layer {key} on {sample.name}', err)
+                    continue
+                self.log_image(runner, f'{self.tag_prefix}/{sample.name}/{key}', drawn, step)
+                stats_maps.setdefault(key, []).append(featmap)
+        self._captured = {}
+        if self.log_stats:
+            self._log_stats(runner, stats_maps, step)
+
+    def _log_stats(self, runner, stats_maps: Dict[str, list], step: int) -> None:
+        for key, maps in stats_maps.items():
+            if len({m.shape for m in maps}) != 1:  # letterbox batch shapes differ per image
+                maps = [m.flatten(1)[:, :, None] for m in maps]
+                maps = [torch.cat(maps, dim=1)]
+            try:
+                stats = activation_stats(maps)
+            except Exception as err:  # noqa: BLE001
+                self.fail(f'no statistics for layer {key}', err)
+                continue
+            for name, backend in self._backends(runner).items():
+                add = getattr(backend, 'add_activation_stats', None)
+                if add is None:
+                    continue
+                try:
+                    add(f'{self.tag_prefix}_stats/{key}', stats, step=step)
+                except Exception as err:  # noqa: BLE001
+                    self.fail(f'backend {name} failed to write statistics of {key}', err)
