@@ -8,16 +8,23 @@ num_classes = len(class_name)
 metainfo = dict(classes=class_name, palette=[(220, 20, 60), (20, 180, 60), (30, 60, 230)])
 
 img_scale = (320, 320)
-max_epochs = 30
+max_epochs = 40
+close_mosaic_epochs = 5  # last epochs train without mosaic, on whole letterboxed images
+val_interval = 2
 train_batch_size_per_gpu = 16
 val_batch_size_per_gpu = 8
 base_lr = 0.02
-
+lr_factor = 0.05
+# Shapes are 24-96 px in the 256-448 px images (about 17-120 px at 320) and 16-40 px in the
+# large image slices; the boxes are square-ish (rotated squares/triangles), so are the anchors.
 anchors = [
-    [(10, 13), (16, 30), (33, 23)],
-    [(30, 61), (62, 45), (59, 119)],
-    [(116, 90), (156, 198), (373, 326)],
+    [(10, 10), (16, 16), (24, 22)],
+    [(32, 32), (46, 42), (64, 64)],
+    [(90, 84), (128, 128), (180, 176)],
 ]
+# Mosaic + affine scale 0.4-1.5: objects from about 7 px to 180 px, covering the large-image
+# slices' 16-40 px shapes.
+scaling_ratio_range = (0.4, 1.5)
 
 model = dict(
     bbox_head=dict(
@@ -38,8 +45,26 @@ train_pipeline = [
         type='YOLOv5RandomAffine',
         max_rotate_degree=0.0,
         max_shear_degree=0.0,
-        scaling_ratio_range=(0.5, 1.5),
+        scaling_ratio_range=scaling_ratio_range,
         border=(-img_scale[0] // 2, -img_scale[1] // 2),
+        border_val=(114, 114, 114)),
+    dict(type='YOLOv5HSVRandomAug'),
+    dict(type='mmdet.RandomFlip', prob=0.5),
+    dict(
+        type='mmdet.PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')),
+]
+# Close mosaic: whole images, letterboxed, with a milder affine (YOLOv8 style stage 2).
+train_pipeline_stage2 = [
+    *pre_transform,
+    dict(type='YOLOv5KeepRatioResize', scale=img_scale),
+    dict(type='LetterResize', scale=img_scale, allow_scale_up=True, pad_val=dict(img=114.0)),
+    dict(
+        type='YOLOv5RandomAffine',
+        max_rotate_degree=0.0,
+        max_shear_degree=0.0,
+        scaling_ratio_range=scaling_ratio_range,
+        max_aspect_ratio=100,
         border_val=(114, 114, 114)),
     dict(type='YOLOv5HSVRandomAug'),
     dict(type='mmdet.RandomFlip', prob=0.5),
@@ -90,10 +115,26 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(optimizer=dict(lr=base_lr, batch_size_per_gpu=train_batch_size_per_gpu))
 default_hooks = dict(
     # The packaged warm-up lasts max(3 epochs, 1000 iterations): 40 demo epochs. Keep it short.
-    param_scheduler=dict(max_epochs=max_epochs, warmup_epochs=1, warmup_mim_iter=50),
+    param_scheduler=dict(
+        max_epochs=max_epochs, lr_factor=lr_factor, warmup_epochs=1, warmup_mim_iter=50),
     checkpoint=dict(interval=5, max_keep_ckpts=2, save_best='coco/bbox_mAP_50', rule='greater'),
     logger=dict(interval=10))
-train_cfg = dict(max_epochs=max_epochs, val_interval=5)
+custom_hooks = [
+    # gamma 2000 (packaged) keeps the EMA a near copy of the weights for the ~1000 demo iterations
+    dict(
+        type='EMAHook',
+        ema_type='ExpMomentumEMA',
+        momentum=0.0001,
+        gamma=200,
+        update_buffers=True,
+        strict_load=False,
+        priority=49),
+    dict(
+        type='mmdet.PipelineSwitchHook',
+        switch_epoch=max_epochs - close_mosaic_epochs,
+        switch_pipeline=train_pipeline_stage2),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=val_interval)
 
 visualizer = dict(
     vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

@@ -4,6 +4,7 @@ MMEngine checkpoints carry a few non-tensor objects (the message hub's ``History
 numpy arrays / scalars inside it). They are allow-listed here instead of unpickling arbitrary
 code; running pickled code is only ever an explicit opt-in (``unsafe_load=True``).
 """
+import os
 import pickle
 import warnings
 from typing import Any, List, Optional, Union
@@ -70,3 +71,40 @@ def load_checkpoint_file(path: str,
             f'Refusing to load {path}: it holds objects outside the allow-list of tensors, '
             f'numpy arrays and MMEngine log buffers ({str(err).splitlines()[0]}). If you trust '
             f'the file, pass --unsafe-load (tools) or unsafe_load=True (API).') from err
+
+
+def export_weights(checkpoint: str, out_file: str, half: bool = True,
+                   extra_meta: Optional[dict] = None) -> str:
+    """Writes a weights-only copy of an MMEngine checkpoint (no optimizer, no message hub).
+
+    MMYOLO's EMAHook has already put the EMA weights into ``state_dict`` of the checkpoints it
+    saves, so the export holds the weights that validation measured.
+
+    Args:
+        checkpoint (str): A checkpoint written by the Runner.
+        out_file (str): Output path.
+        half (bool): Store floating tensors as fp16 (half the size; ``load_state_dict`` copies
+            them back into fp32 parameters). Defaults to True.
+        extra_meta (dict, optional): Plain values added to ``meta`` (e.g. how it was trained).
+
+    Returns:
+        str: ``out_file``.
+    """
+    ckpt = load_checkpoint_file(checkpoint)
+    state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'{checkpoint} holds no state_dict; expected an MMEngine checkpoint')
+    weights = {}
+    for key, value in state.items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        if half and torch.is_floating_point(value):
+            value = value.half()
+        weights[key] = value.detach().clone().contiguous()
+    dataset_meta = dict(ckpt.get('meta', {}).get('dataset_meta') or {})
+    meta = dict(dataset_meta={k: dataset_meta[k] for k in ('classes', 'palette')
+                              if k in dataset_meta})
+    meta.update(extra_meta or {})
+    out_dir = os.path.dirname(os.path.abspath(out_file))
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(dict(state_dict=weights, meta=meta), out_file)
+    return out_file
