@@ -1,0 +1,59 @@
+"""Pictures of sliced inference: boxes in class colours, the slice grid. RGB uint8 HWC.
+
+Boxes on a large image are small (tens of pixels), so lines stay thin (1-3 px by image size)
+and each class has its own colour (the model's ``dataset_meta['palette']`` when it has one).
+"""
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .detections import Detections
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_DEFAULT_PALETTE = ((220, 20, 60), (20, 180, 60), (30, 60, 230), (250, 170, 30), (160, 30, 200),
+                    (0, 200, 200), (255, 110, 0), (120, 120, 255))
+_GRID_COLOURS = ((255, 255, 0), (0, 255, 255))
+
+
+def _colour(label: int, palette: Optional[Sequence]) -> Tuple[int, int, int]:
+    colours = palette if palette else _DEFAULT_PALETTE
+    return tuple(int(c) for c in colours[int(label) % len(colours)])
+
+
+def line_thickness(height: int, width: int) -> int:
+    return int(np.clip(round(max(height, width) / 1500), 1, 3))
+
+
+def draw_detections(image: np.ndarray, dets: Detections, class_names: Sequence[str],
+                    palette: Optional[Sequence] = None, captions: bool = True,
+                    thickness: Optional[int] = None) -> np.ndarray:
+    """A copy of ``image`` with the boxes drawn (``class score`` captions when asked)."""
+    out = np.ascontiguousarray(image).copy()
+    thickness = thickness or line_thickness(*out.shape[:2])
+    for box, label, score in zip(dets.bboxes, dets.labels, dets.scores):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        colour = _colour(label, palette)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        if not captions:
+            continue
+        name = class_names[label] if 0 <= label < len(class_names) else str(int(label))
+        text = f'{name} {float(score):.2f}'
+        (tw, th), _ = cv2.getTextSize(text, _FONT, 0.35, 1)
+        ty = y1 if y1 - th - 3 >= 0 else y2 + th + 3
+        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty), colour, -1)
+        cv2.putText(out, text, (x1 + 1, ty - 2), _FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def draw_windows(image: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with every slice window outlined and numbered (alternating colours
+    so that overlapping windows stay distinguishable)."""
+    out = np.ascontiguousarray(image).copy()
+    thickness = line_thickness(*out.shape[:2])
+    for idx, (x1, y1, x2, y2) in enumerate(np.asarray(windows, dtype=np.int64)):
+        colour = _GRID_COLOURS[idx % 2]
+        cv2.rectangle(out, (int(x1), int(y1)), (int(x2) - 1, int(y2) - 1), colour, thickness)
+        cv2.putText(out, str(idx), (int(x1) + 4, int(y1) + 16), _FONT, 0.5, colour, 1,
+                    cv2.LINE_AA)
+    return out

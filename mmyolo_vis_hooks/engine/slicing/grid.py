@@ -1,0 +1,97 @@
+"""The slice grid of a large image, argument checks, and reading one slice as RGB uint8.
+
+The grid is sahi's (``sahi.slicing.get_slice_bboxes``), which MMYOLO's large-image demo also
+uses: windows step by ``patch - int(overlap * patch)`` and the last row/column is shifted back so
+it ends on the image border, so every window has the full patch size unless the image itself is
+smaller than the patch. Only coordinates are computed here; pixels are read one window at a
+time, so the whole image is never converted (to RGB, to float) at once.
+"""
+import numbers
+from typing import Any, Tuple
+
+import numpy as np
+
+SUPPORTED_CHANNELS = (1, 3, 4)
+
+
+def check_patch_size(patch_size: Any) -> int:
+    """Returns the patch size as an int, or raises ValueError/TypeError."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Integral):
+        raise TypeError(f'patch size must be an int (pixels), got {patch_size!r}')
+    if patch_size <= 0:
+        raise ValueError(f'patch size must be a positive number of pixels, got {patch_size}')
+    return int(patch_size)
+
+
+def check_overlap_ratio(overlap_ratio: Any) -> float:
+    """Returns the overlap ratio as a float in [0, 1), or raises ValueError/TypeError."""
+    if isinstance(overlap_ratio, bool) or not isinstance(overlap_ratio, numbers.Real):
+        raise TypeError(f'patch overlap ratio must be a number in [0, 1), got {overlap_ratio!r}')
+    if not 0 <= overlap_ratio < 1:
+        raise ValueError(f'patch overlap ratio must be in [0, 1), got {overlap_ratio}')
+    return float(overlap_ratio)
+
+
+def image_geometry(image: Any) -> Tuple[int, int, int]:
+    """Checks an image array (without reading its pixels) and returns (height, width, channels).
+
+    Accepted: uint8 arrays of shape (H, W) or (H, W, C) with C in 1 (grey), 3 (RGB), 4 (RGBA).
+    Any array-like with ``shape``, ``dtype`` and numpy slicing works (``np.memmap`` included).
+    """
+    shape, dtype = getattr(image, 'shape', None), getattr(image, 'dtype', None)
+    if shape is None or dtype is None:
+        raise TypeError(f'image must be a numpy array (H, W[, C]) of uint8, got {type(image)}')
+    if np.dtype(dtype) != np.uint8:
+        raise TypeError(f'image must be uint8 (0-255), got dtype {dtype}')
+    if len(shape) == 2:
+        channels = 1
+    elif len(shape) == 3 and shape[2] in SUPPORTED_CHANNELS:
+        channels = int(shape[2])
+    else:
+        raise ValueError(f'image must have shape (H, W) or (H, W, C) with C in '
+                         f'{SUPPORTED_CHANNELS}, got {tuple(shape)}')
+    height, width = int(shape[0]), int(shape[1])
+    if height == 0 or width == 0:
+        raise ValueError(f'image is empty: shape {tuple(shape)}')
+    return height, width, channels
+
+
+def slice_windows(height: int, width: int, patch_size: int,
+                  overlap_ratio: float) -> np.ndarray:
+    """The slice windows of an image, as an (N, 4) int array of [x1, y1, x2, y2].
+
+    Args:
+        height (int): Image height.
+        width (int): Image width.
+        patch_size (int): Square patch side in pixels.
+        overlap_ratio (float): Overlap of neighbouring patches, in [0, 1).
+
+    Returns:
+        np.ndarray: Windows in row-major order (the order sahi and MMYOLO's demo use).
+    """
+    from sahi.slicing import get_slice_bboxes
+    patch_size = check_patch_size(patch_size)
+    overlap_ratio = check_overlap_ratio(overlap_ratio)
+    windows = get_slice_bboxes(
+        image_height=height, image_width=width, slice_height=patch_size, slice_width=patch_size,
+        auto_slice_resolution=False, overlap_height_ratio=overlap_ratio,
+        overlap_width_ratio=overlap_ratio)
+    return np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Grey (H, W) / (H, W, 1) or RGBA -> contiguous RGB uint8 (H, W, 3); RGB is returned as is
+    (made contiguous). The alpha channel is dropped, not composited."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if pixels.shape[2] == 4:
+        return np.ascontiguousarray(pixels[..., :3])
+    return np.ascontiguousarray(pixels)
+
+
+def read_window(image: Any, window: np.ndarray) -> np.ndarray:
+    """Reads one window of an image (see :func:`image_geometry`) as RGB uint8 (h, w, 3)."""
+    x1, y1, x2, y2 = (int(v) for v in window)
+    return to_rgb(np.asarray(image[y1:y2, x1:x2]))

@@ -1,0 +1,156 @@
+"""The one inference path for slices and whole images (the tool and the sahi adapter use it).
+
+Per image, the config's own test transforms run on the pixels (what ``LoadImageFromFile`` would
+have produced: BGR uint8), so each slice gets exactly MMYOLO's test-time letterbox. A slice that
+already has the model's input size passes through them untouched (no resize, no pad), which is
+both exact and free. The batch then goes through the model's data preprocessor (channel order,
+mean/std, size-divisor padding) as ONE stacked tensor, one forward (``mode='tensor'``), and the
+head's own ``predict_by_feat`` maps boxes back to each image's pixels. The score threshold is
+handed to the head's decoding (never lowered below the config's), which drops boxes before its
+NMS; boxes above the threshold come out the same as with the config's threshold, because only
+higher-scored boxes can suppress or outrank them.
+"""
+import copy
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.model import is_model_wrapper
+
+from .detections import Detections
+
+# Transforms that load or pack data: the predictor does their work itself.
+_LOADING_TRANSFORMS = ('LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotations',
+                       'PackDetInputs', 'LoadMultiChannelImageFromFiles')
+_PROBE_SIDE = 2048
+
+
+def _transform_name(transform_cfg) -> str:
+    name = transform_cfg.get('type', '')
+    return name if isinstance(name, str) else getattr(name, '__name__', str(name))
+
+
+def test_transform_cfgs(cfg: Config) -> List[dict]:
+    """The config's test pipeline without its loading/packing steps."""
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline')
+    if not pipeline:
+        pipeline = cfg.get('test_pipeline')
+    if not pipeline:
+        raise ValueError('the config has no test pipeline (test_dataloader.dataset.pipeline or '
+                         'test_pipeline); sliced inference needs it to letterbox each slice')
+    return [copy.deepcopy(t) for t in pipeline
+            if _transform_name(t).split('.')[-1] not in _LOADING_TRANSFORMS]
+
+
+@contextmanager
+def inference_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no_grad for the block; every module's own train/eval flag is restored."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class BatchPredictor:
+    """Runs an MMYOLO detector on a batch of RGB images with its test-time semantics.
+
+    Args:
+        model (nn.Module): The detector (as built by ``engine.inference.build_detector``).
+        cfg (Config, optional): Its config; ``model.cfg`` when None.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: Optional[Config] = None) -> None:
+        from mmengine.registry import init_default_scope
+        from mmyolo.registry import TRANSFORMS
+        self.model = model.module if is_model_wrapper(model) else model
+        cfg = cfg if cfg is not None else getattr(self.model, 'cfg', None)
+        if cfg is None:
+            raise ValueError('the model carries no config (model.cfg); build it with '
+                             'engine.inference.build_detector or pass cfg=')
+        head = getattr(self.model, 'bbox_head', None)
+        if head is None or not hasattr(head, 'predict_by_feat'):
+            raise TypeError(f'{type(self.model).__name__} has no bbox_head.predict_by_feat; '
+                            'sliced inference supports single-stage (MMYOLO) detectors')
+        init_default_scope(cfg.get('default_scope', 'mmyolo'))
+        self.transforms = [TRANSFORMS.build(t) for t in test_transform_cfgs(cfg)]
+        probe = self._transform(np.zeros((_PROBE_SIDE, _PROBE_SIDE, 3), np.uint8))[0]
+        self.input_size: Tuple[int, int] = tuple(probe.shape[:2])
+
+    def _transform(self, rgb: np.ndarray) -> Tuple[np.ndarray, dict]:
+        # The test pipeline expects what LoadImageFromFile yields: BGR.
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        results = dict(img=bgr, img_shape=bgr.shape[:2], ori_shape=bgr.shape[:2])
+        for transform in self.transforms:
+            results = transform(results)
+            if results is None:
+                raise ValueError(f'test transform {type(transform).__name__} dropped the image')
+        meta = dict(ori_shape=tuple(bgr.shape[:2]), img_shape=tuple(results['img_shape'][:2]),
+                    scale_factor=tuple(results.get('scale_factor', (1.0, 1.0))))
+        if 'pad_param' in results:
+            meta['pad_param'] = results['pad_param']
+        return results['img'], meta
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[dict]]:
+        """Test transforms per image, then the data preprocessor on the whole batch.
+
+        Args:
+            images (Sequence[np.ndarray]): RGB uint8 (H, W, 3) images.
+
+        Returns:
+            tuple[Tensor, list[dict]]: The model input (N, C, H, W) and per-image metadata.
+        """
+        packed, metas = zip(*(self._transform(img) for img in images))
+        if len({p.shape for p in packed}) == 1:
+            inputs = torch.from_numpy(np.stack(packed)).permute(0, 3, 1, 2).contiguous()
+        else:  # the data preprocessor pads differently sized images like a test batch
+            inputs = [torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1)))
+                      for p in packed]
+        with torch.no_grad():
+            batch = self.model.data_preprocessor(dict(inputs=inputs, data_samples=None), False)
+        batch_input_shape = tuple(batch['inputs'].shape[-2:])
+        for meta, img in zip(metas, packed):
+            meta.update(batch_input_shape=batch_input_shape, pad_shape=img.shape[:2])
+        return batch['inputs'], list(metas)
+
+    def forward(self, inputs: torch.Tensor) -> tuple:
+        """The network alone (backbone, neck, head) on a preprocessed batch."""
+        with inference_mode(self.model):
+            return self.model(inputs, mode='tensor')
+
+    def decode(self, outs: tuple, metas: List[dict], score_thr: float = 0.0) -> List[Detections]:
+        """The head's own decoding + NMS, boxes in each image's pixels, scores > score_thr."""
+        head = self.model.bbox_head
+        test_cfg = copy.deepcopy(head.test_cfg)
+        if test_cfg is not None:
+            test_cfg['score_thr'] = max(float(test_cfg.get('score_thr', 0.0)), float(score_thr))
+        with inference_mode(self.model):
+            results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=test_cfg,
+                                           rescale=True)
+        dets = []
+        for res in results:
+            det = Detections(res.bboxes.float().cpu().numpy(), res.scores.float().cpu().numpy(),
+                             res.labels.cpu().numpy())
+            dets.append(det.select(det.scores > score_thr))
+        return dets
+
+    def predict(self, images: Sequence[np.ndarray], score_thr: float = 0.0) -> List[Detections]:
+        """Detections for each image of one batch (one forward pass).
+
+        Args:
+            images (Sequence[np.ndarray]): RGB uint8 (H, W, 3) images; same-sized ones are
+                stacked into one tensor.
+            score_thr (float): Keep boxes scoring above this. Defaults to 0.
+
+        Returns:
+            list[Detections]: Per image, boxes in that image's pixels.
+        """
+        if not len(images):
+            return []
+        inputs, metas = self.preprocess(images)
+        return self.decode(self.forward(inputs), metas, score_thr)

@@ -1,0 +1,124 @@
+"""Sliced inference on one large image: grid, batches of slices, shift, merge."""
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
+
+from .detections import Detections
+from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_window,
+                   slice_windows)
+from .merge import MergeConfig, merge_detections
+from .predictor import BatchPredictor
+
+
+def _check_score_thr(score_thr: Any) -> float:
+    if isinstance(score_thr, bool) or not isinstance(score_thr, numbers.Real) \
+            or not 0 <= score_thr <= 1:
+        raise ValueError(f'score threshold must be a number in [0, 1], got {score_thr!r}')
+    return float(score_thr)
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 1:
+        raise ValueError(f'batch size must be an int >= 1, got {batch_size!r}')
+    return int(batch_size)
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    """What sliced inference does; every value is checked here, before any work.
+
+    Args:
+        patch_size (int, optional): Square slice side in pixels; None means the model's input
+            size, so slices need no resize. Defaults to None.
+        overlap_ratio (float): Overlap of neighbouring slices, in [0, 1). Defaults to 0.25.
+        batch_size (int): Slices per forward pass. Defaults to 1.
+        score_thr (float): Keep boxes scoring above this, in [0, 1]. Defaults to 0.3.
+        full_image (bool): Also run the whole image (letterboxed to the input size) and merge
+            its boxes with the slices' (sahi's ``perform_standard_pred``). Defaults to False.
+        merge (MergeConfig): How overlapping boxes are merged. Defaults to class-wise NMS at
+            IoU 0.25 (MMYOLO's demo).
+    """
+    patch_size: Optional[int] = None
+    overlap_ratio: float = 0.25
+    batch_size: int = 1
+    score_thr: float = 0.3
+    full_image: bool = False
+    merge: MergeConfig = field(default_factory=MergeConfig)
+
+    def __post_init__(self):
+        if self.patch_size is not None:
+            object.__setattr__(self, 'patch_size', check_patch_size(self.patch_size))
+        object.__setattr__(self, 'overlap_ratio', check_overlap_ratio(self.overlap_ratio))
+        object.__setattr__(self, 'batch_size', _check_batch_size(self.batch_size))
+        object.__setattr__(self, 'score_thr', _check_score_thr(self.score_thr))
+        if not isinstance(self.merge, MergeConfig):
+            raise TypeError(f'merge must be a MergeConfig, got {type(self.merge)}')
+
+
+@dataclass
+class SlicedResult:
+    """What sliced inference found on one image.
+
+    Args:
+        detections (Detections): Merged boxes in full-image pixels.
+        windows (np.ndarray): (N, 4) slice windows [x1, y1, x2, y2].
+        image_shape (tuple[int, int]): (height, width).
+        slice_detections (list[Detections], optional): Unmerged boxes of each slice, in
+            full-image pixels (only when asked for).
+        full_image_detections (Detections, optional): Boxes of the full-image pass.
+    """
+    detections: Detections
+    windows: np.ndarray
+    image_shape: Tuple[int, int]
+    slice_detections: Optional[List[Detections]] = None
+    full_image_detections: Optional[Detections] = None
+
+
+def resolve_patch_size(settings: SliceSettings, predictor: BatchPredictor) -> int:
+    """The patch size to use: the settings' or the model's (square) input size."""
+    return settings.patch_size or int(min(predictor.input_size))
+
+
+def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSettings,
+                   keep_slices: bool = False,
+                   progress: Optional[Callable[[int], Any]] = None) -> SlicedResult:
+    """Detects objects on a large image slice by slice.
+
+    Slices are read from ``image`` one batch at a time (a numpy array or memmap of shape
+    (H, W[, C]), uint8, grey/RGB/RGBA), so only ``batch_size`` slices are ever converted to
+    model input at once.
+
+    Args:
+        predictor (BatchPredictor): The model's inference path.
+        image (np.ndarray): The image, RGB order for 3/4 channels.
+        settings (SliceSettings): Patch size, overlap, batch size, threshold, merge.
+        keep_slices (bool): Also return each slice's unmerged boxes. Defaults to False.
+        progress (callable, optional): Called with the number of slices done after each batch.
+
+    Returns:
+        SlicedResult: Merged boxes (and, if asked, the unmerged ones).
+    """
+    height, width, _ = image_geometry(image)
+    windows = slice_windows(height, width, resolve_patch_size(settings, predictor),
+                            settings.overlap_ratio)
+    per_slice: List[Detections] = []
+    for start in range(0, len(windows), settings.batch_size):
+        batch_windows = windows[start:start + settings.batch_size]
+        crops = [read_window(image, window) for window in batch_windows]
+        dets = predictor.predict(crops, settings.score_thr)
+        per_slice += [d.shifted(win[0], win[1]) for d, win in zip(dets, batch_windows)]
+        if progress is not None:
+            progress(len(batch_windows))
+    full = None
+    if settings.full_image and len(windows) > 1:  # one slice already is the whole image
+        whole = read_window(image, np.array([0, 0, width, height]))
+        full = predictor.predict([whole], settings.score_thr)[0]
+    parts = per_slice + ([full] if full is not None else [])
+    merged = merge_detections(Detections.concat(parts), settings.merge)
+    # soft-NMS lowers scores; the threshold holds for what is returned.
+    merged = merged.select(merged.scores > settings.score_thr)
+    return SlicedResult(merged, windows, (height, width),
+                        per_slice if keep_slices else None, full)

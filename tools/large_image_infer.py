@@ -1,0 +1,239 @@
+"""Sliced inference on large images with an MMYOLO detector.
+
+The flags of MMYOLO's ``demo/large_image_demo.py`` (image or folder, config, checkpoint,
+``--patch-size``, ``--patch-overlap-ratio``, ``--merge-iou-thr``, ``--merge-nms-type``,
+``--batch-size``, ``--debug``, ``--save-patch``, ``--score-thr``, ``--out-dir``, ``--show``,
+``--device``), plus sahi's merge choices (``--merge-nms-type nms|nmm|greedynmm`` besides
+``soft_nms``, ``--merge-metric IOU|IOS``), ``--class-agnostic``, ``--full-image``,
+``--fuse-conv-bn``, ``--cfg-options`` and ``--unsafe-load``.
+
+Writes to ``--out-dir``: ``<name>`` (the image with the merged boxes), ``detections.json``
+(COCO-style: images, categories with id = label + 1, annotations with scores), and with
+``--debug`` ``<stem>_debug.png`` (slice grid + unmerged boxes), with ``--save-patch``
+``patches/<stem>/<stem>_<index>_<x>_<y>.png`` (each slice with its own boxes).
+
+Example::
+
+    python tools/large_image_infer.py data/large/large_00000.png \\
+        configs/demo/yolov5_n_shapes_320.py tests/assets/yolov5_n_shapes.pth \\
+        --batch-size 8 --class-agnostic --out-dir outputs/large
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+from mmengine.config import DictAction
+from tqdm import tqdm
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmyolo_vis_hooks.engine.inference import build_detector  # noqa: E402
+from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections,  # noqa: E402
+                                             MergeConfig, SlicedResult, SliceSettings,
+                                             coco_document, draw_detections, draw_windows,
+                                             image_geometry, read_window, resolve_patch_size,
+                                             slice_windows, sliced_predict,
+                                             to_coco_annotations)
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+MERGE_TYPES = ('nms', 'soft_nms', 'nmm', 'greedynmm')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Sliced (tiled) inference on large images with an MMYOLO detector.')
+    parser.add_argument('img', help='image file, or folder of images')
+    parser.add_argument('config', help='config file (or mmyolo:: name)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out-dir', default='./output', help='output folder')
+    parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    parser.add_argument('--show', action='store_true', help='show each result in a window')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='box score threshold')
+    parser.add_argument('--patch-size', type=int, default=None,
+                        help='slice side in pixels (default: the model input size, so slices '
+                        'are not resized)')
+    parser.add_argument('--patch-overlap-ratio', type=float, default=0.25,
+                        help='overlap of neighbouring slices, in [0, 1)')
+    parser.add_argument('--merge-iou-thr', type=float, default=0.25,
+                        help='overlap threshold for merging the slices\' boxes')
+    parser.add_argument('--merge-nms-type', type=str.lower, default='nms', choices=MERGE_TYPES,
+                        help='how the slices\' boxes are merged')
+    parser.add_argument('--merge-metric', type=str.upper, default='IOU', choices=('IOU', 'IOS'),
+                        help='overlap measure of the merge: IoU, or intersection over the '
+                        'smaller box (IOS)')
+    parser.add_argument('--class-agnostic', action='store_true',
+                        help='merge boxes across labels (a class-wise merge keeps one object '
+                        'once per predicted label)')
+    parser.add_argument('--full-image', action='store_true',
+                        help='also run the whole image (letterboxed) and merge its boxes')
+    parser.add_argument('--batch-size', type=int, default=8,
+                        help='slices per forward pass')
+    parser.add_argument('--debug', action='store_true',
+                        help='also write <stem>_debug.png: slice grid and unmerged boxes')
+    parser.add_argument('--save-patch', action='store_true',
+                        help='also write every slice with its own boxes')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fuse conv and bn layers (faster inference)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='load a checkpoint holding arbitrary pickled objects (runs code '
+                        'from the file; only for files you trust)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> SliceSettings:
+    """Checks every slicing argument (ValueError/TypeError) before any work is done."""
+    merge = MergeConfig(method=args.merge_nms_type, metric=args.merge_metric,
+                        threshold=args.merge_iou_thr, class_agnostic=args.class_agnostic)
+    return SliceSettings(patch_size=args.patch_size, overlap_ratio=args.patch_overlap_ratio,
+                         batch_size=args.batch_size, score_thr=args.score_thr,
+                         full_image=args.full_image, merge=merge)
+
+
+def list_images(path: str) -> List[str]:
+    if osp.isdir(path):
+        files = sorted(osp.join(path, f) for f in os.listdir(path)
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise ValueError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {path}')
+        return files
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image not found: {path}')
+    return [path]
+
+
+def read_image(path: str) -> np.ndarray:
+    """The file as uint8 grey (H, W), RGB or RGBA; 16-bit images are scaled to 8 bits."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f'cannot read image {path}')
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 3:
+        cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA, dst=img)
+    image_geometry(img)
+    return img
+
+
+def write_rgb(path: str, rgb: np.ndarray) -> None:
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f'could not write {path}')
+
+
+def _show(name: str, rgb: np.ndarray) -> None:
+    if sys.platform.startswith('linux') and not os.environ.get('DISPLAY'):
+        print(f'--show: no display (DISPLAY is unset); {name} not shown', file=sys.stderr)
+        return
+    cv2.imshow(name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.waitKey(0)
+    cv2.destroyWindow(name)
+
+
+class LargeImageRunner:
+    """Runs sliced inference on image files and writes the pictures and the COCO JSON.
+
+    Args:
+        predictor (BatchPredictor): The model's inference path.
+        settings (SliceSettings): Slicing, threshold and merge settings.
+        out_dir (str): Output folder.
+        debug (bool): Write the slice grid with unmerged boxes. Defaults to False.
+        save_patch (bool): Write every slice with its own boxes. Defaults to False.
+        show (bool): Show each annotated image. Defaults to False.
+        progress (bool): Progress bars over images and slices. Defaults to True.
+    """
+
+    def __init__(self, predictor: BatchPredictor, settings: SliceSettings, out_dir: str,
+                 debug: bool = False, save_patch: bool = False, show: bool = False,
+                 progress: bool = True) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.out_dir = out_dir
+        self.debug = debug
+        self.save_patch = save_patch
+        self.show = show
+        self.progress = progress
+        meta = getattr(predictor.model, 'dataset_meta', None) or {}
+        num_classes = getattr(predictor.model.bbox_head, 'num_classes', 0)
+        self.class_names = list(meta.get('classes') or [str(i) for i in range(num_classes)])
+        self.palette = meta.get('palette')
+
+    def process(self, path: str) -> SlicedResult:
+        """Sliced inference on one file; writes its annotated image (and debug pictures)."""
+        image = read_image(path)
+        height, width, _ = image_geometry(image)
+        num_slices = len(slice_windows(height, width,
+                                       resolve_patch_size(self.settings, self.predictor),
+                                       self.settings.overlap_ratio))
+        with tqdm(total=num_slices, desc=osp.basename(path), unit='slice', leave=False,
+                  disable=not self.progress) as bar:
+            result = sliced_predict(self.predictor, image, self.settings,
+                                    keep_slices=self.debug or self.save_patch,
+                                    progress=bar.update)
+        rgb = read_window(image, np.array([0, 0, width, height]))
+        annotated = draw_detections(rgb, result.detections, self.class_names, self.palette)
+        write_rgb(osp.join(self.out_dir, osp.basename(path)), annotated)
+        stem = osp.splitext(osp.basename(path))[0]
+        if self.debug:
+            unmerged = Detections.concat(result.slice_detections)
+            grid = draw_windows(draw_detections(rgb, unmerged, self.class_names, self.palette,
+                                                captions=False), result.windows)
+            write_rgb(osp.join(self.out_dir, f'{stem}_debug.png'), grid)
+        if self.save_patch:
+            for idx, (window, dets) in enumerate(zip(result.windows, result.slice_detections)):
+                x1, y1 = int(window[0]), int(window[1])
+                patch = draw_detections(read_window(image, window), dets.shifted(-x1, -y1),
+                                        self.class_names, self.palette)
+                write_rgb(osp.join(self.out_dir, 'patches', stem,
+                                   f'{stem}_{idx:04d}_{x1}_{y1}.png'), patch)
+        if self.show:
+            _show(osp.basename(path), annotated)
+        return result
+
+    def run(self, paths: Sequence[str]) -> Dict:
+        """Processes every file and writes ``detections.json``; returns its content."""
+        os.makedirs(self.out_dir, exist_ok=True)
+        images, annotations = [], []
+        for image_id, path in enumerate(tqdm(paths, desc='images', unit='image',
+                                             disable=not self.progress or len(paths) < 2),
+                                        start=1):
+            result = self.process(path)
+            height, width = result.image_shape
+            images.append(dict(id=image_id, file_name=osp.basename(path), width=width,
+                               height=height))
+            annotations += to_coco_annotations(result.detections, image_id,
+                                               first_id=len(annotations) + 1)
+        doc = coco_document(images, annotations, self.class_names)
+        with open(osp.join(self.out_dir, 'detections.json'), 'w', encoding='utf-8') as f:
+            json.dump(doc, f)
+        return doc
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    paths = list_images(args.img)
+    model = build_detector(args.config, args.checkpoint, device=args.device,
+                           cfg_options=args.cfg_options, unsafe_load=args.unsafe_load)
+    if args.fuse_conv_bn:
+        from mmcv.cnn import fuse_conv_bn
+        model = fuse_conv_bn(model)
+    runner = LargeImageRunner(BatchPredictor(model), settings, args.out_dir, debug=args.debug,
+                              save_patch=args.save_patch, show=args.show,
+                              progress=not args.no_progress)
+    doc = runner.run(paths)
+    print(f'{len(doc["annotations"])} boxes on {len(paths)} image(s) written to {args.out_dir}')
+    return doc
+
+
+if __name__ == '__main__':
+    main()
