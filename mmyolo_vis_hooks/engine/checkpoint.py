@@ -28,10 +28,39 @@ def _numpy_globals() -> List[Any]:
     return allowed
 
 
-def safe_globals() -> List[Any]:
-    """The globals allowed in checkpoints loaded with ``weights_only=True``."""
+# HistoryBuffer's default statistics; its ``__getstate__`` stores them as class attributes.
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` while unpickling a checkpoint.
+
+    MMEngine's ``HistoryBuffer`` pickles its statistics methods (protocol 2) as
+    ``getattr(HistoryBuffer, 'mean')``. Allow-listing the real ``getattr`` would hand a pickle
+    every attribute of every allowed object; this answers only those lookups.
+    """
     from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer, *_numpy_globals()]
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint: only '
+        f'getattr(HistoryBuffer, one of {_HISTORY_BUFFER_STATISTICS}) is')
+
+
+def safe_globals() -> List[Any]:
+    """The globals allowed in checkpoints loaded with ``weights_only=True``.
+
+    Entries are objects or ``(stand-in, 'module.name')`` pairs, as
+    ``torch.serialization.add_safe_globals`` takes them.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'), *_numpy_globals()]
+
+
+def safe_global_names() -> List[str]:
+    """The ``module.name`` strings of :func:`safe_globals` (as a pickle names them)."""
+    return [g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+            for g in safe_globals()]
 
 
 def register_safe_globals() -> None:
