@@ -23,11 +23,15 @@ def packaged_config(relpath: str) -> str:
 
 
 def _clear_singletons() -> None:
-    from mmengine.logging import MessageHub, MMLogger
-    from mmengine.registry import DefaultScope
-    from mmengine.visualization import Visualizer
-    for cls in (Visualizer, DefaultScope, MessageHub, MMLogger):
-        cls._instance_dict.clear()
+    """Clears every MMEngine ManagerMixin singleton (Visualizer and its subclasses such as
+    DetLocalVisualizer, which keep their own instance dicts; DefaultScope; MessageHub; MMLogger)."""
+    from mmengine.utils import ManagerMixin
+    pending = [ManagerMixin]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if '_instance_dict' in vars(cls):
+            cls._instance_dict.clear()
     logging.shutdown()
 
 
@@ -47,3 +51,31 @@ def shapes_data(tmp_path_factory):
     generate_split(root, 'train', SplitSpec(16), seed=0)
     generate_split(root, 'val', SplitSpec(8), seed=0)
     return root + '/'
+
+
+DEMO_CHECKPOINT = osp.join(REPO_ROOT, 'tests', 'assets', 'yolov5_n_shapes.pth')
+
+
+@pytest.fixture(scope='session')
+def demo_config():
+    """Path of the embedded demo config (YOLOv5-n, 3 shape classes, 320 px)."""
+    return DEMO_CONFIG
+
+
+@pytest.fixture(scope='session')
+def demo_checkpoint():
+    """Path of the trained demo detector (weights only, fp16; see tests/assets/README.md).
+
+    Load it with ``mmyolo_vis_hooks.engine.inference.build_detector(demo_config, path)``.
+    """
+    if not osp.isfile(DEMO_CHECKPOINT):
+        raise FileNotFoundError(f'{DEMO_CHECKPOINT} is missing; tests/assets/README.md says '
+                                'how to produce it')
+    return DEMO_CHECKPOINT
+
+
+@pytest.fixture
+def reset_singletons():
+    """A callable that clears the MMEngine singletons, for tests that build several Runners
+    (a second Runner would otherwise reuse the first one's Visualizer and its log dir)."""
+    return _clear_singletons

@@ -1,0 +1,55 @@
+"""Building small real Runner configs on the generated shapes data (imported by tests)."""
+import copy
+import glob
+import os.path as osp
+from typing import List, Optional
+
+from mmengine.config import Config
+
+from conftest import DEMO_CONFIG
+
+
+def tiny_train_cfg(data_root: str, work_dir: str, epochs: int = 2,
+                   custom_hooks: Optional[List[dict]] = None, val_interval: int = 1,
+                   vis_backends: Optional[List[dict]] = None, seed: int = 0) -> Config:
+    """The demo config shrunk to the small ``shapes_data`` set: batch 4, no workers, no EMA,
+    deterministic, ``epochs`` epochs with validation every ``val_interval``."""
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed, deterministic=True)
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = val_interval
+    cfg.default_hooks.param_scheduler.max_epochs = epochs
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.data_root = data_root
+        loader.num_workers = 0
+        loader.persistent_workers = False
+    cfg.train_dataloader.batch_size = 4
+    cfg.val_dataloader.batch_size = 4
+    cfg.val_dataloader.dataset.batch_shapes_cfg.batch_size = 4
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    cfg.val_evaluator.ann_file = data_root + 'annotations/val.json'
+    cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
+    cfg.custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
+    cfg.custom_hooks = list(custom_hooks or [])
+    cfg.visualizer.vis_backends = vis_backends or [dict(type='LocalVisBackend'),
+                                                   dict(type='TensorboardVisBackend')]
+    return cfg
+
+
+def read_events(work_dir: str):
+    """The TensorBoard EventAccumulator of the single event file under ``work_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    files = glob.glob(osp.join(work_dir, '**', 'events.out.tfevents.*'), recursive=True)
+    if len(files) != 1:
+        raise AssertionError(f'expected one event file under {work_dir}, found {files}')
+    acc = EventAccumulator(files[0], size_guidance={'images': 0, 'scalars': 0,
+                                                    'histograms': 0})
+    acc.Reload()
+    return acc
+
+
+def image_steps(acc, tag: str) -> List[int]:
+    return [event.step for event in acc.Images(tag)]
