@@ -1,0 +1,23 @@
+"""Box-level class activation maps for MMYOLO detectors (issue #4).
+
+``BoxCAM(model, method='gradcam')(inputs)`` explains the top-k boxes of each image with one map
+per box; ``compose`` turns them into image maps (``norm_in_boxes``, ``merge_box_maps``).
+"""
+from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_boxes,
+                      normalize_maps)
+from .engine import BoxCAM, BoxCAMResult, default_target_layers
+from .methods import (METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod, EigenCAM,
+                      EigenGradCAM, GradCAM, GradCAMPlusPlus, LayerCAM, LayerContext, XGradCAM,
+                      build_method)
+from .predictions import (SUPPORTED_HEADS, Detections, FlatPredictions, detector_family,
+                          flat_predictions, select_boxes)
+from .projection import first_component_projection
+
+__all__ = [
+    'BoxCAM', 'BoxCAMResult', 'default_target_layers', 'METHODS', 'BoxCAMMethod',
+    'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
+    'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'LayerContext', 'build_method',
+    'SUPPORTED_HEADS', 'Detections', 'FlatPredictions', 'detector_family', 'flat_predictions',
+    'select_boxes', 'first_component_projection', 'compose_box_maps', 'energy_inside',
+    'merge_box_maps', 'norm_in_boxes', 'normalize_maps'
+]

@@ -1,0 +1,125 @@
+"""From raw per-layer maps to per-box heat maps on the image, as grad-cam composes them.
+
+grad-cam, per target layer: ReLU, min-max normalise, resize to the input; then the mean over
+layers, normalised again. Here the resize is the letterbox-aware sampling of ``engine.align``
+straight onto the original image (one bilinear sampling per layer), or a plain resize onto the
+network input when no metadata is given.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..align import boxes_to_original, map_to_original
+
+EPS = 1e-7
+
+
+def normalize_maps(maps: Tensor) -> Tensor:
+    """Min-max normalises each ``(h, w)`` map of ``(..., h, w)`` to [0, 1]; a flat map becomes 0.
+
+    grad-cam's ``scale_cam_image`` divides by ``max - min + 1e-7``, an absolute epsilon that
+    flattens any map whose range is below ~1e-7 (gradients of confident boxes are that small).
+    The epsilon here is relative to the map's own magnitude, so only the scale is removed.
+    """
+    flat = maps.flatten(-2)
+    low = flat.amin(dim=-1, keepdim=True)
+    flat = flat - low
+    span = flat.amax(dim=-1, keepdim=True)
+    scale = torch.maximum(span, low.abs())
+    ok = span > EPS * scale
+    flat = torch.where(ok, flat / torch.where(ok, span, torch.ones_like(span)),
+                       torch.zeros_like(flat))
+    return flat.reshape(maps.shape)
+
+
+def compose_box_maps(layer_maps: Sequence[Tensor], meta: Optional[Dict] = None,
+                     input_size: Optional[Tuple[int, int]] = None,
+                     out_size: Optional[Tuple[int, int]] = None) -> Tensor:
+    """Per-box maps on the image from per-layer raw maps.
+
+    Args:
+        layer_maps (Sequence[Tensor]): One ``(K, h_l, w_l)`` raw map stack per layer output.
+        meta (dict, optional): Sample metainfo; the maps are sampled onto the original image
+            through its letterbox / resize geometry (``engine.align.map_to_original``).
+        input_size (tuple[int, int], optional): ``(H, W)`` of the network input; used when
+            ``meta`` is None (the maps are then resized onto the input).
+        out_size (tuple[int, int], optional): Output ``(h, w)``, e.g. a reduced size; defaults
+            to the original image (or the input when ``meta`` is None).
+
+    Returns:
+        Tensor: ``(K, H, W)`` float maps in [0, 1].
+    """
+    if not layer_maps:
+        raise ValueError('no layer maps to compose')
+    if meta is None:
+        if input_size is None:
+            raise ValueError('compose_box_maps needs meta or input_size')
+        h, w = input_size
+        meta = dict(ori_shape=(h, w), img_shape=(h, w), scale_factor=(1.0, 1.0))
+    composed = None
+    for raw in layer_maps:
+        layer = normalize_maps(raw.float().clamp(min=0))
+        sampled = map_to_original(layer, meta, out_size)
+        composed = sampled if composed is None else composed + sampled
+    return normalize_maps(composed / len(layer_maps))
+
+
+def box_masks(boxes: Tensor, size: Tuple[int, int], scale: Tuple[float, float] = (1.0, 1.0)
+              ) -> Tensor:
+    """``(K, h, w)`` bool masks of the cells whose centres lie inside each xyxy box.
+
+    ``scale`` = (x, y) pixels per cell; boxes are in pixels.
+    """
+    h, w = size
+    device = boxes.device
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * scale[0]
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * scale[1]
+    b = boxes.float()
+    inside_x = (xs[None] >= b[:, 0:1]) & (xs[None] <= b[:, 2:3])
+    inside_y = (ys[None] >= b[:, 1:2]) & (ys[None] <= b[:, 3:4])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def norm_in_boxes(maps: Tensor, boxes: Tensor) -> Tensor:
+    """MMYOLO's ``norm_in_bbox`` per box: each map normalised to [0, 1] inside its own box
+    and zero outside. A box smaller than one pixel keeps no heat.
+
+    Args:
+        maps (Tensor): ``(K, H, W)`` maps on the image the ``boxes`` are given in.
+        boxes (Tensor): ``(K, 4)`` xyxy boxes in pixels of that image.
+    """
+    masks = box_masks(boxes, maps.shape[-2:])
+    out = torch.zeros_like(maps)
+    for k in range(maps.shape[0]):
+        if masks[k].any():
+            values = maps[k][masks[k]]
+            low, high = values.min(), values.max()
+            out[k][masks[k]] = (values - low) / (high - low + EPS)
+    return out
+
+
+def merge_box_maps(maps: Tensor) -> Tensor:
+    """One image-level ``(H, W)`` map: the maximum over boxes, normalised (MMYOLO's merge of
+    ``norm_in_bbox`` maps). An image without boxes gives a zero map."""
+    if maps.shape[0] == 0:
+        return maps.new_zeros(maps.shape[-2:])
+    return normalize_maps(maps.amax(dim=0))
+
+
+def energy_inside(heat: Tensor, boxes: Tensor) -> Optional[float]:
+    """Energy-based pointing game: the share of the map's total inside the union of ``boxes``.
+
+    Returns None for a map with no energy (nothing to point with).
+    """
+    total = float(heat.clamp(min=0).sum())
+    if total <= 0:
+        return None
+    if boxes.numel() == 0:
+        return 0.0
+    inside = box_masks(boxes.reshape(-1, 4), heat.shape[-2:]).any(dim=0)
+    return float(heat.clamp(min=0)[inside].sum()) / total
+
+
+__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_boxes', 'merge_box_maps',
+           'energy_inside', 'boxes_to_original']

@@ -1,0 +1,331 @@
+"""The box CAM engine: one forward, the boxes, one map per box.
+
+Gradient methods take, after ONE forward, the gradient of each chosen box's own score with
+``torch.autograd.grad`` on the captured layer outputs (all boxes at once through a batched
+vector-Jacobian product when autograd supports it, else one VJP per box). Only the part of the
+graph between the target layers and the scores is differentiated, and nothing lands in any
+parameter's ``.grad``.
+
+Captured outputs are handed downstream as a fresh node: MMYOLO necks whose ``out_layers`` are
+``nn.Identity`` return the very tensor their bottom-up path also consumes, so the gradient of a
+level-2 box w.r.t. that tensor would also flow through level 0's path. With the fresh node, the
+gradient is the one w.r.t. what the layer returned to its callers: for the default target layers
+(all of ``neck.out_layers``) a box's map lives on its own level only.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import ActivationCapture, flatten_output, output_keys, resolve_layer
+from ..model_state import preserved_model_state
+from .compose import box_masks, compose_box_maps
+from .methods import AblationCAM, BoxCAMMethod, LayerContext, build_method
+from .predictions import (Detections, FlatPredictions, detector_family, flat_predictions,
+                          matched_log_scores, select_boxes)
+
+
+def default_target_layers(model: nn.Module) -> List[str]:
+    """``neck.out_layers[i]`` for every level of the detector's neck.
+
+    Raises:
+        ValueError: The neck has no ``out_layers`` (pass target layers explicitly).
+    """
+    neck = getattr(model, 'neck', None)
+    out_layers = getattr(neck, 'out_layers', None)
+    if not isinstance(out_layers, nn.ModuleList) or not len(out_layers):
+        raise ValueError(f'{type(neck).__name__} has no out_layers: pass target_layers '
+                         f'explicitly (e.g. "neck", or "backbone.stage4")')
+    return [f'neck.out_layers[{i}]' for i in range(len(out_layers))]
+
+
+def _rebind(value):
+    """A fresh graph node for every tensor of a layer output (same values, same structure).
+
+    ``anchor`` is what gradients are taken w.r.t.; downstream layers get a copy of it, so an
+    in-place op downstream cannot alter the recorded activation. A tensor outside any graph
+    (frozen weights) becomes a leaf that requires grad: only the part after it matters here.
+    """
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            return value, value
+        anchor = value.view_as(value) if value.requires_grad else \
+            value.detach().requires_grad_(True)
+        return anchor, anchor.clone()
+    if isinstance(value, (tuple, list)):
+        pairs = [_rebind(v) for v in value]
+        return ([a for a, _ in pairs], type(value)(d for _, d in pairs))
+    return value, value
+
+
+class _GradientCapture(ActivationCapture):
+    """Records live layer outputs (graph nodes) and hands their callers a fresh node."""
+
+    def __init__(self, model: nn.Module, paths: Sequence[str]) -> None:
+        super().__init__(model, paths, detach=False, to_cpu=False)
+
+    def _hook(self, path: str):
+        def record(module, inputs, output):
+            if not self.enabled:
+                return None
+            anchors, downstream = _rebind(output)
+            self.outputs[path] = flatten_output(anchors)
+            return downstream
+        return record
+
+
+class _ReplaceOutput:
+    """Forward hook that swaps one tensor of a module's output for a given batch."""
+
+    def __init__(self, module: nn.Module, index: int) -> None:
+        self.module, self.index, self.value, self.handle = module, index, None, None
+
+    def __enter__(self):
+        def swap(module, inputs, output):
+            if isinstance(output, Tensor):
+                return self.value
+            items = list(output)
+            items[self.index] = self.value
+            return type(output)(items)
+        self.handle = self.module.register_forward_hook(swap)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@dataclass
+class BoxCAMResult:
+    """The CAMs of one image.
+
+    Attributes:
+        detections (Detections): The explained boxes (network-input pixels), their scores,
+            labels, prior indices and levels.
+        layer_maps (list[Tensor]): Per target-layer output, ``(K, h, w)`` raw maps.
+        layer_keys (list[str]): Name of each layer output (``neck.out_layers[0]``, ...).
+        input_size (tuple[int, int]): ``(H, W)`` of the network input.
+        method (str): The method name.
+    """
+    detections: Detections
+    layer_maps: List[Tensor]
+    layer_keys: List[str]
+    input_size: Tuple[int, int]
+    method: str
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def box_maps(self, meta: Optional[Dict] = None,
+                 out_size: Optional[Tuple[int, int]] = None) -> Tensor:
+        """``(K, H, W)`` maps in [0, 1] on the original image (``meta`` given) or the input."""
+        if len(self) == 0:
+            if meta is None:
+                size = out_size or self.input_size
+            else:
+                size = out_size or tuple(int(v) for v in tuple(meta['ori_shape'])[:2])
+            return torch.zeros((0, *size))
+        return compose_box_maps(self.layer_maps, meta, self.input_size, out_size)
+
+
+class BoxCAM:
+    """Per-box class activation maps for MMYOLO detectors.
+
+    Construction checks the model and the layers and builds nothing else; the model is only
+    touched inside :meth:`__call__`, which runs it in eval mode and restores every module's
+    mode, ``requires_grad``, ``.grad``, buffers and the RNG state afterwards.
+
+    Args:
+        model (nn.Module): An (unwrapped) MMYOLO detector: YOLOv5, YOLOv6, YOLOv7, YOLOv8,
+            YOLOX, RTMDet or PPYOLOE.
+        method (str | BoxCAMMethod): ``gradcam``, ``gradcam++``, ``xgradcam``, ``layercam``,
+            ``eigengradcam``, ``eigencam`` or ``ablationcam``. Defaults to 'gradcam'.
+        target_layers (Sequence[str], optional): Layer paths; all of ``neck.out_layers`` when
+            None. Defaults to None.
+        score_thr (float): Explain boxes scoring above this. Defaults to 0.3.
+        topk (int): Explain at most this many boxes per image (best first); ``<= 0`` for all.
+            Defaults to 10.
+        batch_size (int): AblationCAM: ablated copies per forward. Defaults to 32.
+        ratio_channels_to_ablate (float): AblationCAM: share of channels ablated, in (0, 1].
+            Defaults to 1.0.
+        match_iou_thr (float): AblationCAM: an ablated prediction of the box's class counts as
+            the box when its IoU is at least this. Defaults to 0.5.
+
+    Raises:
+        ValueError: Unsupported detector, unknown method or layer, bad option.
+    """
+
+    def __init__(self,
+                 model: nn.Module,
+                 method: Union[str, BoxCAMMethod] = 'gradcam',
+                 target_layers: Optional[Sequence[str]] = None,
+                 score_thr: float = 0.3,
+                 topk: int = 10,
+                 batch_size: int = 32,
+                 ratio_channels_to_ablate: float = 1.0,
+                 match_iou_thr: float = 0.5) -> None:
+        self.family = detector_family(model)
+        if isinstance(method, str) and method.lower() == AblationCAM.name:
+            self.method = build_method(method, batch_size=batch_size,
+                                       ratio_channels_to_ablate=ratio_channels_to_ablate)
+        else:
+            self.method = build_method(method)
+        if target_layers is None:
+            target_layers = default_target_layers(model)
+        elif isinstance(target_layers, str):
+            target_layers = [target_layers]
+        if not target_layers:
+            raise ValueError('target_layers must name at least one layer')
+        self.target_layers = list(target_layers)
+        for path in self.target_layers:
+            resolve_layer(model, path)  # raises with the nearest valid names
+        for name, value, low, high in (('score_thr', score_thr, 0, 1),
+                                       ('match_iou_thr', match_iou_thr, 0, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not low <= value <= high:
+                raise ValueError(f'{name} must be a number in [{low}, {high}], got {value!r}')
+        if isinstance(topk, bool) or not isinstance(topk, int):
+            raise ValueError(f'topk must be an int (<= 0 for all boxes), got {topk!r}')
+        self.model = model
+        self.score_thr = float(score_thr)
+        self.topk = topk
+        self.match_iou_thr = float(match_iou_thr)
+
+    # ------------------------------------------------------------------ public
+    def __call__(self, inputs: Tensor) -> List[BoxCAMResult]:
+        """CAMs for a preprocessed batch ``(B, 3, H, W)`` (the data preprocessor's output).
+
+        Returns:
+            list[BoxCAMResult]: One per image.
+        """
+        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+            raise ValueError('inputs must be a (B, 3, H, W) tensor from the data preprocessor')
+        with preserved_model_state(self.model):
+            self.model.eval()
+            if self.method.uses_gradients:
+                with torch.enable_grad():
+                    return self._explain(inputs)
+            with torch.no_grad():
+                return self._explain(inputs)
+
+    # ------------------------------------------------------------------ internals
+    def _forward(self, inputs: Tensor):
+        model = self.model
+        capture = _GradientCapture(model, self.target_layers) if self.method.uses_gradients \
+            else ActivationCapture(model, self.target_layers, detach=True, to_cpu=False)
+        with capture:
+            feats = model.extract_feat(inputs)
+            preds = flat_predictions(model.bbox_head, model.bbox_head(feats))
+        keys, sources, acts = [], [], []
+        for path, tensors in capture.outputs.items():
+            for index, (key, tensor) in enumerate(zip(output_keys(path, len(tensors)),
+                                                      tensors)):
+                if tensor.dim() == 4:
+                    keys.append(key)
+                    sources.append((path, index, len(tensors)))
+                    acts.append(tensor)
+        if not acts:
+            raise ValueError(f'the target layers {self.target_layers} produced no 4-D feature '
+                             f'map (or did not run)')
+        return feats, preds, keys, sources, acts
+
+    def _explain(self, inputs: Tensor) -> List[BoxCAMResult]:
+        feats, preds, keys, sources, acts = self._forward(inputs)
+        head = self.model.bbox_head
+        dets = select_boxes(preds, head.test_cfg, self.score_thr, self.topk)
+        grads = self._box_gradients(preds, dets, acts) if self.method.uses_gradients else None
+        results = []
+        height, width = inputs.shape[-2:]
+        for b, det in enumerate(dets):
+            layer_maps = []
+            for li, act in enumerate(acts):
+                h, w = act.shape[-2:]
+                if len(det) == 0:
+                    layer_maps.append(act.new_zeros((0, h, w)))
+                    continue
+                ctx = LayerContext(
+                    activation=act[b].detach(),
+                    grads=None if grads is None else grads[li][b],
+                    box_mask=box_masks(det.boxes, (h, w), (width / w, height / h)))
+                if self.method.needs_rescoring:
+                    ctx.rescore = self._rescorer(inputs, feats, sources[li], b, det)
+                    ctx.base_log_scores = preds.log_scores[b, det.priors, det.labels].detach()
+                layer_maps.append(self.method.layer_map(ctx).detach())
+            results.append(BoxCAMResult(det, layer_maps, keys, (height, width), self.method.name))
+        return results
+
+    def _box_gradients(self, preds: FlatPredictions, dets: List[Detections],
+                       acts: List[Tensor]) -> List[List[Tensor]]:
+        """Per layer, per image, ``(K_b, C, h, w)``: gradient of each box's own score.
+
+        Taken as ``score * grad(log score)``: the same gradient, without the float32 underflow
+        of ``sigmoid`` for confident boxes.
+        """
+        index = [(b, int(p), int(c)) for b, det in enumerate(dets)
+                 for p, c in zip(det.priors, det.labels)]
+        if not index:
+            return [[a.new_zeros((0, *a.shape[1:])) for _ in dets] for a in acts]
+        bi, pi, ci = (torch.tensor(v, device=preds.scores.device) for v in zip(*index))
+        targets = preds.log_scores[bi, pi, ci]
+        target_scores = preds.scores[bi, pi, ci].detach()
+        total = targets.numel()
+        try:
+            eye = torch.eye(total, dtype=targets.dtype, device=targets.device)
+            flat = torch.autograd.grad(targets, acts, grad_outputs=eye, is_grads_batched=True,
+                                       allow_unused=True)
+        except RuntimeError:  # an op without a batching rule: one VJP per box
+            per_box = [torch.autograd.grad(targets[k], acts, retain_graph=True,
+                                           allow_unused=True) for k in range(total)]
+            flat = [None if per_box[0][li] is None else
+                    torch.stack([g[li] for g in per_box]) for li in range(len(acts))]
+        out = []
+        for li, act in enumerate(acts):
+            grad = flat[li]
+            if grad is None:  # the layer does not influence the scores
+                grad = act.new_zeros((total, *act.shape))
+            else:
+                grad = grad * target_scores.view(-1, *([1] * act.dim()))
+            # row k holds the gradient of target k; keep its own image only
+            per_image, start = [], 0
+            for b, det in enumerate(dets):
+                k = len(det)
+                per_image.append(grad[start:start + k, b].detach())
+                start += k
+            out.append(per_image)
+        return out
+
+    def _rescorer(self, inputs: Tensor, feats, source: Tuple[str, int, int], b: int,
+                  det: Detections) -> Callable[[Tensor], Tensor]:
+        """Scores of the boxes when one layer output of image ``b`` is replaced by a batch."""
+        model = self.model
+        head = model.bbox_head
+        candidate_thr = float((head.test_cfg or {}).get('score_thr', 0.001) or 0.0)
+        path, index, num_outputs = source
+        module = resolve_layer(model, path)
+        level = self._head_input_level(module, num_outputs)
+
+        def rescore(batch: Tensor) -> Tensor:
+            n = batch.shape[0]
+            if level is not None:  # the layer output is a head input: rerun the head only
+                new_feats = [f[b:b + 1].expand(n, *f.shape[1:]) for f in feats]
+                new_feats[level] = batch
+                outputs = head(tuple(new_feats))
+            else:
+                with _ReplaceOutput(module, index) as swap:
+                    swap.value = batch
+                    outputs = head(model.extract_feat(
+                        inputs[b:b + 1].expand(n, *inputs.shape[1:])))
+            preds = flat_predictions(head, outputs)
+            return matched_log_scores(preds, det, candidate_thr, self.match_iou_thr)
+        return rescore
+
+    def _head_input_level(self, module: nn.Module, num_outputs: int) -> Optional[int]:
+        """``i`` when ``module`` is ``neck.out_layers[i]`` (its output is head input ``i`` and
+        feeds nothing else), else None."""
+        out_layers = getattr(getattr(self.model, 'neck', None), 'out_layers', None)
+        if num_outputs != 1 or not isinstance(out_layers, nn.ModuleList):
+            return None
+        for level, layer in enumerate(out_layers):
+            if layer is module:
+                return level
+        return None

@@ -1,0 +1,216 @@
+"""CAM methods for boxes. Each method is a small class with ONE override point.
+
+The weight formulas are grad-cam 1.5's (``pytorch_grad_cam/*_cam.py``), written for a stack of
+per-box gradients: where grad-cam computes one map for the sum of its targets, a method here
+gets, for one image and one layer, the activation ``A`` ``(C, h, w)`` and the gradient of EACH
+box's target ``G`` ``(K, C, h, w)``, and returns ``K`` raw maps. ReLU, per-layer normalisation,
+resizing and the mean over layers happen afterwards (``compose.py``), exactly as grad-cam's
+``compute_cam_per_layer`` / ``aggregate_multi_layers`` do.
+
+Constructors only store options: no model is touched (grad-cam's ``BaseCAM.__init__`` calls
+``model.eval()`` and registers hooks).
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Type
+
+import torch
+from torch import Tensor
+
+from .projection import first_component_projection
+
+
+@dataclass
+class LayerContext:
+    """What a method sees for one image and one target-layer output.
+
+    Attributes:
+        activation (Tensor): ``(C, h, w)`` activation of this image.
+        grads (Tensor, optional): ``(K, C, h, w)`` gradient of each box's target score w.r.t.
+            the activation; None for gradient-free methods.
+        box_mask (Tensor): ``(K, h, w)`` bool, the cells of this layer inside each box.
+        rescore (callable, optional): Maps a batch of modified activations ``(n, C, h, w)`` to
+            the ``(n, K)`` log target scores of the boxes, ``-inf`` for a lost box
+            (gradient-free methods only).
+        base_log_scores (Tensor, optional): ``(K, )`` log target scores without modification.
+    """
+    activation: Tensor
+    grads: Optional[Tensor]
+    box_mask: Tensor
+    rescore: Optional[Callable[[Tensor], Tensor]] = None
+    base_log_scores: Optional[Tensor] = None
+
+    @property
+    def num_boxes(self) -> int:
+        return int(self.box_mask.shape[0])
+
+
+class BoxCAMMethod:
+    """Base of all methods. Override :meth:`layer_map`.
+
+    Class attributes:
+        name (str): The name the method is chosen by.
+        uses_gradients (bool): The engine computes per-box gradients for this method.
+        needs_rescoring (bool): The engine provides ``LayerContext.rescore``.
+    """
+    name = ''
+    uses_gradients = True
+    needs_rescoring = False
+
+    def layer_map(self, ctx: LayerContext) -> Tensor:
+        """``(K, h, w)`` raw (pre-ReLU) map of each box on this layer."""
+        raise NotImplementedError
+
+
+class ChannelWeightedMethod(BoxCAMMethod):
+    """Methods whose map is a weighted sum of activation channels. Override
+    :meth:`channel_weights`."""
+
+    def channel_weights(self, ctx: LayerContext) -> Tensor:
+        """``(K, C)`` weight of every channel for every box."""
+        raise NotImplementedError
+
+    def layer_map(self, ctx: LayerContext) -> Tensor:
+        return torch.einsum('kc,chw->khw', self.channel_weights(ctx), ctx.activation)
+
+
+class GradCAM(ChannelWeightedMethod):
+    """Grad-CAM: weights are the spatial mean of the gradients."""
+    name = 'gradcam'
+
+    def channel_weights(self, ctx: LayerContext) -> Tensor:
+        return ctx.grads.mean(dim=(2, 3))
+
+
+class GradCAMPlusPlus(ChannelWeightedMethod):
+    """Grad-CAM++ (eq. 19 of arXiv:1710.11063, as in grad-cam)."""
+    name = 'gradcam++'
+
+    def channel_weights(self, ctx: LayerContext) -> Tensor:
+        grads = ctx.grads
+        grads_2 = grads.pow(2)
+        sum_activations = ctx.activation.sum(dim=(1, 2))[None, :, None, None]
+        aij = grads_2 / (2 * grads_2 + sum_activations * grads_2 * grads + 1e-6)
+        aij = torch.where(grads != 0, aij, torch.zeros_like(aij))
+        return (grads.clamp(min=0) * aij).sum(dim=(2, 3))
+
+
+class XGradCAM(ChannelWeightedMethod):
+    """XGrad-CAM: gradients weighted by the normalised activations."""
+    name = 'xgradcam'
+
+    def channel_weights(self, ctx: LayerContext) -> Tensor:
+        sum_activations = ctx.activation.sum(dim=(1, 2))[None, :, None, None]
+        return (ctx.grads * ctx.activation[None] / (sum_activations + 1e-7)).sum(dim=(2, 3))
+
+
+class LayerCAM(BoxCAMMethod):
+    """LayerCAM: positive gradients weight every activation element."""
+    name = 'layercam'
+
+    def layer_map(self, ctx: LayerContext) -> Tensor:
+        return (ctx.grads.clamp(min=0) * ctx.activation[None]).sum(dim=1)
+
+
+class EigenGradCAM(BoxCAMMethod):
+    """EigenGradCAM: first principal component of gradients x activations."""
+    name = 'eigengradcam'
+
+    def layer_map(self, ctx: LayerContext) -> Tensor:
+        return first_component_projection(ctx.grads * ctx.activation[None])
+
+
+class EigenCAM(BoxCAMMethod):
+    """EigenCAM: first principal component of the activations. It does not depend on the box:
+    every box gets the same map (``norm_in_bbox`` makes it box-specific)."""
+    name = 'eigencam'
+    uses_gradients = False
+
+    def layer_map(self, ctx: LayerContext) -> Tensor:
+        projection = first_component_projection(ctx.activation[None])[0]
+        return projection.expand(ctx.num_boxes, *projection.shape)
+
+
+class AblationCAM(ChannelWeightedMethod):
+    """Ablation-CAM: a channel's weight is the relative drop of a box's score when the channel
+    is set to ``ablation_value``: ``(s - s_ablated) / s`` (grad-cam's formula), computed from
+    log scores as ``-expm1(log s_ablated - log s)`` so that confident boxes (s rounding to 1)
+    keep their differences. A box that disappears weighs 1.
+
+    One ablated forward serves all boxes of the image. Only the
+    ``ceil(ratio_channels_to_ablate * C)`` channels with the most activation energy inside the
+    boxes are ablated; the others keep weight 0, as grad-cam's skipped channels do.
+
+    Args:
+        batch_size (int): Ablated copies per forward. Defaults to 32.
+        ratio_channels_to_ablate (float): Share of channels to ablate, in (0, 1].
+            Defaults to 1.0.
+        ablation_value (float): Value written into an ablated channel. Defaults to 0.0 (the
+            paper's choice; grad-cam's ``min - 1e7`` for signed activations saturates a
+            detection head).
+    """
+    name = 'ablationcam'
+    uses_gradients = False
+    needs_rescoring = True
+
+    def __init__(self, batch_size: int = 32, ratio_channels_to_ablate: float = 1.0,
+                 ablation_value: float = 0.0) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
+        if (isinstance(ratio_channels_to_ablate, bool)
+                or not isinstance(ratio_channels_to_ablate, (int, float))
+                or not 0 < ratio_channels_to_ablate <= 1):
+            raise ValueError(f'ratio_channels_to_ablate must be a number in (0, 1], got '
+                             f'{ratio_channels_to_ablate!r}')
+        self.batch_size = batch_size
+        self.ratio_channels_to_ablate = float(ratio_channels_to_ablate)
+        self.ablation_value = float(ablation_value)
+
+    def channels_to_ablate(self, ctx: LayerContext) -> Tensor:
+        num_channels = ctx.activation.shape[0]
+        count = max(1, math.ceil(self.ratio_channels_to_ablate * num_channels))
+        if count >= num_channels:
+            return torch.arange(num_channels, device=ctx.activation.device)
+        inside = ctx.box_mask.any(dim=0)
+        if not inside.any():
+            inside = torch.ones_like(inside)
+        energy = ctx.activation.abs()[:, inside].sum(dim=1)
+        return energy.topk(count).indices
+
+    def channel_weights(self, ctx: LayerContext) -> Tensor:
+        activation = ctx.activation
+        channels = self.channels_to_ablate(ctx)
+        base = ctx.base_log_scores
+        weights = activation.new_zeros((ctx.num_boxes, activation.shape[0]))
+        for start in range(0, channels.numel(), self.batch_size):
+            chunk = channels[start:start + self.batch_size]
+            batch = activation[None].repeat(chunk.numel(), 1, 1, 1)
+            batch[torch.arange(chunk.numel()), chunk] = self.ablation_value
+            log_scores = ctx.rescore(batch)  # (n, K)
+            weights[:, chunk] = (-torch.expm1(log_scores.T - base[:, None])).to(weights.dtype)
+        return weights
+
+
+METHODS: Dict[str, Type[BoxCAMMethod]] = {
+    cls.name: cls
+    for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenGradCAM, EigenCAM,
+                AblationCAM)
+}
+
+
+def build_method(method, **options) -> BoxCAMMethod:
+    """A method instance from its name (``'gradcam'``, ...) or an instance (returned as is).
+
+    Args:
+        method (str | BoxCAMMethod): Name or instance.
+        **options: Passed to the method's constructor (AblationCAM: ``batch_size``,
+            ``ratio_channels_to_ablate``, ``ablation_value``); rejected by the others.
+    """
+    if isinstance(method, BoxCAMMethod):
+        return method
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f'unknown CAM method {method!r}; choose one of {", ".join(METHODS)}')
+    cls = METHODS[method.lower()]
+    if options and cls is not AblationCAM:
+        raise ValueError(f'{cls.name} takes no options, got {sorted(options)}')
+    return cls(**options)
