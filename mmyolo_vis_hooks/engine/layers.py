@@ -182,5 +182,6 @@ def describe_layers(model: nn.Module, input_shape: Tuple[int, int, int, int],
         if max_depth is not None and depth > max_depth:
             continue
         params = sum(p.numel() for p in module.parameters())
-        rows.append((name, depth, shapes.get(name, 'not run'), params))
+        default = 'container' if isinstance(module, (nn.ModuleList, nn.ModuleDict)) else 'not run'
+        rows.append((name, depth, shapes.get(name, default), params))
     return rows

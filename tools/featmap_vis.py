@@ -1,0 +1,104 @@
+"""Feature maps of chosen layers for images, offline (the engine FeatMapVisHook uses).
+
+Example:
+    python tools/featmap_vis.py data/shapes/val configs/demo/yolov5_n_shapes_320.py \
+        work_dirs/demo/best.pth --target-layers backbone neck --out-dir out/featmaps
+    python tools/featmap_vis.py img.png CONFIG --preview-model
+"""
+import argparse
+import os
+import os.path as osp
+
+import cv2
+from mmcv.transforms import Compose
+from mmengine.dataset import pseudo_collate
+from tqdm import tqdm
+
+from mmyolo_vis_hooks.engine.align import resize_only_pipeline
+from mmyolo_vis_hooks.engine.cli import (add_align_arg, add_model_args, add_preview_arg,
+                                         input_size_of, print_layer_preview)
+from mmyolo_vis_hooks.engine.featmap import display_image, forward_and_capture, render_layer
+from mmyolo_vis_hooks.engine.images import list_images
+from mmyolo_vis_hooks.engine.inference import build_detector
+from mmyolo_vis_hooks.engine.layers import resolve_layer
+from mmyolo_vis_hooks.engine.reduce import check_reduction
+from mmyolo_vis_hooks.engine.render import check_alpha, make_grid
+from mmyolo_vis_hooks.engine.selection import read_rgb
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Visualize feature maps of MMYOLO layers')
+    parser.add_argument('img', help='image file, folder, or .txt list of image paths')
+    add_model_args(parser)
+    parser.add_argument('--out-dir', default='./output', help='output folder')
+    parser.add_argument('--out-file', default=None,
+                        help='output file for a single image (overrides --out-dir)')
+    parser.add_argument('--target-layers', nargs='+', default=['backbone'],
+                        help='layer paths, e.g. backbone neck.out_layers[2]')
+    parser.add_argument('--channel-reduction', default='select_max',
+                        choices=['squeeze_mean', 'select_max', 'none'],
+                        help='reduce channels; none draws the --topk most active channels')
+    parser.add_argument('--topk', type=int, default=4,
+                        help='channels drawn with --channel-reduction none (-1: the map itself)')
+    parser.add_argument('--arrangement', nargs=2, type=int, default=[2, 2],
+                        help='rows and cols of the top-k grid')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='draw predicted boxes above this score (above 1: none)')
+    parser.add_argument('--alpha', type=float, default=0.5, help='heat opacity')
+    parser.add_argument('--max-size', type=int, default=800,
+                        help='cap on the long side of each drawn map')
+    parser.add_argument('--ncols', type=int, default=2, help='layers per row of the output')
+    parser.add_argument('--show', action='store_true', help='show each result in a window')
+    add_align_arg(parser)
+    add_preview_arg(parser)
+    args = parser.parse_args(argv)
+    args.channel_reduction = None if args.channel_reduction == 'none' else args.channel_reduction
+    try:
+        check_reduction(args.channel_reduction, args.topk, tuple(args.arrangement))
+        check_alpha(args.alpha)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    model = build_detector(args.config, args.checkpoint, args.device, args.cfg_options,
+                           unsafe_load=args.unsafe_load)
+    if args.preview_model:
+        print_layer_preview(model, input_size_of(model.cfg), args.preview_depth)
+        return
+    for path in args.target_layers:
+        resolve_layer(model, path)
+    paths = list_images(args.img)
+    if args.out_file and len(paths) > 1:
+        raise ValueError(f'--out-file takes one image, got {len(paths)}; use --out-dir')
+    pipeline = [s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']]
+    if args.align == 'resize':
+        pipeline = resize_only_pipeline(pipeline)
+    pipeline = Compose(pipeline)
+    class_names = tuple(model.dataset_meta.get('classes', ()))
+    score_thr = args.score_thr if args.score_thr <= 1 else None
+    for img_id, path in enumerate(tqdm(paths, desc='feature maps', unit='img')):
+        data = pseudo_collate([pipeline(dict(img_path=path, img_id=img_id))])
+        captured = forward_and_capture(model, data, args.target_layers)[0]
+        image = display_image(read_rgb(path), args.max_size)
+        tiles, titles = [], []
+        for key, featmap in captured.maps.items():
+            tiles.append(render_layer(image, featmap, captured, args.channel_reduction,
+                                      args.topk, tuple(args.arrangement), args.alpha,
+                                      score_thr=score_thr, class_names=class_names))
+            titles.append(key)
+        grid = make_grid(tiles, titles, ncols=min(args.ncols, len(tiles)))
+        out = args.out_file or osp.join(args.out_dir,
+                                        osp.splitext(osp.basename(path))[0] + '.png')
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        cv2.imwrite(out, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        if args.show:
+            cv2.imshow('featmap', cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+            cv2.waitKey(0)
+    print(f'wrote {len(paths)} image(s) to {args.out_file or args.out_dir}')
+
+
+if __name__ == '__main__':
+    main()
