@@ -99,3 +99,20 @@ def match_detections(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarr
         else:
             bg += 1
     return MatchStats(tp, dup, bg, int((~taken).sum()))
+
+
+def matched_fraction(ref: Detections, other: Detections, iou_thr: float = 0.95) -> float:
+    """Share of ``ref`` boxes with a one-to-one partner in ``other`` of the same label at
+    IoU >= ``iou_thr`` (how far two runs agree; 1.0 when both are empty)."""
+    if len(ref) == 0:
+        return 1.0 if len(other) == 0 else 0.0
+    iou = box_iou(ref.bboxes, other.bboxes)
+    iou[ref.labels[:, None] != other.labels[None, :]] = 0
+    taken = np.zeros(len(other), bool)
+    hits = 0
+    for i in np.argsort(-ref.scores, kind='stable'):
+        free = np.where(taken, -1.0, iou[i])
+        if len(free) and free.max() >= iou_thr:
+            taken[int(free.argmax())] = True
+            hits += 1
+    return hits / len(ref)

@@ -1,0 +1,189 @@
+"""Sliced inference on the embedded large image: speed side by side, and quality.
+
+Prints, measured in ONE run, each variant timed once per round with the variants interleaved
+(so load from other processes hits them alike) and the median over rounds reported:
+
+(a) limit: the network's forward alone (backbone, neck, head; ``model(x, mode='tensor')``) over
+    the same slices at the same batch size, inputs preprocessed beforehand, no decoding/NMS;
+(b) the tool end to end (``LargeImageRunner.run``: read the PNG, slice, letterbox, data
+    preprocessor, forward, decode, merge, draw, write the annotated PNG and the JSON), with the
+    model already built;
+(c) sahi's ``get_sliced_prediction`` with our adapter at batch size 1, same merge, no
+    standard (full-image) pass, reading the same file; it draws and writes nothing;
+(d) (b) with ``--fuse-conv-bn``.
+
+Then how many boxes agree (same label, IoU >= 0.95, one-to-one) between (b) and (c), and (b)
+and (d); and recall/precision against the image's ground truth (IoU >= 0.5, same label) for
+sliced inference with a class-wise merge, with a class-agnostic merge, and for plain
+full-image inference (the image letterboxed to the model input).
+
+Usage::
+
+    python benchmarks/bench_large_image.py [--checkpoint tests/assets/yolov5_n_shapes.pth]
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+
+from large_image_infer import LargeImageRunner, read_image  # noqa: E402
+
+from mmyolo_vis_hooks.engine.inference import build_detector  # noqa: E402
+from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections,  # noqa: E402
+                                             MergeConfig, SliceSettings,
+                                             load_coco_ground_truth, match_detections,
+                                             matched_fraction, read_window, resolve_patch_size, slice_windows,
+                                             sliced_predict)
+from mmyolo_vis_hooks.sahi_adapter import MMYOLODetectionModel  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config', default=osp.join(ROOT, 'configs/demo/yolov5_n_shapes_320.py'))
+    parser.add_argument('--checkpoint', default=osp.join(ROOT, 'tests/assets/yolov5_n_shapes.pth'))
+    parser.add_argument('--image', default=osp.join(ROOT, 'data/large/large_00000.png'))
+    parser.add_argument('--ann', default=osp.join(ROOT, 'data/large/large.json'))
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--patch-size', type=int, default=None)
+    parser.add_argument('--overlap', type=float, default=0.25)
+    parser.add_argument('--score-thr', type=float, default=0.3)
+    parser.add_argument('--merge-iou-thr', type=float, default=0.25)
+    parser.add_argument('--class-agnostic', action='store_true',
+                        help='merge class-agnostically in the timed runs')
+    parser.add_argument('--rounds', type=int, default=3)
+    return parser.parse_args()
+
+
+def sahi_detections(result) -> Detections:
+    preds = result.object_prediction_list
+    return Detections(np.array([p.bbox.to_xyxy() for p in preds]).reshape(-1, 4),
+                      np.array([p.score.value for p in preds]),
+                      np.array([p.category.id for p in preds]))
+
+
+def main():
+    args = parse_args()
+    from mmcv.cnn import fuse_conv_bn
+    from sahi.predict import get_sliced_prediction
+
+    have_ckpt = osp.isfile(args.checkpoint)
+    t0 = time.perf_counter()
+    model = build_detector(args.config, args.checkpoint if have_ckpt else None)
+    build_s = time.perf_counter() - t0
+    fused = fuse_conv_bn(copy.deepcopy(model))
+    predictor, fused_predictor = BatchPredictor(model), BatchPredictor(fused)
+    merge = MergeConfig('nms', 'IOU', args.merge_iou_thr, args.class_agnostic)
+    settings = SliceSettings(patch_size=args.patch_size, overlap_ratio=args.overlap,
+                             batch_size=args.batch_size, score_thr=args.score_thr, merge=merge)
+    patch = resolve_patch_size(settings, predictor)
+    adapter = MMYOLODetectionModel(model=model, confidence_threshold=args.score_thr)
+
+    image = read_image(args.image)
+    height, width = image.shape[:2]
+    windows = slice_windows(height, width, patch, args.overlap)
+    batches = [predictor.preprocess([read_window(image, w) for w in windows[i:i + args.batch_size]])[0]
+               for i in range(0, len(windows), args.batch_size)]
+
+    out_root = tempfile.mkdtemp(prefix='bench_large_')
+    outputs: Dict[str, Detections] = {}
+
+    def forward_only():
+        with torch.no_grad():
+            for x in batches:
+                model(x, mode='tensor')
+
+    def tool(pred: BatchPredictor, key: str) -> Callable[[], None]:
+        def run():
+            runner = LargeImageRunner(pred, settings, osp.join(out_root, key), progress=False)
+            doc = runner.run([args.image])
+            anns = doc['annotations']
+            outputs[key] = Detections(
+                np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
+                           a['bbox'][1] + a['bbox'][3]] for a in anns]).reshape(-1, 4),
+                np.array([a['score'] for a in anns]),
+                np.array([a['category_id'] - 1 for a in anns]))
+        return run
+
+    def sahi_b1():
+        res = get_sliced_prediction(
+            args.image, adapter, slice_height=patch, slice_width=patch,
+            overlap_height_ratio=args.overlap, overlap_width_ratio=args.overlap,
+            perform_standard_pred=False, postprocess_type=merge.sahi_postprocess_type,
+            postprocess_match_metric=merge.metric, postprocess_match_threshold=merge.threshold,
+            postprocess_class_agnostic=merge.class_agnostic, verbose=0, batch_size=1)
+        outputs['c'] = sahi_detections(res)
+
+    variants = [('a', 'forward alone (limit)', forward_only),
+                ('b', 'tool end to end', tool(predictor, 'b')),
+                ('c', 'sahi get_sliced_prediction + adapter, batch 1', sahi_b1),
+                ('d', 'tool end to end, --fuse-conv-bn', tool(fused_predictor, 'd'))]
+    times: Dict[str, List[float]] = {key: [] for key, _, _ in variants}
+    load_before = os.getloadavg()
+    forward_only()  # warm-up (allocator, priors cache)
+    for r in range(args.rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for key, _, func in order:
+            t = time.perf_counter()
+            func()
+            times[key].append(time.perf_counter() - t)
+    load_after = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    print(f'image {osp.basename(args.image)} {width}x{height}, {len(windows)} slices of {patch} px '
+          f'(overlap {args.overlap}), batch size {args.batch_size}, torch threads '
+          f'{torch.get_num_threads()}, checkpoint: '
+          f'{args.checkpoint if have_ckpt else "NONE (random init)"}')
+    print(f'merge: {merge.method} {merge.metric} {merge.threshold} '
+          f'{"class-agnostic" if merge.class_agnostic else "class-wise"}, score > {args.score_thr}; '
+          f'model build {build_s:.2f} s (not in the timings); {args.rounds} rounds, median; '
+          f'load average before/after {load_before[0]:.1f}/{load_after[0]:.1f}')
+    for key, name, _ in variants:
+        runs = ', '.join(f'{t:.2f}' for t in times[key])
+        print(f'  ({key}) {name:<48s} {med[key]:7.2f} s   [{runs}]')
+    print(f'  (b)/(a) = {med["b"] / med["a"]:.3f}   (target <= 1.15)')
+    print(f'  (c)/(b) = {med["c"] / med["b"]:.3f}   (> 1: the tool is faster than sahi at batch 1)')
+    print(f'  (d)/(b) = {med["d"] / med["b"]:.3f}   (fused conv+bn vs not)')
+    b, c, d = outputs['b'], outputs['c'], outputs['d']
+    print(f'  boxes: (b) {len(b)}, (c) {len(c)}, (d) {len(d)}; same label & IoU >= 0.95: '
+          f'(c) in (b) {matched_fraction(c, b):.1%}, (b) in (c) {matched_fraction(b, c):.1%}, '
+          f'(b) in (d) {matched_fraction(b, d):.1%}, (d) in (b) {matched_fraction(d, b):.1%}')
+
+    if not osp.isfile(args.ann):
+        print(f'no ground truth at {args.ann}: quality table skipped')
+        return
+    classes = model.dataset_meta.get('classes')
+    gt_boxes, gt_labels = load_coco_ground_truth(args.ann, osp.basename(args.image), classes)
+    rows = []
+    for name, agnostic in (('sliced, class-wise merge', False),
+                           ('sliced, class-agnostic merge', True)):
+        s = SliceSettings(patch_size=patch, overlap_ratio=args.overlap,
+                          batch_size=args.batch_size, score_thr=args.score_thr,
+                          merge=MergeConfig('nms', 'IOU', args.merge_iou_thr, agnostic))
+        rows.append((name, sliced_predict(predictor, image, s).detections))
+    whole = predictor.predict([read_window(image, np.array([0, 0, width, height]))],
+                              args.score_thr)[0]
+    rows.append(('full image (letterboxed to input)', whole))
+    print(f'quality vs {osp.basename(args.ann)} ({len(gt_boxes)} objects), IoU >= 0.5, same '
+          f'label, score > {args.score_thr}:')
+    print(f'  {"":36s} {"boxes":>6s} {"recall":>7s} {"precision":>9s} {"dup/mislabel":>12s} '
+          f'{"background":>10s}')
+    for name, dets in rows:
+        st = match_detections(dets, gt_boxes, gt_labels)
+        print(f'  {name:36s} {len(dets):6d} {st.recall:7.3f} {st.precision:9.3f} '
+              f'{st.duplicates:12d} {st.background:10d}')
+
+
+if __name__ == '__main__':
+    main()
