@@ -23,7 +23,7 @@ from ..model_state import preserved_model_state
 from .compose import box_masks, compose_box_maps
 from .methods import AblationCAM, BoxCAMMethod, LayerContext, build_method
 from .predictions import (Detections, FlatPredictions, detector_family, flat_predictions,
-                          matched_log_scores, select_boxes)
+                          level_predictions, matched_log_scores, select_boxes)
 
 
 def default_target_layers(model: nn.Module) -> List[str]:
@@ -306,8 +306,11 @@ class BoxCAM:
 
         def rescore(batch: Tensor) -> Tensor:
             n = batch.shape[0]
-            if level is not None:  # the layer output is a head input: rerun the head only
-                new_feats = [f[b:b + 1].expand(n, *f.shape[1:]) for f in feats]
+            if level is not None:
+                # The layer output is head input `level` and feeds nothing else: rerun the head
+                # only, with the other levels at batch 1 (every supported head runs its levels
+                # independently, so their batch sizes need not match).
+                new_feats = [f[b:b + 1] for f in feats]
                 new_feats[level] = batch
                 outputs = head(tuple(new_feats))
             else:
@@ -315,8 +318,8 @@ class BoxCAM:
                     swap.value = batch
                     outputs = head(model.extract_feat(
                         inputs[b:b + 1].expand(n, *inputs.shape[1:])))
-            preds = flat_predictions(head, outputs)
-            return matched_log_scores(preds, det, candidate_thr, self.match_iou_thr)
+            per_level = level_predictions(head, outputs, classes=det.labels)
+            return matched_log_scores(per_level, det, candidate_thr, self.match_iou_thr)
         return rescore
 
     def _head_input_level(self, module: nn.Module, num_outputs: int) -> Optional[int]:

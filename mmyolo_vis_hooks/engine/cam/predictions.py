@@ -68,47 +68,67 @@ class FlatPredictions:
     levels: Tensor
 
 
-def flat_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]]) -> FlatPredictions:
-    """Decodes a supported head's eval-mode outputs into :class:`FlatPredictions`.
+def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
+                      classes: Optional[Tensor] = None) -> List[FlatPredictions]:
+    """Decodes a supported head's eval-mode outputs level by level.
 
-    The prior order is the one of ``YOLOv5Head.predict_by_feat`` (level, then row, column,
-    base prior), so a prior index addresses the same prediction there.
+    The levels are decoded independently, so their batch sizes may differ (a perturbed level
+    can be decoded for ``n`` copies while the unchanged ones stay at one).
+
+    Args:
+        head (nn.Module): The detector's ``bbox_head``.
+        head_outputs (Sequence[list[Tensor]]): ``head(feats)`` in eval mode.
+        classes (Tensor, optional): Decode only these class columns (``scores[..., j]`` is then
+            class ``classes[j]``). Defaults to None (all classes).
+
+    Returns:
+        list[FlatPredictions]: One per level; ``levels`` holds the level index.
     """
     if len(head_outputs) not in (2, 3):
         raise ValueError(f'{type(head).__name__} returned {len(head_outputs)} outputs; an '
                          f'eval-mode dense head returns (cls, bbox[, objectness]). Is the head '
                          f'in training mode?')
     cls_scores, bbox_preds = head_outputs[0], head_outputs[1]
-    objectnesses = head_outputs[2] if len(head_outputs) == 3 else None
-    num_imgs = cls_scores[0].shape[0]
+    objectnesses = head_outputs[2] if len(head_outputs) == 3 else [None] * len(cls_scores)
     num_classes = head.num_classes
-    featmap_sizes = [c.shape[2:] for c in cls_scores]
+    device, dtype = cls_scores[0].device, cls_scores[0].dtype
     # grid_priors is pure; predict_by_feat's cached self.mlvl_priors is left alone.
-    mlvl_priors = head.prior_generator.grid_priors(
-        featmap_sizes, dtype=cls_scores[0].dtype, device=cls_scores[0].device)
-    num_base = head.num_base_priors
-    counts = [size.numel() * num_base for size in featmap_sizes]
-    strides = torch.cat([
-        mlvl_priors[0].new_full((n, ), stride) for n, stride in zip(counts, head.featmap_strides)
-    ])
-    levels = torch.cat([
-        torch.full((n, ), level, dtype=torch.long, device=cls_scores[0].device)
-        for level, n in enumerate(counts)
-    ])
-    cls_logits = torch.cat([
-        c.permute(0, 2, 3, 1).reshape(num_imgs, -1, num_classes) for c in cls_scores
-    ], dim=1)
-    scores = cls_logits.sigmoid()
-    log_scores = F.logsigmoid(cls_logits)
-    if objectnesses is not None:
-        obj_logits = torch.cat(
-            [o.permute(0, 2, 3, 1).reshape(num_imgs, -1) for o in objectnesses], dim=1)
-        scores = scores * obj_logits.sigmoid()[..., None]
-        log_scores = log_scores + F.logsigmoid(obj_logits)[..., None]
-    flat_bbox = torch.cat([b.permute(0, 2, 3, 1).reshape(num_imgs, -1, 4) for b in bbox_preds],
-                          dim=1)
-    boxes = head.bbox_coder.decode(torch.cat(mlvl_priors)[None], flat_bbox, strides)
-    return FlatPredictions(scores=scores, log_scores=log_scores, boxes=boxes, levels=levels)
+    mlvl_priors = head.prior_generator.grid_priors([c.shape[2:] for c in cls_scores],
+                                                   dtype=dtype, device=device)
+    out = []
+    for level, (cls, bbox, obj, priors, stride) in enumerate(
+            zip(cls_scores, bbox_preds, objectnesses, mlvl_priors, head.featmap_strides)):
+        batch = cls.shape[0]
+        logits = cls.permute(0, 2, 3, 1).reshape(batch, -1, num_classes)
+        if classes is not None:
+            logits = logits[..., classes]
+        scores = logits.sigmoid()
+        log_scores = F.logsigmoid(logits)
+        if obj is not None:
+            obj_logits = obj.permute(0, 2, 3, 1).reshape(batch, -1)
+            scores = scores * obj_logits.sigmoid()[..., None]
+            log_scores = log_scores + F.logsigmoid(obj_logits)[..., None]
+        strides = priors.new_full((priors.shape[0], ), stride)
+        boxes = head.bbox_coder.decode(priors[None], bbox.permute(0, 2, 3, 1).reshape(
+            batch, -1, 4), strides)
+        levels = torch.full((priors.shape[0], ), level, dtype=torch.long, device=device)
+        out.append(FlatPredictions(scores=scores, log_scores=log_scores, boxes=boxes,
+                                   levels=levels))
+    return out
+
+
+def flat_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]]) -> FlatPredictions:
+    """Decodes a supported head's eval-mode outputs into :class:`FlatPredictions`.
+
+    The prior order is the one of ``YOLOv5Head.predict_by_feat`` (level, then row, column,
+    base prior), so a prior index addresses the same prediction there.
+    """
+    per_level = level_predictions(head, head_outputs)
+    return FlatPredictions(
+        scores=torch.cat([p.scores for p in per_level], dim=1),
+        log_scores=torch.cat([p.log_scores for p in per_level], dim=1),
+        boxes=torch.cat([p.boxes for p in per_level], dim=1),
+        levels=torch.cat([p.levels for p in per_level]))
 
 
 @dataclass
@@ -172,43 +192,49 @@ def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
     return out
 
 
-def box_iou(boxes: Tensor, box: Tensor) -> Tensor:
-    """IoU of ``(..., 4)`` xyxy boxes with one ``(4, )`` box."""
-    lt = torch.maximum(boxes[..., :2], box[:2])
-    rb = torch.minimum(boxes[..., 2:], box[2:])
+def box_iou(boxes: Tensor, refs: Tensor) -> Tensor:
+    """IoU of ``(..., N, 4)`` xyxy boxes with ``(K, 4)`` reference boxes: ``(..., N, K)``."""
+    boxes = boxes[..., :, None, :]
+    lt = torch.maximum(boxes[..., :2], refs[:, :2])
+    rb = torch.minimum(boxes[..., 2:], refs[:, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
     area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
-    area_box = (box[2:] - box[:2]).clamp(min=0).prod()
-    return inter / (area + area_box - inter).clamp(min=1e-6)
+    area_refs = (refs[:, 2:] - refs[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area + area_refs - inter).clamp(min=1e-6)
 
 
-def matched_log_scores(preds: FlatPredictions, dets: Detections, candidate_thr: float,
-                       match_iou_thr: float) -> Tensor:
+def matched_log_scores(per_level: Sequence[FlatPredictions], dets: Detections,
+                       candidate_thr: float, match_iou_thr: float) -> Tensor:
     """Target scores for gradient-free methods: per perturbed copy and box, the (log) score of
     the best IoU-matched prediction of the box's class.
 
     Args:
-        preds (FlatPredictions): Predictions of ``n`` perturbed copies of ONE image.
+        per_level (Sequence[FlatPredictions]): Predictions of ONE image's perturbed copies,
+            per level, decoded for the box labels only (``level_predictions(...,
+            classes=dets.labels)``: column k is box k's class). A level's batch is ``n`` or 1
+            (unchanged by the perturbation).
         dets (Detections): The ``K`` boxes being explained.
-        candidate_thr (float): A prior counts as a prediction of class c when its class-c score
+        candidate_thr (float): A prior counts as a prediction of the class when its score
             exceeds this (the head's own candidate threshold, ``test_cfg.score_thr``).
-        match_iou_thr (float): Minimum IoU with the explained box; below it the box is lost
-            and its score is 0.
+        match_iou_thr (float): Minimum IoU with the explained box; below it the box is lost.
 
     Returns:
         Tensor: ``(n, K)`` log scores; ``-inf`` where the box is lost.
     """
-    n = preds.scores.shape[0]
-    out = preds.log_scores.new_full((n, len(dets)), float('-inf'))
-    for k in range(len(dets)):
-        label = dets.labels[k]
-        ious = box_iou(preds.boxes, dets.boxes[k])
-        valid = (preds.scores[:, :, label] > candidate_thr) & (ious >= match_iou_thr)
-        best = torch.where(valid, ious, ious.new_full((), -1.0)).argmax(dim=1, keepdim=True)
-        found = valid.gather(1, best)[:, 0]
-        log_scores = preds.log_scores[:, :, label].gather(1, best)[:, 0]
-        out[:, k] = torch.where(found, log_scores, out[:, k])
-    return out
+    n = max(p.scores.shape[0] for p in per_level)
+    num_boxes = len(dets)
+    best_iou = per_level[0].scores.new_full((n, num_boxes), -1.0)
+    best_log = per_level[0].log_scores.new_full((n, num_boxes), float('-inf'))
+    for preds in per_level:
+        ious = box_iou(preds.boxes, dets.boxes)  # (n_l, N_l, K)
+        valid = (preds.scores > candidate_thr) & (ious >= match_iou_thr)
+        level_iou, where = torch.where(valid, ious, ious.new_full((), -1.0)).max(dim=1)
+        level_log = preds.log_scores.gather(1, where[:, None, :])[:, 0]  # (n_l, K)
+        level_iou, level_log = level_iou.expand(n, -1), level_log.expand(n, -1)
+        better = level_iou > best_iou
+        best_iou = torch.where(better, level_iou, best_iou)
+        best_log = torch.where(better, level_log, best_log)
+    return best_log
 
 
 def test_cfg_of(head: nn.Module) -> Optional[dict]:

@@ -1,0 +1,259 @@
+"""Box CAM cost and agreement, ours vs grad-cam 1.5, measured side by side in one run.
+
+    .venv/bin/python benchmarks/bench_cam.py [--checkpoint tests/assets/yolov5_n_shapes.pth]
+
+Part 1, per-box maps: the demo YOLOv5-n (320 px, the trained checkpoint when given or found,
+else random weights with BatchNorm statistics calibrated on random inputs), K=8 boxes, target
+layers ``neck.out_layers[0..2]``, target of box k = its own class score at its prior. Ours: one
+forward, then per-box gradients on the captured activations. grad-cam: its own method classes,
+built once, called once per box (a forward and a backward each) on a wrapper whose output is
+the same flat score tensor and whose target k picks the same (prior, class) entry. The wrapper
+passes each neck output through a tap module that returns a fresh view, and grad-cam's target
+layers are those taps: the gradient is then w.r.t. what the neck handed to the head, which is
+what ours computes at ``neck.out_layers[i]`` (YOLOv5's out_layers are nn.Identity, whose output
+tensor is also consumed by the neck's own bottom-up path).
+
+Part 2, EigenCAM on one 80x80x128 map (the 80x80 neck output of YOLOv5-s at 640 px): our
+projection (covariance eigh) vs grad-cam's EigenCAM class (full SVD), both from the same map to
+a 640x640 normalised CAM. grad-cam keeps the arbitrary SVD sign; ours fixes it (largest
+magnitude positive). Reported: the correlation of the final maps and the sign-free |correlation|
+of the raw projections.
+
+Times are medians of ``--repeats`` interleaved runs after one untimed warm-up of each side; absolute numbers include the load of other
+processes on this machine, the ratios are measured under the same load.
+"""
+import argparse
+import os.path as osp
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+DEMO_CHECKPOINT = osp.join(REPO, 'tests', 'assets', 'yolov5_n_shapes.pth')
+GRADIENT_METHODS = ('gradcam', 'gradcam++', 'xgradcam', 'layercam', 'eigengradcam')
+
+
+def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0) -> None:
+    """Random weights give exploding logits with BN's default running stats; refit the stats
+    on random inputs (a random-init model that behaves like a network)."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model.bbox_head(model.extract_feat(torch.rand(*shape, generator=gen) * 2 - 1))
+    model.eval()
+
+
+def demo_input(model: nn.Module, size: int, seed: int = 3) -> torch.Tensor:
+    """A generated shapes image of ``size`` x ``size`` through the model's data preprocessor."""
+    from mmdet.structures import DetDataSample
+    from mmyolo_vis_hooks.data.synthetic_shapes import render_image
+    rgb, _ = render_image(np.random.default_rng(seed), size, size, 6, (24, 96))
+    bgr = torch.from_numpy(np.ascontiguousarray(rgb[..., ::-1])).permute(2, 0, 1)
+    meta = dict(ori_shape=(size, size), img_shape=(size, size), scale_factor=(1.0, 1.0),
+                pad_param=np.zeros(4, np.float32), batch_input_shape=(size, size))
+    data = model.data_preprocessor(
+        dict(inputs=[bgr], data_samples=[DetDataSample(metainfo=meta)]), False)
+    return data['inputs']
+
+
+class _Tap(nn.Module):
+    """Returns a fresh view of its input: a hook point that only the head consumes."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+
+class FlatScoresModel(nn.Module):
+    """grad-cam's model: the detector's flat ``(B, N, C)`` scores (``engine.cam.predictions``)."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+        self.taps = nn.ModuleList(_Tap() for _ in detector.neck.out_layers)
+
+    def forward(self, x):
+        from mmyolo_vis_hooks.engine.cam.predictions import flat_predictions
+        feats = self.detector.extract_feat(x)
+        feats = tuple(tap(f) for tap, f in zip(self.taps, feats))
+        return flat_predictions(self.detector.bbox_head, self.detector.bbox_head(feats)).scores
+
+
+class BoxScoreTarget:
+    """grad-cam target: the score of one (prior, class) entry of the flat scores."""
+
+    def __init__(self, prior: int, label: int) -> None:
+        self.prior, self.label = prior, label
+
+    def __call__(self, output):
+        return output[self.prior, self.label]
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float('nan')
+
+
+def timed(fn, repeats):
+    """Runs ``fn`` ``repeats`` times; returns (median seconds, last result)."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def bench_box_maps(args) -> None:
+    import pytorch_grad_cam as gc
+    from mmyolo_vis_hooks.engine.cam import BoxCAM
+    from mmyolo_vis_hooks.engine.inference import build_detector
+
+    checkpoint = args.checkpoint or (DEMO_CHECKPOINT if osp.isfile(DEMO_CHECKPOINT) else None)
+    model = build_detector(DEMO_CONFIG, checkpoint)
+    if checkpoint is None:
+        calibrate_batchnorm(model, (2, 3, 320, 320))
+    inputs = demo_input(model, 320)
+    grad_cam_classes = dict(gradcam=gc.GradCAM, xgradcam=gc.XGradCAM, layercam=gc.LayerCAM,
+                            eigengradcam=gc.EigenGradCAM)
+    grad_cam_classes['gradcam++'] = gc.GradCAMPlusPlus
+    wrapper = FlatScoresModel(model)
+    print(f'Part 1: per-box maps, YOLOv5-n demo config at 320 px, '
+          f'{"checkpoint " + osp.relpath(checkpoint, REPO) if checkpoint else "random weights"}, '
+          f'K={args.k} boxes, layers neck.out_layers[0..2], {args.repeats} repeats')
+    print(f'{"method":<14}{"ours (s)":>10}{"grad-cam (s)":>14}{"speed-up":>10}'
+          f'{"corr min":>10}{"corr mean":>11}')
+    for method in GRADIENT_METHODS:
+        ours = BoxCAM(model, method, score_thr=args.score_thr, topk=args.k)
+        theirs = grad_cam_classes[method](wrapper, [tap for tap in wrapper.taps])
+
+        def run_ours():
+            result = ours(inputs)[0]
+            return result, result.box_maps().numpy()
+
+        def run_theirs(dets):
+            return np.concatenate([
+                theirs(inputs, targets=[BoxScoreTarget(int(p), int(c))])
+                for p, c in zip(dets.priors, dets.labels)])
+
+        run_theirs(run_ours()[0].detections)  # warm-up, untimed
+        t_ours, t_theirs = [], []
+        for _ in range(args.repeats):  # interleaved: ours, theirs, ours, theirs ...
+            start = time.perf_counter()
+            result, our_maps = run_ours()
+            t_ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            their_maps = run_theirs(result.detections)
+            t_theirs.append(time.perf_counter() - start)
+        theirs.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)  # grad-cam's backward filled parameter .grad
+        if len(result) != args.k:
+            warnings.warn(f'only {len(result)} boxes above score_thr={args.score_thr}')
+        corrs = [correlation(a, b) for a, b in zip(our_maps, their_maps)]
+        mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+        print(f'{method:<14}{mo:>10.3f}{mt:>14.3f}{mt / mo:>9.1f}x'
+              f'{min(corrs):>10.4f}{statistics.mean(corrs):>11.4f}')
+    model.train(False)
+
+
+def bench_eigencam(args) -> None:
+    from pytorch_grad_cam import EigenCAM as GradCamEigenCAM
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+    from mmyolo_vis_hooks.engine.cam.compose import compose_box_maps
+    from mmyolo_vis_hooks.engine.cam.methods import EigenCAM, LayerContext
+    from mmyolo_vis_hooks.engine.cam.projection import first_component_projection
+    from mmyolo_vis_hooks.engine.inference import build_detector
+
+    import mmyolo
+    detector = build_detector(osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs', 'yolov5',
+                                       'yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py'))
+    calibrate_batchnorm(detector, (1, 3, 640, 640), batches=1)
+    with torch.no_grad():
+        featmap = detector.extract_feat(demo_input(detector, 640))[0]  # 1 x 128 x 80 x 80
+    size = (640, 640)
+
+    class StoredMap(nn.Module):
+        """grad-cam's model: returns the stored map through a target layer."""
+
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Identity()
+            self.dummy = nn.Parameter(torch.zeros(1))  # grad-cam reads the device from here
+
+        def forward(self, x):
+            return self.layer(featmap.clone())
+
+    stored = StoredMap()
+    theirs = GradCamEigenCAM(stored, [stored.layer])
+    dummy_input = torch.zeros(1, 3, *size)
+    method = EigenCAM()
+    box_mask = torch.zeros((1, *featmap.shape[-2:]), dtype=torch.bool)
+
+    def run_ours():
+        raw = method.layer_map(LayerContext(activation=featmap[0], grads=None, box_mask=box_mask))
+        return compose_box_maps([raw], input_size=size)[0].numpy()
+
+    run_ours(), theirs(dummy_input, targets=None)  # warm-up (lazy LAPACK / allocator set-up)
+    t_ours, t_theirs = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        ours = run_ours()
+        t_ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        their_map = theirs(dummy_input, targets=None)[0]
+        t_theirs.append(time.perf_counter() - start)
+    theirs.activations_and_grads.release()
+    our_projection = first_component_projection(featmap)[0].numpy()
+    their_projection = get_2d_projection(featmap.numpy())[0]
+    sign_agrees = correlation(our_projection, their_projection) > 0
+    mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+    print(f'\nPart 2: EigenCAM on a {featmap.shape[2]}x{featmap.shape[3]}x{featmap.shape[1]} '
+          f'map (YOLOv5-s neck level 0 at 640 px), output {size[0]}x{size[1]}, '
+          f'{args.repeats} repeats')
+    print(f'ours {mo:.4f} s, grad-cam EigenCAM {mt:.4f} s, speed-up {mt / mo:.1f}x')
+    print(f'|corr| of raw projections {abs(correlation(our_projection, their_projection)):.5f}; '
+          f'SVD sign of grad-cam {"agrees" if sign_agrees else "is flipped"}; corr of final '
+          f'maps {correlation(ours, their_map):.5f}'
+          + ('' if sign_agrees else
+             f' (vs grad-cam with the sign of ours: '
+             f'{correlation(ours, _final_map(-their_projection, size)):.5f})'))
+
+
+def _final_map(projection: np.ndarray, size) -> np.ndarray:
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    cam = np.maximum(projection, 0)[None]
+    return scale_cam_image(scale_cam_image(cam, size))[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--checkpoint', default=None,
+                        help='demo checkpoint (default: tests/assets/yolov5_n_shapes.pth if '
+                        'present, else random weights)')
+    parser.add_argument('--k', type=int, default=8, help='boxes per image')
+    parser.add_argument('--score-thr', type=float, default=0.01, help='box score threshold')
+    parser.add_argument('--repeats', type=int, default=3, help='timed runs per side')
+    parser.add_argument('--skip-boxes', action='store_true', help='only part 2')
+    parser.add_argument('--skip-eigen', action='store_true', help='only part 1')
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    warnings.filterwarnings('ignore', category=UserWarning)
+    if not args.skip_boxes:
+        bench_box_maps(args)
+    if not args.skip_eigen:
+        bench_eigencam(args)
+
+
+if __name__ == '__main__':
+    main()
