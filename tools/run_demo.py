@@ -127,9 +127,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     cfg = build_config(args)
 
     runner = Runner.from_cfg(cfg)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     runner.train()
     train_seconds = time.perf_counter() - start
+    # CPU time of this process (all its threads; data workers excluded): on a shared machine
+    # the wall time grows with the other load, this much less.
+    cpu_seconds = time.process_time() - cpu_start
 
     metrics = _last_val_metrics(runner)
     if MAP50_KEY not in metrics:  # e.g. val_interval pushed past the end by --cfg-options
@@ -151,7 +154,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         f'val bbox mAP@50: {metrics.get(MAP50_KEY, float("nan")):.3f}   '
         f'mAP@[.5:.95]: {metrics.get(MAP_KEY, float("nan")):.3f}',
         f'training wall time: {train_seconds / 60:.1f} min ({train_seconds:.0f} s, '
-        f'validations included, on {os.cpu_count()} CPU cores)',
+        f'validations included, {os.cpu_count()} CPU cores; CPU time of the main process '
+        f'{cpu_seconds / 60:.1f} min)',
         f'checkpoint: {checkpoint}',
     ]
     if exported:
@@ -164,8 +168,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         ]
     lines.append('=' * 72)
     print('\n'.join(lines), flush=True)
-    return dict(metrics=metrics, train_seconds=train_seconds, checkpoint=checkpoint,
-                tensorboard_dir=tb_dir, epochs=epochs)
+    return dict(metrics=metrics, train_seconds=train_seconds, cpu_seconds=cpu_seconds,
+                checkpoint=checkpoint, tensorboard_dir=tb_dir, epochs=epochs)
 
 
 if __name__ == '__main__':
