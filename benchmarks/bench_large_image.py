@@ -63,6 +63,9 @@ def parse_args():
     parser.add_argument('--class-agnostic', action='store_true',
                         help='merge class-agnostically in the timed runs')
     parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch intra-op threads (default: torch\'s own choice); on a '
+                        'machine shared with other jobs, 1 gives steadier timings')
     return parser.parse_args()
 
 
@@ -75,6 +78,8 @@ def sahi_detections(result) -> Detections:
 
 def main():
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from mmcv.cnn import fuse_conv_bn
     from sahi.predict import get_sliced_prediction
 

@@ -177,14 +177,17 @@ def test_bad_images_raise_before_inference(predictor, image, error, message):
 # --------------------------------------------------------------------------- inference path
 
 
+@pytest.mark.parametrize('size', [320, 500])
 def test_preprocess_is_the_data_preprocessor_on_the_test_pipeline(model, predictor,
-                                                                   small_large_image):
+                                                                   small_large_image, size):
     """Our batch == the model's data preprocessor on each slice run through the config's
-    full test pipeline (as mmdet's inference_detector builds it)."""
+    full test pipeline (as mmdet's inference_detector builds it): bit for bit, both for slices
+    at the input size (fast route) and for slices the letterbox resizes (exact route)."""
     from mmcv.transforms import Compose
     from mmengine.registry import init_default_scope
     img = _rgb(small_large_image[0])
-    crops = [np.ascontiguousarray(img[:320, :320]), np.ascontiguousarray(img[100:420, 500:820])]
+    crops = [np.ascontiguousarray(img[:size, :size]),
+             np.ascontiguousarray(img[100:100 + size, 400:400 + size])]
     inputs, metas = predictor.preprocess(crops)
     init_default_scope('mmyolo')
     pipeline_cfg = [dict(type='mmdet.LoadImageFromNDArray')] + [
@@ -193,10 +196,12 @@ def test_preprocess_is_the_data_preprocessor_on_the_test_pipeline(model, predict
     packed = [pipeline(dict(img=c[..., ::-1].copy(), img_id=i)) for i, c in enumerate(crops)]
     ref = model.data_preprocessor(dict(inputs=[p['inputs'] for p in packed],
                                        data_samples=[p['data_samples'] for p in packed]), False)
-    assert torch.equal(inputs, ref['inputs'])
+    assert inputs.shape == (2, 3, 320, 320) and torch.equal(inputs, ref['inputs'])
     for meta, sample in zip(metas, ref['data_samples']):
-        assert meta['scale_factor'] == tuple(sample.scale_factor)
+        assert meta['scale_factor'] == pytest.approx(tuple(sample.scale_factor))
         assert np.array_equal(meta['pad_param'], sample.pad_param)
+        assert meta['img_shape'] == tuple(sample.img_shape[:2])
+        assert meta['ori_shape'] == tuple(sample.ori_shape)
 
 
 @pytest.mark.parametrize('size', [320, 500, 200])

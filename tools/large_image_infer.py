@@ -23,6 +23,7 @@ import json
 import os
 import os.path as osp
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 import cv2
@@ -84,6 +85,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--unsafe-load', action='store_true',
                         help='load a checkpoint holding arbitrary pickled objects (runs code '
                         'from the file; only for files you trust)')
+    parser.add_argument('--png-compression', type=int, default=0, choices=range(10),
+                        metavar='{0..9}',
+                        help='zlib level of the PNG pictures written; 0 (default) stores them '
+                        'uncompressed: deflating a 3000x2000 picture takes longer than a '
+                        'quarter of its inference here')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     return parser.parse_args(argv)
 
@@ -124,10 +130,38 @@ def read_image(path: str) -> np.ndarray:
     return img
 
 
-def write_rgb(path: str, rgb: np.ndarray) -> None:
+def write_rgb(path: str, rgb: np.ndarray, png_compression: int = 0) -> None:
+    """Writes an RGB picture; PNG at the given zlib level (0: stored, without filtering)."""
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+    params = []
+    if path.lower().endswith('.png'):
+        params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
+        if png_compression == 0:  # filters only help compression
+            params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
         raise OSError(f'could not write {path}')
+
+
+class ImagePrefetcher:
+    """Reads the files in order on a background thread, one ahead of the one being used, so
+    decoding the next image overlaps inference on the current one (and the first read
+    overlaps building the model when created before it)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='read')
+        self._next: Optional[Future] = (self._pool.submit(read_image, self.paths[0])
+                                        if self.paths else None)
+
+    def __iter__(self):
+        try:
+            for idx, path in enumerate(self.paths):
+                image = self._next.result()
+                self._next = (self._pool.submit(read_image, self.paths[idx + 1])
+                              if idx + 1 < len(self.paths) else None)
+                yield path, image
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _show(name: str, rgb: np.ndarray) -> None:
@@ -150,11 +184,12 @@ class LargeImageRunner:
         save_patch (bool): Write every slice with its own boxes. Defaults to False.
         show (bool): Show each annotated image. Defaults to False.
         progress (bool): Progress bars over images and slices. Defaults to True.
+        png_compression (int): zlib level of written PNGs (0: stored). Defaults to 0.
     """
 
     def __init__(self, predictor: BatchPredictor, settings: SliceSettings, out_dir: str,
                  debug: bool = False, save_patch: bool = False, show: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, png_compression: int = 0) -> None:
         self.predictor = predictor
         self.settings = settings
         self.out_dir = out_dir
@@ -162,14 +197,25 @@ class LargeImageRunner:
         self.save_patch = save_patch
         self.show = show
         self.progress = progress
+        self.png_compression = png_compression
+        self._writes: List[Future] = []
+        self._writer: Optional[ThreadPoolExecutor] = None
         meta = getattr(predictor.model, 'dataset_meta', None) or {}
         num_classes = getattr(predictor.model.bbox_head, 'num_classes', 0)
         self.class_names = list(meta.get('classes') or [str(i) for i in range(num_classes)])
         self.palette = meta.get('palette')
 
-    def process(self, path: str) -> SlicedResult:
-        """Sliced inference on one file; writes its annotated image (and debug pictures)."""
-        image = read_image(path)
+    def _write(self, path: str, rgb: np.ndarray) -> None:
+        """Writes on the background writer (during ``run``) or right away."""
+        if self._writer is None:
+            write_rgb(path, rgb, self.png_compression)
+        else:
+            self._writes.append(self._writer.submit(write_rgb, path, rgb, self.png_compression))
+
+    def process(self, path: str, image: Optional[np.ndarray] = None) -> SlicedResult:
+        """Sliced inference on one file (``image``: its pixels if already read); writes its
+        annotated image (and debug pictures)."""
+        image = read_image(path) if image is None else image
         height, width, _ = image_geometry(image)
         num_slices = len(slice_windows(height, width,
                                        resolve_patch_size(self.settings, self.predictor),
@@ -181,40 +227,52 @@ class LargeImageRunner:
                                     progress=bar.update)
         rgb = read_window(image, np.array([0, 0, width, height]))
         annotated = draw_detections(rgb, result.detections, self.class_names, self.palette)
-        write_rgb(osp.join(self.out_dir, osp.basename(path)), annotated)
+        self._write(osp.join(self.out_dir, osp.basename(path)), annotated)
         stem = osp.splitext(osp.basename(path))[0]
         if self.debug:
             unmerged = Detections.concat(result.slice_detections)
             grid = draw_windows(draw_detections(rgb, unmerged, self.class_names, self.palette,
                                                 captions=False), result.windows)
-            write_rgb(osp.join(self.out_dir, f'{stem}_debug.png'), grid)
+            self._write(osp.join(self.out_dir, f'{stem}_debug.png'), grid)
         if self.save_patch:
             for idx, (window, dets) in enumerate(zip(result.windows, result.slice_detections)):
                 x1, y1 = int(window[0]), int(window[1])
                 patch = draw_detections(read_window(image, window), dets.shifted(-x1, -y1),
                                         self.class_names, self.palette)
-                write_rgb(osp.join(self.out_dir, 'patches', stem,
-                                   f'{stem}_{idx:04d}_{x1}_{y1}.png'), patch)
+                self._write(osp.join(self.out_dir, 'patches', stem,
+                                     f'{stem}_{idx:04d}_{x1}_{y1}.png'), patch)
         if self.show:
             _show(osp.basename(path), annotated)
         return result
 
-    def run(self, paths: Sequence[str]) -> Dict:
-        """Processes every file and writes ``detections.json``; returns its content."""
+    def run(self, paths: Sequence[str], prefetcher: Optional[ImagePrefetcher] = None) -> Dict:
+        """Processes every file and writes ``detections.json``; returns its content.
+
+        Files are read one ahead and pictures written on background threads (decoding and
+        encoding large PNGs overlap inference); everything is written when this returns.
+        """
         os.makedirs(self.out_dir, exist_ok=True)
+        prefetcher = prefetcher or ImagePrefetcher(paths)
         images, annotations = [], []
-        for image_id, path in enumerate(tqdm(paths, desc='images', unit='image',
-                                             disable=not self.progress or len(paths) < 2),
-                                        start=1):
-            result = self.process(path)
-            height, width = result.image_shape
-            images.append(dict(id=image_id, file_name=osp.basename(path), width=width,
-                               height=height))
-            annotations += to_coco_annotations(result.detections, image_id,
-                                               first_id=len(annotations) + 1)
-        doc = coco_document(images, annotations, self.class_names)
-        with open(osp.join(self.out_dir, 'detections.json'), 'w', encoding='utf-8') as f:
-            json.dump(doc, f)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix='write')
+        try:
+            for image_id, (path, image) in enumerate(
+                    tqdm(prefetcher, total=len(paths), desc='images', unit='image',
+                         disable=not self.progress or len(paths) < 2), start=1):
+                result = self.process(path, image)
+                height, width = result.image_shape
+                images.append(dict(id=image_id, file_name=osp.basename(path), width=width,
+                                   height=height))
+                annotations += to_coco_annotations(result.detections, image_id,
+                                                   first_id=len(annotations) + 1)
+            doc = coco_document(images, annotations, self.class_names)
+            with open(osp.join(self.out_dir, 'detections.json'), 'w', encoding='utf-8') as f:
+                json.dump(doc, f)
+        finally:
+            self._writer.shutdown(wait=True)
+            self._writer, writes, self._writes = None, self._writes, []
+        for write in writes:
+            write.result()  # raises what a background write raised
         return doc
 
 
@@ -222,6 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     settings = settings_from_args(args)
     paths = list_images(args.img)
+    prefetcher = ImagePrefetcher(paths)  # the first image is read while the model is built
     model = build_detector(args.config, args.checkpoint, device=args.device,
                            cfg_options=args.cfg_options, unsafe_load=args.unsafe_load)
     if args.fuse_conv_bn:
@@ -229,8 +288,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         model = fuse_conv_bn(model)
     runner = LargeImageRunner(BatchPredictor(model), settings, args.out_dir, debug=args.debug,
                               save_patch=args.save_patch, show=args.show,
-                              progress=not args.no_progress)
-    doc = runner.run(paths)
+                              progress=not args.no_progress,
+                              png_compression=args.png_compression)
+    doc = runner.run(paths, prefetcher)
     print(f'{len(doc["annotations"])} boxes on {len(paths)} image(s) written to {args.out_dir}')
     return doc
 

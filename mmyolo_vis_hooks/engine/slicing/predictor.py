@@ -12,7 +12,7 @@ higher-scored boxes can suppress or outrank them.
 """
 import copy
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -46,19 +46,35 @@ def test_transform_cfgs(cfg: Config) -> List[dict]:
 
 @contextmanager
 def inference_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no_grad for the block; every module's own train/eval flag is restored."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    """Eval mode and no_grad for the block; modules that were training are set back after."""
+    training = [module for module in model.modules() if module.training]
+    for module in training:
+        module.training = False
     try:
         with torch.no_grad():
             yield
     finally:
-        for module, training in modes:
-            module.training = training
+        for module in training:
+            module.training = True
+
+
+def _fast_preprocessor_types() -> tuple:
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+    from mmyolo.models.data_preprocessors import YOLOv5DetDataPreprocessor
+    return DetDataPreprocessor, YOLOv5DetDataPreprocessor
 
 
 class BatchPredictor:
     """Runs an MMYOLO detector on a batch of RGB images with its test-time semantics.
+
+    Two routes give the same tensor (``tests/test_large_image.py`` checks it bit for bit):
+
+    - exact route: per image, BGR pixels through the config's test transforms, then the model's
+      data preprocessor on the stacked batch;
+    - fast route, taken when the test transforms leave images of this shape untouched (a slice
+      already at the input size: no resize, no pad; found once per shape by running them) and
+      the data preprocessor is MMDet's/MMYOLO's standard one: the RGB slices are stacked and
+      normalised in one pass with the preprocessor's own mean, std and channel order.
 
     Args:
         model (nn.Module): The detector (as built by ``engine.inference.build_detector``).
@@ -79,6 +95,7 @@ class BatchPredictor:
                             'sliced inference supports single-stage (MMYOLO) detectors')
         init_default_scope(cfg.get('default_scope', 'mmyolo'))
         self.transforms = [TRANSFORMS.build(t) for t in test_transform_cfgs(cfg)]
+        self._untouched_meta: Dict[tuple, Optional[dict]] = {}
         probe = self._transform(np.zeros((_PROBE_SIDE, _PROBE_SIDE, 3), np.uint8))[0]
         self.input_size: Tuple[int, int] = tuple(probe.shape[:2])
 
@@ -96,6 +113,36 @@ class BatchPredictor:
             meta['pad_param'] = results['pad_param']
         return results['img'], meta
 
+    def _meta_if_untouched(self, shape: tuple) -> Optional[dict]:
+        """The metadata of images of this shape if the test transforms return them unchanged
+        (same array, same pixels), else None. Decided once per shape on random pixels."""
+        if shape not in self._untouched_meta:
+            probe = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+            bgr = np.ascontiguousarray(probe[..., ::-1])
+            out, meta = self._transform(probe)
+            untouched = out.shape == bgr.shape and np.array_equal(out, bgr)
+            self._untouched_meta[shape] = meta if untouched else None
+        meta = self._untouched_meta[shape]
+        return copy.deepcopy(meta) if meta is not None else None
+
+    def _fast_inputs(self, images: Sequence[np.ndarray]) -> Optional[torch.Tensor]:
+        """The data preprocessor's output computed directly from same-shaped RGB images, or
+        None when the preprocessor is not a standard one or would pad."""
+        dp = self.model.data_preprocessor
+        height, width = images[0].shape[:2]
+        divisor = getattr(dp, 'pad_size_divisor', 1)
+        if type(dp) not in _fast_preprocessor_types() or height % divisor or width % divisor:
+            return None
+        pixels = torch.from_numpy(np.stack(images))  # N, H, W, 3 in RGB
+        if not dp._channel_conversion:  # the model takes the pipeline's BGR as is
+            pixels = pixels.flip(-1)
+        inputs = torch.empty((len(images), 3, height, width), dtype=torch.float32,
+                             device=dp.device)
+        inputs.copy_(pixels.permute(0, 3, 1, 2))
+        if dp._enable_normalize:
+            inputs.sub_(dp.mean).div_(dp.std)
+        return inputs
+
     def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[dict]]:
         """Test transforms per image, then the data preprocessor on the whole batch.
 
@@ -105,18 +152,28 @@ class BatchPredictor:
         Returns:
             tuple[Tensor, list[dict]]: The model input (N, C, H, W) and per-image metadata.
         """
-        packed, metas = zip(*(self._transform(img) for img in images))
-        if len({p.shape for p in packed}) == 1:
-            inputs = torch.from_numpy(np.stack(packed)).permute(0, 3, 1, 2).contiguous()
-        else:  # the data preprocessor pads differently sized images like a test batch
-            inputs = [torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1)))
-                      for p in packed]
-        with torch.no_grad():
-            batch = self.model.data_preprocessor(dict(inputs=inputs, data_samples=None), False)
-        batch_input_shape = tuple(batch['inputs'].shape[-2:])
+        inputs = None
+        shapes = {img.shape for img in images}
+        if len(shapes) == 1:
+            meta = self._meta_if_untouched(next(iter(shapes)))
+            if meta is not None:
+                inputs = self._fast_inputs(images)
+                packed = images
+                metas = [copy.deepcopy(meta) for _ in images]
+        if inputs is None:
+            packed, metas = zip(*(self._transform(img) for img in images))
+            if len({p.shape for p in packed}) == 1:
+                batch = torch.from_numpy(np.stack(packed)).permute(0, 3, 1, 2).contiguous()
+            else:  # the data preprocessor pads differently sized images like a test batch
+                batch = [torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1)))
+                         for p in packed]
+            with torch.no_grad():
+                inputs = self.model.data_preprocessor(dict(inputs=batch, data_samples=None),
+                                                      False)['inputs']
+        batch_input_shape = tuple(inputs.shape[-2:])
         for meta, img in zip(metas, packed):
-            meta.update(batch_input_shape=batch_input_shape, pad_shape=img.shape[:2])
-        return batch['inputs'], list(metas)
+            meta.update(batch_input_shape=batch_input_shape, pad_shape=tuple(img.shape[:2]))
+        return inputs, list(metas)
 
     def forward(self, inputs: torch.Tensor) -> tuple:
         """The network alone (backbone, neck, head) on a preprocessed batch."""
