@@ -7,7 +7,6 @@ Also prints the time spent inside the hook's own methods, which is less sensitiv
 from other processes than the difference of two wall times.
 """
 import argparse
-import logging
 import os.path as osp
 import statistics
 import tempfile
@@ -16,25 +15,15 @@ from functools import wraps
 
 from mmengine.config import Config
 from mmengine.runner import Runner
-from mmengine.utils import ManagerMixin
 
 import mmyolo_vis_hooks  # noqa: F401  (registers the hook)
 from mmyolo_vis_hooks.data.synthetic_shapes import generate_demo_data
 from mmyolo_vis_hooks.hooks import FeatMapVisHook
+from mmyolo_vis_hooks.testing import clear_mmengine_singletons
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
 HOOK_METHODS = ('before_val_epoch', 'before_val_iter', 'after_val_iter', 'after_val_epoch')
-
-
-def clear_singletons():
-    pending = [ManagerMixin]
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if '_instance_dict' in vars(cls):
-            cls._instance_dict.clear()
-    logging.shutdown()
 
 
 def build_cfg(data_root, work_dir, epochs, with_hook):
@@ -73,7 +62,7 @@ def timed_hook_methods(hook, totals):
 
 
 def run_once(data_root, epochs, with_hook):
-    clear_singletons()
+    clear_mmengine_singletons()
     with tempfile.TemporaryDirectory() as work_dir:
         runner = Runner.from_cfg(build_cfg(data_root, work_dir, epochs, with_hook))
         in_hook = []

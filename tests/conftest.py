@@ -1,14 +1,14 @@
 """Shared fixtures. Every test runs in its own tmp dir so nothing lands in the work tree, and the
 MMEngine singletons (Visualizer, DefaultScope, MessageHub, MMLogger) are cleared between tests.
 """
-import logging
 import os
 import os.path as osp
 
 import pytest
+import mmyolo
 import torch
 
-import mmyolo
+from mmyolo_vis_hooks.testing import clear_mmengine_singletons
 
 PACKAGED_CONFIGS = osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs')
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -22,17 +22,7 @@ def packaged_config(relpath: str) -> str:
     return osp.join(PACKAGED_CONFIGS, relpath)
 
 
-def _clear_singletons() -> None:
-    """Clears every MMEngine ManagerMixin singleton (Visualizer and its subclasses such as
-    DetLocalVisualizer, which keep their own instance dicts; DefaultScope; MessageHub; MMLogger)."""
-    from mmengine.utils import ManagerMixin
-    pending = [ManagerMixin]
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if '_instance_dict' in vars(cls):
-            cls._instance_dict.clear()
-    logging.shutdown()
+_clear_singletons = clear_mmengine_singletons
 
 
 @pytest.fixture(autouse=True)
