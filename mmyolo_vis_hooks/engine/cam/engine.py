@@ -208,6 +208,17 @@ class BoxCAM:
             with torch.no_grad():
                 return self._explain(inputs)
 
+    def explain_data(self, data: dict) -> Tuple[List[BoxCAMResult], List[dict]]:
+        """CAMs for a collated batch straight from a test pipeline (``pseudo_collate``): the
+        model's data preprocessor runs first (eval mode, no augmentation).
+
+        Returns:
+            tuple: The results and each image's metainfo (for ``box_maps(meta)``).
+        """
+        processed = self.model.data_preprocessor(data, False)
+        metas = [dict(sample.metainfo) for sample in processed['data_samples']]
+        return self(processed['inputs']), metas
+
     # ------------------------------------------------------------------ internals
     def _forward(self, inputs: Tensor):
         model = self.model

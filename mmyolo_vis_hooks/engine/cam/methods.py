@@ -180,13 +180,19 @@ class AblationCAM(ChannelWeightedMethod):
     def channel_weights(self, ctx: LayerContext) -> Tensor:
         activation = ctx.activation
         channels = self.channels_to_ablate(ctx)
-        base = ctx.base_log_scores
         weights = activation.new_zeros((ctx.num_boxes, activation.shape[0]))
+        base = None
         for start in range(0, channels.numel(), self.batch_size):
             chunk = channels[start:start + self.batch_size]
-            batch = activation[None].repeat(chunk.numel(), 1, 1, 1)
-            batch[torch.arange(chunk.numel()), chunk] = self.ablation_value
+            # Row 0 of the first batch is the unablated activation: the base score then comes
+            # from the same computation as the ablated ones (no batch-size rounding noise).
+            extra = 1 if base is None else 0
+            batch = activation[None].repeat(chunk.numel() + extra, 1, 1, 1)
+            batch[torch.arange(extra, chunk.numel() + extra), chunk] = self.ablation_value
             log_scores = ctx.rescore(batch)  # (n, K)
+            if base is None:
+                base, log_scores = log_scores[0], log_scores[1:]
+                base = torch.where(torch.isfinite(base), base, ctx.base_log_scores)
             weights[:, chunk] = (-torch.expm1(log_scores.T - base[:, None])).to(weights.dtype)
         return weights
 

@@ -1,0 +1,95 @@
+"""Drawing box CAMs: what ``tools/boxam_vis.py`` and ``BoxAMVisHook`` both show."""
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..align import boxes_to_original
+from ..render import draw_boxes, make_grid, overlay
+from .compose import energy_inside, merge_box_maps, norm_in_boxes
+from .engine import BoxCAMResult
+
+
+def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
+                  norm_in_bbox: bool = False) -> Tuple[torch.Tensor, np.ndarray]:
+    """Per-box maps and boxes on the original image shown at ``size`` = (h, w).
+
+    Returns:
+        tuple: ``(K, h, w)`` maps in [0, 1] (normalised inside each box and zero outside with
+        ``norm_in_bbox``) and the ``(K, 4)`` boxes in pixels of that display.
+    """
+    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    maps = result.box_maps(meta, out_size=size)
+    boxes = boxes_to_original(result.detections.boxes.detach().float().cpu(), meta)
+    boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
+    if norm_in_bbox and len(result):
+        maps = norm_in_boxes(maps, boxes)
+    return maps, boxes.numpy()
+
+
+def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
+                  class_names: Sequence[str] = (), norm_in_bbox: bool = False,
+                  merge: bool = False, alpha: float = 0.5,
+                  ncols: Optional[int] = None) -> np.ndarray:
+    """The CAMs of one image over ``image`` (the original image, possibly scaled for display).
+
+    Args:
+        image (np.ndarray): RGB uint8 original image (any display size).
+        result (BoxCAMResult): The image's CAMs.
+        meta (dict): Its sample metainfo (letterbox or resize geometry).
+        class_names (Sequence[str]): Names for box captions.
+        norm_in_bbox (bool): Normalise each map inside its box, zero outside (MMYOLO's
+            ``--norm-in-bbox``). Defaults to False.
+        merge (bool): One image-level map (maximum over the boxes) with every box drawn,
+            instead of one tile per box. Defaults to False.
+        alpha (float): Heat opacity. Defaults to 0.5.
+        ncols (int, optional): Tiles per row of the per-box grid.
+
+    Returns:
+        np.ndarray: RGB uint8 image: the merged overlay, or a grid of per-box overlays each
+        showing its own box (the plain image when there is no box).
+    """
+    size = image.shape[:2]
+    det = result.detections
+    maps, boxes = maps_on_image(result, meta, size, norm_in_bbox)
+    labels = det.labels.cpu().numpy()
+    scores = det.scores.detach().float().cpu().numpy()
+    if len(result) == 0:
+        return image.copy()
+    if merge:
+        return draw_boxes(overlay(image, merge_box_maps(maps), alpha), boxes, labels, scores,
+                          class_names)
+    tiles, titles = [], []
+    for k in range(len(result)):
+        tiles.append(draw_boxes(overlay(image, maps[k], alpha), boxes[k:k + 1], labels[k:k + 1],
+                                scores[k:k + 1], class_names))
+        name = class_names[labels[k]] if labels[k] < len(class_names) else str(labels[k])
+        titles.append(f'#{k} {name} {scores[k]:.2f}')
+    if len(tiles) == 1:
+        return tiles[0]
+    return make_grid(tiles, titles, ncols=ncols)
+
+
+def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
+                    size: Optional[Tuple[int, int]] = None) -> Optional[float]:
+    """Energy-based pointing game for one image: the share of the merged CAM (maximum over the
+    explained boxes) that falls inside the ground-truth boxes.
+
+    Args:
+        result (BoxCAMResult): The image's CAMs.
+        meta (dict): Its sample metainfo.
+        gt_boxes (np.ndarray): ``(G, 4)`` xyxy ground-truth boxes in original-image pixels.
+        size (tuple[int, int], optional): Evaluate on this (h, w) grid (scaled geometry);
+            the original image size when None.
+
+    Returns:
+        float | None: The share in [0, 1]; None when nothing was explained or the map is empty.
+    """
+    if len(result) == 0:
+        return None
+    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    size = size or (ori_h, ori_w)
+    heat = merge_box_maps(result.box_maps(meta, out_size=size))
+    boxes = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4))
+    boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
+    return energy_inside(heat, boxes)

@@ -1,0 +1,349 @@
+"""The box CAM engine (mmyolo_vis_hooks.engine.cam) on real MMYOLO models.
+
+Random-init models come from MMYOLO's packaged configs (smallest variant of each family). With
+random weights and BatchNorm's default statistics many logits explode (sigmoid rounds to 1 for
+every prior, or every prior scores the same), so the fixture refits the BN statistics on random
+inputs first: a random network whose scores vary, which is what these tests need.
+"""
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmcv.transforms import Compose
+from mmengine.config import ConfigDict
+from mmengine.dataset import pseudo_collate
+from torch import nn
+
+from conftest import DEMO_CONFIG, REPO_ROOT, packaged_config
+from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
+                                         flat_predictions, merge_box_maps, norm_in_boxes,
+                                         select_boxes)
+from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams, maps_on_image
+from mmyolo_vis_hooks.engine.inference import build_detector
+
+FAMILIES = {
+    'yolov5': 'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',
+    'yolov6': 'yolov6/yolov6_n_syncbn_fast_8xb32-300e_coco.py',
+    'yolox': 'yolox/yolox_nano_fast_8xb8-300e_coco.py',
+    'rtmdet': 'rtmdet/rtmdet_tiny_syncbn_fast_8xb32-300e_coco.py',
+    'yolov7': 'yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py',
+    'yolov8': 'yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py',
+    'ppyoloe': 'ppyoloe/ppyoloe_s_fast_8xb32-300e_coco.py',
+}
+INPUT = (2, 3, 160, 192)
+_MODELS = {}
+
+
+def random_model(family: str) -> nn.Module:
+    """A random-init model of ``family`` with BN statistics refitted on random inputs (cached
+    per session; tests must leave it as they found it, which is what they check)."""
+    if family not in _MODELS:
+        torch.manual_seed(0)
+        model = build_detector(packaged_config(FAMILIES[family]))
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None
+        model.train()
+        with torch.no_grad():
+            model.bbox_head(model.extract_feat(torch.rand(INPUT) * 2 - 1))
+        model.eval()
+        _MODELS[family] = model
+    return _MODELS[family]
+
+
+def random_inputs(seed: int = 1) -> torch.Tensor:
+    return torch.rand(INPUT, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def snapshot(model: nn.Module) -> dict:
+    return dict(
+        state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        grads=[p.grad for p in model.parameters()],
+        requires_grad=[p.requires_grad for p in model.parameters()],
+        modes=[m.training for m in model.modules()],
+        rng=torch.get_rng_state())
+
+
+def assert_untouched(model: nn.Module, before: dict) -> None:
+    after = model.state_dict()
+    assert before['state'].keys() == after.keys()
+    for key, value in before['state'].items():
+        assert torch.equal(value, after[key]), f'{key} changed'
+    assert all(g is None for g in (p.grad for p in model.parameters())), 'a .grad was set'
+    assert [p.grad for p in model.parameters()] == before['grads']
+    assert [p.requires_grad for p in model.parameters()] == before['requires_grad']
+    assert [m.training for m in model.modules()] == before['modes']
+    assert torch.equal(torch.get_rng_state(), before['rng'])
+
+
+def assert_valid_maps(results, methods_name: str) -> None:
+    for result in results:
+        maps = result.box_maps()
+        assert maps.shape == (len(result), INPUT[2], INPUT[3]), methods_name
+        assert torch.isfinite(maps).all(), methods_name
+        for k, box_map in enumerate(maps):
+            assert float(box_map.max() - box_map.min()) > 0.5, \
+                f'{methods_name}: map of box {k} is (nearly) constant'
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_every_family_gradient_and_gradient_free_maps(family):
+    model = random_model(family)
+    # A mixed state the CAM must restore: train mode, one frozen parameter.
+    model.train()
+    frozen = next(model.backbone.parameters())
+    frozen.requires_grad_(False)
+    before = snapshot(model)
+    try:
+        inputs = random_inputs()[:1]
+        for method in ('gradcam', 'eigencam', 'ablationcam'):
+            cam = BoxCAM(model, method, score_thr=0.0, topk=3, batch_size=64,
+                         ratio_channels_to_ablate=0.05)
+            results = cam(inputs)
+            assert len(results) == 1 and len(results[0]) == 3
+            assert_valid_maps(results, f'{family}/{method}')
+            assert_untouched(model, before)
+            if method == 'gradcam':
+                # Default layers are all of neck.out_layers, and a box's gradient lives on its
+                # own level only (also where out_layers are nn.Identity, whose level tensor
+                # also feeds the neck's bottom-up path): its map is its own level's map.
+                result = results[0]
+                assert result.layer_keys == [f'neck.out_layers[{i}]' for i in range(3)]
+                for k, level in enumerate(result.detections.levels.tolist()):
+                    nonzero = [bool(layer[k].abs().sum() > 0) for layer in result.layer_maps]
+                    assert nonzero == [i == level for i in range(3)], (k, level, nonzero)
+    finally:
+        frozen.requires_grad_(True)
+        model.eval()
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_flat_predictions_are_the_heads_own_predictions(family):
+    """Boxes chosen from the flat predictions = the head's predict_by_feat (same threshold,
+    NMS, count), and each box's target is the score it was chosen with."""
+    model = random_model(family)
+    inputs = random_inputs()
+    with torch.no_grad():
+        outputs = model.bbox_head(model.extract_feat(inputs))
+        preds = flat_predictions(model.bbox_head, outputs)
+        thr = float(preds.scores.max()) * 0.5
+        cfg = ConfigDict(dict(model.bbox_head.test_cfg, score_thr=thr, max_per_img=10))
+        metas = [dict(ori_shape=INPUT[2:], img_shape=INPUT[2:], scale_factor=(1.0, 1.0))] * 2
+        theirs = model.bbox_head.predict_by_feat(*outputs, batch_img_metas=metas, cfg=cfg,
+                                                 rescale=False)
+        ours = select_boxes(preds, model.bbox_head.test_cfg, thr, 10)
+    height, width = INPUT[2:]
+    for det, ref in zip(ours, theirs):
+        n = min(len(det), 10)
+        assert len(det) == 10 and len(ref) >= n  # YOLOX-style heads keep every box
+        assert torch.allclose(det.scores, ref.scores[:n])
+        assert torch.equal(det.labels, ref.labels[:n])
+        clipped = det.boxes.clone()
+        clipped[:, 0::2] = clipped[:, 0::2].clamp(0, width)
+        clipped[:, 1::2] = clipped[:, 1::2].clamp(0, height)
+        assert torch.allclose(clipped, ref.bboxes[:n], atol=1e-3)
+    for b, det in enumerate(ours):
+        assert torch.equal(preds.scores[b, det.priors, det.labels], det.scores)
+
+
+def test_all_methods_on_yolov5_and_batch_independence():
+    model = random_model('yolov5')
+    inputs = random_inputs(2)
+    for method in METHODS:
+        cam = BoxCAM(model, method, score_thr=0.0, topk=2, batch_size=64,
+                     ratio_channels_to_ablate=0.1)
+        if method not in ('gradcam', 'ablationcam'):
+            assert_valid_maps(cam(inputs[:1]), method)
+            continue
+        batch = cam(inputs)
+        assert_valid_maps(batch, method)
+        alone = cam(inputs[1:])[0]  # image 1 alone: same boxes, same maps
+        assert torch.equal(alone.detections.priors, batch[1].detections.priors)
+        assert torch.allclose(alone.box_maps(), batch[1].box_maps(), atol=1e-3), method
+
+
+def test_per_box_maps_agree_with_grad_cam_classes():
+    """grad-cam 1.5's own classes, called once per box with the same target (the box's score
+    at its prior), give the same maps. Their target layers are taps on the head inputs: the
+    same gradient as ours at neck.out_layers[i] (see benchmarks/bench_cam.py)."""
+    import pytorch_grad_cam as gc
+    sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))  # the benchmark's reference wrapper
+    from bench_cam import BoxScoreTarget, FlatScoresModel
+    classes = {'gradcam': gc.GradCAM, 'gradcam++': gc.GradCAMPlusPlus, 'xgradcam': gc.XGradCAM,
+               'layercam': gc.LayerCAM, 'eigengradcam': gc.EigenGradCAM}
+    model = random_model('yolov5')
+    inputs = random_inputs(3)[:1]
+    wrapper = FlatScoresModel(model)
+    try:
+        for method, reference_class in classes.items():
+            result = BoxCAM(model, method, score_thr=0.0, topk=2)(inputs)[0]
+            reference = reference_class(wrapper, list(wrapper.taps))
+            for k, (prior, label) in enumerate(zip(result.detections.priors,
+                                                   result.detections.labels)):
+                theirs = reference(inputs, targets=[BoxScoreTarget(int(prior), int(label))])[0]
+                ours = result.box_maps()[k].numpy()
+                corr = np.corrcoef(ours.ravel(), theirs.ravel())[0, 1]
+                assert corr > 0.99, (method, k, corr)
+            reference.activations_and_grads.release()
+    finally:
+        model.zero_grad(set_to_none=True)  # grad-cam's backward filled parameter .grad
+        model.eval()  # grad-cam's constructor set eval (it already was)
+
+
+def test_eigen_projection_matches_grad_cam_up_to_its_arbitrary_sign():
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+    model = random_model('yolov8')
+    with torch.no_grad():
+        feats = model.extract_feat(random_inputs(4)[:1])
+    for feat in feats[1:]:  # grad-cam's full SVD of the largest level alone takes seconds
+        ours = first_component_projection(feat).numpy()
+        theirs = get_2d_projection(feat.numpy())
+        for a, b in zip(ours, theirs):
+            assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) > 0.999
+            assert a.max() >= abs(a.min())  # our sign: the largest magnitude is positive
+
+
+def test_norm_in_boxes_merge_and_energy():
+    maps = torch.rand(2, 40, 60) + 1.0
+    boxes = torch.tensor([[5.0, 5.0, 20.0, 15.0], [30.0, 10.0, 59.0, 39.0]])
+    normed = norm_in_boxes(maps, boxes)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+        inside = torch.zeros(40, 60, dtype=torch.bool)
+        inside[y1:y2 + 1, x1:x2 + 1] = True
+        assert normed[k][~inside].abs().max() == 0
+        assert normed[k][inside].max() == pytest.approx(1.0)
+        assert normed[k][inside].min() == pytest.approx(0.0)
+    merged = merge_box_maps(normed)
+    assert merged.shape == (40, 60) and float(merged.max()) == pytest.approx(1.0)
+    heat = torch.zeros(40, 60)
+    heat[10:20, 10:20] = 1.0  # 100 units, 50 of them inside the box below
+    assert energy_inside(heat, torch.tensor([[9.5, 9.5, 14.5, 29.5]])) == pytest.approx(0.5)
+    assert energy_inside(torch.zeros(40, 60), boxes) is None
+
+
+def test_bad_arguments_are_clear_errors():
+    model = random_model('yolov5')
+    with pytest.raises(ValueError, match='unknown CAM method'):
+        BoxCAM(model, 'scorecam')
+    with pytest.raises(ValueError, match='unknown layer'):
+        BoxCAM(model, target_layers=['neck.out_layer[1]'])
+    with pytest.raises(ValueError, match='score_thr'):
+        BoxCAM(model, score_thr=1.5)
+    with pytest.raises(ValueError, match='ratio_channels_to_ablate'):
+        BoxCAM(model, 'ablationcam', ratio_channels_to_ablate=0)
+    with pytest.raises(ValueError, match='takes no options'):
+        from mmyolo_vis_hooks.engine.cam import build_method
+        build_method('gradcam', batch_size=4)
+    with pytest.raises(ValueError, match='inputs must be'):
+        BoxCAM(model)(torch.zeros(3, 64, 64))
+
+
+def test_unsupported_model_fails_at_construction():
+    # A real MMYOLO detector whose head is not supported: RTMDet-Ins (instance masks).
+    model = build_detector(packaged_config('rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py'))
+    with pytest.raises(ValueError, match='do not support the head RTMDetInsSepBNHead.*'
+                                         'supported heads: YOLOv5Head'):
+        BoxCAM(model)
+    with pytest.raises(ValueError, match='single-stage MMYOLO detector'):
+        BoxCAM(nn.Conv2d(3, 3, 1))
+
+
+def test_no_box_above_threshold_gives_empty_results():
+    model = random_model('yolov5')
+    result = BoxCAM(model, score_thr=1.0)(random_inputs())[0]
+    assert len(result) == 0 and result.box_maps().shape == (0, INPUT[2], INPUT[3])
+
+
+# ----------------------------------------------------------------------------- trained demo
+@pytest.fixture(scope='module')
+def demo_model(demo_checkpoint):
+    return build_detector(DEMO_CONFIG, demo_checkpoint)
+
+
+@pytest.fixture(scope='module')
+def demo_val(tmp_path_factory):
+    from mmyolo_vis_hooks.data.synthetic_shapes import SplitSpec, generate_split
+    root = str(tmp_path_factory.mktemp('cam_shapes'))
+    generate_split(root, 'val', SplitSpec(4), seed=0)
+    return root + '/val/'
+
+
+def _explain_image(model, cam, path):
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmyolo')  # the autouse fixture clears it between tests
+    pipeline = Compose([s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']])
+    data = pseudo_collate([pipeline(dict(img_path=path, img_id=0))])
+    (result, ), (meta, ) = cam.explain_data(data)
+    return result, meta
+
+
+def _two_most_distant(boxes: np.ndarray):
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    dist = ((centres[:, None] - centres[None]) ** 2).sum(-1)
+    return divmod(int(dist.argmax()), len(boxes))
+
+
+def _peak_inside(box_map: torch.Tensor, box: np.ndarray) -> bool:
+    y, x = divmod(int(box_map.argmax()), box_map.shape[1])
+    return box[0] <= x + 0.5 <= box[2] and box[1] <= y + 0.5 <= box[3]
+
+
+@pytest.mark.parametrize('method', ['layercam', 'eigengradcam'])
+def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model, demo_val,
+                                                                      method):
+    """Element-wise gradient methods are box-local: each map peaks in its own box."""
+    cam = BoxCAM(demo_model, method, score_thr=0.3, topk=-1)
+    before = snapshot(demo_model)
+    checked = 0
+    for i in range(4):
+        result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png')
+        if len(result) < 2:
+            continue
+        size = tuple(int(v) for v in meta['ori_shape'][:2])
+        maps, boxes = maps_on_image(result, meta, size)
+        a, b = _two_most_distant(boxes)
+        assert float((maps[a] - maps[b]).abs().max()) > 0.5
+        assert _peak_inside(maps[a], boxes[a]) and _peak_inside(maps[b], boxes[b])
+        checked += 1
+    assert checked >= 3
+    assert_untouched(demo_model, before)
+
+
+def test_trained_model_gradcam_maps_differ_between_classes(demo_model, demo_val):
+    """Grad-CAM pools gradients over the whole level: with YOLOv5's 1x1 head a box's map is its
+    class's score map on its level (every object of the class lights up), so it is not
+    box-local; boxes of different classes still get different maps, and the heat lands on the
+    detected objects far more than their area share."""
+    from mmyolo_vis_hooks.engine.cam.compose import box_masks
+    cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=-1)
+    compared = 0
+    for i in range(4):
+        result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png')
+        size = tuple(int(v) for v in meta['ori_shape'][:2])
+        maps, boxes = maps_on_image(result, meta, size)
+        labels = result.detections.labels.tolist()
+        for a in range(len(result)):
+            for b in range(a + 1, len(result)):
+                if labels[a] != labels[b]:
+                    assert float((maps[a] - maps[b]).abs().max()) > 0.1
+                    compared += 1
+        boxes = torch.as_tensor(boxes)
+        area_share = float(box_masks(boxes, size).any(dim=0).float().mean())
+        assert energy_inside(merge_box_maps(maps), boxes) > 1.4 * area_share
+    assert compared > 0
+
+
+def test_drawing_per_box_grid_and_merged(demo_model, demo_val):
+    cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=2)
+    result, meta = _explain_image(demo_model, cam, f'{demo_val}val_00000.png')
+    assert len(result) == 2
+    size = tuple(int(v) for v in meta['ori_shape'][:2])
+    image = np.full((*size, 3), 128, np.uint8)
+    merged = draw_box_cams(image, result, meta, ('circle', 'square', 'triangle'),
+                           norm_in_bbox=True, merge=True)
+    assert merged.shape == image.shape and merged.dtype == np.uint8
+    grid = draw_box_cams(image, result, meta, ('circle', 'square', 'triangle'), ncols=2)
+    assert grid.shape == (size[0] + 16, 2 * size[1] + 4, 3)
