@@ -73,6 +73,31 @@ class FeatMapVisHook(BaseVisHook):
     def check_model(self, model) -> None:
         for path in self.target_layers:
             resolve_layer(model, path)
+        if self.channel_reduction is None and self.topk <= 0:
+            self._check_shown_channels(model)
+
+    def _check_shown_channels(self, model) -> None:
+        """``topk=-1`` without reduction draws each map as it is, which needs 1 or 3 channels.
+        The channel counts are only known from a forward: one 64x64 eval forward here raises
+        before training instead of at the first drawing."""
+        param = next(model.parameters(), None)
+        dummy = torch.zeros(1, 3, 64, 64, device=param.device if param is not None else 'cpu')
+        try:
+            with preserved_model_state(model), torch.no_grad(), ActivationCapture(
+                    model, self.target_layers) as capture:
+                model.eval()
+                model(dummy, mode='tensor')
+        except Exception as err:  # noqa: BLE001 - an unusual model: it is checked at drawing
+            self.fail('could not check the channel counts of the target layers with a '
+                      'dummy forward; topk=-1 needs 1 or 3 channels', err)
+            return
+        bad = {key: int(m.shape[0]) for key, m in capture.maps().items()
+               if m.shape[0] not in (1, 3)}
+        if bad:
+            raise ValueError(
+                f'FeatMapVisHook: channel_reduction=None with topk={self.topk} draws each map '
+                f'as it is, which needs 1 or 3 channels; these layers have more or fewer: '
+                f'{bad}. Use channel_reduction="squeeze_mean" or "select_max", or topk > 0.')
 
     # ------------------------------------------------ reuse of the validation forward
     def before_val_epoch(self, runner) -> None:
