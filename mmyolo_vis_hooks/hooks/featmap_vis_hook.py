@@ -60,7 +60,9 @@ class FeatMapVisHook(BaseVisHook):
                 or not all(isinstance(t, str) and t for t in target_layers)):
             raise ValueError(f'FeatMapVisHook: target_layers must be a non-empty list of layer '
                              f'paths such as "neck.out_layers[2]", got {target_layers!r}')
-        check_reduction(channel_reduction, topk, tuple(arrangement))
+        check_reduction(channel_reduction, topk, arrangement)
+        if not isinstance(log_stats, bool):
+            raise ValueError(f'FeatMapVisHook: log_stats must be a bool, got {log_stats!r}')
         self.target_layers = list(target_layers)
         self.channel_reduction = channel_reduction
         self.topk = topk
