@@ -21,7 +21,8 @@ def _parse(path: str) -> List[str]:
     for segment in path.strip().split('.'):
         pos = 0
         if not segment:
-            raise ValueError(f'layer path {path!r} has an empty segment')
+            raise ValueError(f'layer path {path!r} has an empty segment; expected dotted names '
+                             f'with optional [index], e.g. "neck.out_layers[2]"')
         while pos < len(segment):
             match = _TOKEN.match(segment, pos)
             if match is None or (pos > 0 and match.group(2) is None):

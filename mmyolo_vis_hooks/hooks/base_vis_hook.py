@@ -107,7 +107,8 @@ class BaseVisHook(Hook):
         if loop is None:
             if runner._train_loop is not None:
                 raise ValueError(f'{type(self).__name__} visualizes validation images but the '
-                                 f'config has no val_dataloader / val_cfg')
+                                 f'config has no val_dataloader / val_cfg; add val_dataloader, '
+                                 f'val_cfg and val_evaluator, or remove the hook')
             return
         if not isinstance(loop, BaseLoop):  # a test-only run: validation is not built
             return
