@@ -151,11 +151,18 @@ def test_tool_rejects_bad_arguments_before_any_work(flags, message, tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
-def test_tool_rejects_missing_image_and_empty_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match='image not found'):
+def test_tool_rejects_missing_image_empty_folder_and_clashing_names(tmp_path):
+    with pytest.raises(FileNotFoundError, match='not found'):
         tool.main([str(tmp_path / 'nope.png'), DEMO_CONFIG, 'x.pth'])
+    (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='no images'):
-        tool.main([str(tmp_path), DEMO_CONFIG, 'x.pth'])
+        tool.main([str(tmp_path / 'empty'), DEMO_CONFIG, 'x.pth'])
+    for sub in ('a', 'b'):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / 'same.png'), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / 'list.txt').write_text('a/same.png\nb/same.png\n')
+    with pytest.raises(ValueError, match='would both be written as same.png'):
+        tool.main([str(tmp_path / 'list.txt'), DEMO_CONFIG, 'x.pth'])
 
 
 @pytest.mark.parametrize('image, error, message', [

@@ -105,17 +105,18 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
     windows = slice_windows(height, width, resolve_patch_size(settings, predictor),
                             settings.overlap_ratio)
     per_slice: List[Detections] = []
-    for start in range(0, len(windows), settings.batch_size):
-        batch_windows = windows[start:start + settings.batch_size]
-        crops = [read_window(image, window) for window in batch_windows]
-        dets = predictor.predict(crops, settings.score_thr)
-        per_slice += [d.shifted(win[0], win[1]) for d, win in zip(dets, batch_windows)]
-        if progress is not None:
-            progress(len(batch_windows))
     full = None
-    if settings.full_image and len(windows) > 1:  # one slice already is the whole image
-        whole = read_window(image, np.array([0, 0, width, height]))
-        full = predictor.predict([whole], settings.score_thr)[0]
+    with predictor.guard():
+        for start in range(0, len(windows), settings.batch_size):
+            batch_windows = windows[start:start + settings.batch_size]
+            crops = [read_window(image, window) for window in batch_windows]
+            dets = predictor.predict(crops, settings.score_thr)
+            per_slice += [d.shifted(win[0], win[1]) for d, win in zip(dets, batch_windows)]
+            if progress is not None:
+                progress(len(batch_windows))
+        if settings.full_image and len(windows) > 1:  # one slice already is the whole image
+            whole = read_window(image, np.array([0, 0, width, height]))
+            full = predictor.predict([whole], settings.score_thr)[0]
     parts = per_slice + ([full] if full is not None else [])
     merged = merge_detections(Detections.concat(parts), settings.merge)
     # soft-NMS lowers scores; the threshold holds for what is returned.
