@@ -1,0 +1,131 @@
+"""BoxAMVisHook in a real Runner: TensorBoard read-back, model state kept, early errors."""
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.runner import Runner
+
+from runner_utils import image_steps, read_events, tiny_train_cfg
+from mmyolo_vis_hooks.hooks import BoxAMVisHook
+
+
+def _model_state(model):
+    return dict(
+        modes=[m.training for m in model.modules()],
+        requires_grad=[p.requires_grad for p in model.parameters()],
+        grads=[p.grad for p in model.parameters()],
+        grad_values=[None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        state={k: v.clone() for k, v in model.state_dict().items()},
+        grad_enabled=torch.is_grad_enabled(),
+        rng=torch.get_rng_state())
+
+
+def _assert_same_state(before, after):
+    assert after['modes'] == before['modes']
+    assert after['requires_grad'] == before['requires_grad']
+    assert all(a is b for a, b in zip(after['grads'], before['grads']))
+    for a, b in zip(after['grad_values'], before['grad_values']):
+        assert (a is None and b is None) or torch.equal(a, b)
+    for key, value in before['state'].items():
+        assert torch.equal(value, after['state'][key]), key
+    assert after['grad_enabled'] == before['grad_enabled']
+    assert torch.equal(after['rng'], before['rng'])
+
+
+def test_hook_logs_box_cams_and_energy_and_leaves_the_model_as_it_was(
+        tmp_path, shapes_data, demo_checkpoint):
+    hook = dict(type='BoxAMVisHook', interval=1, num_images=2, method=['gradcam', 'layercam'],
+                topk=2, score_thr=0.2)
+    # A second instance in the other alignment mode: merged, box-normalised EigenCAM maps
+    # through the resize-only pipeline (same images: same seed), no scalar.
+    resize_hook = dict(type='BoxAMVisHook', interval=2, num_images=2, method='eigencam',
+                       merge=True, norm_in_bbox=True, align='resize', score_thr=0.2,
+                       log_energy=False)
+    cfg = tiny_train_cfg(shapes_data, str(tmp_path / 'hooked'), epochs=2,
+                         custom_hooks=[hook, resize_hook])
+    cfg.load_from = demo_checkpoint  # trained weights: there are boxes to explain
+    runner = Runner.from_cfg(cfg)
+    vis_hook, resize_vis_hook = [h for h in runner.hooks if isinstance(h, BoxAMVisHook)]
+    around = []
+    original = vis_hook.after_val_epoch
+
+    def checked_after_val_epoch(runner_, metrics=None):
+        # Validation just ran; the hook sees the model as the loop leaves it, and must leave
+        # it exactly so: modes, requires_grad, .grad (objects and values), weights, buffers,
+        # the grad-enabled flag and the RNG. (Training then goes on from that state, so it is
+        # the same as without the hook.)
+        # A harder state than the loop leaves: train mode (the CAM must run in eval and put
+        # it back), grad disabled (as inside the val loop: the CAM needs gradients anyway),
+        # a .grad tensor present on one parameter, one frozen parameter.
+        model = runner_.model
+        model.train()
+        first, second = list(model.parameters())[:2]
+        first.grad = torch.ones_like(first)
+        second.requires_grad_(False)
+        before = _model_state(model)
+        with torch.no_grad():
+            original(runner_, metrics)
+        _assert_same_state(before, _model_state(model))
+        first.grad = None
+        second.requires_grad_(True)
+        model.eval()
+        around.append(runner_.epoch)
+
+    vis_hook.after_val_epoch = checked_after_val_epoch
+    runner.train()
+    assert around == [1, 2]
+    assert resize_vis_hook.align == 'resize' and resize_vis_hook.samples == vis_hook.samples
+
+    acc = read_events(str(tmp_path / 'hooked'))
+    names = [s.name for s in vis_hook.samples]
+    assert len(names) == 2
+    for name in names:
+        for method in ('gradcam', 'layercam'):
+            assert image_steps(acc, f'boxam/{name}/{method}') == [1, 2], (name, method)
+    for method in ('gradcam', 'layercam'):
+        events = acc.Scalars(f'boxam/energy_in_gt/{method}')
+        assert [e.step for e in events] == [1, 2]
+        assert all(0.0 < e.value <= 1.0 for e in events)
+    # LayerCAM is box-local, so nearly all of its heat sits on the objects.
+    assert acc.Scalars('boxam/energy_in_gt/layercam')[-1].value > 0.8
+    # A per-box grid: two titled tiles of the original image's size side by side.
+    tag = f'boxam/{names[0]}/gradcam'
+    img = cv2.imdecode(np.frombuffer(acc.Images(tag)[-1].encoded_image_string, np.uint8),
+                       cv2.IMREAD_COLOR)
+    ori = cv2.imread(vis_hook.samples[0].img_path)
+    assert img.shape == (ori.shape[0] + 16, 2 * ori.shape[1] + 4, 3)
+    # The resize-mode instance (interval 2): one merged overlay of the original size at step 2.
+    tag = f'boxam/{names[0]}/eigencam'
+    assert image_steps(acc, tag) == [2]
+    img = cv2.imdecode(np.frombuffer(acc.Images(tag)[0].encoded_image_string, np.uint8),
+                       cv2.IMREAD_COLOR)
+    assert img.shape == ori.shape
+    assert not any(t.endswith('/eigencam') for t in acc.Tags()['scalars'])
+
+
+def test_unknown_layer_fails_before_training(tmp_path, shapes_data):
+    hook = dict(type='BoxAMVisHook', target_layers=['neck.out_layer[2]'])
+    runner = Runner.from_cfg(tiny_train_cfg(shapes_data, str(tmp_path / 'w'), epochs=1,
+                                            custom_hooks=[hook]))
+    with pytest.raises(ValueError, match=r'unknown layer .*neck\.out_layers\[2\]'):
+        runner.train()
+    assert not osp.exists(str(tmp_path / 'w' / 'epoch_1.pth'))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(method='scorecam'), 'method must be one or a list of gradcam'),
+    (dict(method=[]), 'method must be one or a list'),
+    (dict(topk='3'), 'topk must be an int'),
+    (dict(score_thr=None), 'score_thr must be a number'),
+    (dict(norm_in_bbox='yes'), 'norm_in_bbox must be a bool'),
+    (dict(ratio_channels_to_ablate=2.0), r'ratio_channels_to_ablate must be a number in \(0, 1\]'),
+    (dict(batch_size=0), 'batch_size must be a positive int'),
+    (dict(target_layers=[]), 'target_layers must be None or a non-empty list'),
+    (dict(align='stretch'), 'align must be one of'),
+    (dict(interval=0), 'interval must be a positive int'),
+])
+def test_bad_arguments_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BoxAMVisHook(**kwargs)
