@@ -192,9 +192,13 @@ def _show(name: str, rgb: np.ndarray) -> None:
     if sys.platform.startswith('linux') and not os.environ.get('DISPLAY'):
         print(f'--show: no display (DISPLAY is unset); {name} not shown', file=sys.stderr)
         return
-    cv2.imshow(name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    cv2.waitKey(0)
-    cv2.destroyWindow(name)
+    try:
+        cv2.imshow(name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.waitKey(0)
+        cv2.destroyWindow(name)
+    except cv2.error as err:  # e.g. an OpenCV build without GUI support
+        print(f'--show: OpenCV cannot open a window ({str(err).strip().splitlines()[-1]}); '
+              f'{name} not shown', file=sys.stderr)
 
 
 class LargeImageRunner:

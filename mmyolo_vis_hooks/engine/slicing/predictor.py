@@ -155,7 +155,8 @@ class BatchPredictor:
         """
         inputs = None
         shapes = {img.shape for img in images}
-        if len(shapes) == 1:
+        # Only images already at the input size can pass the transforms untouched.
+        if len(shapes) == 1 and next(iter(shapes))[:2] == self.input_size:
             meta = self._meta_if_untouched(next(iter(shapes)))
             if meta is not None:
                 inputs = self._fast_inputs(images)
