@@ -14,6 +14,7 @@ Example:
 import argparse
 import os
 import os.path as osp
+import sys
 
 import cv2
 from mmcv.transforms import Compose
@@ -101,7 +102,8 @@ def main(argv=None) -> None:
         (result, ), (meta, ) = cam.explain_data(data)
         if len(result) == 0:
             empty.append(path)
-            tqdm.write(f'{path}: no box above score_thr={args.score_thr}; nothing to explain')
+            tqdm.write(f'{path}: no box above score_thr={args.score_thr}; nothing to explain',
+                       file=sys.stderr)
             continue
         image = display_image(read_rgb(path), args.max_size)
         drawn = draw_box_cams(image, result, meta, class_names, args.norm_in_bbox, args.merge,

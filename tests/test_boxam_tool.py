@@ -1,0 +1,86 @@
+"""tools/boxam_vis.py end to end on generated images (in-process: main(argv))."""
+import importlib.util
+import os.path as osp
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DEMO_CONFIG, REPO_ROOT
+
+_spec = importlib.util.spec_from_file_location(
+    'boxam_vis_tool', osp.join(REPO_ROOT, 'tools', 'boxam_vis.py'))
+boxam_vis = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(boxam_vis)
+
+
+def test_folder_per_box_grids(tmp_path, shapes_data, demo_checkpoint, capsys):
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    for i in (0, 1):  # a folder of two of the generated validation images
+        name = f'val_0000{i}.png'
+        (images / name).write_bytes(open(shapes_data + 'val/' + name, 'rb').read())
+    out = tmp_path / 'out'
+    boxam_vis.main([str(images), DEMO_CONFIG, demo_checkpoint, '--topk', '2',
+                    '--out-dir', str(out)])
+    captured = capsys.readouterr()
+    assert 'box CAM (gradcam): 100%' in captured.err  # the progress bar
+    assert 'wrote 2 image(s)' in captured.out
+    for i in (0, 1):
+        drawn = cv2.imread(str(out / f'val_0000{i}.png'))
+        ori = cv2.imread(str(images / f'val_0000{i}.png'))
+        # Two titled tiles (one per box) of the original size, side by side.
+        assert drawn.shape == (ori.shape[0] + 16, 2 * ori.shape[1] + 4, 3)
+        tile = drawn[16:, :ori.shape[1]]
+        assert np.abs(tile.astype(int) - ori.astype(int)).mean() > 10  # heat was drawn
+
+
+def test_merged_box_normalised_ablation_resize_mode(tmp_path, shapes_data, demo_checkpoint,
+                                                     capsys):
+    out = tmp_path / 'out'
+    image = shapes_data + 'val/val_00002.png'
+    boxam_vis.main([image, DEMO_CONFIG, demo_checkpoint, '--method', 'ablationcam',
+                    '--ratio-channels-to-ablate', '0.25', '--batch-size', '16', '--merge',
+                    '--norm-in-bbox', '--align', 'resize', '--topk', '3', '--max-size', '200',
+                    '--out-dir', str(out)])
+    drawn = cv2.imread(str(out / 'val_00002.png'))
+    ori = cv2.imread(image)
+    scale = 200 / max(ori.shape[:2])
+    assert drawn.shape == (round(ori.shape[0] * scale), round(ori.shape[1] * scale), 3)
+
+
+def test_no_box_above_threshold_is_reported_not_drawn(tmp_path, shapes_data, capsys):
+    out = tmp_path / 'out'
+    # Random weights (no checkpoint): no box scores 0.99.
+    boxam_vis.main([shapes_data + 'val/val_00000.png', DEMO_CONFIG, '--score-thr', '0.99',
+                    '--out-dir', str(out)])
+    captured = capsys.readouterr()
+    assert 'no box above score_thr=0.99' in captured.err
+    assert not list(out.glob('*.png'))
+
+
+def test_cfg_options_reach_the_model(capsys):
+    # widen_factor 0.5 (YOLOv5-s) doubles the channels of the neck outputs (256 -> 512 at the
+    # coarsest level of the demo's YOLOv5-n): visible only if the options reach the model.
+    boxam_vis.main(['unused.png', DEMO_CONFIG, '--preview-model', '--preview-depth', '2',
+                    '--cfg-options', 'model.backbone.widen_factor=0.5',
+                    'model.neck.widen_factor=0.5',
+                    'model.bbox_head.head_module.widen_factor=0.5'])
+    lines = capsys.readouterr().out.splitlines()
+    out2 = next(line for line in lines if line.strip().startswith('neck.out_layers[2] '))
+    assert '1x512x10x10' in out2
+
+
+@pytest.mark.parametrize('args, error, message', [
+    (['--ratio-channels-to-ablate', '2'], SystemExit, r'must be in \(0, 1\]'),
+    (['--method', 'scorecam'], SystemExit, 'invalid choice'),
+    (['--score-thr', '1.5'], SystemExit, r'--score-thr must be in \[0, 1\]'),
+    (['--target-layers', 'neck.out_layer[1]'], ValueError, 'unknown layer'),
+])
+def test_bad_arguments_are_clear_errors(tmp_path, shapes_data, capsys, args, error, message):
+    with pytest.raises(error) as info:
+        boxam_vis.main([shapes_data + 'val/val_00000.png', DEMO_CONFIG, *args, '--out-dir',
+                        str(tmp_path)])
+    text = capsys.readouterr().err if error is SystemExit else str(info.value)
+    assert re.search(message, text), text
