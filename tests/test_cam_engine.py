@@ -35,6 +35,10 @@ FAMILIES = {
 INPUT = (2, 3, 160, 192)
 _MODELS = {}
 
+# The benchmark's helpers (one copy): BN refit, and grad-cam's model/target for the comparison.
+sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
+from bench_cam import BoxScoreTarget, FlatScoresModel, calibrate_batchnorm  # noqa: E402
+
 
 def random_model(family: str) -> nn.Module:
     """A random-init model of ``family`` with BN statistics refitted on random inputs (cached
@@ -42,14 +46,7 @@ def random_model(family: str) -> nn.Module:
     if family not in _MODELS:
         torch.manual_seed(0)
         model = build_detector(packaged_config(FAMILIES[family]))
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-                module.momentum = None
-        model.train()
-        with torch.no_grad():
-            model.bbox_head(model.extract_feat(torch.rand(INPUT) * 2 - 1))
-        model.eval()
+        calibrate_batchnorm(model, INPUT)
         _MODELS[family] = model
     return _MODELS[family]
 
@@ -170,8 +167,6 @@ def test_per_box_maps_agree_with_grad_cam_classes():
     at its prior), give the same maps. Their target layers are taps on the head inputs: the
     same gradient as ours at neck.out_layers[i] (see benchmarks/bench_cam.py)."""
     import pytorch_grad_cam as gc
-    sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))  # the benchmark's reference wrapper
-    from bench_cam import BoxScoreTarget, FlatScoresModel
     classes = {'gradcam': gc.GradCAM, 'gradcam++': gc.GradCAMPlusPlus, 'xgradcam': gc.XGradCAM,
                'layercam': gc.LayerCAM, 'eigengradcam': gc.EigenGradCAM}
     model = random_model('yolov5')
@@ -271,10 +266,12 @@ def demo_val(tmp_path_factory):
     return root + '/val/'
 
 
-def _explain_image(model, cam, path):
+def _explain_image(model, cam, path, align='letterbox'):
     from mmengine.registry import init_default_scope
+    from mmyolo_vis_hooks.engine.align import resize_only_pipeline
     init_default_scope('mmyolo')  # the autouse fixture clears it between tests
-    pipeline = Compose([s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']])
+    steps = [s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']]
+    pipeline = Compose(resize_only_pipeline(steps) if align == 'resize' else steps)
     data = pseudo_collate([pipeline(dict(img_path=path, img_id=0))])
     (result, ), (meta, ) = cam.explain_data(data)
     return result, meta
@@ -291,15 +288,18 @@ def _peak_inside(box_map: torch.Tensor, box: np.ndarray) -> bool:
     return box[0] <= x + 0.5 <= box[2] and box[1] <= y + 0.5 <= box[3]
 
 
-@pytest.mark.parametrize('method', ['layercam', 'eigengradcam'])
+@pytest.mark.parametrize('method, align', [('layercam', 'letterbox'), ('layercam', 'resize'),
+                                           ('eigengradcam', 'letterbox')])
 def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model, demo_val,
-                                                                      method):
-    """Element-wise gradient methods are box-local: each map peaks in its own box."""
+                                                                      method, align):
+    """Element-wise gradient methods are box-local: each map, mapped back onto the original
+    image through the letterbox (or the plain resize), peaks in its own box."""
     cam = BoxCAM(demo_model, method, score_thr=0.3, topk=-1)
     before = snapshot(demo_model)
     checked = 0
     for i in range(4):
-        result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png')
+        result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png', align)
+        assert ('pad_param' in meta) == (align == 'letterbox')
         if len(result) < 2:
             continue
         size = tuple(int(v) for v in meta['ori_shape'][:2])
