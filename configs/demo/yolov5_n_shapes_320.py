@@ -8,13 +8,14 @@ num_classes = len(class_name)
 metainfo = dict(classes=class_name, palette=[(220, 20, 60), (20, 180, 60), (30, 60, 230)])
 
 img_scale = (320, 320)
-max_epochs = 40
+max_epochs = 30
 close_mosaic_epochs = 5  # last epochs train without mosaic, on whole letterboxed images
 val_interval = 2
 train_batch_size_per_gpu = 16
 val_batch_size_per_gpu = 8
 base_lr = 0.02
 lr_factor = 0.05
+loss_cls_weight = 0.5
 # Shapes are 24-96 px in the 256-448 px images (about 17-120 px at 320) and 16-40 px in the
 # large image slices; the boxes are square-ish (rotated squares/triangles), so are the anchors.
 anchors = [
@@ -30,7 +31,9 @@ model = dict(
     bbox_head=dict(
         head_module=dict(num_classes=num_classes),
         prior_generator=dict(base_sizes=anchors),
-        loss_cls=dict(loss_weight=0.5 * (num_classes / 80 * 3 / 3)),
+        # The packaged weight scales by num_classes / 80: 0.019 for 3 classes, and in the first
+        # tuning run the class loss had hardly moved from chance after 14 epochs.
+        loss_cls=dict(loss_weight=loss_cls_weight),
         loss_obj=dict(loss_weight=1.0 * ((img_scale[0] / 640)**2 * 3 / 3))),
     test_cfg=dict(nms_pre=1000, max_per_img=100))
 
