@@ -19,8 +19,9 @@ a 640x640 normalised CAM. grad-cam keeps the arbitrary SVD sign; ours fixes it (
 magnitude positive). Reported: the correlation of the final maps and the sign-free |correlation|
 of the raw projections.
 
-Times are medians of ``--repeats`` interleaved runs after one untimed warm-up of each side; absolute numbers include the load of other
-processes on this machine, the ratios are measured under the same load.
+Times are medians of ``--repeats`` interleaved runs after one untimed warm-up of each side;
+absolute numbers include the load of other processes on this machine, the ratios are measured
+under the same load.
 """
 import argparse
 import os.path as osp
@@ -163,7 +164,7 @@ def bench_box_maps(args) -> None:
         corrs = [correlation(a, b) for a, b in zip(our_maps, their_maps)]
         mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
         print(f'{method:<14}{mo:>10.3f}{mt:>14.3f}{mt / mo:>9.1f}x'
-              f'{min(corrs):>10.4f}{statistics.mean(corrs):>11.4f}')
+              f'{min(corrs):>10.5f}{statistics.mean(corrs):>11.5f}')
     model.train(False)
 
 

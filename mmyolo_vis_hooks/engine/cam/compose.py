@@ -5,7 +5,7 @@ layers, normalised again. Here the resize is the letterbox-aware sampling of ``e
 straight onto the original image (one bilinear sampling per layer), or a plain resize onto the
 network input when no metadata is given.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor

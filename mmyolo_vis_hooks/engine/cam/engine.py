@@ -12,7 +12,7 @@ level-2 box w.r.t. that tensor would also flow through level 0's path. With the 
 gradient is the one w.r.t. what the layer returned to its callers: for the default target layers
 (all of ``neck.out_layers``) a box's map lives on its own level only.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -45,7 +45,8 @@ def _rebind(value):
 
     ``anchor`` is what gradients are taken w.r.t.; downstream layers get a copy of it, so an
     in-place op downstream cannot alter the recorded activation. A tensor outside any graph
-    (frozen weights) becomes a leaf that requires grad: only the part after it matters here.
+    (the engine freezes the parameters) becomes a leaf that requires grad: only the part after
+    it matters here. A target layer downstream of another one stays in that one's graph.
     """
     if isinstance(value, Tensor):
         if not value.is_floating_point():
@@ -200,9 +201,14 @@ class BoxCAM:
         """
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:
             raise ValueError('inputs must be a (B, 3, H, W) tensor from the data preprocessor')
-        with preserved_model_state(self.model):
+        with preserved_model_state(self.model):  # modes, requires_grad, .grad, buffers, RNG
             self.model.eval()
             if self.method.uses_gradients:
+                # No parameter needs a gradient: autograd then records the graph only from the
+                # target layers on (their outputs become leaves, see _rebind), not through the
+                # backbone, and no parameter can receive one.
+                for param in self.model.parameters():
+                    param.requires_grad_(False)
                 with torch.enable_grad():
                     return self._explain(inputs)
             with torch.no_grad():
