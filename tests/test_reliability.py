@@ -1,0 +1,714 @@
+"""Issue #5, reliability: the visualization hooks never disturb training.
+
+Real Runners on the generated shapes data: training is bit-for-bit the same with and without
+the hooks (EMA included); 2-process CPU training under torchrun with visualizations on rank 0
+only; resume logs each epoch once; faults during training warn (or raise with ``strict=True``)
+while training goes on; bad configuration fails before the first training iteration; repeated
+visualizations neither grow memory nor leave hooks behind; the tools refuse code-running
+checkpoints.
+"""
+import gc
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+import signal
+import subprocess
+import sys
+import types
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+from mmengine.visualization.vis_backend import BaseVisBackend
+from torch import nn
+
+from conftest import DEMO_CONFIG, REPO_ROOT
+from runner_utils import tiny_train_cfg
+
+from mmyolo.models.dense_heads import YOLOv5Head
+from mmyolo.registry import HOOKS, MODELS, VISBACKENDS
+from mmyolo_vis_hooks.hooks import VisualizationWarning
+
+TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch: enough to move weights, BN and EMA
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def fast_config_dump(monkeypatch):
+    """Skips yapf's pretty-printing of the config text (4 x ~2 s per Runner on a loaded 2-core
+    machine): the Runner logs and dumps the unformatted, equally valid, config instead."""
+    import mmengine.config.config as config_module
+    monkeypatch.setattr(config_module, 'FormatCode', lambda text, **kwargs: (text, False))
+
+
+def _boxam_available() -> bool:
+    return HOOKS.get('BoxAMVisHook') is not None
+
+
+def _vis_hooks(**common) -> list:
+    """FeatMapVisHook and, once it exists in the package, BoxAMVisHook, sharing ``common``.
+
+    BoxAMVisHook gets ``score_thr=0``: the briefly trained models score below the default
+    0.3, and with no box to explain its gradient path would not run at all."""
+    hooks = [dict(type='FeatMapVisHook', target_layers=['neck', 'backbone.stem'], **common)]
+    if _boxam_available():
+        hooks.append(dict(type='BoxAMVisHook', score_thr=0.0, topk=2, **common))
+    return hooks
+
+
+def _demo_ema_hook() -> dict:
+    """The EMAHook entry of the demo config (``tiny_train_cfg`` replaces custom_hooks)."""
+    hooks = Config.fromfile(DEMO_CONFIG).custom_hooks
+    ema = [dict(h) for h in hooks if h['type'] == 'EMAHook']
+    assert len(ema) == 1, hooks
+    return ema[0]
+
+
+def _train_cfg(data_root, work_dir, epochs, hooks, ema=False, **kwargs) -> Config:
+    cfg = tiny_train_cfg(data_root, work_dir, epochs=epochs,
+                         custom_hooks=([_demo_ema_hook()] if ema else []) + list(hooks), **kwargs)
+    cfg.train_dataloader.dataset.indices = TRAIN_IMAGES
+    return cfg
+
+
+def _event_files(work_dir):
+    return sorted(glob.glob(osp.join(work_dir, '**', 'events.out.tfevents.*'), recursive=True))
+
+
+def _image_steps(work_dir) -> dict:
+    """Per image tag, the steps of every image in ALL event files under ``work_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    steps = defaultdict(list)
+    for path in _event_files(work_dir):
+        acc = EventAccumulator(path, size_guidance={'images': 0})
+        acc.Reload()
+        for tag in acc.Tags()['images']:
+            steps[tag] += [event.step for event in acc.Images(tag)]
+    return dict(steps)
+
+
+def _vis_tags(steps: dict) -> dict:
+    return {tag: s for tag, s in steps.items() if tag.split('/')[0] in ('featmap', 'boxam')}
+
+
+def _hook_of(runner, type_name):
+    return next(h for h in runner.hooks if type(h).__name__ == type_name)
+
+
+def _clone_tree(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone_tree(v) for v in obj)
+    return obj
+
+
+def _assert_same_tree(a, b, where=''):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f'{where} differs (max abs diff ' \
+            f'{(a.double() - b.double()).abs().max().item()})'
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_tree(a[key], b[key], f'{where}.{key}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tree(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, f'{where}: {a!r} != {b!r}'
+
+
+class _MetricsRecorder(Hook):
+    """Keeps the validation metrics of every epoch."""
+
+    def __init__(self):
+        self.metrics = []
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics.append(dict(metrics or {}))
+
+
+def _hook_counts(model: nn.Module) -> dict:
+    return {name: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+                   len(m._backward_pre_hooks)) for name, m in model.named_modules()}
+
+
+# --------------------------------------------------------------------------- bit for bit
+
+
+def test_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, reset_singletons,
+                                                    fast_config_dump):
+    """3 deterministic epochs with EMA: weights, BN buffers, EMA state, optimizer state, val
+    metrics and RNG are identical with the hooks (interval=1) and without."""
+
+    def train(work, hooks):
+        reset_singletons()
+        cfg = _train_cfg(shapes_data, str(tmp_path / work), 3, hooks, ema=True)
+        runner = Runner.from_cfg(cfg)
+        recorder = _MetricsRecorder()
+        runner.register_hook(recorder, priority='LOWEST')
+        runner.train()
+        ema = _hook_of(runner, 'EMAHook')
+        return dict(model=_clone_tree(runner.model.state_dict()),
+                    ema=_clone_tree(ema.ema_model.state_dict()),
+                    optimizer=_clone_tree(runner.optim_wrapper.state_dict()),
+                    metrics=recorder.metrics,
+                    torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state()[1].copy())
+
+    hooks = _vis_hooks(interval=1, num_images=2)
+    hooked = train('hooked', hooks)
+    plain = train('plain', [])
+
+    # The hooks really ran every epoch (else the comparison proves nothing).
+    steps = _vis_tags(_image_steps(str(tmp_path / 'hooked')))
+    assert steps and all(s == [1, 2, 3] for s in steps.values()), steps
+    assert not _vis_tags(_image_steps(str(tmp_path / 'plain')))
+    assert len(plain['metrics']) == 3 and 'coco/bbox_mAP' in plain['metrics'][0]
+    # BN statistics really moved and the EMA differs from the raw weights: both are checked.
+    assert any('running_mean' in k for k in plain['model'])
+    assert not all(torch.equal(plain['model'][k], plain['ema'][f'module.{k}'])
+                   for k in plain['model'] if f'module.{k}' in plain['ema'])
+
+    _assert_same_tree(plain['model'], hooked['model'], 'state_dict')
+    _assert_same_tree(plain['ema'], hooked['ema'], 'ema_state_dict')
+    _assert_same_tree(plain['optimizer'], hooked['optimizer'], 'optimizer')
+    assert plain['metrics'] == hooked['metrics']
+    assert torch.equal(plain['torch_rng'], hooked['torch_rng'])
+    assert np.array_equal(plain['numpy_rng'], hooked['numpy_rng'])
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def _run_bounded(cmd, timeout, env=None):
+    """Runs ``cmd`` in its own process group; on timeout kills that group (torchrun and its
+    workers) and fails."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'{cmd[:3]} did not finish within {timeout} s (a rank waiting on another?)'
+                    f'\n{out[-4000:]}')
+    return proc.returncode, out
+
+
+def test_distributed_cpu_training(tmp_path, shapes_data):
+    """torchrun, 2 processes, gloo on CPU, MMEngine launcher 'pytorch': training with the hooks
+    completes within the timeout, only rank 0 sends images, one event file is written."""
+    work = str(tmp_path / 'work')
+    os.makedirs(work)
+    num_images = 4
+    hooks = _vis_hooks(interval=1, num_images=num_images)
+    torchrun = osp.join(osp.dirname(sys.executable), 'torchrun')
+    launcher = [torchrun] if osp.isfile(torchrun) else [sys.executable, '-m',
+                                                         'torch.distributed.run']
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
+    code, out = _run_bounded(
+        launcher + ['--standalone', '--nproc_per_node', '2',
+                    osp.join(REPO_ROOT, 'tests', 'dist_train_worker.py'), shapes_data, work,
+                    json.dumps(hooks)], timeout=600, env=env)
+    assert code == 0, out[-6000:]
+
+    ranks = []
+    for rank in (0, 1):
+        with open(osp.join(work, f'rank{rank}.json')) as f:
+            ranks.append(json.load(f))
+    for record in ranks:
+        assert record['distributed'] and record['world_size'] == 2
+        assert record['wrapped'] == 'MMDistributedDataParallel'
+        assert record['epoch'] == 2
+    # Every rank chose the same images; some lie in rank 1's validation shard (odd dataset
+    # indices under DefaultSampler), which rank 0 forwards itself without asking rank 1.
+    assert ranks[0]['samples'] == ranks[1]['samples']
+    feat_indices = ranks[0]['samples']['FeatMapVisHook']['indices']
+    assert any(i % 2 for i in feat_indices) and any(i % 2 == 0 for i in feat_indices)
+    assert ranks[1]['images_sent'] == 0
+    assert ranks[0]['images_sent'] > 0
+    # Rank 1 finished training while rank 0 was still drawing its last epoch: it did not wait
+    # for the hooks (a collective or barrier in them would hold it until rank 0 is done).
+    assert ranks[1]['train_end'] < ranks[0]['last_hook_end']
+
+    (event_file, ) = _event_files(work)  # rank 1 opened no writer
+    steps = _vis_tags(_image_steps(work))
+    assert ranks[0]['images_sent'] == sum(len(s) for s in steps.values())
+    for name in ranks[0]['samples']['FeatMapVisHook']['names']:
+        for key in ('neck[0]', 'neck[1]', 'neck[2]', 'backbone.stem'):
+            assert steps.pop(f'featmap/{name}/{key}') == [1, 2], (name, key)
+    if _boxam_available():
+        assert steps and all(s == [1, 2] for s in steps.values()), steps
+    else:
+        assert not steps, steps
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_logs_each_epoch_once(tmp_path, shapes_data, reset_singletons,
+                                     fast_config_dump):
+    """2 epochs, stop, resume from epoch_2.pth to 4 epochs in the same work_dir: over all event
+    files every visualization tag has steps 1, 2, 3, 4 exactly once."""
+    work = str(tmp_path / 'work')
+    hooks = _vis_hooks(interval=1, num_images=2)
+    Runner.from_cfg(_train_cfg(shapes_data, work, 2, hooks, ema=True)).train()
+    first = _vis_tags(_image_steps(work))
+    assert first and all(s == [1, 2] for s in first.values()), first
+
+    reset_singletons()
+    cfg = _train_cfg(shapes_data, work, 4, hooks, ema=True)
+    cfg.resume = True
+    cfg.load_from = osp.join(work, 'epoch_2.pth')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.epoch == 4
+    assert len(_event_files(work)) == 2  # one per run, in the runs' own timestamp dirs
+    steps = _vis_tags(_image_steps(work))
+    assert steps.keys() == first.keys()
+    for tag, tag_steps in steps.items():
+        assert sorted(tag_steps) == [1, 2, 3, 4], (tag, tag_steps)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@VISBACKENDS.register_module(force=True)
+class FailingVisBackend(BaseVisBackend):
+    """A backend whose image writes fail (a full disk, a lost connection), while ``broken``."""
+
+    broken = True
+
+    @property
+    def experiment(self):
+        return self
+
+    def _init_env(self):
+        pass
+
+    def add_image(self, name, image, step=0, **kwargs):
+        if type(self).broken:
+            raise OSError(f'no space left on device writing {name}')
+
+
+class _BreakImageFiles(Hook):
+    """Between the validation forward (which read the files) and the vis hooks' drawing: moves
+    one image away and truncates another, as a concurrent clean-up or a failing disk would.
+    The validation loop itself would fail on them otherwise, which is not the hooks' doing."""
+
+    def __init__(self, missing=(), corrupt=()):
+        self.missing, self.corrupt = list(missing), list(corrupt)
+        self.saved = {}
+
+    def after_val_epoch(self, runner, metrics=None):
+        for path in self.missing:
+            os.rename(path, path + '.away')
+        for path in self.corrupt:
+            with open(path, 'rb') as f:
+                self.saved[path] = f.read()
+            with open(path, 'wb') as f:
+                f.write(self.saved[path][:len(self.saved[path]) // 3])
+
+
+class _RestoreImageFiles(Hook):
+    """After the vis hooks: puts the files back for the next epoch."""
+
+    def __init__(self, breaker):
+        self.breaker = breaker
+
+    def after_val_epoch(self, runner, metrics=None):
+        for path in self.breaker.missing:
+            os.rename(path + '.away', path)
+        for path, data in self.breaker.saved.items():
+            with open(path, 'wb') as f:
+                f.write(data)
+        self.breaker.saved = {}
+
+
+def _add_probe_layers(model):
+    """Two side layers on the stem that the network never uses, as target layers:
+    ``backbone.stem.nan_probe`` sees the stem output with NaN and Inf injected in eval mode,
+    ``backbone.stem.empty_probe`` gets a slice of it with zero height. The state dict and the
+    network's outputs are unchanged (Identity has no parameters; the results are discarded)."""
+    stem = model.backbone.stem
+    stem.nan_probe = nn.Identity()
+    stem.empty_probe = nn.Identity()
+    stem_forward = stem.forward
+
+    def forward(self, x):
+        out = stem_forward(x)
+        self.nan_probe(out)
+        self.empty_probe(out[:, :, :0])
+        return out
+
+    stem.forward = types.MethodType(forward, stem)
+    stem.nan_probe.register_forward_hook(_inject_nan_in_eval)
+
+
+def _inject_nan_in_eval(module, inputs, output):
+    """Forward hook: in eval mode the output gets a NaN and an Inf."""
+    if module.training:
+        return None
+    output = output.clone()
+    output[:, 0, 0, 0] = float('nan')
+    output[:, 1, 1, 1] = float('inf')
+    return output
+
+
+def _copy_data(shapes_data, tmp_path):
+    """The faults edit image files: work on a copy of the session's data."""
+    root = str(tmp_path / 'data')
+    shutil.copytree(shapes_data, root)
+    return root + '/'
+
+
+def _val_path(data_root, dataset_index):
+    return osp.join(data_root, 'val', f'val_{dataset_index:05d}.png')
+
+
+def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dump):
+    """A missing and a corrupt image file, NaN/Inf activations, a zero-size map, a backend that
+    fails to write, no detection above score_thr: VisualizationWarnings, the broken items are
+    skipped (or drawn and warned about), training and checkpointing go on."""
+    data_root = _copy_data(shapes_data, tmp_path)
+    work = str(tmp_path / 'work')
+    indices = [0, 1, 2, 3]
+    hooks = [dict(type='FeatMapVisHook', img_indices=indices,
+                  target_layers=['neck.out_layers[0]', 'backbone.stem.nan_probe',
+                                 'backbone.stem.empty_probe'],
+                  score_thr=1.0)]  # no detection reaches it: the maps are drawn without boxes
+    if _boxam_available():
+        hooks.append(dict(type='BoxAMVisHook', img_indices=indices, score_thr=0.0, topk=1))
+    cfg = _train_cfg(data_root, work, 2, hooks,
+                     vis_backends=[dict(type='LocalVisBackend'),
+                                   dict(type='TensorboardVisBackend'),
+                                   dict(type='FailingVisBackend')])
+    runner = Runner.from_cfg(cfg)
+    _add_probe_layers(runner.model)
+    breaker = _BreakImageFiles(missing=[_val_path(data_root, 0)],
+                               corrupt=[_val_path(data_root, 1)])
+    runner.register_hook(breaker, priority='VERY_HIGH')
+    runner.register_hook(_RestoreImageFiles(breaker), priority='VERY_LOW')
+    FailingVisBackend.broken = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        runner.train()
+
+    # Training went on: both epochs trained, validated and checkpointed.
+    assert runner.epoch == 2 and runner.iter == 2 * TRAIN_IMAGES // 4
+    assert osp.isfile(osp.join(work, 'epoch_1.pth')) and osp.isfile(osp.join(work, 'epoch_2.pth'))
+
+    messages = [str(w.message) for w in caught if issubclass(w.category, VisualizationWarning)]
+
+    def count(*parts):
+        return sum(all(p in m for p in parts) for m in messages)
+
+    num_hooks = len(hooks)
+    assert count('skipped image val_00000', 'FileNotFoundError') == 2 * num_hooks, messages
+    assert count('skipped image val_00001') == 2 * num_hooks, messages
+    assert count('FeatMapVisHook: skipped image val_00001', 'cannot decode') == 2, messages
+    for name in ('val_00002', 'val_00003'):
+        assert count('layer backbone.stem.nan_probe has NaN/Inf', name) == 2, messages
+        assert count('skipped layer backbone.stem.empty_probe', name, 'empty') == 2, messages
+    # The drawable images (2 images x 2 feature-map layers, + 2 CAM images) x 2 epochs reached
+    # the backends: the failing one warned for each, the others still wrote them.
+    drawn = {f'featmap/{name}/{layer}' for name in ('val_00002', 'val_00003')
+             for layer in ('neck.out_layers[0]', 'backbone.stem.nan_probe')}
+    if _boxam_available():
+        drawn |= {f'boxam/{name}/gradcam' for name in ('val_00002', 'val_00003')}
+    assert count('backend FailingVisBackend failed to write image') == 2 * len(drawn), messages
+
+    steps = _image_steps(work)
+    assert sorted(steps) == sorted(drawn)
+    assert all(s == [1, 2] for s in steps.values()), steps
+    pngs = glob.glob(osp.join(work, '*', 'vis_data', 'vis_image', '*', '*', '*.png'))
+    assert len(pngs) == 2 * len(drawn)
+
+
+_BOXAM_SILENT = pytest.mark.xfail(
+    strict=True, reason='BoxAMVisHook logs the plain image without any warning when no box '
+    'reaches score_thr or the activations hold NaN (boxam_vis_hook.py, not owned here)')
+
+STRICT_FAULTS = [
+    # (hook, fault, message)
+    ('FeatMapVisHook', 'missing', r'skipped image val_00000 \(FileNotFoundError: image not found'),
+    ('FeatMapVisHook', 'corrupt', r'skipped image val_00000 \(ValueError: cannot decode image'),
+    ('FeatMapVisHook', 'nan', r'layer backbone\.stem\.nan_probe has NaN/Inf activations on '
+     r'val_00000'),
+    ('FeatMapVisHook', 'empty', r'skipped layer backbone\.stem\.empty_probe on val_00000 '
+     r'\(ValueError: empty feature map'),
+    ('FeatMapVisHook', 'backend', r'backend FailingVisBackend failed to write image .*OSError: '
+     r'no space left'),
+    ('BoxAMVisHook', 'missing', r'skipped image val_00000 \(FileNotFoundError'),
+    ('BoxAMVisHook', 'corrupt', r'skipped image val_00000 \(AssertionError: failed to load'),
+    ('BoxAMVisHook', 'empty', r'gradcam failed on val_00000'),
+    ('BoxAMVisHook', 'backend', r'backend FailingVisBackend failed to write image .*OSError: '
+     r'no space left'),
+    pytest.param('BoxAMVisHook', 'nan', r'NaN', marks=_BOXAM_SILENT),
+    pytest.param('BoxAMVisHook', 'no_detection', r'score_thr', marks=_BOXAM_SILENT),
+]
+
+
+def _strict_id(case):
+    values = case.values if hasattr(case, 'values') else case
+    return f'{values[0]}-{values[1]}'
+
+
+@pytest.mark.parametrize('hook_type, fault, message', STRICT_FAULTS,
+                         ids=[_strict_id(c) for c in STRICT_FAULTS])
+def test_faults_raise_with_strict(tmp_path, shapes_data, fast_config_dump, hook_type, fault,
+                                  message):
+    if hook_type == 'BoxAMVisHook' and not _boxam_available():
+        pytest.skip('BoxAMVisHook is not in the package yet')
+    data_root = _copy_data(shapes_data, tmp_path)
+    hook = dict(type=hook_type, img_indices=[0], strict=True)
+    if hook_type == 'FeatMapVisHook':
+        layer = {'nan': 'backbone.stem.nan_probe', 'empty': 'backbone.stem.empty_probe'}.get(
+            fault, 'neck.out_layers[0]')
+        hook.update(target_layers=[layer], log_stats=False)
+    else:
+        hook.update(topk=1, score_thr=1.0 if fault == 'no_detection' else 0.0)
+        if fault == 'empty':
+            hook.update(target_layers=['backbone.stem.empty_probe'])
+    cfg = _train_cfg(data_root, str(tmp_path / 'work'), 1, [hook],
+                     vis_backends=[dict(type='TensorboardVisBackend'),
+                                   dict(type='FailingVisBackend')])
+    runner = Runner.from_cfg(cfg)
+    _add_probe_layers(runner.model)
+    if hook_type == 'BoxAMVisHook' and fault == 'nan':  # a layer the boxes depend on
+        runner.model.neck.out_layers[2].register_forward_hook(_inject_nan_in_eval)
+    breaker = _BreakImageFiles(missing=[_val_path(data_root, 0)] if fault == 'missing' else [],
+                               corrupt=[_val_path(data_root, 0)] if fault == 'corrupt' else [])
+    runner.register_hook(breaker, priority='VERY_HIGH')
+    FailingVisBackend.broken = fault == 'backend'
+    try:
+        with pytest.raises(RuntimeError, match=message):
+            runner.val()
+    finally:
+        FailingVisBackend.broken = True
+
+
+# --------------------------------------------------------------------------- bad configuration
+
+
+def _no_val(cfg):
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+
+
+FEATMAP_BAD_CONFIGS = [
+    # (hook arguments, config change, error message pattern: what was wrong + what is accepted)
+    (dict(target_layers=['neck.out_layer[2]']), None,
+     r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
+    (dict(target_layers=['backbone.stage1[9]']), None,
+     r"unknown layer 'backbone\.stage1\[9\]'.*nearest valid layers: .*backbone\.stage1\[0\]"),
+    (dict(target_layers=['neck..out_layers']), None,
+     r"'neck\.\.out_layers' has an empty segment; expected dotted names with optional \[index\]"),
+    (dict(target_layers=['neck[a]']), None,
+     r"cannot parse layer path 'neck\[a\]' at '\[a\]'; expected dotted names with optional"),
+    (dict(target_layers=[]), None, r'target_layers must be a non-empty list of layer paths'),
+    (dict(target_layers=[3]), None, r'target_layers must be a non-empty list of layer paths'),
+    (dict(channel_reduction='max'), None,
+     r"channel_reduction must be one of \('squeeze_mean', 'select_max', None\), got 'max'"),
+    (dict(channel_reduction=None, topk=5, arrangement=(2, 2)), None,
+     r'arrangement \(2, 2\) has 4 cells, fewer than topk=5; use rows \* cols >= topk'),
+    (dict(channel_reduction=None, topk=0), None, r'topk must be a positive int or -1'),
+    (dict(channel_reduction=None, topk=4, arrangement=3), None,
+     r'arrangement must be \(rows, cols\) of positive ints, got 3'),
+    (dict(channel_reduction=None, topk=-1, target_layers=['neck.out_layers[0]']), None,
+     r"topk=-1 draws each map as it is, which needs 1 or 3 channels; these layers have "
+     r"more or fewer: \{'neck\.out_layers\[0\]': 64\}\. Use channel_reduction=\"squeeze_mean\""),
+    (dict(interval=0), None, r'interval must be a positive int, got 0'),
+    (dict(interval=-2), None, r'interval must be a positive int, got -2'),
+    (dict(interval=1.5), None, r'interval must be a positive int, got 1\.5'),
+    (dict(num_images=2.5), None, r'num_images must be a positive int, got 2\.5'),
+    (dict(num_images=0), None, r'num_images must be a positive int, got 0'),
+    (dict(img_indices=[1, 100]), None,
+     r'img_indices \[100\] out of range: the validation dataset has 8 images '
+     r'\(valid indices 0\.\.7\)'),
+    (dict(img_indices=[-1]), None, r'img_indices must hold non-negative ints, got -1'),
+    (dict(img_indices='0'), None, r"img_indices must be a non-empty list of ints, got '0'"),
+    (dict(align='stretch'), None, r"align must be one of \('letterbox', 'resize'\), got 'stretch'"),
+    (dict(alpha=1.5), None, r'alpha must be a number in \[0, 1\], got 1\.5'),
+    (dict(alpha=-0.1), None, r'alpha must be a number in \[0, 1\], got -0\.1'),
+    (dict(score_thr=1.5), None, r'score_thr must be None or a number in \[0, 1\], got 1\.5'),
+    (dict(score_thr='high'), None, r"score_thr must be None or a number in \[0, 1\], got 'high'"),
+    (dict(max_size=0), None, r'max_size must be None or an int >= 32, got 0'),
+    (dict(max_size=320.5), None, r'max_size must be None or an int >= 32, got 320\.5'),
+    (dict(seed='zero'), None, r"seed must be an int, got 'zero'"),
+    (dict(strict='yes'), None, r"strict must be a bool, got 'yes'"),
+    (dict(log_stats='no'), None, r"log_stats must be a bool, got 'no'"),
+    (dict(), _no_val,
+     r'no val_dataloader / val_cfg; add val_dataloader, val_cfg and val_evaluator'),
+]
+
+
+def _case_id(case):
+    hook_args, change, _ = case[-3:]
+    if change is not None:
+        return change.__name__.strip('_')
+    return '-'.join(f'{k}={v}' for k, v in hook_args.items()).replace(' ', '')
+
+
+def _custom_head(cfg):
+    cfg.model.bbox_head.type = 'CustomYOLOv5Head'
+
+
+BOXAM_BAD_CONFIGS = [
+    (dict(method='gradcamm'), None,
+     r"method must be one or a list of gradcam, gradcam\+\+, .*; got 'gradcamm'"),
+    (dict(method=[]), None, r'method must be one or a list of gradcam'),
+    (dict(), _custom_head,
+     r'box CAMs do not support the head CustomYOLOv5Head; supported heads: YOLOv5Head'),
+    (dict(target_layers=['neck.out_layer[2]']), None,
+     r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
+    (dict(target_layers=[]), None, r'target_layers must be None or a non-empty list'),
+    (dict(topk='3'), None, r"topk must be an int \(<= 0: all boxes\), got '3'"),
+    (dict(score_thr=None), None, r'score_thr must be a number in \[0, 1\]'),
+    (dict(batch_size=0), None, r'batch_size must be a positive int, got 0'),
+    (dict(ratio_channels_to_ablate=0), None,
+     r'ratio_channels_to_ablate must be a number in \(0, 1\], got 0'),
+    (dict(merge='yes'), None, r"merge must be a bool, got 'yes'"),
+    (dict(interval=0), None, r'interval must be a positive int, got 0'),
+    (dict(img_indices=[100]), None, r'img_indices \[100\] out of range'),
+]
+
+BAD_CONFIGS = ([('FeatMapVisHook', *case) for case in FEATMAP_BAD_CONFIGS] +
+               [('BoxAMVisHook', *case) for case in BOXAM_BAD_CONFIGS])
+
+
+@MODELS.register_module(force=True)
+class CustomYOLOv5Head(YOLOv5Head):
+    """A user's own head (box CAMs support only MMYOLO's exact head classes)."""
+
+
+@pytest.mark.parametrize('hook_type, hook_args, change, message', BAD_CONFIGS,
+                         ids=[f'{t}-{_case_id(c)}' for t, *c in BAD_CONFIGS])
+def test_bad_configuration_fails_before_training(tmp_path, shapes_data, fast_config_dump,
+                                                 hook_type, hook_args, change, message):
+    if hook_type == 'BoxAMVisHook' and not _boxam_available():
+        pytest.skip('BoxAMVisHook is not in the package yet')
+    work = str(tmp_path / 'work')
+    hook = dict(dict(type=hook_type, num_images=2), **hook_args)
+    cfg = _train_cfg(shapes_data, work, 1, [hook])
+    if change is not None:
+        change(cfg)
+    train_forwards = []
+    runner = None
+    with pytest.raises(ValueError, match=message):
+        runner = Runner.from_cfg(cfg)  # hook construction errors surface here
+        runner.model.register_forward_pre_hook(
+            lambda module, args: train_forwards.append(1) if module.training else None)
+        runner.train()  # model checks and image selection: before_run
+    assert train_forwards == []
+    assert runner is None or runner.iter == 0
+    assert not glob.glob(osp.join(work, '*.pth'))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        resident_pages = int(f.read().split()[1])
+    return resident_pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def test_repeated_visualizations_keep_memory_and_hooks(tmp_path, shapes_data,
+                                                       fast_config_dump):
+    """30 validation runs with the hooks (letterbox capture during the validation forward and
+    resize mode with its own forwards) grow the RSS by at most 50 MB and leave no hook."""
+    hooks = _vis_hooks(num_images=2, img_indices=[0, 3]) + [
+        dict(type='FeatMapVisHook', img_indices=[0, 3], align='resize', channel_reduction=None,
+             topk=4, target_layers=['neck.out_layers[1]'])]
+    cfg = _train_cfg(shapes_data, str(tmp_path / 'work'), 1, hooks,
+                     vis_backends=[dict(type='TensorboardVisBackend')])
+    cfg.val_dataloader.dataset.indices = 4  # one validation batch
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    before = _hook_counts(model)
+    for _ in range(3):  # warm-up: allocator pools, lazy imports, the TensorBoard writer
+        runner.val()
+    gc.collect()
+    start = _rss_mb()
+    for _ in range(30):
+        runner.val()
+    gc.collect()
+    growth = _rss_mb() - start
+    print(f'RSS growth over 30 validations with visualization: {growth:.1f} MB '
+          f'(from {start:.0f} MB)')
+    steps = _vis_tags(_image_steps(str(tmp_path / 'work')))
+    assert steps and all(len(s) == 33 for s in steps.values())  # every run really drew
+    assert growth <= 50, f'RSS grew by {growth:.1f} MB over 30 visualizations'
+    assert _hook_counts(model) == before
+    assert all(not getattr(h, '_captured', None) for h in runner.hooks)
+
+
+# --------------------------------------------------------------------------- safe loading
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+def _tool_commands(image, checkpoint, out_dir):
+    commands = {
+        'featmap_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
+        'large_image_infer': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir,
+                              '--no-progress'],
+    }
+    if osp.isfile(osp.join(REPO_ROOT, 'tools', 'boxam_vis.py')):
+        commands['boxam_vis'] = [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir]
+    return commands
+
+
+def _run_tool(name, args):
+    return subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', f'{name}.py'), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize('tool', ['featmap_vis', 'large_image_infer', 'boxam_vis'])
+def test_tools_refuse_code_running_checkpoint(tmp_path, shapes_data, tool):
+    marker = tmp_path / 'pwned'
+    checkpoint = str(tmp_path / 'evil.pth')
+    torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=_RunsCode(marker)), checkpoint)
+    commands = _tool_commands(_val_path(shapes_data, 0), checkpoint, str(tmp_path / 'out'))
+    if tool not in commands:
+        pytest.skip(f'tools/{tool}.py does not exist yet')
+    result = _run_tool(tool, commands[tool])
+    assert result.returncode != 0
+    assert f'Refusing to load {checkpoint}' in result.stderr, result.stderr[-3000:]
+    assert '--unsafe-load' in result.stderr
+    assert not marker.exists()
+
+
+def test_unsafe_load_is_an_explicit_opt_out(tmp_path, shapes_data):
+    marker = tmp_path / 'ran'
+    checkpoint = str(tmp_path / 'trusted.pth')
+    torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=_RunsCode(marker)), checkpoint)
+    args = _tool_commands(_val_path(shapes_data, 0), checkpoint,
+                          str(tmp_path / 'out'))['featmap_vis']
+    result = _run_tool('featmap_vis', args + ['--unsafe-load'])
+    assert marker.exists()  # the file's code ran: the opt-out really unpickles everything
+    assert 'Refusing to load' not in result.stderr
+    assert 'weights_only=False: code inside the file runs' in result.stderr
