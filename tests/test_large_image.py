@@ -511,4 +511,4 @@ def test_trained_model_on_the_full_size_large_image(demo_checkpoint, tmp_path):
                                                  ['circle', 'square', 'triangle'])
     stats = match_detections(dets, gt_boxes, gt_labels)
     assert len(gt_boxes) == 150
-    assert stats.recall >= 0.9 and stats.precision >= 0.8, stats
+    assert stats.recall >= 0.93 and stats.precision >= 0.85, stats

@@ -3,9 +3,9 @@
 The flags of MMYOLO's ``demo/large_image_demo.py`` (image or folder, config, checkpoint,
 ``--patch-size``, ``--patch-overlap-ratio``, ``--merge-iou-thr``, ``--merge-nms-type``,
 ``--batch-size``, ``--debug``, ``--save-patch``, ``--score-thr``, ``--out-dir``, ``--show``,
-``--device``), plus sahi's merge choices (``--merge-nms-type nms|nmm|greedynmm`` besides
-``soft_nms``, ``--merge-metric IOU|IOS``), ``--class-agnostic``, ``--full-image``,
-``--fuse-conv-bn``, ``--cfg-options`` and ``--unsafe-load``.
+``--device``), plus sahi's merge choices (``--merge-nms-type nms|nmm|greedynmm`` next to
+MMYOLO's ``soft_nms``, ``--merge-metric IOU|IOS``), ``--class-agnostic``, ``--full-image``,
+``--fuse-conv-bn``, ``--cfg-options``, ``--unsafe-load`` and ``--png-compression``.
 
 Writes to ``--out-dir``: ``<name>`` (the image with the merged boxes), ``detections.json``
 (COCO-style: images, categories with id = label + 1, annotations with scores), and with
@@ -62,6 +62,8 @@ def keep_freed_memory(mmap_threshold: int = 128 << 20, trim_threshold: int = 512
                     and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     except (OSError, AttributeError):
         return False
+
+
 MERGE_TYPES = ('nms', 'soft_nms', 'nmm', 'greedynmm')
 
 
@@ -109,8 +111,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--png-compression', type=int, default=0, choices=range(10),
                         metavar='{0..9}',
                         help='zlib level of the PNG pictures written; 0 (default) stores them '
-                        'uncompressed: deflating a 3000x2000 picture takes longer than a '
-                        'quarter of its inference here')
+                        'uncompressed (3000x2000 here: 0.03 s CPU, 18 MB; level 1: 0.39 s, '
+                        '12 MB, a third of that image\'s whole run)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     return parser.parse_args(argv)
 

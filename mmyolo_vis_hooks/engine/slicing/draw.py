@@ -29,7 +29,7 @@ def draw_detections(image: np.ndarray, dets: Detections, class_names: Sequence[s
                     palette: Optional[Sequence] = None, captions: bool = True,
                     thickness: Optional[int] = None) -> np.ndarray:
     """A copy of ``image`` with the boxes drawn (``class score`` captions when asked)."""
-    out = np.ascontiguousarray(image).copy()
+    out = np.array(image, dtype=np.uint8, order='C', copy=True)
     thickness = thickness or line_thickness(*out.shape[:2])
     for box, label, score in zip(dets.bboxes, dets.labels, dets.scores):
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
@@ -49,7 +49,7 @@ def draw_detections(image: np.ndarray, dets: Detections, class_names: Sequence[s
 def draw_windows(image: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """A copy of ``image`` with every slice window outlined and numbered (alternating colours
     so that overlapping windows stay distinguishable)."""
-    out = np.ascontiguousarray(image).copy()
+    out = np.array(image, dtype=np.uint8, order='C', copy=True)
     thickness = line_thickness(*out.shape[:2])
     for idx, (x1, y1, x2, y2) in enumerate(np.asarray(windows, dtype=np.int64)):
         colour = _GRID_COLOURS[idx % 2]

@@ -80,18 +80,20 @@ def slice_windows(height: int, width: int, patch_size: int,
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """Grey (H, W) / (H, W, 1) or RGBA -> contiguous RGB uint8 (H, W, 3); RGB is returned as is
-    (made contiguous). The alpha channel is dropped, not composited."""
+    """Grey (H, W) / (H, W, 1) or RGBA -> RGB uint8 (H, W, 3); RGB is returned as is (a view
+    of a window stays a view: every consumer copies it once anyway). The alpha channel is
+    dropped, not composited."""
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
     if pixels.shape[2] == 4:
-        return np.ascontiguousarray(pixels[..., :3])
-    return np.ascontiguousarray(pixels)
+        return pixels[..., :3]
+    return pixels
 
 
 def read_window(image: Any, window: np.ndarray) -> np.ndarray:
-    """Reads one window of an image (see :func:`image_geometry`) as RGB uint8 (h, w, 3)."""
+    """Reads one window of an image (see :func:`image_geometry`) as RGB uint8 (h, w, 3),
+    possibly a non-contiguous view."""
     x1, y1, x2, y2 = (int(v) for v in window)
     return to_rgb(np.asarray(image[y1:y2, x1:x2]))

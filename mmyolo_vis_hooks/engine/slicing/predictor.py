@@ -137,12 +137,14 @@ class BatchPredictor:
         pixels = torch.from_numpy(np.stack(images))  # N, H, W, 3 in RGB
         if not dp._channel_conversion:  # the model takes the pipeline's BGR as is
             pixels = pixels.flip(-1)
+        pixels = pixels.permute(0, 3, 1, 2).to(dp.device)
+        if not dp._enable_normalize:
+            return pixels.float().contiguous()
+        # uint8 - float32 computes float(x) - mean: the preprocessor's (x.float() - mean) / std
         inputs = torch.empty((len(images), 3, height, width), dtype=torch.float32,
                              device=dp.device)
-        inputs.copy_(pixels.permute(0, 3, 1, 2))
-        if dp._enable_normalize:
-            inputs.sub_(dp.mean).div_(dp.std)
-        return inputs
+        torch.sub(pixels, dp.mean, out=inputs)
+        return inputs.div_(dp.std)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[dict]]:
         """Test transforms per image, then the data preprocessor on the whole batch.
