@@ -408,9 +408,10 @@ def test_tool_end_to_end(random_checkpoint, small_large_image, tmp_path):
 
 
 def test_tool_on_a_folder_with_grey_rgba_and_no_detections(random_checkpoint, tmp_path,
-                                                           small_large_image, monkeypatch):
+                                                           small_large_image, monkeypatch,
+                                                           capsys):
     """Score threshold 1: no box in any slice (MMYOLO's demo crashes there); grey and RGBA
-    files; --show without a display only says so."""
+    files; progress bars over images and slices; --show without a display only says so."""
     folder = tmp_path / 'imgs'
     folder.mkdir()
     bgr = cv2.imread(small_large_image[0])
@@ -418,8 +419,12 @@ def test_tool_on_a_folder_with_grey_rgba_and_no_detections(random_checkpoint, tm
     cv2.imwrite(str(folder / 'b_rgba.png'), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)[:300, :700])
     monkeypatch.delenv('DISPLAY', raising=False)
     doc = tool.main([str(folder), DEMO_CONFIG, random_checkpoint, '--out-dir',
-                     str(tmp_path / 'out'), '--score-thr', '1', '--show', '--no-progress'])
+                     str(tmp_path / 'out'), '--score-thr', '1', '--show'])
     assert doc['annotations'] == []
+    err = capsys.readouterr().err
+    assert 'images: 100%' in err and '2/2' in err  # the bar over images
+    assert 'a_grey.png' in err and 'slice' in err  # the bar over one image's slices
+    assert 'no display' in err
     assert [(i['file_name'], i['width'], i['height']) for i in doc['images']] == [
         ('a_grey.png', 500, 400), ('b_rgba.png', 700, 300)]
     assert cv2.imread(str(tmp_path / 'out' / 'a_grey.png')).shape == (400, 500, 3)
@@ -447,6 +452,24 @@ def test_tool_options_reach_the_model(random_checkpoint, small_large_image, tmp_
     assert matched_fraction(dets(plain), dets(fused)) >= 0.97
     assert matched_fraction(dets(fused), dets(plain)) >= 0.97
     assert 0 < len(capped) <= 2 * 4  # at most 2 boxes from each of the 4 slices
+
+
+def test_tool_loads_pickled_objects_only_with_unsafe_load(random_checkpoint, tmp_path):
+    from argparse import Namespace
+
+    from mmyolo_vis_hooks.engine.checkpoint import UnsafeCheckpointError
+    ckpt = torch.load(random_checkpoint, weights_only=True)
+    ckpt['meta']['args'] = Namespace(note='not on the allow-list')
+    path = str(tmp_path / 'pickled.pth')
+    torch.save(ckpt, path)
+    img = str(tmp_path / 'img.png')
+    cv2.imwrite(img, np.zeros((64, 80, 3), np.uint8))
+    argv = [img, DEMO_CONFIG, path, '--out-dir', str(tmp_path / 'out'), '--no-progress']
+    with pytest.raises(UnsafeCheckpointError, match='--unsafe-load'):
+        tool.main(argv)
+    with pytest.warns(UserWarning, match='code inside the file runs'):
+        doc = tool.main(argv + ['--unsafe-load'])
+    assert doc['images'][0]['width'] == 80
 
 
 # --------------------------------------------------------------------------- sahi adapter
