@@ -195,8 +195,19 @@ FAST_OPTIONS = [
 ]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Batch-4 steps gain nothing from a second thread, and on a busy machine two spinning
+    OpenMP threads made this test 2x slower (146 s vs 78 s wall measured here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path, monkeypatch,
-                                                       reset_singletons, capsys):
+                                                       reset_singletons, capsys,
+                                                       one_torch_thread):
     run_demo = _load_run_demo()
     work_dir = str(tmp_path / 'work')
     common = ['--data-dir', small_demo_data, '--work-dir', work_dir]
@@ -210,21 +221,21 @@ def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path
 
     monkeypatch.setattr(torch, 'load', spy_load)
 
-    first = run_demo.main(common + ['--epochs', '2'] + FAST_OPTIONS)
+    first = run_demo.main(common + ['--epochs', '1'] + FAST_OPTIONS)
     printed = capsys.readouterr().out
     iters_per_epoch = 16 // 4
-    assert first['checkpoint'] == osp.join(work_dir, 'epoch_2.pth')
+    assert first['checkpoint'] == osp.join(work_dir, 'epoch_1.pth')
     assert 0.0 <= first['metrics']['coco/bbox_mAP_50'] <= 1.0
     assert 'val bbox mAP@50:' in printed and first['checkpoint'] in printed
     tb_dir = first['tensorboard_dir']
     assert f'tensorboard --logdir {tb_dir} --samples_per_plugin images=' in printed
     n_images = int(printed.split('--samples_per_plugin images=')[1].split()[0])
-    assert n_images >= 2
+    assert n_images >= 1
     assert glob.glob(osp.join(tb_dir, 'events.out.tfevents.*'))
     losses = _scalar_steps(tb_dir, 'loss')
-    assert sorted(losses) == list(range(1, 2 * iters_per_epoch + 1))
+    assert sorted(losses) == list(range(1, iters_per_epoch + 1))
     assert all(np.isfinite(v) and v > 0 for v in losses.values())
-    assert set(_scalar_steps(tb_dir, 'coco/bbox_mAP_50')) == {1, 2}
+    assert set(_scalar_steps(tb_dir, 'coco/bbox_mAP_50')) == {1}
 
     # the checkpoint holds nothing outside the allow-list
     from mmyolo_vis_hooks.engine.checkpoint import safe_global_names
@@ -235,14 +246,14 @@ def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path
     assert torch.serialization.get_unsafe_globals_in_checkpoint(first['checkpoint']) == []
 
     reset_singletons()
-    second = run_demo.main(common + ['--epochs', '3', '--resume'] + FAST_OPTIONS)
-    assert second['checkpoint'] == osp.join(work_dir, 'epoch_3.pth')
+    second = run_demo.main(common + ['--epochs', '2', '--resume'] + FAST_OPTIONS)
+    assert second['checkpoint'] == osp.join(work_dir, 'epoch_2.pth')
     assert second['tensorboard_dir'] != tb_dir
     resumed_losses = _scalar_steps(second['tensorboard_dir'], 'loss')
-    assert sorted(resumed_losses) == list(range(2 * iters_per_epoch + 1,
-                                                3 * iters_per_epoch + 1))
+    assert sorted(resumed_losses) == list(range(iters_per_epoch + 1, 2 * iters_per_epoch + 1))
+    assert set(_scalar_steps(second['tensorboard_dir'], 'coco/bbox_mAP_50')) == {2}
     meta = real_load(second['checkpoint'], weights_only=True)['meta']
-    assert (meta['epoch'], meta['iter']) == (3, 3 * iters_per_epoch)
+    assert (meta['epoch'], meta['iter']) == (2, 2 * iters_per_epoch)
     assert weights_only_args and False not in weights_only_args
 
 
