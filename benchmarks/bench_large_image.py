@@ -45,7 +45,8 @@ from mmyolo_vis_hooks.engine.inference import build_detector  # noqa: E402
 from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections,  # noqa: E402
                                              MergeConfig, SliceSettings,
                                              load_coco_ground_truth, match_detections,
-                                             matched_fraction, read_window, resolve_patch_size, slice_windows,
+                                             matched_fraction, read_window,
+                                             resolve_patch_size, slice_windows,
                                              sliced_predict)
 from mmyolo_vis_hooks.sahi_adapter import MMYOLODetectionModel  # noqa: E402
 
@@ -104,8 +105,10 @@ def main():
     image = read_image(args.image)
     height, width = image.shape[:2]
     windows = slice_windows(height, width, patch, args.overlap)
-    batches = [predictor.preprocess([read_window(image, w) for w in windows[i:i + args.batch_size]])[0]
-               for i in range(0, len(windows), args.batch_size)]
+    batches = [
+        predictor.preprocess([read_window(image, w) for w in windows[i:i + args.batch_size]])[0]
+        for i in range(0, len(windows), args.batch_size)
+    ]
 
     out_root = tempfile.mkdtemp(prefix='bench_large_')
     outputs: Dict[str, Detections] = {}
@@ -177,7 +180,8 @@ def main():
           f'{torch.get_num_threads()}, checkpoint: '
           f'{args.checkpoint if have_ckpt else "NONE (random init)"}')
     print(f'merge: {merge.method} {merge.metric} {merge.threshold} '
-          f'{"class-agnostic" if merge.class_agnostic else "class-wise"}, score > {args.score_thr}; '
+          f'{"class-agnostic" if merge.class_agnostic else "class-wise"}, '
+          f'score > {args.score_thr}; '
           f'model build {build_s:.2f} s (not in the timings); {args.rounds} rounds, median; '
           f'load average before/after {load_before[0]:.1f}/{load_after[0]:.1f}; glibc keeps freed '
           f'memory (the tool\'s setting, all variants): {kept}')

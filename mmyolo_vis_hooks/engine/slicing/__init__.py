@@ -17,6 +17,7 @@ __all__ = [
     'BatchPredictor', 'Detections', 'MATCH_METRICS', 'MERGE_METHODS', 'MatchStats',
     'MergeConfig', 'SliceSettings', 'SlicedResult', 'box_iou', 'coco_categories',
     'coco_document', 'draw_detections', 'draw_windows', 'image_geometry', 'inference_mode',
-    'load_coco_ground_truth', 'match_detections', 'matched_fraction', 'merge_detections', 'read_window',
-    'resolve_patch_size', 'slice_windows', 'sliced_predict', 'to_coco_annotations', 'to_rgb'
+    'load_coco_ground_truth', 'match_detections', 'matched_fraction', 'merge_detections',
+    'read_window', 'resolve_patch_size', 'slice_windows', 'sliced_predict',
+    'to_coco_annotations', 'to_rgb'
 ]
