@@ -57,19 +57,33 @@ def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
                scores: Sequence[float], class_names: Sequence[str],
-               color: Tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-    """Draws xyxy boxes (in this image's pixels) with ``class score`` captions."""
-    out = image.copy()
-    thickness = max(1, round(max(out.shape[:2]) / 400))
+               color: Tuple[int, int, int] = (255, 255, 255),
+               palette: Optional[Sequence[Tuple[int, int, int]]] = None,
+               thickness: Optional[int] = None, captions: bool = True) -> np.ndarray:
+    """Draws xyxy boxes (in this image's pixels) with ``class score`` captions.
+
+    Args:
+        color (tuple): Box colour when no ``palette`` is given. Defaults to white.
+        palette (Sequence[tuple], optional): One colour per class (cycled).
+        thickness (int, optional): Line width; about 1 px per 400 px of the long side when
+            None. Large images with small boxes want thin lines.
+        captions (bool): Write ``class score`` above each box. Defaults to True.
+    """
+    out = np.array(image, dtype=np.uint8, order='C', copy=True)
+    thickness = thickness or max(1, round(max(out.shape[:2]) / 400))
     for box, label, score in zip(np.asarray(boxes).reshape(-1, 4), labels, scores):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
-        name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        colour = tuple(int(c) for c in palette[int(label) % len(palette)]) if palette else color
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        if not captions:
+            continue
+        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
         text = f'{name} {float(score):.2f}'
         (tw, th), _ = cv2.getTextSize(text, _FONT, 0.4, 1)
-        ty = max(th + 2, y1)
-        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty), color, -1)
-        cv2.putText(out, text, (x1 + 1, ty - 2), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        ty = y1 if y1 - th - 3 >= 0 else y2 + th + 3
+        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty), colour, -1)
+        ink = (0, 0, 0) if sum(colour) > 382 else (255, 255, 255)
+        cv2.putText(out, text, (x1 + 1, ty - 2), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     return out
 
 

@@ -3,22 +3,18 @@
 Boxes on a large image are small (tens of pixels), so lines stay thin (1-3 px by image size)
 and each class has its own colour (the model's ``dataset_meta['palette']`` when it has one).
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from ..render import draw_boxes
 from .detections import Detections
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _DEFAULT_PALETTE = ((220, 20, 60), (20, 180, 60), (30, 60, 230), (250, 170, 30), (160, 30, 200),
                     (0, 200, 200), (255, 110, 0), (120, 120, 255))
 _GRID_COLOURS = ((255, 255, 0), (0, 255, 255))
-
-
-def _colour(label: int, palette: Optional[Sequence]) -> Tuple[int, int, int]:
-    colours = palette if palette else _DEFAULT_PALETTE
-    return tuple(int(c) for c in colours[int(label) % len(colours)])
 
 
 def line_thickness(height: int, width: int) -> int:
@@ -29,21 +25,10 @@ def draw_detections(image: np.ndarray, dets: Detections, class_names: Sequence[s
                     palette: Optional[Sequence] = None, captions: bool = True,
                     thickness: Optional[int] = None) -> np.ndarray:
     """A copy of ``image`` with the boxes drawn (``class score`` captions when asked)."""
-    out = np.array(image, dtype=np.uint8, order='C', copy=True)
-    thickness = thickness or line_thickness(*out.shape[:2])
-    for box, label, score in zip(dets.bboxes, dets.labels, dets.scores):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        colour = _colour(label, palette)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
-        if not captions:
-            continue
-        name = class_names[label] if 0 <= label < len(class_names) else str(int(label))
-        text = f'{name} {float(score):.2f}'
-        (tw, th), _ = cv2.getTextSize(text, _FONT, 0.35, 1)
-        ty = y1 if y1 - th - 3 >= 0 else y2 + th + 3
-        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty), colour, -1)
-        cv2.putText(out, text, (x1 + 1, ty - 2), _FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    return draw_boxes(image, dets.bboxes, dets.labels, dets.scores, class_names,
+                      palette=palette or _DEFAULT_PALETTE,
+                      thickness=thickness or line_thickness(*image.shape[:2]),
+                      captions=captions)
 
 
 def draw_windows(image: np.ndarray, windows: np.ndarray) -> np.ndarray:
