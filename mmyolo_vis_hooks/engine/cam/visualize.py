@@ -19,7 +19,7 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
         ``norm_in_bbox``) and the ``(K, 4)`` boxes in pixels of that display.
     """
     ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
-    maps = result.box_maps(meta, out_size=size)
+    maps = result.box_maps(meta, out_size=size).cpu()
     boxes = boxes_to_original(result.detections.boxes.detach().float().cpu(), meta)
     boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
     if norm_in_bbox and len(result):
@@ -89,7 +89,7 @@ def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
         return None
     ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
     size = size or (ori_h, ori_w)
-    heat = merge_box_maps(result.box_maps(meta, out_size=size))
+    heat = merge_box_maps(result.box_maps(meta, out_size=size).cpu())
     boxes = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4))
     boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
     return energy_inside(heat, boxes)
