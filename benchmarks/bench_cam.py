@@ -19,9 +19,9 @@ a 640x640 normalised CAM. grad-cam keeps the arbitrary SVD sign; ours fixes it (
 magnitude positive). Reported: the correlation of the final maps and the sign-free |correlation|
 of the raw projections.
 
-Times are medians of ``--repeats`` interleaved runs after one untimed warm-up of each side;
-absolute numbers include the load of other processes on this machine, the ratios are measured
-under the same load.
+Times are medians of ``--repeats`` interleaved runs after one untimed warm-up of each side, as
+wall and as CPU (process) seconds; absolute wall numbers include the load of other processes on
+this machine, the ratios are measured under the same load.
 """
 import argparse
 import os.path as osp
@@ -106,14 +106,22 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else float('nan')
 
 
-def timed(fn, repeats):
-    """Runs ``fn`` ``repeats`` times; returns (median seconds, last result)."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+class Clock:
+    """Wall and CPU (process) seconds of one call. CPU time counts only this process's work,
+    so it is less disturbed by other processes on the machine than wall time."""
+
+    def __init__(self):
+        self.wall, self.cpu = [], []
+
+    def run(self, fn, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn(*args)
+        self.wall.append(time.perf_counter() - wall)
+        self.cpu.append(time.process_time() - cpu)
+        return result
+
+    def medians(self):
+        return statistics.median(self.wall), statistics.median(self.cpu)
 
 
 def bench_box_maps(args) -> None:
@@ -133,8 +141,8 @@ def bench_box_maps(args) -> None:
     print(f'Part 1: per-box maps, YOLOv5-n demo config at 320 px, '
           f'{"checkpoint " + osp.relpath(checkpoint, REPO) if checkpoint else "random weights"}, '
           f'K={args.k} boxes, layers neck.out_layers[0..2], {args.repeats} repeats')
-    print(f'{"method":<14}{"ours (s)":>10}{"grad-cam (s)":>14}{"speed-up":>10}'
-          f'{"corr min":>10}{"corr mean":>11}')
+    print(f'{"method":<14}{"ours wall/cpu (s)":>19}{"grad-cam wall/cpu (s)":>23}'
+          f'{"speed-up wall/cpu":>19}{"corr min":>10}{"corr mean":>11}')
     for method in GRADIENT_METHODS:
         ours = BoxCAM(model, method, score_thr=args.score_thr, topk=args.k)
         theirs = grad_cam_classes[method](wrapper, [tap for tap in wrapper.taps])
@@ -149,21 +157,18 @@ def bench_box_maps(args) -> None:
                 for p, c in zip(dets.priors, dets.labels)])
 
         run_theirs(run_ours()[0].detections)  # warm-up, untimed
-        t_ours, t_theirs = [], []
+        ours_clock, theirs_clock = Clock(), Clock()
         for _ in range(args.repeats):  # interleaved: ours, theirs, ours, theirs ...
-            start = time.perf_counter()
-            result, our_maps = run_ours()
-            t_ours.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            their_maps = run_theirs(result.detections)
-            t_theirs.append(time.perf_counter() - start)
+            result, our_maps = ours_clock.run(run_ours)
+            their_maps = theirs_clock.run(run_theirs, result.detections)
         theirs.activations_and_grads.release()
         model.zero_grad(set_to_none=True)  # grad-cam's backward filled parameter .grad
         if len(result) != args.k:
             warnings.warn(f'only {len(result)} boxes above score_thr={args.score_thr}')
         corrs = [correlation(a, b) for a, b in zip(our_maps, their_maps)]
-        mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
-        print(f'{method:<14}{mo:>10.3f}{mt:>14.3f}{mt / mo:>9.1f}x'
+        (ow, oc), (tw, tc) = ours_clock.medians(), theirs_clock.medians()
+        speed_up = f'{tw / ow:.1f}x/{tc / oc:.1f}x'
+        print(f'{method:<14}{f"{ow:.3f}/{oc:.3f}":>19}{f"{tw:.3f}/{tc:.3f}":>23}{speed_up:>19}'
               f'{min(corrs):>10.5f}{statistics.mean(corrs):>11.5f}')
     model.train(False)
 
@@ -206,23 +211,20 @@ def bench_eigencam(args) -> None:
         return compose_box_maps([raw], input_size=size)[0].numpy()
 
     run_ours(), theirs(dummy_input, targets=None)  # warm-up (lazy LAPACK / allocator set-up)
-    t_ours, t_theirs = [], []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        ours = run_ours()
-        t_ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        their_map = theirs(dummy_input, targets=None)[0]
-        t_theirs.append(time.perf_counter() - start)
+    ours_clock, theirs_clock = Clock(), Clock()
+    for _ in range(args.repeats):  # interleaved
+        ours = ours_clock.run(run_ours)
+        their_map = theirs_clock.run(theirs, dummy_input, None)[0]
     theirs.activations_and_grads.release()
     our_projection = first_component_projection(featmap)[0].numpy()
     their_projection = get_2d_projection(featmap.numpy())[0]
     sign_agrees = correlation(our_projection, their_projection) > 0
-    mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+    (ow, oc), (tw, tc) = ours_clock.medians(), theirs_clock.medians()
     print(f'\nPart 2: EigenCAM on a {featmap.shape[2]}x{featmap.shape[3]}x{featmap.shape[1]} '
           f'map (YOLOv5-s neck level 0 at 640 px), output {size[0]}x{size[1]}, '
           f'{args.repeats} repeats')
-    print(f'ours {mo:.4f} s, grad-cam EigenCAM {mt:.4f} s, speed-up {mt / mo:.1f}x')
+    print(f'ours {ow:.4f} s wall / {oc:.4f} s CPU, grad-cam EigenCAM {tw:.4f} s wall / '
+          f'{tc:.4f} s CPU, speed-up {tw / ow:.1f}x wall / {tc / oc:.1f}x CPU')
     print(f'|corr| of raw projections {abs(correlation(our_projection, their_projection)):.5f}; '
           f'SVD sign of grad-cam {"agrees" if sign_agrees else "is flipped"}; corr of final '
           f'maps {correlation(ours, their_map):.5f}'
@@ -244,7 +246,7 @@ def main() -> None:
                         'present, else random weights)')
     parser.add_argument('--k', type=int, default=8, help='boxes per image')
     parser.add_argument('--score-thr', type=float, default=0.01, help='box score threshold')
-    parser.add_argument('--repeats', type=int, default=3, help='timed runs per side')
+    parser.add_argument('--repeats', type=int, default=5, help='timed runs per side')
     parser.add_argument('--skip-boxes', action='store_true', help='only part 2')
     parser.add_argument('--skip-eigen', action='store_true', help='only part 1')
     args = parser.parse_args()

@@ -24,11 +24,12 @@ def first_component_projection(maps: Tensor) -> Tensor:
     if maps.dim() != 4:
         raise ValueError(f'expected (N, C, H, W) maps, got shape {tuple(maps.shape)}')
     n, c, h, w = maps.shape
-    x = torch.nan_to_num(maps.detach().double(), nan=0.0).reshape(n, c, h * w).transpose(1, 2)
-    x = x - x.mean(dim=1, keepdim=True)
-    cov = x.transpose(1, 2) @ x
-    _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
-    projection = (x @ vectors[:, :, -1:])[..., 0]
+    x = torch.nan_to_num(maps.detach().float(), nan=0.0).reshape(n, c, h * w)
+    x = x - x.mean(dim=2, keepdim=True)  # centre every channel over the locations
+    # C x C covariance in float32 (one pass over the map), its eigen-decomposition in float64.
+    _, vectors = torch.linalg.eigh((x @ x.transpose(1, 2)).double())  # ascending eigenvalues
+    leading = vectors[:, :, -1].to(x.dtype)
+    projection = (leading[:, None, :] @ x)[:, 0]  # (n, H*W)
     flip = projection.amin(dim=1).abs() > projection.amax(dim=1).abs()
     projection = torch.where(flip[:, None], -projection, projection)
     return projection.reshape(n, h, w).to(maps.dtype)
