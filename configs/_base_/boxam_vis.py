@@ -1,9 +1,10 @@
 # BoxAMVisHook for any MMYOLO config. MMEngine forbids one key in two bases, and MMYOLO's
-# configs already define custom_hooks (EMAHook), so this snippet only provides values; your
-# config adds the hook with two lines:
+# configs already define custom_hooks (EMAHook), so this snippet (and featmap_vis.py, which can
+# be inherited alongside) only provides values; your config adds the hook:
 #
 #   _base_ = ['mmyolo::yolov5/yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py',
 #             '<path-to>/configs/_base_/boxam_vis.py']
+#   custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
 #   custom_hooks = [*_base_.custom_hooks, _base_.boxam_vis_hook]
 #
 # One Grad-CAM map per detected box (the 3 best boxes above 0.3) on 4 fixed validation images
@@ -11,8 +12,6 @@
 # boxam/energy_in_gt/gradcam (share of the CAM inside the ground-truth boxes). Images and the
 # scalar go to every configured VisBackend (TensorBoard: add dict(type='TensorboardVisBackend')
 # to visualizer.vis_backends).
-custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
-
 boxam_vis_hook = dict(
     type='BoxAMVisHook',
     interval=1,
