@@ -17,18 +17,15 @@ import os.path as osp
 import sys
 
 import cv2
-from mmcv.transforms import Compose
-from mmengine.dataset import pseudo_collate
 from tqdm import tqdm
 
-from mmyolo_vis_hooks.engine.align import resize_only_pipeline
 from mmyolo_vis_hooks.engine.cam import METHODS, BoxCAM
 from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams
 from mmyolo_vis_hooks.engine.cli import (add_align_arg, add_model_args, add_preview_arg,
                                          input_size_of, print_layer_preview)
 from mmyolo_vis_hooks.engine.featmap import display_image
 from mmyolo_vis_hooks.engine.images import list_images
-from mmyolo_vis_hooks.engine.inference import build_detector
+from mmyolo_vis_hooks.engine.inference import build_detector, build_image_loader
 from mmyolo_vis_hooks.engine.render import check_alpha
 from mmyolo_vis_hooks.engine.selection import read_rgb
 
@@ -90,15 +87,12 @@ def main(argv=None) -> None:
                  topk=args.topk, batch_size=args.batch_size,
                  ratio_channels_to_ablate=args.ratio_channels_to_ablate)
     paths = list_images(args.img)
-    pipeline = [s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']]
-    if args.align == 'resize':
-        pipeline = resize_only_pipeline(pipeline)
-    pipeline = Compose(pipeline)
+    load_image = build_image_loader(model.cfg, args.align)
     class_names = tuple(model.dataset_meta.get('classes', ()))
     os.makedirs(args.out_dir, exist_ok=True)
     written, empty = 0, []
     for img_id, path in enumerate(tqdm(paths, desc=f'box CAM ({cam.method.name})', unit='img')):
-        data = pseudo_collate([pipeline(dict(img_path=path, img_id=img_id))])
+        data = load_image(path, img_id)
         (result, ), (meta, ) = cam.explain_data(data)
         if len(result) == 0:
             empty.append(path)

@@ -10,16 +10,13 @@ import os
 import os.path as osp
 
 import cv2
-from mmcv.transforms import Compose
-from mmengine.dataset import pseudo_collate
 from tqdm import tqdm
 
-from mmyolo_vis_hooks.engine.align import resize_only_pipeline
 from mmyolo_vis_hooks.engine.cli import (add_align_arg, add_model_args, add_preview_arg,
                                          input_size_of, print_layer_preview)
 from mmyolo_vis_hooks.engine.featmap import display_image, forward_and_capture, render_layer
 from mmyolo_vis_hooks.engine.images import list_images
-from mmyolo_vis_hooks.engine.inference import build_detector
+from mmyolo_vis_hooks.engine.inference import build_detector, build_image_loader
 from mmyolo_vis_hooks.engine.layers import resolve_layer
 from mmyolo_vis_hooks.engine.reduce import check_reduction
 from mmyolo_vis_hooks.engine.render import check_alpha, make_grid
@@ -73,14 +70,11 @@ def main(argv=None) -> None:
     paths = list_images(args.img)
     if args.out_file and len(paths) > 1:
         raise ValueError(f'--out-file takes one image, got {len(paths)}; use --out-dir')
-    pipeline = [s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']]
-    if args.align == 'resize':
-        pipeline = resize_only_pipeline(pipeline)
-    pipeline = Compose(pipeline)
+    load_image = build_image_loader(model.cfg, args.align)
     class_names = tuple(model.dataset_meta.get('classes', ()))
     score_thr = args.score_thr if args.score_thr <= 1 else None
     for img_id, path in enumerate(tqdm(paths, desc='feature maps', unit='img')):
-        data = pseudo_collate([pipeline(dict(img_path=path, img_id=img_id))])
+        data = load_image(path, img_id)
         captured = forward_and_capture(model, data, args.target_layers)[0]
         image = display_image(read_rgb(path), args.max_size)
         tiles, titles = [], []

@@ -7,16 +7,18 @@
 #   custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
 #   custom_hooks = [*_base_.custom_hooks, _base_.boxam_vis_hook]
 #
-# One Grad-CAM map per detected box (the 3 best boxes above 0.3) on 4 fixed validation images
+# One LayerCAM map per detected box (the 3 best boxes above 0.3) on 4 fixed validation images
 # at every validation epoch, aligned with the images through the letterbox, plus the scalar
-# boxam/energy_in_gt/gradcam (share of the CAM inside the ground-truth boxes). Images and the
+# boxam/energy_in_gt/layercam (share of the CAM inside the ground-truth boxes). Images and the
 # scalar go to every configured VisBackend (TensorBoard: add dict(type='TensorboardVisBackend')
 # to visualizer.vis_backends).
 boxam_vis_hook = dict(
     type='BoxAMVisHook',
     interval=1,
     num_images=4,
-    method='gradcam',
+    # LayerCAM keeps each box's map local; GradCAM-style channel averaging on MMYOLO's 1x1
+    # heads lights up every object of the class (see README, box CAMs).
+    method='layercam',
     target_layers=None,  # every neck.out_layers[i]: each box on its own pyramid level
     topk=3,
     score_thr=0.3,

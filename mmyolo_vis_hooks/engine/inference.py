@@ -1,6 +1,6 @@
 """Building a detector for offline tools: config (+ overrides) and a checkpoint, loaded safely."""
 import os.path as osp
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from mmengine.config import Config
@@ -20,7 +20,11 @@ def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) 
     if isinstance(config, Config):
         cfg = config.copy()
     else:
-        if not config.startswith(MMYOLO_CONFIG_PREFIX) and not osp.isfile(config):
+        if config.startswith(MMYOLO_CONFIG_PREFIX):  # Config.fromfile knows it only in _base_
+            import mmyolo
+            config = osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs',
+                              config[len(MMYOLO_CONFIG_PREFIX):])
+        if not osp.isfile(config):
             raise FileNotFoundError(f'config file not found: {config}')
         cfg = Config.fromfile(config)
     if cfg_options:
@@ -70,3 +74,29 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
     model.cfg = cfg
     model.dataset_meta = meta
     return model.to(device).eval()
+
+
+def build_image_loader(cfg: Config, align: str = 'letterbox') -> Callable[[str, int], dict]:
+    """A function ``(img_path, img_id) -> batch of one`` for the offline tools.
+
+    It runs the config's test pipeline (annotation loading removed), or with ``align='resize'``
+    its resize-only variant (``engine.align.resize_only_pipeline``), and collates the result.
+    """
+    from mmcv.transforms import Compose
+    from mmengine.dataset import pseudo_collate
+
+    from .align import check_align, resize_only_pipeline
+    check_align(align)
+    steps = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline') or \
+        cfg.get('test_pipeline')
+    if not steps:
+        raise ValueError('the config has no test pipeline (test_dataloader.dataset.pipeline or '
+                         'test_pipeline)')
+    steps = [s for s in steps if 'LoadAnnotations' not in s['type']]
+    if align == 'resize':
+        steps = resize_only_pipeline(steps)
+    pipeline = Compose(steps)
+
+    def load(img_path: str, img_id: int = 0) -> dict:
+        return pseudo_collate([pipeline(dict(img_path=img_path, img_id=img_id))])
+    return load
