@@ -196,18 +196,17 @@ FAST_OPTIONS = [
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Batch-4 steps gain nothing from a second thread, and on a busy machine two spinning
-    OpenMP threads made this test 2x slower (146 s vs 78 s wall measured here)."""
+def restore_torch_threads():
+    """run_demo.main sets torch's thread count (--threads, default 1); later tests get theirs
+    back."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
 def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path, monkeypatch,
                                                        reset_singletons, capsys,
-                                                       one_torch_thread):
+                                                       restore_torch_threads):
     run_demo = _load_run_demo()
     work_dir = str(tmp_path / 'work')
     common = ['--data-dir', small_demo_data, '--work-dir', work_dir]
@@ -236,6 +235,12 @@ def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path
     assert sorted(losses) == list(range(1, iters_per_epoch + 1))
     assert all(np.isfinite(v) and v > 0 for v in losses.values())
     assert set(_scalar_steps(tb_dir, 'coco/bbox_mAP_50')) == {1}
+    # the printed --samples_per_plugin keeps every logged image step of every tag
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(tb_dir, size_guidance={'images': 0})
+    acc.Reload()
+    for tag in acc.Tags()['images']:
+        assert len({e.step for e in acc.Images(tag)}) <= n_images, tag
 
     # the checkpoint holds nothing outside the allow-list
     from mmyolo_vis_hooks.engine.checkpoint import safe_global_names
@@ -271,10 +276,12 @@ def test_main_job_generates_missing_data(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-def test_main_job_rejects_bad_epochs():
+def test_main_job_rejects_bad_numbers(capsys):
     run_demo = _load_run_demo()
-    with pytest.raises(SystemExit):
-        run_demo.parse_args(['--epochs', '0'])
+    for flag in ('--epochs', '--threads'):
+        with pytest.raises(SystemExit):
+            run_demo.parse_args([flag, '0'])
+        assert f'{flag} must be a positive integer, got 0' in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- safe loading

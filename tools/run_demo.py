@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -41,11 +42,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--export-weights', default=None, metavar='PTH',
                         help='also write the final (EMA) weights, fp16, without optimizer '
                         'state, to PTH (how tests/assets/yolov5_n_shapes.pth is made)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads of the training process. Defaults to 1: the '
+                        'data workers use the other core, and on a busy 2-core machine two '
+                        'OpenMP threads ran 8-11 s/iter against 0.62 s/iter with one')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='config overrides, key=value (e.g. train_cfg.val_interval=1)')
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f'--epochs must be a positive integer, got {args.epochs}')
+    if args.threads < 1:
+        parser.error(f'--threads must be a positive integer, got {args.threads}')
     return args
 
 
@@ -99,8 +106,13 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _tensorboard_dir(runner: Runner) -> Optional[str]:
-    backend = runner.visualizer.get_backend('TensorboardVisBackend')
-    return None if backend is None else backend._save_dir
+    """Log dir of the first TensorBoard backend (subclasses such as ActivationStatsVisBackend
+    included; ``Visualizer.get_backend`` only looks names up)."""
+    from mmengine.visualization import TensorboardVisBackend
+    for backend in getattr(runner.visualizer, '_vis_backends', {}).values():
+        if isinstance(backend, TensorboardVisBackend):
+            return backend._save_dir
+    return None
 
 
 def _final_checkpoint(work_dir: str) -> Optional[str]:
@@ -125,6 +137,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     args = parse_args(argv)
     ensure_demo_data(args.data_dir, args.seed)
     cfg = build_config(args)
+    torch.set_num_threads(args.threads)
 
     runner = Runner.from_cfg(cfg)
     start, cpu_start = time.perf_counter(), time.process_time()
