@@ -7,6 +7,7 @@ while training goes on; bad configuration fails before the first training iterat
 visualizations neither grow memory nor leave hooks behind; the tools refuse code-running
 checkpoints.
 """
+import copy
 import glob
 import json
 import os
@@ -32,7 +33,7 @@ from conftest import DEMO_CONFIG, REPO_ROOT
 from runner_utils import tiny_train_cfg
 
 from mmyolo.models.dense_heads import YOLOv5Head
-from mmyolo.registry import HOOKS, MODELS, VISBACKENDS
+from mmyolo.registry import MODELS, VISBACKENDS
 from mmyolo_vis_hooks.hooks import VisualizationWarning
 
 TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch: enough to move weights, BN and EMA
@@ -49,19 +50,13 @@ def fast_config_dump(monkeypatch):
     monkeypatch.setattr(config_module, 'FormatCode', lambda text, **kwargs: (text, False))
 
 
-def _boxam_available() -> bool:
-    return HOOKS.get('BoxAMVisHook') is not None
-
-
 def _vis_hooks(**common) -> list:
-    """FeatMapVisHook and, once it exists in the package, BoxAMVisHook, sharing ``common``.
+    """FeatMapVisHook and BoxAMVisHook, sharing ``common``.
 
     BoxAMVisHook gets ``score_thr=0``: the briefly trained models score below the default
     0.3, and with no box to explain its gradient path would not run at all."""
-    hooks = [dict(type='FeatMapVisHook', target_layers=['neck', 'backbone.stem'], **common)]
-    if _boxam_available():
-        hooks.append(dict(type='BoxAMVisHook', score_thr=0.0, topk=2, **common))
-    return hooks
+    return [dict(type='FeatMapVisHook', target_layers=['neck', 'backbone.stem'], **common),
+            dict(type='BoxAMVisHook', score_thr=0.0, topk=2, **common)]
 
 
 def _demo_ema_hook() -> dict:
@@ -93,6 +88,17 @@ def _image_steps(work_dir) -> dict:
         for tag in acc.Tags()['images']:
             steps[tag] += [event.step for event in acc.Images(tag)]
     return dict(steps)
+
+
+def _scalar_steps(work_dir, tag) -> list:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    steps = []
+    for path in _event_files(work_dir):
+        acc = EventAccumulator(path, size_guidance={'scalars': 0})
+        acc.Reload()
+        if tag in acc.Tags()['scalars']:
+            steps += [event.step for event in acc.Scalars(tag)]
+    return steps
 
 
 def _vis_tags(steps: dict) -> dict:
@@ -148,9 +154,14 @@ def test_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, rese
     """3 deterministic epochs with EMA: weights, BN buffers, EMA state, optimizer state, val
     metrics and RNG are identical with the hooks (interval=1) and without."""
 
+    # One config for both runs: the demo config may be edited while the test runs.
+    base = _train_cfg(shapes_data, '', 3, [], ema=True)
+
     def train(work, hooks):
         reset_singletons()
-        cfg = _train_cfg(shapes_data, str(tmp_path / work), 3, hooks, ema=True)
+        cfg = copy.deepcopy(base)
+        cfg.work_dir = str(tmp_path / work)
+        cfg.custom_hooks += hooks
         runner = Runner.from_cfg(cfg)
         recorder = _MetricsRecorder()
         runner.register_hook(recorder, priority='LOWEST')
@@ -169,6 +180,9 @@ def test_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, rese
     # The hooks really ran every epoch (else the comparison proves nothing).
     steps = _vis_tags(_image_steps(str(tmp_path / 'hooked')))
     assert steps and all(s == [1, 2, 3] for s in steps.values()), steps
+    assert {tag.split('/')[0] for tag in steps} == {'featmap', 'boxam'}
+    # BoxAMVisHook explained boxes (its gradient path ran): the score is logged only then.
+    assert _scalar_steps(str(tmp_path / 'hooked'), 'boxam/energy_in_gt/gradcam') == [1, 2, 3]
     assert not _vis_tags(_image_steps(str(tmp_path / 'plain')))
     assert len(plain['metrics']) == 3 and 'coco/bbox_mAP' in plain['metrics'][0]
     # BN statistics really moved and the EMA differs from the raw weights: both are checked.
@@ -245,10 +259,9 @@ def test_distributed_cpu_training(tmp_path, shapes_data):
     for name in ranks[0]['samples']['FeatMapVisHook']['names']:
         for key in ('neck[0]', 'neck[1]', 'neck[2]', 'backbone.stem'):
             assert steps.pop(f'featmap/{name}/{key}') == [1, 2], (name, key)
-    if _boxam_available():
-        assert steps and all(s == [1, 2] for s in steps.values()), steps
-    else:
-        assert not steps, steps
+    for name in ranks[0]['samples']['BoxAMVisHook']['names']:
+        assert steps.pop(f'boxam/{name}/gradcam') == [1, 2], name
+    assert not steps, steps
 
 
 # --------------------------------------------------------------------------- resume
@@ -260,12 +273,15 @@ def test_resume_logs_each_epoch_once(tmp_path, shapes_data, reset_singletons,
     files every visualization tag has steps 1, 2, 3, 4 exactly once."""
     work = str(tmp_path / 'work')
     hooks = _vis_hooks(interval=1, num_images=2)
-    Runner.from_cfg(_train_cfg(shapes_data, work, 2, hooks, ema=True)).train()
+    base = _train_cfg(shapes_data, work, 4, hooks, ema=True)  # read once for both runs
+    cfg = copy.deepcopy(base)
+    cfg.train_cfg.max_epochs = 2
+    Runner.from_cfg(cfg).train()
     first = _vis_tags(_image_steps(work))
     assert first and all(s == [1, 2] for s in first.values()), first
 
     reset_singletons()
-    cfg = _train_cfg(shapes_data, work, 4, hooks, ema=True)
+    cfg = copy.deepcopy(base)
     cfg.resume = True
     cfg.load_from = osp.join(work, 'epoch_2.pth')
     runner = Runner.from_cfg(cfg)
@@ -385,8 +401,7 @@ def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dum
                   target_layers=['neck.out_layers[0]', 'backbone.stem.nan_probe',
                                  'backbone.stem.empty_probe'],
                   score_thr=1.0)]  # no detection reaches it: the maps are drawn without boxes
-    if _boxam_available():
-        hooks.append(dict(type='BoxAMVisHook', img_indices=indices, score_thr=0.0, topk=1))
+    hooks.append(dict(type='BoxAMVisHook', img_indices=indices, score_thr=0.0, topk=1))
     cfg = _train_cfg(data_root, work, 2, hooks,
                      vis_backends=[dict(type='LocalVisBackend'),
                                    dict(type='TensorboardVisBackend'),
@@ -422,8 +437,7 @@ def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dum
     # the backends: the failing one warned for each, the others still wrote them.
     drawn = {f'featmap/{name}/{layer}' for name in ('val_00002', 'val_00003')
              for layer in ('neck.out_layers[0]', 'backbone.stem.nan_probe')}
-    if _boxam_available():
-        drawn |= {f'boxam/{name}/gradcam' for name in ('val_00002', 'val_00003')}
+    drawn |= {f'boxam/{name}/gradcam' for name in ('val_00002', 'val_00003')}
     assert count('backend FailingVisBackend failed to write image') == 2 * len(drawn), messages
 
     steps = _image_steps(work)
@@ -466,8 +480,6 @@ def _strict_id(case):
                          ids=[_strict_id(c) for c in STRICT_FAULTS])
 def test_faults_raise_with_strict(tmp_path, shapes_data, fast_config_dump, hook_type, fault,
                                   message):
-    if hook_type == 'BoxAMVisHook' and not _boxam_available():
-        pytest.skip('BoxAMVisHook is not in the package yet')
     data_root = _copy_data(shapes_data, tmp_path)
     hook = dict(type=hook_type, img_indices=[0], strict=True)
     if hook_type == 'FeatMapVisHook':
@@ -594,8 +606,6 @@ class CustomYOLOv5Head(YOLOv5Head):
                          ids=[f'{t}-{_case_id(c)}' for t, *c in BAD_CONFIGS])
 def test_bad_configuration_fails_before_training(tmp_path, shapes_data, fast_config_dump,
                                                  hook_type, hook_args, change, message):
-    if hook_type == 'BoxAMVisHook' and not _boxam_available():
-        pytest.skip('BoxAMVisHook is not in the package yet')
     work = str(tmp_path / 'work')
     hook = dict(dict(type=hook_type, num_images=2), **hook_args)
     cfg = _train_cfg(shapes_data, work, 1, [hook])
@@ -651,14 +661,24 @@ class _RunsCode:
 
 
 def _tool_commands(image, checkpoint, out_dir):
-    commands = {
+    """Arguments of every tool that takes a checkpoint."""
+    return {
         'featmap_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
+        'boxam_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
         'large_image_infer': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir,
                               '--no-progress'],
     }
-    if osp.isfile(osp.join(REPO_ROOT, 'tools', 'boxam_vis.py')):
-        commands['boxam_vis'] = [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir]
-    return commands
+
+
+def test_every_tool_taking_a_checkpoint_is_covered():
+    """A new tool with a checkpoint argument joins the refusal test below."""
+    takes_checkpoint = set()
+    for path in glob.glob(osp.join(REPO_ROOT, 'tools', '*.py')):
+        with open(path, encoding='utf-8') as f:
+            source = f.read()
+        if 'add_model_args(' in source or "add_argument('checkpoint'" in source:
+            takes_checkpoint.add(osp.splitext(osp.basename(path))[0])
+    assert takes_checkpoint == set(_tool_commands('img', 'ckpt', 'out'))
 
 
 def _run_tool(name, args):
@@ -672,8 +692,6 @@ def test_tools_refuse_code_running_checkpoint(tmp_path, shapes_data, tool):
     checkpoint = str(tmp_path / 'evil.pth')
     torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=_RunsCode(marker)), checkpoint)
     commands = _tool_commands(_val_path(shapes_data, 0), checkpoint, str(tmp_path / 'out'))
-    if tool not in commands:
-        pytest.skip(f'tools/{tool}.py does not exist yet')
     result = _run_tool(tool, commands[tool])
     assert result.returncode != 0
     assert f'Refusing to load {checkpoint}' in result.stderr, result.stderr[-3000:]
