@@ -7,7 +7,6 @@ Run from the repository root (``bash scripts/demo.sh`` does): paths default to `
 import argparse
 import os
 import os.path as osp
-import sys
 import time
 from typing import Dict, List, Optional
 
@@ -186,4 +185,4 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() else 1)
+    main()
