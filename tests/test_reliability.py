@@ -447,10 +447,6 @@ def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dum
     assert len(pngs) == 2 * len(drawn)
 
 
-_BOXAM_SILENT = pytest.mark.xfail(
-    strict=True, reason='BoxAMVisHook logs the plain image without any warning when no box '
-    'reaches score_thr or the activations hold NaN (boxam_vis_hook.py, not owned here)')
-
 STRICT_FAULTS = [
     # (hook, fault, message)
     ('FeatMapVisHook', 'missing', r'skipped image val_00000 \(FileNotFoundError: image not found'),
@@ -466,8 +462,8 @@ STRICT_FAULTS = [
     ('BoxAMVisHook', 'empty', r'gradcam failed on val_00000'),
     ('BoxAMVisHook', 'backend', r'backend FailingVisBackend failed to write image .*OSError: '
      r'no space left'),
-    pytest.param('BoxAMVisHook', 'nan', r'NaN', marks=_BOXAM_SILENT),
-    pytest.param('BoxAMVisHook', 'no_detection', r'score_thr', marks=_BOXAM_SILENT),
+    ('BoxAMVisHook', 'nan', r'NaN'),
+    ('BoxAMVisHook', 'no_detection', r'score_thr'),
 ]
 
 

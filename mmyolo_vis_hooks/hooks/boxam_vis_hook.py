@@ -2,6 +2,7 @@
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from mmyolo.registry import HOOKS
 
 from ..engine.cam import METHODS, BoxCAM
@@ -135,6 +136,12 @@ class BoxAMVisHook(BaseVisHook):
                 for method, cam in self._cams.items():
                     try:
                         (result, ), (meta, ) = cam.explain_data(data)
+                        if not all(torch.isfinite(m).all() for m in result.layer_maps):
+                            self.fail(f'{method}: NaN/Inf in the maps of {sample.name}; drawn '
+                                      f'with them zeroed')
+                        if len(result) == 0:
+                            self.fail(f'{method}: no box above score_thr={self.score_thr} on '
+                                      f'{sample.name}; the plain image is logged')
                         drawn = draw_box_cams(image, result, meta, self._class_names,
                                               self.norm_in_bbox, self.merge, self.alpha)
                         if self.log_energy:
