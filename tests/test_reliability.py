@@ -386,8 +386,10 @@ def _copy_data(shapes_data, tmp_path):
     return root + '/'
 
 
-def _val_path(data_root, dataset_index):
-    return osp.join(data_root, 'val', f'val_{dataset_index:05d}.png')
+def _val_path(data_root, number):
+    """``val/val_<number>.png``. Validation dataset indices 0-3 are files 0-3, in the order of
+    the batch-shape policy (by aspect ratio); index 0 is val_00000."""
+    return osp.join(data_root, 'val', f'val_{number:05d}.png')
 
 
 def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dump):
@@ -401,7 +403,10 @@ def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dum
                   target_layers=['neck.out_layers[0]', 'backbone.stem.nan_probe',
                                  'backbone.stem.empty_probe'],
                   score_thr=1.0)]  # no detection reaches it: the maps are drawn without boxes
-    hooks.append(dict(type='BoxAMVisHook', img_indices=indices, score_thr=0.0, topk=1))
+    hooks += [dict(type='BoxAMVisHook', img_indices=indices, score_thr=0.0, topk=1),
+              # No box reaches 1.0: a warning, the plain image is logged (tag .../eigencam).
+              dict(type='BoxAMVisHook', img_indices=indices, method='eigencam', score_thr=1.0,
+                   log_energy=False)]
     cfg = _train_cfg(data_root, work, 2, hooks,
                      vis_backends=[dict(type='LocalVisBackend'),
                                    dict(type='TensorboardVisBackend'),
@@ -426,18 +431,21 @@ def test_faults_warn_and_training_goes_on(tmp_path, shapes_data, fast_config_dum
     def count(*parts):
         return sum(all(p in m for p in parts) for m in messages)
 
-    num_hooks = len(hooks)
-    assert count('skipped image val_00000', 'FileNotFoundError') == 2 * num_hooks, messages
-    assert count('skipped image val_00001') == 2 * num_hooks, messages
+    # 3 hooks x 2 epochs.
+    assert count('skipped image val_00000', 'FileNotFoundError') == 3 * 2, messages
+    assert count('skipped image val_00001') == 3 * 2, messages
     assert count('FeatMapVisHook: skipped image val_00001', 'cannot decode') == 2, messages
     for name in ('val_00002', 'val_00003'):
         assert count('layer backbone.stem.nan_probe has NaN/Inf', name) == 2, messages
         assert count('skipped layer backbone.stem.empty_probe', name, 'empty') == 2, messages
-    # The drawable images (2 images x 2 feature-map layers, + 2 CAM images) x 2 epochs reached
-    # the backends: the failing one warned for each, the others still wrote them.
+        assert count(f'eigencam: no box above score_thr=1.0 on {name}') == 2, messages
+    # The drawable images (2 images x (2 feature-map layers, 1 CAM grid, 1 plain image without
+    # boxes)) x 2 epochs reached the backends: the failing one warned for each, the others
+    # still wrote them.
     drawn = {f'featmap/{name}/{layer}' for name in ('val_00002', 'val_00003')
              for layer in ('neck.out_layers[0]', 'backbone.stem.nan_probe')}
-    drawn |= {f'boxam/{name}/gradcam' for name in ('val_00002', 'val_00003')}
+    drawn |= {f'boxam/{name}/{method}' for name in ('val_00002', 'val_00003')
+              for method in ('gradcam', 'eigencam')}
     assert count('backend FailingVisBackend failed to write image') == 2 * len(drawn), messages
 
     steps = _image_steps(work)
@@ -462,8 +470,10 @@ STRICT_FAULTS = [
     ('BoxAMVisHook', 'empty', r'gradcam failed on val_00000'),
     ('BoxAMVisHook', 'backend', r'backend FailingVisBackend failed to write image .*OSError: '
      r'no space left'),
-    ('BoxAMVisHook', 'nan', r'NaN'),
-    ('BoxAMVisHook', 'no_detection', r'score_thr'),
+    ('BoxAMVisHook', 'nan', r'gradcam: NaN/Inf in the maps of val_00000; drawn with them '
+     r'zeroed'),
+    ('BoxAMVisHook', 'no_detection', r'gradcam: no box above score_thr=1\.0 on val_00000; the '
+     r'plain image is logged'),
 ]
 
 
