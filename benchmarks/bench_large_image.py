@@ -4,7 +4,10 @@ Prints, measured in ONE run, each variant timed once per round with the variants
 (so load from other processes hits them alike) and the median over rounds reported:
 
 (a) limit: the network's forward alone (backbone, neck, head; ``model(x, mode='tensor')``) over
-    the same slices at the same batch size, inputs preprocessed beforehand, no decoding/NMS;
+    the same slices at the same batch size, inputs preprocessed beforehand, no decoding/NMS,
+    inputs in PyTorch's standard (contiguous NCHW) layout, as a plain forward gets them;
+(a2) the same forward on channels-last inputs: the forward the tool itself runs on the CPU
+    (``BatchPredictor``); (b)/(a2) is the tool's overhead over its own forward;
 (b) the tool end to end (``LargeImageRunner.run``: read the PNG, slice, letterbox, data
     preprocessor, forward, decode, merge, draw, write the annotated PNG and the JSON), with the
     model already built;
@@ -105,18 +108,21 @@ def main():
     image = read_image(args.image)
     height, width = image.shape[:2]
     windows = slice_windows(height, width, patch, args.overlap)
-    batches = [
+    # The tool's own inputs (channels-last on the CPU) and the same values in standard layout.
+    tool_batches = [
         predictor.preprocess([read_window(image, w) for w in windows[i:i + args.batch_size]])[0]
         for i in range(0, len(windows), args.batch_size)
     ]
+    batches = [x.contiguous() for x in tool_batches]
+    assert all(torch.equal(x, y) for x, y in zip(batches, tool_batches))
 
     out_root = tempfile.mkdtemp(prefix='bench_large_')
     outputs: Dict[str, Detections] = {}
     phases: Dict[str, List[Dict[str, float]]] = {'b': [], 'd': []}
 
-    def forward_only():
+    def forward_only(inputs=batches):
         with torch.no_grad():
-            for x in batches:
+            for x in inputs:
                 model(x, mode='tensor')
 
     folder = []
@@ -152,7 +158,9 @@ def main():
             postprocess_class_agnostic=merge.class_agnostic, verbose=0, batch_size=1)
         outputs['c'] = sahi_detections(res)
 
-    variants = [('a', 'forward alone (limit)', forward_only),
+    variants = [('a', 'forward alone (limit), standard layout', forward_only),
+                ('a2', 'forward alone, channels-last (the tool\'s)',
+                 lambda: forward_only(tool_batches)),
                 ('b', 'tool end to end', tool(predictor, 'b')),
                 ('b0', 'its sliced inference only (image in memory)', engine_only),
                 ('c', 'sahi get_sliced_prediction + adapter, batch 1', sahi_b1),
@@ -204,7 +212,9 @@ def main():
           'CPU = process time of all threads, steadier than wall time when other jobs share '
           'the cores')
     print(f'  (b)/(a)  {ratio("b", "a")}   target <= 1.15')
-    print(f'  (b0)/(a) {ratio("b0", "a")}   no PNG decode/encode, no drawing')
+    print(f'  (a2)/(a) {ratio("a2", "a")}   < 1: channels-last inputs gain')
+    print(f'  (b)/(a2) {ratio("b", "a2")}   the tool\'s overhead over its own forward')
+    print(f'  (b0)/(a2) {ratio("b0", "a2")}   the same without PNG decode/encode and drawing')
     print(f'  (c)/(b)  {ratio("c", "b")}   > 1: the tool is faster than sahi at batch 1')
     print(f'  (d)/(b)  {ratio("d", "b")}   < 1: --fuse-conv-bn gains')
     if folder:

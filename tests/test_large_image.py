@@ -535,3 +535,51 @@ def test_trained_model_on_the_full_size_large_image(demo_checkpoint, tmp_path):
     stats = match_detections(dets, gt_boxes, gt_labels)
     assert len(gt_boxes) == 150
     assert stats.recall >= 0.93 and stats.precision >= 0.85, stats
+
+
+@pytest.mark.parametrize('family', ['yolov5', 'yolov6', 'yolox', 'rtmdet', 'yolov7', 'yolov8',
+                                    'ppyoloe'])
+def test_channels_last_inputs_give_the_standard_outputs(family, small_large_image):
+    """The CPU default (channels-last inputs) changes float rounding only, for every MMYOLO
+    family, and leaves the parameters' own layout alone. (Decoding them is compared with
+    mmdet's standard-layout inference in test_batched_predictions_match_mmdet_inference.)"""
+    from test_cam_engine import random_model
+    model = random_model(family)
+    img = _rgb(small_large_image[0])
+    standard = BatchPredictor(model, channels_last=False)
+    fast = BatchPredictor(model)
+    size = fast.input_size[0]
+    crops = [np.ascontiguousarray(img[:size, :size]),
+             np.ascontiguousarray(img[50:50 + size, 300:300 + size])]
+    x_std, _ = standard.preprocess(crops)
+    x_cl, _ = fast.preprocess(crops)
+    assert x_cl.is_contiguous(memory_format=torch.channels_last)
+    assert x_std.is_contiguous() and torch.equal(x_std, x_cl)
+    outs_std = torch.utils._pytree.tree_leaves(standard.forward(x_std))
+    outs_cl = torch.utils._pytree.tree_leaves(fast.forward(x_cl))
+    assert len(outs_std) == len(outs_cl) > 0
+    for a, b in zip(outs_std, outs_cl):
+        # Float rounding of differently ordered sums, amplified by these random heads (most by
+        # YOLOv8's distribution integral: 2e-3 of 15 stride units): within 1e-3 of the scale.
+        assert (a - b).abs().max() <= 1e-3 * a.abs().max(), (family, (a - b).abs().max())
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.parametrize('family', ['rtmdet', 'yolov5'])
+def test_fast_route_is_the_data_preprocessor_bit_for_bit(family, small_large_image):
+    """Slices at the input size skip the transforms and are normalised in one pass: equal to
+    the model's own data preprocessor, with RTMDet's per-channel mean/std and BGR input
+    (bgr_to_rgb=False) as well as YOLOv5's RGB /255."""
+    from test_cam_engine import random_model
+    model = random_model(family)
+    predictor = BatchPredictor(model)
+    size = predictor.input_size[0]
+    img = _rgb(small_large_image[0])
+    crops = [np.ascontiguousarray(img[:size, :size]),
+             np.ascontiguousarray(img[60:60 + size, 200:200 + size])]
+    assert predictor._meta_if_untouched(crops[0].shape) is not None  # the fast route is taken
+    ours, _ = predictor.preprocess(crops)
+    bgr = [torch.from_numpy(np.ascontiguousarray(c[..., ::-1].transpose(2, 0, 1))) for c in crops]
+    with torch.no_grad():
+        ref = model.data_preprocessor(dict(inputs=bgr, data_samples=None), False)['inputs']
+    assert ours.shape == ref.shape and torch.equal(ours, ref)

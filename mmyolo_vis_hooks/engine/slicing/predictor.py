@@ -9,6 +9,12 @@ head's own ``predict_by_feat`` maps boxes back to each image's pixels. The score
 handed to the head's decoding (never lowered below the config's), which drops boxes before its
 NMS; boxes above the threshold come out the same as with the config's threshold, because only
 higher-scored boxes can suppress or outrank them.
+
+On the CPU the batch is handed to the network in channels-last layout (NHWC in memory, the
+layout the decoded slices already have): oneDNN's convolutions run about 30% faster on it
+(YOLOv5-n, 320 px slices, ``benchmarks/bench_large_image.py``), and only the input changes:
+the model's parameters keep their layout. Outputs differ from the standard layout by float
+rounding only (about 1e-5 on logits).
 """
 import copy
 from contextlib import contextmanager
@@ -79,9 +85,13 @@ class BatchPredictor:
     Args:
         model (nn.Module): The detector (as built by ``engine.inference.build_detector``).
         cfg (Config, optional): Its config; ``model.cfg`` when None.
+        channels_last (bool, optional): Give the network channels-last inputs. None: on when
+            the data preprocessor's device is the CPU (where it is measured faster).
+            Defaults to None.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Optional[Config] = None) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: Optional[Config] = None,
+                 channels_last: Optional[bool] = None) -> None:
         from mmengine.registry import init_default_scope
         from mmyolo.registry import TRANSFORMS
         self.model = model.module if is_model_wrapper(model) else model
@@ -93,6 +103,11 @@ class BatchPredictor:
         if head is None or not hasattr(head, 'predict_by_feat'):
             raise TypeError(f'{type(self.model).__name__} has no bbox_head.predict_by_feat; '
                             'sliced inference supports single-stage (MMYOLO) detectors')
+        if channels_last is None:
+            channels_last = torch.device(self.model.data_preprocessor.device).type == 'cpu'
+        elif not isinstance(channels_last, bool):
+            raise TypeError(f'channels_last must be None or a bool, got {channels_last!r}')
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         init_default_scope(cfg.get('default_scope', 'mmyolo'))
         self.transforms = [TRANSFORMS.build(t) for t in test_transform_cfgs(cfg)]
         self._untouched_meta: Dict[tuple, Optional[dict]] = {}
@@ -134,17 +149,20 @@ class BatchPredictor:
         divisor = getattr(dp, 'pad_size_divisor', 1)
         if type(dp) not in _fast_preprocessor_types() or height % divisor or width % divisor:
             return None
-        pixels = torch.from_numpy(np.stack(images))  # N, H, W, 3 in RGB
+        if dp._enable_normalize and (dp.mean.numel() != 3 or dp.std.numel() != 3):
+            return None
+        pixels = torch.from_numpy(np.stack(images))  # N, H, W, 3 in RGB, contiguous
         if not dp._channel_conversion:  # the model takes the pipeline's BGR as is
             pixels = pixels.flip(-1)
-        pixels = pixels.permute(0, 3, 1, 2).to(dp.device)
-        if not dp._enable_normalize:
-            return pixels.float().contiguous()
-        # uint8 - float32 computes float(x) - mean: the preprocessor's (x.float() - mean) / std
-        inputs = torch.empty((len(images), 3, height, width), dtype=torch.float32,
-                             device=dp.device)
-        torch.sub(pixels, dp.mean, out=inputs)
-        return inputs.div_(dp.std)
+        # Normalised as (N*H, W*3) rows with per-row mean/std, so the innermost loop runs over
+        # W*3 values instead of 3 channels (7x faster than broadcasting (3, 1, 1) here); the
+        # same float ops as the preprocessor's (x.float() - mean) / std, hence the same bits.
+        rows = pixels.to(dp.device).view(-1, width * 3).float()
+        if dp._enable_normalize:
+            rows.sub_(dp.mean.reshape(3).repeat(width)).div_(dp.std.reshape(3).repeat(width))
+        # An N, C, H, W view of N, H, W, C values: channels-last strides already.
+        inputs = rows.view(len(images), height, width, 3).permute(0, 3, 1, 2)
+        return inputs.contiguous(memory_format=self.memory_format)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[dict]]:
         """Test transforms per image, then the data preprocessor on the whole batch.
@@ -153,7 +171,8 @@ class BatchPredictor:
             images (Sequence[np.ndarray]): RGB uint8 (H, W, 3) images.
 
         Returns:
-            tuple[Tensor, list[dict]]: The model input (N, C, H, W) and per-image metadata.
+            tuple[Tensor, list[dict]]: The model input (N, C, H, W; channels-last in memory
+            when ``channels_last``) and per-image metadata.
         """
         inputs = None
         shapes = {img.shape for img in images}
@@ -174,6 +193,7 @@ class BatchPredictor:
             with torch.no_grad():
                 inputs = self.model.data_preprocessor(dict(inputs=batch, data_samples=None),
                                                       False)['inputs']
+            inputs = inputs.contiguous(memory_format=self.memory_format)
         batch_input_shape = tuple(inputs.shape[-2:])
         for meta, img in zip(metas, packed):
             meta.update(batch_input_shape=batch_input_shape, pad_shape=tuple(img.shape[:2]))
