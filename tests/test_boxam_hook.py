@@ -1,6 +1,9 @@
-"""BoxAMVisHook in a real Runner: TensorBoard read-back, model state kept, early errors."""
-import os.path as osp
+"""BoxAMVisHook in a real Runner: TensorBoard read-back, model state kept, bad arguments.
 
+Errors raised in a real Runner before training (unknown layer, layers the box scores do not
+depend on, ...) are cases of
+tests/test_reliability.py::test_bad_configuration_fails_before_training, over both hooks.
+"""
 import cv2
 import numpy as np
 import pytest
@@ -103,15 +106,6 @@ def test_hook_logs_box_cams_and_energy_and_leaves_the_model_as_it_was(
                        cv2.IMREAD_COLOR)
     assert img.shape == ori.shape
     assert not any(t.endswith('/eigencam') for t in acc.Tags()['scalars'])
-
-
-def test_unknown_layer_fails_before_training(tmp_path, shapes_data):
-    hook = dict(type='BoxAMVisHook', target_layers=['neck.out_layer[2]'])
-    runner = Runner.from_cfg(tiny_train_cfg(shapes_data, str(tmp_path / 'w'), epochs=1,
-                                            custom_hooks=[hook]))
-    with pytest.raises(ValueError, match=r'unknown layer .*neck\.out_layers\[2\]'):
-        runner.train()
-    assert not osp.exists(str(tmp_path / 'w' / 'epoch_1.pth'))
 
 
 @pytest.mark.parametrize('kwargs, message', [

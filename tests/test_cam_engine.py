@@ -95,6 +95,9 @@ def test_every_family_gradient_and_gradient_free_maps(family):
     frozen.requires_grad_(False)
     before = snapshot(model)
     try:
+        # The default layers pass the score-dependence probe (one 64x64 forward).
+        assert BoxCAM(model).probe_target_layers() == {}
+        assert_untouched(model, before)
         inputs = random_inputs()[:1]
         for method in ('gradcam', 'eigencam', 'ablationcam'):
             cam = BoxCAM(model, method, score_thr=0.0, topk=3, batch_size=64,
@@ -234,6 +237,57 @@ def test_bad_arguments_are_clear_errors():
         build_method('gradcam', batch_size=4)
     with pytest.raises(ValueError, match='inputs must be'):
         BoxCAM(model)(torch.zeros(3, 64, 64))
+
+
+@pytest.mark.parametrize('method', ['gradcam', 'eigencam', 'ablationcam'])
+def test_layers_the_scores_do_not_depend_on_are_refused(method):
+    """YOLOv8's head has separate class and box branches: its scores depend on the class branch
+    and not on the box branch. The probe tells them apart for every method, names each bad
+    layer with its reason, and leaves the model as it was; gradient methods also refuse such a
+    layer when they run, with the same message instead of autograd's."""
+    model = random_model('yolov8')
+    model.train()  # a state to restore: the probe runs in eval mode
+    try:
+        _check_layer_refusals(model, method)
+    finally:
+        model.eval()
+
+
+def _check_layer_refusals(model, method):
+    before = snapshot(model)
+    layers = ['neck.out_layers[0]', 'bbox_head.head_module.cls_preds[1]',
+              'bbox_head.head_module.reg_preds[0]', 'bbox_head.head_module',
+              'bbox_head.loss_cls']
+    cam = BoxCAM(model, method, layers, score_thr=0.0, topk=2)
+    problems = cam.probe_target_layers()
+    assert_untouched(model, before)
+    assert list(problems) == layers[2:]  # in the order given
+    assert problems == {
+        'bbox_head.head_module.reg_preds[0]':
+            'does not feed the box scores (the scores of YOLOv8Head do not depend on its output)',
+        'bbox_head.head_module':
+            'returned tuple(list[3], list[3]), not a 4-D (N, C, H, W) tensor or a tuple/list of '
+            'them',
+        'bbox_head.loss_cls': 'did not run in the forward (a loss or training-only module?)',
+    }
+    with pytest.raises(ValueError, match=r"cannot be explained by box CAMs: "
+                       r"'bbox_head\.head_module\.reg_preds\[0\]' does not feed the box scores"
+                       r".*'bbox_head\.loss_cls' did not run .*Accepted: .*"
+                       r"'neck\.out_layers\[0\]'"):
+        cam.check_target_layers()
+    assert_untouched(model, before)
+    good = BoxCAM(model, method, layers[:2] + ['backbone'], score_thr=0.0, topk=2)
+    assert good.probe_target_layers() == {}
+    if method != 'gradcam':
+        return
+    inputs = random_inputs()[:1]
+    for bad in (['bbox_head.head_module.reg_preds[0]'],  # the scores need no gradient at all
+                ['neck.out_layers[0]', 'bbox_head.head_module.reg_preds[0]']):
+        with pytest.raises(ValueError, match=r"'bbox_head\.head_module\.reg_preds\[0\]' does "
+                           r'not feed the box scores \(the scores of YOLOv8Head do not depend'):
+            BoxCAM(model, method, bad, score_thr=0.0, topk=2)(inputs)
+    assert_untouched(model, before)
+    assert len(good(inputs)[0]) == 2  # the usable layers still explain boxes at run time
 
 
 def test_unsupported_model_fails_at_construction():

@@ -29,9 +29,10 @@ from mmengine.runner import Runner
 from mmengine.visualization.vis_backend import BaseVisBackend
 from torch import nn
 
-from conftest import DEMO_CONFIG, REPO_ROOT
+from conftest import DEMO_CONFIG, REPO_ROOT, packaged_config
 from runner_utils import tiny_train_cfg
 
+from mmyolo.models.backbones import YOLOv5CSPDarknet
 from mmyolo.models.dense_heads import YOLOv5Head
 from mmyolo.registry import MODELS, VISBACKENDS
 from mmyolo_vis_hooks.hooks import VisualizationWarning
@@ -350,10 +351,12 @@ class _RestoreImageFiles(Hook):
 
 
 def _add_probe_layers(model):
-    """Two side layers on the stem that the network never uses, as target layers:
-    ``backbone.stem.nan_probe`` sees the stem output with NaN and Inf injected in eval mode,
-    ``backbone.stem.empty_probe`` gets a slice of it with zero height. The state dict and the
-    network's outputs are unchanged (Identity has no parameters; the results are discarded)."""
+    """Two probe layers on the stem, as target layers: ``backbone.stem.nan_probe`` sees the
+    stem output with NaN and Inf injected in eval mode (its result is discarded),
+    ``backbone.stem.empty_probe`` gets a slice of it with zero height and its sum (over no
+    element: 0) is added to the stem output, so the box scores depend on it as BoxAMVisHook
+    requires. The state dict and the network's outputs are unchanged (Identity has no
+    parameters)."""
     stem = model.backbone.stem
     stem.nan_probe = nn.Identity()
     stem.empty_probe = nn.Identity()
@@ -362,8 +365,7 @@ def _add_probe_layers(model):
     def forward(self, x):
         out = stem_forward(x)
         self.nan_probe(out)
-        self.empty_probe(out[:, :, :0])
-        return out
+        return out + self.empty_probe(out[:, :, :0]).sum()
 
     stem.forward = types.MethodType(forward, stem)
     stem.nan_probe.register_forward_hook(_inject_nan_in_eval)
@@ -467,7 +469,8 @@ STRICT_FAULTS = [
      r'no space left'),
     ('BoxAMVisHook', 'missing', r'skipped image val_00000 \(FileNotFoundError'),
     ('BoxAMVisHook', 'corrupt', r'skipped image val_00000 \(AssertionError: failed to load'),
-    ('BoxAMVisHook', 'empty', r'gradcam failed on val_00000'),
+    ('BoxAMVisHook', 'empty', r'gradcam failed on val_00000 \(ValueError: empty feature maps '
+     r"\(no pixels\) from the target layers: \{'backbone\.stem\.empty_probe': \(1, 16, 0, "),
     ('BoxAMVisHook', 'backend', r'backend FailingVisBackend failed to write image .*OSError: '
      r'no space left'),
     ('BoxAMVisHook', 'nan', r'gradcam: NaN/Inf in the maps of val_00000; drawn with them '
@@ -522,6 +525,45 @@ def _no_val(cfg):
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
 
 
+@MODELS.register_module(force=True)
+class YOLOv5CSPDarknetWithSideLayers(YOLOv5CSPDarknet):
+    """The demo backbone with two layers on the stem output whose results the detector does not
+    use: ``side_conv`` (a 4-D map) and ``side_tokens`` (flattened to (N, C, H*W), as a token
+    sequence)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.side_conv = nn.Conv2d(self.stem.conv.out_channels, 4, 1)
+        self.side_tokens = nn.Flatten(2)
+        self.stem.register_forward_hook(self._side_layers)
+
+    def _side_layers(self, stem, inputs, output):
+        self.side_conv(output)
+        self.side_tokens(output)
+
+
+def _side_layers(cfg):
+    cfg.model.backbone.type = 'YOLOv5CSPDarknetWithSideLayers'
+
+
+def _yolov8(cfg):
+    """MMYOLO's packaged YOLOv8-n for the 3 shape classes: its head has separate class and box
+    branches."""
+    yolov8 = Config.fromfile(packaged_config('yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py'))
+    model = yolov8.model
+    model.bbox_head.head_module.num_classes = 3
+    model.train_cfg.assigner.num_classes = 3
+    cfg.model = model
+
+
+# What the new layer checks must say was wrong and what is accepted ({}: the head's class).
+ACCEPTED_FEATMAP_LAYERS = (r"Accepted: layers run by the network's forward whose output is a "
+                           r'4-D \(N, C, H, W\) tensor, or a tuple/list of them')
+SCORES_DO_NOT_DEPEND = (r'does not feed the box scores \(the scores of {} do not depend on its '
+                        r'output\)')
+ACCEPTED_BOXAM_LAYERS = (r'Accepted: layers with a 4-D \(N, C, H, W\) output that the scores of '
+                         r"{} depend on: backbone and neck layers such as 'neck\.out_layers\[0\]'")
+
 FEATMAP_BAD_CONFIGS = [
     # (hook arguments, config change, error message pattern: what was wrong + what is accepted)
     (dict(target_layers=['neck.out_layer[2]']), None,
@@ -534,6 +576,15 @@ FEATMAP_BAD_CONFIGS = [
      r"cannot parse layer path 'neck\[a\]' at '\[a\]'; expected dotted names with optional"),
     (dict(target_layers=[]), None, r'target_layers must be a non-empty list of layer paths'),
     (dict(target_layers=[3]), None, r'target_layers must be a non-empty list of layer paths'),
+    (dict(target_layers=['neck', 'backbone.side_tokens']), _side_layers,
+     r"give no feature map to draw: 'backbone\.side_tokens' returned Tensor\[1, 16, 1024\], "
+     r"not a 4-D \(N, C, H, W\) tensor or a tuple/list of them\. " + ACCEPTED_FEATMAP_LAYERS),
+    (dict(target_layers=['bbox_head.head_module']), None,
+     r"'bbox_head\.head_module' returned tuple\(list\[3\], list\[3\], list\[3\]\), not a 4-D "
+     r"\(N, C, H, W\) tensor or a tuple/list of them\. " + ACCEPTED_FEATMAP_LAYERS),
+    (dict(target_layers=['bbox_head.loss_obj']), None,
+     r"'bbox_head\.loss_obj' did not run in the forward \(a loss or training-only module\?\)\. "
+     + ACCEPTED_FEATMAP_LAYERS),
     (dict(channel_reduction='max'), None,
      r"channel_reduction must be one of \('squeeze_mean', 'select_max', None\), got 'max'"),
     (dict(channel_reduction=None, topk=5, arrangement=(2, 2)), None,
@@ -571,9 +622,10 @@ FEATMAP_BAD_CONFIGS = [
 
 def _case_id(case):
     hook_args, change, _ = case[-3:]
+    parts = [f'{k}={v}' for k, v in hook_args.items()]
     if change is not None:
-        return change.__name__.strip('_')
-    return '-'.join(f'{k}={v}' for k, v in hook_args.items()).replace(' ', '')
+        parts.append(change.__name__.strip('_'))
+    return '-'.join(parts).replace(' ', '')
 
 
 def _custom_head(cfg):
@@ -589,6 +641,20 @@ BOXAM_BAD_CONFIGS = [
     (dict(target_layers=['neck.out_layer[2]']), None,
      r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
     (dict(target_layers=[]), None, r'target_layers must be None or a non-empty list'),
+    # Layers the box scores do not depend on: refused for every method, gradient-free too.
+    *[(dict(method=method, target_layers=['neck.out_layers[0]', 'backbone.side_conv']),
+       _side_layers,
+       r"cannot be explained by box CAMs: 'backbone\.side_conv' "
+       + SCORES_DO_NOT_DEPEND.format('YOLOv5Head') + r'\. .*'
+       + ACCEPTED_BOXAM_LAYERS.format('YOLOv5Head'))
+      for method in ('gradcam', 'eigencam', 'ablationcam')],
+    (dict(target_layers=['bbox_head.head_module.reg_preds[0]']), _yolov8,
+     r"'bbox_head\.head_module\.reg_preds\[0\]' " + SCORES_DO_NOT_DEPEND.format('YOLOv8Head')
+     + r".*" + ACCEPTED_BOXAM_LAYERS.format('YOLOv8Head')
+     + r".*or layers of the head's classification/objectness branch \(not its box-regression"),
+    (dict(target_layers=['bbox_head.loss_cls']), None,
+     r"'bbox_head\.loss_cls' did not run in the forward .*"
+     + ACCEPTED_BOXAM_LAYERS.format('YOLOv5Head')),
     (dict(topk='3'), None, r"topk must be an int \(<= 0: all boxes\), got '3'"),
     (dict(score_thr=None), None, r'score_thr must be a number in \[0, 1\]'),
     (dict(batch_size=0), None, r'batch_size must be a positive int, got 0'),

@@ -86,6 +86,7 @@ def main(argv=None) -> None:
     cam = BoxCAM(model, args.method, args.target_layers, score_thr=args.score_thr,
                  topk=args.topk, batch_size=args.batch_size,
                  ratio_channels_to_ablate=args.ratio_channels_to_ablate)
+    cam.check_target_layers()  # layers the box scores do not depend on: before any image
     paths = list_images(args.img)
     load_image = build_image_loader(model.cfg, args.align)
     class_names = tuple(model.dataset_meta.get('classes', ()))

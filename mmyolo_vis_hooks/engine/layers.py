@@ -84,6 +84,20 @@ def flatten_output(output) -> List[torch.Tensor]:
     return []
 
 
+def describe_output(output, depth: int = 0) -> str:
+    """A short description of a module output for error messages: ``Tensor[1, 16, 32, 32]``,
+    ``tuple(list[3], list[3], list[3])``, ``dict``, ``NoneType``."""
+    if isinstance(output, torch.Tensor):
+        return f'Tensor{list(output.shape)}'
+    if isinstance(output, (tuple, list)):
+        name = type(output).__name__
+        if depth >= 1:
+            return f'{name}[{len(output)}]'
+        items = [describe_output(o, depth + 1) for o in output[:4]]
+        return f'{name}({", ".join(items)}{", ..." if len(output) > 4 else ""})'
+    return type(output).__name__
+
+
 def output_keys(path: str, num_outputs: int) -> List[str]:
     """Keys of a layer's maps: the path itself, or ``path[i]`` for a multi-output layer."""
     return [path] if num_outputs == 1 else [f'{path}[{i}]' for i in range(num_outputs)]
@@ -104,6 +118,8 @@ class ActivationCapture:
     Attributes:
         outputs (OrderedDict[str, list[Tensor]]): Per path, the list of tensors of the last
             captured forward (one per element of a tuple output), batch first.
+        output_types (dict[str, str]): Per path, :func:`describe_output` of that output (what
+            a layer returned when none of it is a 4-D map).
         enabled (bool): Set False to let forwards pass unrecorded.
     """
 
@@ -115,7 +131,12 @@ class ActivationCapture:
         self.to_cpu = to_cpu
         self.enabled = True
         self.outputs: 'OrderedDict[str, List[torch.Tensor]]' = OrderedDict()
+        self.output_types: Dict[str, str] = {}
         self._handles: list = []
+
+    def _record(self, path: str, output, tensors: List[torch.Tensor]) -> None:
+        self.outputs[path] = tensors
+        self.output_types[path] = describe_output(output)
 
     def _hook(self, path: str):
         def record(module, inputs, output):
@@ -126,11 +147,12 @@ class ActivationCapture:
                 tensors = [t.detach().clone() for t in tensors]
                 if self.to_cpu:
                     tensors = [t.cpu() for t in tensors]
-            self.outputs[path] = tensors
+            self._record(path, output, tensors)
         return record
 
     def __enter__(self) -> 'ActivationCapture':
         self.outputs.clear()
+        self.output_types.clear()
         for path, module in zip(self.paths, self.modules):
             self._handles.append(module.register_forward_hook(self._hook(path)))
         return self
@@ -139,6 +161,18 @@ class ActivationCapture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def missing_maps(self) -> Dict[str, str]:
+        """After a forward: per path that gave no 4-D ``(N, C, H, W)`` map, why (it did not
+        run, or what it returned instead); empty when every path gave at least one."""
+        problems: Dict[str, str] = {}
+        for path in self.paths:
+            if path not in self.outputs:
+                problems[path] = 'did not run in the forward (a loss or training-only module?)'
+            elif not any(t.dim() == 4 for t in self.outputs[path]):
+                problems[path] = (f'returned {self.output_types[path]}, not a 4-D (N, C, H, W) '
+                                  f'tensor or a tuple/list of them')
+        return problems
 
     def maps(self, batch_index: int = 0) -> 'OrderedDict[str, torch.Tensor]':
         """Per output key, the CHW map of one batch item (4-D outputs only)."""

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from mmyolo.registry import HOOKS
 
-from ..engine.cam import METHODS, BoxCAM
+from ..engine.cam import METHODS, BoxCAM, target_layer_error
 from ..engine.cam.methods import AblationCAM, build_method
 from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
 from ..engine.featmap import display_image
@@ -45,7 +45,13 @@ class BoxAMVisHook(BaseVisHook):
             ``xgradcam``, ``layercam``, ``eigengradcam``, ``eigencam``, ``ablationcam``.
             Defaults to 'gradcam'.
         target_layers (Sequence[str], optional): Layer paths; every ``neck.out_layers[i]``
-            when None (each box is then explained on its own pyramid level). Defaults to None.
+            when None (each box is then explained on its own pyramid level). Each must give a
+            4-D (N, C, H, W) output (or a tuple/list of them) that the head's box scores are
+            computed from: backbone and neck layers, or the head's classification/objectness
+            branch. A layer the scores do not depend on (a side branch whose output is
+            discarded, the head's box-regression branch, a loss module) is refused before
+            training, for every method: its gradients are undefined and its EigenCAM or
+            AblationCAM maps would say nothing about the boxes. Defaults to None.
         topk (int): Boxes explained per image, best first; ``<= 0`` for all above
             ``score_thr``. Defaults to 3.
         norm_in_bbox (bool): Normalise each map inside its box and zero it outside.
@@ -109,14 +115,28 @@ class BoxAMVisHook(BaseVisHook):
         self._cams: Dict[str, BoxCAM] = {}
 
     def check_model(self, model) -> None:
-        """Builds the engines: an unsupported detector or an unknown layer fails here, before
-        training starts."""
+        """Builds the engines: an unsupported detector, an unknown layer or a layer the box
+        scores do not depend on fails here, before training starts."""
         self._cams = {
             method: BoxCAM(model, method, self.target_layers, score_thr=self.score_thr,
                            topk=self.topk, batch_size=self.batch_size,
                            ratio_channels_to_ablate=self.ratio_channels_to_ablate)
             for method in self.methods
         }
+        self._check_score_dependence(model, next(iter(self._cams.values())))
+
+    def _check_score_dependence(self, model, cam: BoxCAM) -> None:
+        """One 64x64 eval forward with the target layers as graph nodes (the model is restored
+        afterwards): the same layers serve every method, so one probe covers them all."""
+        try:
+            problems = cam.probe_target_layers((64, 64))
+        except Exception as err:  # noqa: BLE001 - an unusual model: gradient methods still
+            # refuse such layers at drawing
+            self.fail('could not check with a 64x64 dummy forward that the box scores depend '
+                      'on the target layers', err)
+            return
+        if problems:
+            raise ValueError(f'BoxAMVisHook: {target_layer_error(model, problems)}')
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not self.is_due(runner):

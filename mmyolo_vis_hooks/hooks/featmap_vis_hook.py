@@ -33,7 +33,11 @@ class FeatMapVisHook(BaseVisHook):
 
     Args:
         target_layers (Sequence[str]): Dotted layer paths with indexing, e.g. ``'neck'``,
-            ``'backbone.stage4'``, ``'neck.out_layers[2]'``. Defaults to ('neck',).
+            ``'backbone.stage4'``, ``'neck.out_layers[2]'``. Each layer must run in the
+            network's forward and output a 4-D (N, C, H, W) tensor, or a tuple/list holding
+            such tensors (each drawn as ``<layer>[i]``; other elements are skipped); anything
+            else (a loss module, a head returning lists per level, a 2-D/3-D tensor) is
+            refused before training, found by one 64x64 eval forward. Defaults to ('neck',).
         channel_reduction (str, optional): ``'squeeze_mean'``, ``'select_max'`` or None
             (then ``topk`` channels). Defaults to 'squeeze_mean'.
         topk (int): With ``channel_reduction=None``, how many of the most active channels to
@@ -75,13 +79,13 @@ class FeatMapVisHook(BaseVisHook):
     def check_model(self, model) -> None:
         for path in self.target_layers:
             resolve_layer(model, path)
-        if self.channel_reduction is None and self.topk <= 0:
-            self._check_shown_channels(model)
+        self._check_outputs(model)
 
-    def _check_shown_channels(self, model) -> None:
-        """``topk=-1`` without reduction draws each map as it is, which needs 1 or 3 channels.
-        The channel counts are only known from a forward: one 64x64 eval forward here raises
-        before training instead of at the first drawing."""
+    def _check_outputs(self, model) -> None:
+        """What the target layers output is only known from a forward: one 64x64 eval forward
+        (the model is restored afterwards) raises before training instead of drawing nothing.
+        Each layer must give a 4-D map; with ``topk=-1`` and no reduction each map is drawn
+        as it is, which needs 1 or 3 channels."""
         param = next(model.parameters(), None)
         dummy = torch.zeros(1, 3, 64, 64, device=param.device if param is not None else 'cpu')
         try:
@@ -89,9 +93,21 @@ class FeatMapVisHook(BaseVisHook):
                     model, self.target_layers) as capture:
                 model.eval()
                 model(dummy, mode='tensor')
-        except Exception as err:  # noqa: BLE001 - an unusual model: it is checked at drawing
-            self.fail('could not check the channel counts of the target layers with a '
-                      'dummy forward; topk=-1 needs 1 or 3 channels', err)
+        except Exception as err:  # noqa: BLE001 - an unusual model: warn, draw what comes
+            self.fail('could not check the outputs of the target layers with a 64x64 dummy '
+                      'forward', err)
+            return
+        missing = capture.missing_maps()
+        if missing:
+            listed = '; '.join(f'{path!r} {why}' for path, why in missing.items())
+            raise ValueError(
+                f'FeatMapVisHook: these target layers give no feature map to draw: {listed}. '
+                f'Accepted: layers run by the network\'s forward whose output is a 4-D '
+                f'(N, C, H, W) tensor, or a tuple/list of them (drawn as <layer>[i]), e.g. '
+                f'"backbone.stem", "neck", "neck.out_layers[0]"; for a head, one of its conv '
+                f'layers. --preview-model (tools/featmap_vis.py) lists every layer\'s output '
+                f'shapes.')
+        if self.channel_reduction is not None or self.topk > 0:
             return
         bad = {key: int(m.shape[0]) for key, m in capture.maps().items()
                if m.shape[0] not in (1, 3)}

@@ -5,7 +5,7 @@ per box; ``compose`` turns them into image maps (``norm_in_boxes``, ``merge_box_
 """
 from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_boxes,
                       normalize_maps)
-from .engine import BoxCAM, BoxCAMResult, default_target_layers
+from .engine import BoxCAM, BoxCAMResult, default_target_layers, target_layer_error
 from .methods import (METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod, EigenCAM,
                       EigenGradCAM, GradCAM, GradCAMPlusPlus, LayerCAM, LayerContext, XGradCAM,
                       build_method)
@@ -14,8 +14,8 @@ from .predictions import (SUPPORTED_HEADS, Detections, FlatPredictions, detector
 from .projection import first_component_projection
 
 __all__ = [
-    'BoxCAM', 'BoxCAMResult', 'default_target_layers', 'METHODS', 'BoxCAMMethod',
-    'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
+    'BoxCAM', 'BoxCAMResult', 'default_target_layers', 'target_layer_error', 'METHODS',
+    'BoxCAMMethod', 'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
     'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'LayerContext', 'build_method',
     'SUPPORTED_HEADS', 'Detections', 'FlatPredictions', 'detector_family', 'flat_predictions',
     'select_boxes', 'first_component_projection', 'compose_box_maps', 'energy_inside',

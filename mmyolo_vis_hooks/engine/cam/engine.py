@@ -11,6 +11,12 @@ Captured outputs are handed downstream as a fresh node: MMYOLO necks whose ``out
 level-2 box w.r.t. that tensor would also flow through level 0's path. With the fresh node, the
 gradient is the one w.r.t. what the layer returned to its callers: for the default target layers
 (all of ``neck.out_layers``) a box's map lives on its own level only.
+
+A target layer must be one the box scores are computed from (the backbone, the neck, the head's
+classification/objectness branch), for every method: on any other layer (a side branch whose
+output is discarded, the head's box-regression branch) a gradient is undefined and EigenCAM or
+AblationCAM maps say nothing about the boxes. :meth:`BoxCAM.check_target_layers` finds such
+layers with one small forward; the gradient path also refuses them at run time.
 """
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -38,6 +44,41 @@ def default_target_layers(model: nn.Module) -> List[str]:
         raise ValueError(f'{type(neck).__name__} has no out_layers: pass target_layers '
                          f'explicitly (e.g. "neck", or "backbone.stage4")')
     return [f'neck.out_layers[{i}]' for i in range(len(out_layers))]
+
+
+def target_layer_error(model: nn.Module, problems: Dict[str, str]) -> str:
+    """The message for target layers (or ``layer[i]`` outputs) that cannot carry a box CAM:
+    each one with its reason, then what is accepted."""
+    listed = '; '.join(f'{key!r} {why}' for key, why in problems.items())
+    try:
+        examples = 'backbone and neck layers such as ' + ', '.join(
+            repr(p) for p in default_target_layers(model)) + ' (the default)'
+    except ValueError:
+        examples = 'backbone and neck layers such as "backbone.stage4"'
+    return (f'these target layers cannot be explained by box CAMs: {listed}. A box CAM shows '
+            f'how a layer the box score is computed from contributes to it (for every method: '
+            f'on another layer EigenCAM and AblationCAM maps say nothing about the boxes). '
+            f'Accepted: layers with a 4-D (N, C, H, W) output that the scores of '
+            f'{type(model.bbox_head).__name__} depend on: {examples}, or layers of the head\'s '
+            f'classification/objectness branch (not its box-regression branch). '
+            f'--preview-model (tools/boxam_vis.py) lists every layer.')
+
+
+def _not_depending_reason(model: nn.Module) -> str:
+    return (f'does not feed the box scores (the scores of {type(model.bbox_head).__name__} do '
+            f'not depend on its output)')
+
+
+def _not_depending(scores: Tensor, keys: Sequence[str], acts: Sequence[Tensor]) -> List[str]:
+    """Keys of the activations the scores' autograd graph does not reach (structurally: a
+    gradient that happens to be zero still counts as a dependence)."""
+    if not scores.requires_grad:
+        return list(keys)
+    linked = [i for i, act in enumerate(acts) if act.requires_grad]
+    grads = torch.autograd.grad(scores.sum(), [acts[i] for i in linked], allow_unused=True) \
+        if linked else []
+    reached = {i for i, grad in zip(linked, grads) if grad is not None}
+    return [key for i, key in enumerate(keys) if i not in reached]
 
 
 def _rebind(value):
@@ -71,9 +112,23 @@ class _GradientCapture(ActivationCapture):
             if not self.enabled:
                 return None
             anchors, downstream = _rebind(output)
-            self.outputs[path] = flatten_output(anchors)
+            self._record(path, output, flatten_output(anchors))
             return downstream
         return record
+
+
+def _layer_outputs(capture: ActivationCapture
+                   ) -> Tuple[List[str], List[Tuple[str, int, int]], List[Tensor]]:
+    """The 4-D outputs a capture recorded: their keys, sources ``(path, index, count)`` and
+    tensors."""
+    keys, sources, acts = [], [], []
+    for path, tensors in capture.outputs.items():
+        for index, (key, tensor) in enumerate(zip(output_keys(path, len(tensors)), tensors)):
+            if tensor.dim() == 4:
+                keys.append(key)
+                sources.append((path, index, len(tensors)))
+                acts.append(tensor)
+    return keys, sources, acts
 
 
 class _ReplaceOutput:
@@ -153,7 +208,9 @@ class BoxCAM:
             the box when its IoU is at least this. Defaults to 0.5.
 
     Raises:
-        ValueError: Unsupported detector, unknown method or layer, bad option.
+        ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
+            scores do not depend on is found by :meth:`check_target_layers` (one small
+            forward), and by gradient methods when they run.
     """
 
     def __init__(self,
@@ -214,6 +271,50 @@ class BoxCAM:
             with torch.no_grad():
                 return self._explain(inputs)
 
+    def probe_target_layers(self, input_size: Tuple[int, int] = (64, 64)) -> Dict[str, str]:
+        """Which target layers cannot carry a box CAM, and why, from ONE forward of zeros.
+
+        The forward runs as a gradient method's does (eval mode, parameters frozen, the target
+        layers' outputs as graph nodes) whatever this engine's method, and the model is
+        restored afterwards (modes, ``requires_grad``, ``.grad``, buffers, RNG). A layer the
+        scores depend on is one the autograd graph of all the head's scores reaches.
+
+        Args:
+            input_size (tuple[int, int]): ``(H, W)`` of the zero input; a multiple of the
+                largest stride. Defaults to (64, 64).
+
+        Returns:
+            dict[str, str]: Per layer (or ``layer[i]`` output) that did not run, gave no 4-D
+            map, or that the scores do not depend on, the reason; empty when all are usable.
+        """
+        param = next(self.model.parameters(), None)
+        inputs = torch.zeros((1, 3, *input_size), device=param.device if param is not None
+                             else 'cpu')
+        with preserved_model_state(self.model):
+            self.model.eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            with torch.enable_grad(), _GradientCapture(self.model, self.target_layers) as cap:
+                scores = flat_predictions(self.model.bbox_head, self.model.bbox_head(
+                    self.model.extract_feat(inputs))).log_scores
+            missing = cap.missing_maps()
+            keys, sources, acts = _layer_outputs(cap)
+            unused = set(_not_depending(scores, keys, acts))
+        problems: Dict[str, str] = {}  # in the order of target_layers
+        for path in self.target_layers:
+            if path in missing:
+                problems[path] = missing[path]
+            problems.update({key: _not_depending_reason(self.model)
+                             for key, source in zip(keys, sources)
+                             if source[0] == path and key in unused})
+        return problems
+
+    def check_target_layers(self, input_size: Tuple[int, int] = (64, 64)) -> None:
+        """Raises ValueError naming every target layer :meth:`probe_target_layers` rejects."""
+        problems = self.probe_target_layers(input_size)
+        if problems:
+            raise ValueError(target_layer_error(self.model, problems))
+
     def explain_data(self, data: dict) -> Tuple[List[BoxCAMResult], List[dict]]:
         """CAMs for a collated batch straight from a test pipeline (``pseudo_collate``): the
         model's data preprocessor runs first (eval mode, no augmentation).
@@ -233,24 +334,21 @@ class BoxCAM:
         with capture:
             feats = model.extract_feat(inputs)
             preds = flat_predictions(model.bbox_head, model.bbox_head(feats))
-        keys, sources, acts = [], [], []
-        for path, tensors in capture.outputs.items():
-            for index, (key, tensor) in enumerate(zip(output_keys(path, len(tensors)),
-                                                      tensors)):
-                if tensor.dim() == 4:
-                    keys.append(key)
-                    sources.append((path, index, len(tensors)))
-                    acts.append(tensor)
-        if not acts:
-            raise ValueError(f'the target layers {self.target_layers} produced no 4-D feature '
-                             f'map (or did not run)')
+        missing = capture.missing_maps()
+        if missing:
+            raise ValueError(target_layer_error(model, missing))
+        keys, sources, acts = _layer_outputs(capture)
+        empty = {key: tuple(act.shape) for key, act in zip(keys, acts) if 0 in act.shape[-2:]}
+        if empty:
+            raise ValueError(f'empty feature maps (no pixels) from the target layers: {empty}')
         return feats, preds, keys, sources, acts
 
     def _explain(self, inputs: Tensor) -> List[BoxCAMResult]:
         feats, preds, keys, sources, acts = self._forward(inputs)
         head = self.model.bbox_head
         dets = select_boxes(preds, head.test_cfg, self.score_thr, self.topk)
-        grads = self._box_gradients(preds, dets, acts) if self.method.uses_gradients else None
+        grads = self._box_gradients(preds, dets, keys, acts) \
+            if self.method.uses_gradients else None
         results = []
         height, width = inputs.shape[-2:]
         for b, det in enumerate(dets):
@@ -272,11 +370,15 @@ class BoxCAM:
         return results
 
     def _box_gradients(self, preds: FlatPredictions, dets: List[Detections],
-                       acts: List[Tensor]) -> List[List[Tensor]]:
+                       keys: List[str], acts: List[Tensor]) -> List[List[Tensor]]:
         """Per layer, per image, ``(K_b, C, h, w)``: gradient of each box's own score.
 
         Taken as ``score * grad(log score)``: the same gradient, without the float32 underflow
         of ``sigmoid`` for confident boxes.
+
+        Raises:
+            ValueError: The scores do not depend on some target layer (instead of autograd's
+                "does not require grad" / "appears to not have been used in the graph").
         """
         index = [(b, int(p), int(c)) for b, det in enumerate(dets)
                  for p, c in zip(det.priors, det.labels)]
@@ -284,6 +386,8 @@ class BoxCAM:
             return [[a.new_zeros((0, *a.shape[1:])) for _ in dets] for a in acts]
         bi, pi, ci = (torch.tensor(v, device=preds.scores.device) for v in zip(*index))
         targets = preds.log_scores[bi, pi, ci]
+        if not targets.requires_grad:
+            self._raise_not_depending(keys)
         target_scores = preds.scores[bi, pi, ci].detach()
         total = targets.numel()
         try:
@@ -295,13 +399,13 @@ class BoxCAM:
                                            allow_unused=True) for k in range(total)]
             flat = [None if per_box[0][li] is None else
                     torch.stack([g[li] for g in per_box]) for li in range(len(acts))]
+        # Targets index the flat scores of every level: a layer feeding any score is reached.
+        unused = [key for key, grad in zip(keys, flat) if grad is None]
+        if unused:
+            self._raise_not_depending(unused)
         out = []
         for li, act in enumerate(acts):
-            grad = flat[li]
-            if grad is None:  # the layer does not influence the scores
-                grad = act.new_zeros((total, *act.shape))
-            else:
-                grad = grad * target_scores.view(-1, *([1] * act.dim()))
+            grad = flat[li] * target_scores.view(-1, *([1] * act.dim()))
             # row k holds the gradient of target k; keep its own image only
             per_image, start = [], 0
             for b, det in enumerate(dets):
@@ -310,6 +414,10 @@ class BoxCAM:
                 start += k
             out.append(per_image)
         return out
+
+    def _raise_not_depending(self, keys: Sequence[str]) -> None:
+        reason = _not_depending_reason(self.model)
+        raise ValueError(target_layer_error(self.model, {key: reason for key in keys}))
 
     def _rescorer(self, inputs: Tensor, feats, source: Tuple[str, int, int], b: int,
                   det: Detections) -> Callable[[Tensor], Tensor]:
