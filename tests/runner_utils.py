@@ -1,12 +1,15 @@
-"""Building small real Runner configs on the generated shapes data (imported by tests)."""
+"""Building small real Runner configs on the generated shapes data, reading their TensorBoard
+events back, and loading the tools as modules (imported by tests)."""
 import copy
 import glob
+import importlib.util
 import os.path as osp
+from types import ModuleType
 from typing import List, Optional
 
 from mmengine.config import Config
 
-from conftest import DEMO_CONFIG
+from conftest import DEMO_CONFIG, REPO_ROOT
 
 
 def tiny_train_cfg(data_root: str, work_dir: str, epochs: int = 2,
@@ -53,3 +56,15 @@ def read_events(work_dir: str):
 
 def image_steps(acc, tag: str) -> List[int]:
     return [event.step for event in acc.Images(tag)]
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` imported as a module (the tools are scripts, not a package), e.g.
+    ``load_tool('boxam_vis').main([...])`` runs the tool in this process."""
+    path = osp.join(REPO_ROOT, 'tools', f'{name}.py')
+    if not osp.isfile(path):
+        raise ValueError(f'no tool {name!r}: {path} does not exist')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,18 +1,14 @@
 """tools/boxam_vis.py end to end on generated images (in-process: main(argv))."""
-import importlib.util
-import os.path as osp
 import re
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_CONFIG, REPO_ROOT
+from conftest import DEMO_CONFIG, packaged_config
+from runner_utils import load_tool
 
-_spec = importlib.util.spec_from_file_location(
-    'boxam_vis_tool', osp.join(REPO_ROOT, 'tools', 'boxam_vis.py'))
-boxam_vis = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(boxam_vis)
+boxam_vis = load_tool('boxam_vis')
 
 
 def test_folder_per_box_grids(tmp_path, shapes_data, demo_checkpoint, capsys):
@@ -84,3 +80,16 @@ def test_bad_arguments_are_clear_errors(tmp_path, shapes_data, capsys, args, err
                         str(tmp_path)])
     text = capsys.readouterr().err if error is SystemExit else str(info.value)
     assert re.search(message, text), text
+
+
+def test_layer_the_scores_do_not_depend_on_is_refused_before_any_image(tmp_path, shapes_data):
+    """YOLOv8's box-regression branch, with a gradient-free method (which would otherwise draw
+    maps unrelated to the boxes, or nothing): a clear error before any image is read."""
+    with pytest.raises(ValueError, match=r"'bbox_head\.head_module\.reg_preds\[0\]' does not "
+                       r'feed the box scores \(the scores of YOLOv8Head do not depend on its '
+                       r"output\).*Accepted: .*'neck\.out_layers\[0\]'"):
+        boxam_vis.main([shapes_data + 'val/val_00000.png',
+                        packaged_config('yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py'),
+                        '--method', 'eigencam', '--score-thr', '0', '--target-layers',
+                        'bbox_head.head_module.reg_preds[0]', '--out-dir', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()

@@ -5,7 +5,6 @@ loading and the trained demo detector in ``tests/assets``.
 import contextlib
 import glob
 import hashlib
-import importlib.util
 import inspect
 import os
 import os.path as osp
@@ -14,15 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def _load_run_demo():
-    spec = importlib.util.spec_from_file_location(
-        'run_demo', osp.join(REPO_ROOT, 'tools', 'run_demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import REPO_ROOT
+from runner_utils import load_tool
 
 
 def _tree_digest(root):
@@ -207,7 +199,7 @@ def restore_torch_threads():
 def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path, monkeypatch,
                                                        reset_singletons, capsys,
                                                        restore_torch_threads):
-    run_demo = _load_run_demo()
+    run_demo = load_tool('run_demo')
     work_dir = str(tmp_path / 'work')
     common = ['--data-dir', small_demo_data, '--work-dir', work_dir]
 
@@ -263,7 +255,7 @@ def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path
 
 
 def test_main_job_generates_missing_data(tmp_path, monkeypatch):
-    run_demo = _load_run_demo()
+    run_demo = load_tool('run_demo')
     calls = []
     monkeypatch.setattr(run_demo, 'generate_demo_data',
                         lambda out_dir, seed: calls.append((out_dir, seed)))
@@ -277,7 +269,7 @@ def test_main_job_generates_missing_data(tmp_path, monkeypatch):
 
 
 def test_main_job_rejects_bad_numbers(capsys):
-    run_demo = _load_run_demo()
+    run_demo = load_tool('run_demo')
     for flag in ('--epochs', '--threads'):
         with pytest.raises(SystemExit):
             run_demo.parse_args([flag, '0'])
