@@ -232,11 +232,16 @@ def main():
     classes = model.dataset_meta.get('classes')
     gt_boxes, gt_labels = load_coco_ground_truth(args.ann, osp.basename(args.image), classes)
     rows = []
-    for name, agnostic in (('sliced, class-wise merge', False),
-                           ('sliced, class-agnostic merge', True)):
+    iou = args.merge_iou_thr
+    merges = (('sliced, class-wise NMS IOU', MergeConfig('nms', 'IOU', iou, False)),
+              ('sliced, class-agnostic NMS IOU', MergeConfig('nms', 'IOU', iou, True)),
+              # sahi's default postprocess, and the same merge measures with NMS
+              ('sliced, GREEDYNMM IOS 0.5 (sahi)', MergeConfig('greedynmm', 'IOS', 0.5, False)),
+              ('sliced, GREEDYNMM IOS 0.5 agnostic', MergeConfig('greedynmm', 'IOS', 0.5, True)),
+              ('sliced, NMS IOS 0.5 agnostic', MergeConfig('nms', 'IOS', 0.5, True)))
+    for name, merge_cfg in merges:
         s = SliceSettings(patch_size=patch, overlap_ratio=args.overlap,
-                          batch_size=args.batch_size, score_thr=args.score_thr,
-                          merge=MergeConfig('nms', 'IOU', args.merge_iou_thr, agnostic))
+                          batch_size=args.batch_size, score_thr=args.score_thr, merge=merge_cfg)
         rows.append((name, sliced_predict(predictor, image, s).detections))
     whole = predictor.predict([read_window(image, np.array([0, 0, width, height]))],
                               args.score_thr)[0]

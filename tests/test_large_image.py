@@ -2,7 +2,6 @@
 sahi's own API, bad input. Random-init models come from the demo config (saved to a real
 checkpoint file); one full-size run uses the trained demo detector.
 """
-import importlib.util
 import json
 import os.path as osp
 
@@ -11,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_CONFIG, REPO_ROOT
+from conftest import DEMO_CONFIG
+from runner_utils import load_tool
 
 from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeConfig,
                                              SliceSettings, load_coco_ground_truth,
@@ -21,15 +21,7 @@ from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeCo
 LOW_THR = 0.02  # random-init boxes score low; this keeps plenty of them
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'large_image_infer', osp.join(REPO_ROOT, 'tools', 'large_image_infer.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool('large_image_infer')
 
 
 @pytest.fixture(scope='module')
