@@ -101,7 +101,10 @@ def test_capture_across_families(tmp_path, config):
         assert map_to_original(featmap.mean(0), sample.meta).shape == (200, 400)
 
 
-def test_hook_logs_each_epoch_and_reuses_val_forward(tmp_path, shapes_data):
+def test_hook_logs_each_epoch_and_reuses_val_forward(tmp_path, shapes_data, monkeypatch):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+    monkeypatch.setattr(record_writer, 'masked_crc32c', masked_crc32c)  # TensorBoard's own
     hook = dict(type='FeatMapVisHook', interval=1, num_images=2,
                 target_layers=['neck', 'backbone.stem'], channel_reduction='squeeze_mean')
     cfg = tiny_train_cfg(shapes_data, str(tmp_path / 'work'), epochs=2, custom_hooks=[hook],
@@ -132,6 +135,10 @@ def test_hook_logs_each_epoch_and_reuses_val_forward(tmp_path, shapes_data):
         dead = acc.Scalars(f'featmap_stats/{key}/dead_ratio')
         assert all(0.0 <= e.value <= 1.0 for e in dead)
         assert [e.step for e in acc.Histograms(f'featmap_stats/{key}')] == [1, 2]
+    # The events were checksummed by the C CRC-32C the hook installed (and read back above
+    # by TensorBoard's reader, which checks every record's CRC).
+    assert record_writer.masked_crc32c is not masked_crc32c
+    assert getattr(record_writer.masked_crc32c, '_mmyolo_vis_hooks_fast_crc', False)
     # LocalVisBackend wrote the same images as PNG files.
     pngs = list((tmp_path / 'work').rglob('featmap/*/neck[[]0]_2.png'))
     assert len(pngs) == 2
@@ -168,3 +175,43 @@ def test_resize_mode_matches_own_pipeline(tmp_path, shapes_data):
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FeatMapVisHook(**kwargs)
+
+
+def test_fast_event_checksum_writes_the_same_bytes(monkeypatch, tmp_path):
+    """The C CRC-32C gives TensorBoard's records byte for byte; a record with a wrong
+    checksum is refused by TensorBoard's reader (so the read-back tests would notice)."""
+    import io
+    import os
+
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import (PyRecordReader_New,
+                                                                      masked_crc32c)
+    from tensorboard.summary.writer import record_writer
+
+    from mmyolo_vis_hooks.backends import install_fast_event_crc
+    payloads = [b'', b'x', os.urandom(1000), os.urandom(300_000)]
+
+    def records(crc):
+        monkeypatch.setattr(record_writer, 'masked_crc32c', crc)
+        buffer = io.BytesIO()
+        writer = record_writer.RecordWriter(buffer)
+        for data in payloads:
+            writer.write(data)
+        return buffer.getvalue()
+
+    reference = records(masked_crc32c)
+    monkeypatch.setattr(record_writer, 'masked_crc32c', masked_crc32c)
+    assert install_fast_event_crc() and install_fast_event_crc()  # idempotent
+    fast = record_writer.masked_crc32c
+    assert fast is not masked_crc32c and records(fast) == reference
+
+    monkeypatch.setenv('MMYOLO_VIS_HOOKS_KEEP_TB_CRC', '1')
+    monkeypatch.setattr(record_writer, 'masked_crc32c', masked_crc32c)
+    assert not install_fast_event_crc() and record_writer.masked_crc32c is masked_crc32c
+
+    corrupt = records(lambda data: (masked_crc32c(data) + 1) & 0xFFFFFFFF)
+    path = tmp_path / 'corrupt.tfevents'
+    path.write_bytes(corrupt)
+    reader = PyRecordReader_New(str(path))
+    with pytest.raises(errors.DataLossError):
+        reader.GetNext()

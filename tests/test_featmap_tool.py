@@ -61,6 +61,9 @@ def test_cfg_options_reach_the_model(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['--target-layers', 'neck.out_layer[1]'], 'unknown layer'),
     (['--channel-reduction', 'none', '--topk', '6'], 'fewer than topk=6'),
+    # The head's module returns lists of per-level outputs; a loss module never runs.
+    (['--target-layers', 'bbox_head.head_module'], "'bbox_head.head_module' returned tuple("),
+    (['--target-layers', 'bbox_head.loss_obj'], "'bbox_head.loss_obj' did not run"),
 ])
 def test_bad_arguments_are_clear_errors(tmp_path, shapes_data, args, message):
     result = run_tool(shapes_data + 'val/val_00000.png', DEMO_CONFIG, *args, '--out-dir',

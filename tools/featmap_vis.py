@@ -75,7 +75,8 @@ def main(argv=None) -> None:
     score_thr = args.score_thr if args.score_thr <= 1 else None
     for img_id, path in enumerate(tqdm(paths, desc='feature maps', unit='img')):
         data = load_image(path, img_id)
-        captured = forward_and_capture(model, data, args.target_layers)[0]
+        captured = forward_and_capture(model, data, args.target_layers,
+                                       owner='featmap_vis')[0]
         image = display_image(read_rgb(path), args.max_size)
         tiles, titles = [], []
         for key, featmap in captured.maps.items():

@@ -42,15 +42,33 @@ def captured_from_output(maps: Dict[str, torch.Tensor], data_sample) -> Captured
     return sample
 
 
+def no_feature_map_error(owner: str, missing: Dict[str, str]) -> ValueError:
+    """The error for target layers that gave nothing to draw (``ActivationCapture.missing_maps``
+    after a forward), naming what is accepted."""
+    listed = '; '.join(f'{path!r} {why}' for path, why in missing.items())
+    return ValueError(
+        f'{owner}: these target layers give no feature map to draw: {listed}. Accepted: layers '
+        f'run by the network\'s forward whose output is a 4-D (N, C, H, W) tensor, or a '
+        f'tuple/list of them (drawn as <layer>[i]), e.g. "backbone.stem", "neck", '
+        f'"neck.out_layers[0]"; for a head, one of its conv layers. --preview-model '
+        f'(tools/featmap_vis.py) lists every layer\'s output shapes.')
+
+
 @torch.no_grad()
-def forward_and_capture(model: nn.Module, data: dict,
-                        target_layers: Sequence[str]) -> List[CapturedSample]:
+def forward_and_capture(model: nn.Module, data: dict, target_layers: Sequence[str],
+                        owner: str = 'feature maps') -> List[CapturedSample]:
     """Runs ``model.test_step`` on a collated batch and captures ``target_layers``.
 
     The caller owns the model's mode (use ``engine.model_state.preserved_model_state``).
+
+    Raises:
+        ValueError: A target layer did not run or gave no 4-D map (message from ``owner``).
     """
     with ActivationCapture(model, target_layers) as capture:
         outputs = model.test_step(data)
+    missing = capture.missing_maps()
+    if missing:
+        raise no_feature_map_error(owner, missing)
     return [captured_from_output(capture.maps(i), out) for i, out in enumerate(outputs)]
 
 

@@ -12,6 +12,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop
 from torch import nn
 
+from ..backends.tensorboard_crc import install_fast_event_crc
 from ..engine.align import check_align, resize_only_pipeline
 from ..engine.render import check_alpha
 from ..engine.selection import (SampleRef, check_selection, load_through_pipeline,
@@ -103,6 +104,9 @@ class BaseVisHook(Hook):
     def before_run(self, runner) -> None:
         """Checks the model and chooses the images before the first iteration."""
         self.check_model(self.unwrap(runner.model))
+        # TensorBoard's pure-Python record checksum would make every logged picture stall
+        # the training loop (see backends/tensorboard_crc.py); same bytes, C speed.
+        install_fast_event_crc()
         loop = runner._val_loop
         if loop is None:
             if runner._train_loop is not None:

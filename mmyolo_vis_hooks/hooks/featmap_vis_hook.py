@@ -5,7 +5,8 @@ import torch
 from mmyolo.registry import HOOKS
 
 from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
-                              display_image, forward_and_capture, render_layer)
+                              display_image, forward_and_capture, no_feature_map_error,
+                              render_layer)
 from ..engine.layers import ActivationCapture, resolve_layer
 from ..engine.model_state import preserved_model_state
 from ..engine.reduce import check_reduction
@@ -99,14 +100,7 @@ class FeatMapVisHook(BaseVisHook):
             return
         missing = capture.missing_maps()
         if missing:
-            listed = '; '.join(f'{path!r} {why}' for path, why in missing.items())
-            raise ValueError(
-                f'FeatMapVisHook: these target layers give no feature map to draw: {listed}. '
-                f'Accepted: layers run by the network\'s forward whose output is a 4-D '
-                f'(N, C, H, W) tensor, or a tuple/list of them (drawn as <layer>[i]), e.g. '
-                f'"backbone.stem", "neck", "neck.out_layers[0]"; for a head, one of its conv '
-                f'layers. --preview-model (tools/featmap_vis.py) lists every layer\'s output '
-                f'shapes.')
+            raise no_feature_map_error('FeatMapVisHook', missing)
         if self.channel_reduction is not None or self.topk > 0:
             return
         bad = {key: int(m.shape[0]) for key, m in capture.maps().items()
@@ -175,7 +169,7 @@ class FeatMapVisHook(BaseVisHook):
                     with preserved_model_state(model):
                         model.eval()
                         captured = forward_and_capture(model, self.load_batch(sample),
-                                                       self.target_layers)[0]
+                                                       self.target_layers, 'FeatMapVisHook')[0]
                 image = display_image(read_rgb(sample.img_path), self.max_size)
             except Exception as err:  # noqa: BLE001
                 self.fail(f'skipped image {sample.name}', err)
