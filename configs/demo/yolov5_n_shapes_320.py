@@ -47,39 +47,33 @@ pre_transform = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
 ]
-train_pipeline = [
-    *pre_transform,
-    dict(type='Mosaic', img_scale=img_scale, pad_val=114.0, pre_transform=pre_transform),
-    dict(
-        type='YOLOv5RandomAffine',
-        max_rotate_degree=0.0,
-        max_shear_degree=0.0,
-        scaling_ratio_range=scaling_ratio_range,
-        border=(-img_scale[0] // 2, -img_scale[1] // 2),
-        border_val=(114, 114, 114)),
+random_affine = dict(
+    type='YOLOv5RandomAffine',
+    max_rotate_degree=0.0,
+    max_shear_degree=0.0,
+    scaling_ratio_range=scaling_ratio_range,
+    border_val=(114, 114, 114))
+# Colour, flip and packing end both training stages.
+train_tail = [
     dict(type='YOLOv5HSVRandomAug'),
     dict(type='mmdet.RandomFlip', prob=0.5),
     dict(
         type='mmdet.PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')),
 ]
+train_pipeline = [
+    *pre_transform,
+    dict(type='Mosaic', img_scale=img_scale, pad_val=114.0, pre_transform=pre_transform),
+    dict(**random_affine, border=(-img_scale[0] // 2, -img_scale[1] // 2)),
+    *train_tail,
+]
 # Close mosaic: whole images, letterboxed, with a milder affine (YOLOv8 style stage 2).
 train_pipeline_stage2 = [
     *pre_transform,
     dict(type='YOLOv5KeepRatioResize', scale=img_scale),
     dict(type='LetterResize', scale=img_scale, allow_scale_up=True, pad_val=dict(img=114.0)),
-    dict(
-        type='YOLOv5RandomAffine',
-        max_rotate_degree=0.0,
-        max_shear_degree=0.0,
-        scaling_ratio_range=scaling_ratio_range,
-        max_aspect_ratio=100,
-        border_val=(114, 114, 114)),
-    dict(type='YOLOv5HSVRandomAug'),
-    dict(type='mmdet.RandomFlip', prob=0.5),
-    dict(
-        type='mmdet.PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')),
+    dict(**random_affine, max_aspect_ratio=100),
+    *train_tail,
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
