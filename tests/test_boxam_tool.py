@@ -33,13 +33,17 @@ def test_folder_per_box_grids(tmp_path, shapes_data, demo_checkpoint, capsys):
 
 
 def test_merged_box_normalised_ablation_resize_mode(tmp_path, shapes_data, demo_checkpoint,
-                                                     capsys):
+                                                     capsys, monkeypatch):
+    """... and --show without a display says so instead of failing."""
     out = tmp_path / 'out'
     image = shapes_data + 'val/val_00002.png'
+    monkeypatch.delenv('DISPLAY', raising=False)
     boxam_vis.main([image, DEMO_CONFIG, demo_checkpoint, '--method', 'ablationcam',
                     '--ratio-channels-to-ablate', '0.25', '--batch-size', '16', '--merge',
                     '--norm-in-bbox', '--align', 'resize', '--topk', '3', '--max-size', '200',
-                    '--out-dir', str(out)])
+                    '--out-dir', str(out), '--show'])
+    assert '--show: no display (DISPLAY is unset); val_00002.png not shown' in \
+        capsys.readouterr().err
     drawn = cv2.imread(str(out / 'val_00002.png'))
     ori = cv2.imread(image)
     scale = 200 / max(ori.shape[:2])

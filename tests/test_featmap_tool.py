@@ -1,4 +1,5 @@
 """tools/featmap_vis.py end to end on generated images."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -11,9 +12,9 @@ from conftest import DEMO_CONFIG, REPO_ROOT
 TOOL = osp.join(REPO_ROOT, 'tools', 'featmap_vis.py')
 
 
-def run_tool(*args):
+def run_tool(*args, env=None):
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
 
 
 def test_folder_of_images_all_layers_drawn(tmp_path, shapes_data):
@@ -70,3 +71,12 @@ def test_bad_arguments_are_clear_errors(tmp_path, shapes_data, args, message):
                       str(tmp_path))
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_show_without_a_display_writes_and_says_so(tmp_path, shapes_data):
+    env = {k: v for k, v in os.environ.items() if k != 'DISPLAY'}
+    result = run_tool(shapes_data + 'val/val_00001.png', DEMO_CONFIG, '--target-layers', 'neck',
+                      '--out-dir', str(tmp_path), '--show', env=env)
+    assert result.returncode == 0, result.stderr
+    assert '--show: no display (DISPLAY is unset); val_00001.png not shown' in result.stderr
+    assert (tmp_path / 'val_00001.png').exists()

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from mmyolo_vis_hooks.engine.cam import METHODS, BoxCAM
 from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams
 from mmyolo_vis_hooks.engine.cli import (add_align_arg, add_model_args, add_preview_arg,
-                                         input_size_of, print_layer_preview)
+                                         input_size_of, print_layer_preview, show_image)
 from mmyolo_vis_hooks.engine.featmap import display_image
 from mmyolo_vis_hooks.engine.images import list_images
 from mmyolo_vis_hooks.engine.inference import build_detector, build_image_loader
@@ -107,8 +107,7 @@ def main(argv=None) -> None:
         cv2.imwrite(out, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         written += 1
         if args.show:
-            cv2.imshow('boxam', cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            cv2.waitKey(0)
+            show_image(osp.basename(path), drawn)
     print(f'wrote {written} image(s) to {args.out_dir}' +
           (f'; {len(empty)} image(s) without boxes above the threshold' if empty else ''))
 

@@ -13,7 +13,7 @@ import cv2
 from tqdm import tqdm
 
 from mmyolo_vis_hooks.engine.cli import (add_align_arg, add_model_args, add_preview_arg,
-                                         input_size_of, print_layer_preview)
+                                         input_size_of, print_layer_preview, show_image)
 from mmyolo_vis_hooks.engine.featmap import display_image, forward_and_capture, render_layer
 from mmyolo_vis_hooks.engine.images import list_images
 from mmyolo_vis_hooks.engine.inference import build_detector, build_image_loader
@@ -90,8 +90,7 @@ def main(argv=None) -> None:
         os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
         cv2.imwrite(out, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         if args.show:
-            cv2.imshow('featmap', cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-            cv2.waitKey(0)
+            show_image(osp.basename(path), grid)
     print(f'wrote {len(paths)} image(s) to {args.out_file or args.out_dir}')
 
 

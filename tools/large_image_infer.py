@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmyolo_vis_hooks.engine.cli import show_image  # noqa: E402
 from mmyolo_vis_hooks.engine.images import list_images  # noqa: E402
 from mmyolo_vis_hooks.engine.inference import build_detector  # noqa: E402
 from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections,  # noqa: E402
@@ -190,19 +191,6 @@ class ImagePrefetcher:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _show(name: str, rgb: np.ndarray) -> None:
-    if sys.platform.startswith('linux') and not os.environ.get('DISPLAY'):
-        print(f'--show: no display (DISPLAY is unset); {name} not shown', file=sys.stderr)
-        return
-    try:
-        cv2.imshow(name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        cv2.waitKey(0)
-        cv2.destroyWindow(name)
-    except cv2.error as err:  # e.g. an OpenCV build without GUI support
-        print(f'--show: OpenCV cannot open a window ({str(err).strip().splitlines()[-1]}); '
-              f'{name} not shown', file=sys.stderr)
-
-
 class LargeImageRunner:
     """Runs sliced inference on image files and writes the pictures and the COCO JSON.
 
@@ -282,7 +270,7 @@ class LargeImageRunner:
                                      f'{osp.basename(stem)}_{idx:04d}_{x1}_{y1}.png'), patch)
         self._add_time('drawing', time.perf_counter() - drawing)
         if self.show:
-            _show(name, annotated)
+            show_image(name, annotated)
         return result
 
     def _add_time(self, phase: str, seconds: float) -> None:

@@ -1,5 +1,8 @@
-"""Argument pieces shared by the offline tools (same flag names as MMYOLO's demos)."""
+"""Argument pieces shared by the offline tools (same flag names as MMYOLO's demos), and their
+``--show``."""
 import argparse
+import os
+import sys
 
 from mmengine.config import DictAction
 
@@ -58,3 +61,22 @@ def input_size_of(cfg) -> tuple:
             scale = step['scale']
             return (scale, scale) if isinstance(scale, int) else tuple(scale)
     return (640, 640)
+
+
+def show_image(window: str, rgb) -> bool:
+    """``--show``: the RGB picture in a window until a key is pressed. Without a display (no
+    ``DISPLAY`` on Linux) or with an OpenCV built without GUI support, says so on stderr and
+    returns False instead of failing: the picture is written to disk either way."""
+    import cv2
+    if sys.platform.startswith('linux') and not os.environ.get('DISPLAY'):
+        print(f'--show: no display (DISPLAY is unset); {window} not shown', file=sys.stderr)
+        return False
+    try:
+        cv2.imshow(window, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.waitKey(0)
+        cv2.destroyWindow(window)
+    except cv2.error as err:
+        print(f'--show: OpenCV cannot open a window ({str(err).strip().splitlines()[-1]}); '
+              f'{window} not shown', file=sys.stderr)
+        return False
+    return True
