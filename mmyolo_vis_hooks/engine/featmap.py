@@ -42,11 +42,14 @@ def captured_from_output(maps: Dict[str, torch.Tensor], data_sample) -> Captured
     return sample
 
 
-def no_feature_map_error(owner: str, missing: Dict[str, str]) -> ValueError:
-    """The error for target layers that gave nothing to draw (``ActivationCapture.missing_maps``
-    after a forward), naming what is accepted."""
+def check_feature_maps(capture: ActivationCapture, owner: str) -> None:
+    """After a forward: raises ValueError (prefixed with ``owner``) naming every target layer
+    that gave nothing to draw (``ActivationCapture.missing_maps``) and what is accepted."""
+    missing = capture.missing_maps()
+    if not missing:
+        return
     listed = '; '.join(f'{path!r} {why}' for path, why in missing.items())
-    return ValueError(
+    raise ValueError(
         f'{owner}: these target layers give no feature map to draw: {listed}. Accepted: layers '
         f'run by the network\'s forward whose output is a 4-D (N, C, H, W) tensor, or a '
         f'tuple/list of them (drawn as <layer>[i]), e.g. "backbone.stem", "neck", '
@@ -66,9 +69,7 @@ def forward_and_capture(model: nn.Module, data: dict, target_layers: Sequence[st
     """
     with ActivationCapture(model, target_layers) as capture:
         outputs = model.test_step(data)
-    missing = capture.missing_maps()
-    if missing:
-        raise no_feature_map_error(owner, missing)
+    check_feature_maps(capture, owner)
     return [captured_from_output(capture.maps(i), out) for i, out in enumerate(outputs)]
 
 

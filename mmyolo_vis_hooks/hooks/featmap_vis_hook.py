@@ -5,7 +5,7 @@ import torch
 from mmyolo.registry import HOOKS
 
 from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
-                              display_image, forward_and_capture, no_feature_map_error,
+                              check_feature_maps, display_image, forward_and_capture,
                               render_layer)
 from ..engine.layers import ActivationCapture, resolve_layer
 from ..engine.model_state import preserved_model_state
@@ -98,9 +98,7 @@ class FeatMapVisHook(BaseVisHook):
             self.fail('could not check the outputs of the target layers with a 64x64 dummy '
                       'forward', err)
             return
-        missing = capture.missing_maps()
-        if missing:
-            raise no_feature_map_error('FeatMapVisHook', missing)
+        check_feature_maps(capture, 'FeatMapVisHook')
         if self.channel_reduction is not None or self.topk > 0:
             return
         bad = {key: int(m.shape[0]) for key, m in capture.maps().items()
