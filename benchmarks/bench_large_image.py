@@ -30,7 +30,6 @@ import os
 import os.path as osp
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from typing import Callable, Dict, List
@@ -38,20 +37,17 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
+from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeConfig,
+                                             SliceSettings, load_coco_ground_truth,
+                                             match_detections, matched_fraction, read_window,
+                                             resolve_patch_size, slice_windows, sliced_predict)
+from mmyolo_vis_hooks.runtime.images import read_image
+from mmyolo_vis_hooks.runtime.large_image import LargeImageRunner
+from mmyolo_vis_hooks.runtime.memory import keep_freed_memory
+from mmyolo_vis_hooks.runtime.models import build_detector
+from mmyolo_vis_hooks.sahi_adapter import MMYOLODetectionModel
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.join(ROOT, 'tools'))
-
-from large_image_infer import LargeImageRunner, keep_freed_memory, read_image  # noqa: E402
-
-from mmyolo_vis_hooks.engine.inference import build_detector  # noqa: E402
-from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections,  # noqa: E402
-                                             MergeConfig, SliceSettings,
-                                             load_coco_ground_truth, match_detections,
-                                             matched_fraction, read_window,
-                                             resolve_patch_size, slice_windows,
-                                             sliced_predict)
-from mmyolo_vis_hooks.sahi_adapter import MMYOLODetectionModel  # noqa: E402
 
 
 def parse_args():

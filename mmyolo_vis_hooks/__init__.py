@@ -5,7 +5,7 @@ with ``default_scope='mmyolo'`` name them bare) and allow-lists the globals that
 checkpoints carry, so that ``torch.load(weights_only=True)`` can resume a run.
 """
 from .backends import ActivationStatsVisBackend
-from .engine.checkpoint import register_safe_globals
+from .runtime.checkpoint import register_safe_globals
 from .hooks import FeatMapVisHook
 from .version import __version__
 

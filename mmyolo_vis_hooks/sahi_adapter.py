@@ -6,9 +6,10 @@ from sahi.models.base import DetectionModel
 from sahi.prediction import ObjectPrediction
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 
-from .engine.inference import build_detector
+from .runtime.models import build_detector
 from .engine.slicing import BatchPredictor, Detections
-from .engine.slicing.grid import image_geometry, to_rgb
+from .engine.core.render import to_rgb
+from .engine.slicing.grid import image_geometry
 
 
 class MMYOLODetectionModel(DetectionModel):

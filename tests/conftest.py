@@ -14,7 +14,10 @@ PACKAGED_CONFIGS = osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs')
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes_320.py')
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# MMYOLO_VIS_TEST_THREADS runs the suite with another torch thread count (another kernel path):
+# numeric tests must pass with 1 and 2.
+torch.set_num_threads(int(os.environ.get('MMYOLO_VIS_TEST_THREADS', 0))
+                      or max(1, min(2, os.cpu_count() or 1)))
 
 
 def packaged_config(relpath: str) -> str:
@@ -56,12 +59,49 @@ def demo_config():
 def demo_checkpoint():
     """Path of the trained demo detector (weights only, fp16; see tests/assets/README.md).
 
-    Load it with ``mmyolo_vis_hooks.engine.inference.build_detector(demo_config, path)``.
+    Load it with ``mmyolo_vis_hooks.runtime.models.build_detector(demo_config, path)``.
     """
     if not osp.isfile(DEMO_CHECKPOINT):
         raise FileNotFoundError(f'{DEMO_CHECKPOINT} is missing; tests/assets/README.md says '
                                 'how to produce it')
     return DEMO_CHECKPOINT
+
+
+@pytest.fixture(scope='session')
+def random_checkpoint(tmp_path_factory):
+    """A random-init demo detector saved as a real weights-only checkpoint (sliced inference,
+    the large-image tool and the sahi adapter)."""
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    torch.manual_seed(0)
+    model = build_detector(DEMO_CONFIG)
+    path = str(tmp_path_factory.mktemp('ckpt') / 'random.pth')
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(model.dataset_meta))), path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def random_demo_detector(random_checkpoint):
+    """The demo detector built from ``random_checkpoint`` (eval mode; tests leave it so)."""
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    return build_detector(DEMO_CONFIG, random_checkpoint)
+
+
+@pytest.fixture(scope='session')
+def small_large_image(tmp_path_factory):
+    """A 1000x700 large-style image (16-40 px shapes): its path and its COCO ground truth."""
+    from mmyolo_vis_hooks.data.synthetic_shapes import generate_large_image
+    root = str(tmp_path_factory.mktemp('small_large'))
+    ann = generate_large_image(root, seed=3, width=1000, height=700, num_objects=30)
+    return osp.join(root, 'large_00000.png'), ann
+
+
+@pytest.fixture
+def fast_config_dump(monkeypatch):
+    """Skips yapf's pretty-printing of the config text (4 x ~2 s per Runner on a loaded 2-core
+    machine): the Runner logs and dumps the unformatted, equally valid, config instead."""
+    import mmengine.config.config as config_module
+    monkeypatch.setattr(config_module, 'FormatCode', lambda text, **kwargs: (text, False))
 
 
 @pytest.fixture

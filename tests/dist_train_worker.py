@@ -10,19 +10,17 @@ Usage:
 """
 import faulthandler
 import json
-import os
 import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import get_rank
+from mmengine.runner import Runner
 
-import torch  # noqa: E402
-import torch.distributed as torch_dist  # noqa: E402
-from mmengine.dist import get_rank  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from runner_utils import tiny_train_cfg  # noqa: E402
+# Run as a script, Python puts this file's folder (tests/) first on sys.path.
+from runner_utils import tiny_train_cfg
 
 
 def main() -> None:

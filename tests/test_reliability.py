@@ -1,11 +1,10 @@
-"""Issue #5, reliability: the visualization hooks never disturb training.
+"""Cross-cutting guarantees: the visualization hooks never disturb training.
 
 Real Runners on the generated shapes data: training is bit-for-bit the same with and without
 the hooks (EMA included); 2-process CPU training under torchrun with visualizations on rank 0
 only; resume logs each epoch once; faults during training warn (or raise with ``strict=True``)
-while training goes on; bad configuration fails before the first training iteration; repeated
-visualizations neither grow memory nor leave hooks behind; the tools refuse code-running
-checkpoints.
+while training goes on; repeated visualizations neither grow memory nor leave hooks behind.
+(Bad configuration: tests/hooks/test_bad_configuration.py.)
 """
 import copy
 import glob
@@ -29,26 +28,18 @@ from mmengine.runner import Runner
 from mmengine.visualization.vis_backend import BaseVisBackend
 from torch import nn
 
-from conftest import DEMO_CONFIG, REPO_ROOT, packaged_config
+from conftest import DEMO_CONFIG, REPO_ROOT
 from runner_utils import tiny_train_cfg
 
-from mmyolo.models.backbones import YOLOv5CSPDarknet
-from mmyolo.models.dense_heads import YOLOv5Head
-from mmyolo.registry import MODELS, VISBACKENDS
+from mmyolo.registry import VISBACKENDS
 from mmyolo_vis_hooks.hooks import VisualizationWarning
+
+pytestmark = pytest.mark.slow  # every test trains or validates a real Runner
 
 TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch: enough to move weights, BN and EMA
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def fast_config_dump(monkeypatch):
-    """Skips yapf's pretty-printing of the config text (4 x ~2 s per Runner on a loaded 2-core
-    machine): the Runner logs and dumps the unformatted, equally valid, config instead."""
-    import mmengine.config.config as config_module
-    monkeypatch.setattr(config_module, 'FormatCode', lambda text, **kwargs: (text, False))
 
 
 def _vis_hooks(**common) -> list:
@@ -517,184 +508,6 @@ def test_faults_raise_with_strict(tmp_path, shapes_data, fast_config_dump, hook_
         FailingVisBackend.broken = True
 
 
-# --------------------------------------------------------------------------- bad configuration
-
-
-def _no_val(cfg):
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-
-
-@MODELS.register_module(force=True)
-class YOLOv5CSPDarknetWithSideLayers(YOLOv5CSPDarknet):
-    """The demo backbone with two layers on the stem output whose results the detector does not
-    use: ``side_conv`` (a 4-D map) and ``side_tokens`` (flattened to (N, C, H*W), as a token
-    sequence)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.side_conv = nn.Conv2d(self.stem.conv.out_channels, 4, 1)
-        self.side_tokens = nn.Flatten(2)
-        self.stem.register_forward_hook(self._side_layers)
-
-    def _side_layers(self, stem, inputs, output):
-        self.side_conv(output)
-        self.side_tokens(output)
-
-
-def _side_layers(cfg):
-    cfg.model.backbone.type = 'YOLOv5CSPDarknetWithSideLayers'
-
-
-def _yolov8(cfg):
-    """MMYOLO's packaged YOLOv8-n for the 3 shape classes: its head has separate class and box
-    branches."""
-    yolov8 = Config.fromfile(packaged_config('yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py'))
-    model = yolov8.model
-    model.bbox_head.head_module.num_classes = 3
-    model.train_cfg.assigner.num_classes = 3
-    cfg.model = model
-
-
-# What the new layer checks must say was wrong and what is accepted ({}: the head's class).
-ACCEPTED_FEATMAP_LAYERS = (r"Accepted: layers run by the network's forward whose output is a "
-                           r'4-D \(N, C, H, W\) tensor, or a tuple/list of them')
-SCORES_DO_NOT_DEPEND = (r'does not feed the box scores \(the scores of {} do not depend on its '
-                        r'output\)')
-ACCEPTED_BOXAM_LAYERS = (r'Accepted: layers with a 4-D \(N, C, H, W\) output that the scores of '
-                         r"{} depend on: backbone and neck layers such as 'neck\.out_layers\[0\]'")
-
-FEATMAP_BAD_CONFIGS = [
-    # (hook arguments, config change, error message pattern: what was wrong + what is accepted)
-    (dict(target_layers=['neck.out_layer[2]']), None,
-     r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
-    (dict(target_layers=['backbone.stage1[9]']), None,
-     r"unknown layer 'backbone\.stage1\[9\]'.*nearest valid layers: .*backbone\.stage1\[0\]"),
-    (dict(target_layers=['neck..out_layers']), None,
-     r"'neck\.\.out_layers' has an empty segment; expected dotted names with optional \[index\]"),
-    (dict(target_layers=['neck[a]']), None,
-     r"cannot parse layer path 'neck\[a\]' at '\[a\]'; expected dotted names with optional"),
-    (dict(target_layers=[]), None, r'target_layers must be a non-empty list of layer paths'),
-    (dict(target_layers=[3]), None, r'target_layers must be a non-empty list of layer paths'),
-    (dict(target_layers=['neck', 'backbone.side_tokens']), _side_layers,
-     r"give no feature map to draw: 'backbone\.side_tokens' returned Tensor\[1, 16, 1024\], "
-     r"not a 4-D \(N, C, H, W\) tensor or a tuple/list of them\. " + ACCEPTED_FEATMAP_LAYERS),
-    (dict(target_layers=['bbox_head.head_module']), None,
-     r"'bbox_head\.head_module' returned tuple\(list\[3\], list\[3\], list\[3\]\), not a 4-D "
-     r"\(N, C, H, W\) tensor or a tuple/list of them\. " + ACCEPTED_FEATMAP_LAYERS),
-    (dict(target_layers=['bbox_head.loss_obj']), None,
-     r"'bbox_head\.loss_obj' did not run in the forward \(a loss or training-only module\?\)\. "
-     + ACCEPTED_FEATMAP_LAYERS),
-    (dict(channel_reduction='max'), None,
-     r"channel_reduction must be one of \('squeeze_mean', 'select_max', None\), got 'max'"),
-    (dict(channel_reduction=None, topk=5, arrangement=(2, 2)), None,
-     r'arrangement \(2, 2\) has 4 cells, fewer than topk=5; use rows \* cols >= topk'),
-    (dict(channel_reduction=None, topk=0), None, r'topk must be a positive int or -1'),
-    (dict(channel_reduction=None, topk=4, arrangement=3), None,
-     r'arrangement must be \(rows, cols\) of positive ints, got 3'),
-    (dict(channel_reduction=None, topk=-1, target_layers=['neck.out_layers[0]']), None,
-     r"topk=-1 draws each map as it is, which needs 1 or 3 channels; these layers have "
-     r"more or fewer: \{'neck\.out_layers\[0\]': 64\}\. Use channel_reduction=\"squeeze_mean\""),
-    (dict(interval=0), None, r'interval must be a positive int, got 0'),
-    (dict(interval=-2), None, r'interval must be a positive int, got -2'),
-    (dict(interval=1.5), None, r'interval must be a positive int, got 1\.5'),
-    (dict(num_images=2.5), None, r'num_images must be a positive int, got 2\.5'),
-    (dict(num_images=0), None, r'num_images must be a positive int, got 0'),
-    (dict(img_indices=[1, 100]), None,
-     r'img_indices \[100\] out of range: the validation dataset has 8 images '
-     r'\(valid indices 0\.\.7\)'),
-    (dict(img_indices=[-1]), None, r'img_indices must hold non-negative ints, got -1'),
-    (dict(img_indices='0'), None, r"img_indices must be a non-empty list of ints, got '0'"),
-    (dict(align='stretch'), None, r"align must be one of \('letterbox', 'resize'\), got 'stretch'"),
-    (dict(alpha=1.5), None, r'alpha must be a number in \[0, 1\], got 1\.5'),
-    (dict(alpha=-0.1), None, r'alpha must be a number in \[0, 1\], got -0\.1'),
-    (dict(score_thr=1.5), None, r'score_thr must be None or a number in \[0, 1\], got 1\.5'),
-    (dict(score_thr='high'), None, r"score_thr must be None or a number in \[0, 1\], got 'high'"),
-    (dict(max_size=0), None, r'max_size must be None or an int >= 32, got 0'),
-    (dict(max_size=320.5), None, r'max_size must be None or an int >= 32, got 320\.5'),
-    (dict(seed='zero'), None, r"seed must be an int, got 'zero'"),
-    (dict(strict='yes'), None, r"strict must be a bool, got 'yes'"),
-    (dict(log_stats='no'), None, r"log_stats must be a bool, got 'no'"),
-    (dict(), _no_val,
-     r'no val_dataloader / val_cfg; add val_dataloader, val_cfg and val_evaluator'),
-]
-
-
-def _case_id(case):
-    hook_args, change, _ = case[-3:]
-    parts = [f'{k}={v}' for k, v in hook_args.items()]
-    if change is not None:
-        parts.append(change.__name__.strip('_'))
-    return '-'.join(parts).replace(' ', '')
-
-
-def _custom_head(cfg):
-    cfg.model.bbox_head.type = 'CustomYOLOv5Head'
-
-
-BOXAM_BAD_CONFIGS = [
-    (dict(method='gradcamm'), None,
-     r"method must be one or a list of gradcam, gradcam\+\+, .*; got 'gradcamm'"),
-    (dict(method=[]), None, r'method must be one or a list of gradcam'),
-    (dict(), _custom_head,
-     r'box CAMs do not support the head CustomYOLOv5Head; supported heads: YOLOv5Head'),
-    (dict(target_layers=['neck.out_layer[2]']), None,
-     r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
-    (dict(target_layers=[]), None, r'target_layers must be None or a non-empty list'),
-    # Layers the box scores do not depend on: refused for every method, gradient-free too.
-    *[(dict(method=method, target_layers=['neck.out_layers[0]', 'backbone.side_conv']),
-       _side_layers,
-       r"cannot be explained by box CAMs: 'backbone\.side_conv' "
-       + SCORES_DO_NOT_DEPEND.format('YOLOv5Head') + r'\. .*'
-       + ACCEPTED_BOXAM_LAYERS.format('YOLOv5Head'))
-      for method in ('gradcam', 'eigencam', 'ablationcam')],
-    (dict(target_layers=['bbox_head.head_module.reg_preds[0]']), _yolov8,
-     r"'bbox_head\.head_module\.reg_preds\[0\]' " + SCORES_DO_NOT_DEPEND.format('YOLOv8Head')
-     + r".*" + ACCEPTED_BOXAM_LAYERS.format('YOLOv8Head')
-     + r".*or layers of the head's classification/objectness branch \(not its box-regression"),
-    (dict(target_layers=['bbox_head.loss_cls']), None,
-     r"'bbox_head\.loss_cls' did not run in the forward .*"
-     + ACCEPTED_BOXAM_LAYERS.format('YOLOv5Head')),
-    (dict(topk='3'), None, r"topk must be an int \(<= 0: all boxes\), got '3'"),
-    (dict(score_thr=None), None, r'score_thr must be a number in \[0, 1\]'),
-    (dict(batch_size=0), None, r'batch_size must be a positive int, got 0'),
-    (dict(ratio_channels_to_ablate=0), None,
-     r'ratio_channels_to_ablate must be a number in \(0, 1\], got 0'),
-    (dict(merge='yes'), None, r"merge must be a bool, got 'yes'"),
-    (dict(interval=0), None, r'interval must be a positive int, got 0'),
-    (dict(img_indices=[100]), None, r'img_indices \[100\] out of range'),
-]
-
-BAD_CONFIGS = ([('FeatMapVisHook', *case) for case in FEATMAP_BAD_CONFIGS] +
-               [('BoxAMVisHook', *case) for case in BOXAM_BAD_CONFIGS])
-
-
-@MODELS.register_module(force=True)
-class CustomYOLOv5Head(YOLOv5Head):
-    """A user's own head (box CAMs support only MMYOLO's exact head classes)."""
-
-
-@pytest.mark.parametrize('hook_type, hook_args, change, message', BAD_CONFIGS,
-                         ids=[f'{t}-{_case_id(c)}' for t, *c in BAD_CONFIGS])
-def test_bad_configuration_fails_before_training(tmp_path, shapes_data, fast_config_dump,
-                                                 hook_type, hook_args, change, message):
-    work = str(tmp_path / 'work')
-    hook = dict(dict(type=hook_type, num_images=2), **hook_args)
-    cfg = _train_cfg(shapes_data, work, 1, [hook])
-    if change is not None:
-        change(cfg)
-    train_forwards = []
-    runner = None
-    with pytest.raises(ValueError, match=message):
-        runner = Runner.from_cfg(cfg)  # hook construction errors surface here
-        runner.model.register_forward_pre_hook(
-            lambda module, args: train_forwards.append(1) if module.training else None)
-        runner.train()  # model checks and image selection: before_run
-    assert train_forwards == []
-    assert runner is None or runner.iter == 0
-    assert not glob.glob(osp.join(work, '*.pth'))
-
-
 # --------------------------------------------------------------------------- memory
 
 
@@ -717,67 +530,3 @@ def test_repeated_visualizations_keep_memory_and_hooks(tmp_path, shapes_data):
     assert measured['images_per_run'] == 2 * 6 + 1
     assert measured['growth'] <= 50, measured
     assert measured['changed_hooks'] == {}
-
-
-# --------------------------------------------------------------------------- safe loading
-
-
-class _RunsCode:
-    """Unpickling this runs ``touch <marker>``."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}', )
-
-
-def _tool_commands(image, checkpoint, out_dir):
-    """Arguments of every tool that takes a checkpoint."""
-    return {
-        'featmap_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
-        'boxam_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
-        'large_image_infer': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir,
-                              '--no-progress'],
-    }
-
-
-def test_every_tool_taking_a_checkpoint_is_covered():
-    """A new tool with a checkpoint argument joins the refusal test below."""
-    takes_checkpoint = set()
-    for path in glob.glob(osp.join(REPO_ROOT, 'tools', '*.py')):
-        with open(path, encoding='utf-8') as f:
-            source = f.read()
-        if 'add_model_args(' in source or "add_argument('checkpoint'" in source:
-            takes_checkpoint.add(osp.splitext(osp.basename(path))[0])
-    assert takes_checkpoint == set(_tool_commands('img', 'ckpt', 'out'))
-
-
-def _run_tool(name, args):
-    return subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', f'{name}.py'), *args],
-                          capture_output=True, text=True, timeout=600)
-
-
-@pytest.mark.parametrize('tool', ['featmap_vis', 'large_image_infer', 'boxam_vis'])
-def test_tools_refuse_code_running_checkpoint(tmp_path, shapes_data, tool):
-    marker = tmp_path / 'pwned'
-    checkpoint = str(tmp_path / 'evil.pth')
-    torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=_RunsCode(marker)), checkpoint)
-    commands = _tool_commands(_val_path(shapes_data, 0), checkpoint, str(tmp_path / 'out'))
-    result = _run_tool(tool, commands[tool])
-    assert result.returncode != 0
-    assert f'Refusing to load {checkpoint}' in result.stderr, result.stderr[-3000:]
-    assert '--unsafe-load' in result.stderr
-    assert not marker.exists()
-
-
-def test_unsafe_load_is_an_explicit_opt_out(tmp_path, shapes_data):
-    marker = tmp_path / 'ran'
-    checkpoint = str(tmp_path / 'trusted.pth')
-    torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=_RunsCode(marker)), checkpoint)
-    args = _tool_commands(_val_path(shapes_data, 0), checkpoint,
-                          str(tmp_path / 'out'))['featmap_vis']
-    result = _run_tool('featmap_vis', args + ['--unsafe-load'])
-    assert marker.exists()  # the file's code ran: the opt-out really unpickles everything
-    assert 'Refusing to load' not in result.stderr
-    assert 'weights_only=False: code inside the file runs' in result.stderr

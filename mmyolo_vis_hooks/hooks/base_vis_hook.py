@@ -12,11 +12,13 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop
 from torch import nn
 
+from .. import mmengine_compat
 from ..backends.tensorboard_crc import install_fast_event_crc
-from ..engine.align import check_align, resize_only_pipeline
-from ..engine.render import check_alpha
-from ..engine.selection import (SampleRef, check_selection, load_through_pipeline,
-                                sample_refs, select_indices)
+from ..engine.core.checks import check_bool, check_int, check_number, owned_by
+from ..engine.core.pipeline import check_align, resize_only_pipeline
+from ..engine.core.render import check_alpha
+from ..engine.core.selection import (SampleRef, check_selection, load_through_pipeline,
+                                     sample_refs, select_indices)
 
 
 class VisualizationWarning(UserWarning):
@@ -61,24 +63,18 @@ class BaseVisHook(Hook):
                  score_thr: Optional[float] = 0.3,
                  max_size: Optional[int] = 640,
                  strict: bool = False) -> None:
-        name = type(self).__name__
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f'{name}: interval must be a positive int, got {interval!r}')
-        check_selection(num_images, img_indices)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f'{name}: seed must be an int, got {seed!r}')
-        check_align(align)
-        check_alpha(alpha)
-        if score_thr is not None and (isinstance(score_thr, bool) or
-                                      not isinstance(score_thr, (int, float))
-                                      or not 0 <= score_thr <= 1):
-            raise ValueError(f'{name}: score_thr must be None or a number in [0, 1], '
-                             f'got {score_thr!r}')
-        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
-                                     or max_size < 32):
-            raise ValueError(f'{name}: max_size must be None or an int >= 32, got {max_size!r}')
-        if not isinstance(strict, bool):
-            raise ValueError(f'{name}: strict must be a bool, got {strict!r}')
+        with owned_by(type(self).__name__):
+            check_int('interval', interval, low=1)
+            check_selection(num_images, img_indices)
+            check_int('seed', seed)
+            check_align(align)
+            check_alpha(alpha)
+            if score_thr is not None:
+                check_number('score_thr', score_thr, 0, 1,
+                             accepted='None or a number in [0, 1]')
+            if max_size is not None:
+                check_int('max_size', max_size, low=32, accepted='None or an int >= 32')
+            check_bool('strict', strict)
         self.interval = interval
         self.num_images = num_images
         self.img_indices = list(img_indices) if img_indices is not None else None
@@ -107,9 +103,9 @@ class BaseVisHook(Hook):
         # TensorBoard's pure-Python record checksum would make every logged picture stall
         # the training loop (see backends/tensorboard_crc.py); same bytes, C speed.
         install_fast_event_crc()
-        loop = runner._val_loop
+        loop = mmengine_compat.built_val_loop(runner)
         if loop is None:
-            if runner._train_loop is not None:
+            if mmengine_compat.built_train_loop(runner) is not None:
                 raise ValueError(f'{type(self).__name__} visualizes validation images but the '
                                  f'config has no val_dataloader / val_cfg; add val_dataloader, '
                                  f'val_cfg and val_evaluator, or remove the hook')
@@ -165,7 +161,7 @@ class BaseVisHook(Hook):
         """Sends an RGB image to every backend; one failing backend does not stop the others."""
         for name, backend in self._backends(runner).items():
             try:
-                img_dir = getattr(backend.experiment, '_img_save_dir', None)
+                img_dir = mmengine_compat.local_image_dir(backend)
                 if img_dir and '/' in tag:  # LocalVisBackend writes <tag>_<step>.png
                     os.makedirs(osp.join(img_dir, osp.dirname(tag)), exist_ok=True)
                 backend.add_image(tag, image, step=step)
@@ -182,4 +178,4 @@ class BaseVisHook(Hook):
     @staticmethod
     def _backends(runner) -> dict:
         # Per-backend calls (instead of Visualizer.add_image) isolate a failing backend.
-        return dict(getattr(runner.visualizer, '_vis_backends', {}))
+        return mmengine_compat.vis_backends(runner.visualizer)

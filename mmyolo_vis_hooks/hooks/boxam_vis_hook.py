@@ -5,12 +5,13 @@ import numpy as np
 import torch
 from mmyolo.registry import HOOKS
 
-from ..engine.cam import METHODS, BoxCAM, target_layer_error
-from ..engine.cam.methods import AblationCAM, build_method
+from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
+from ..engine.cam.methods import build_method
 from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
-from ..engine.featmap import display_image
-from ..engine.model_state import preserved_model_state
-from ..engine.selection import read_rgb
+from ..engine.core.checks import check_bool, check_str_list, owned_by
+from ..engine.core.model_state import preserved_model_state
+from ..engine.core.render import display_image
+from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 
 
@@ -34,6 +35,11 @@ class BoxAMVisHook(BaseVisHook):
       merged CAM (maximum over the explained boxes) that falls inside the image's ground-truth
       boxes, averaged over the chosen images that have explained boxes (not logged in an
       epoch where no image has a box above ``score_thr``).
+
+    A box whose CAM is float32 noise (its target's gradient underflowed, or its maps vary no
+    more than rounding; ``engine/cam/reliability.py``) is named in a warning (image, box index,
+    label, score, reason; with ``strict=True`` an error) and drawn without heat: its tile is the
+    plain image with its box, captioned ``noise``.
 
     Example:
         >>> custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
@@ -62,6 +68,11 @@ class BoxAMVisHook(BaseVisHook):
         ratio_channels_to_ablate (float): AblationCAM: share of channels ablated, in (0, 1].
             Defaults to 1.0.
         log_energy (bool): Log the pointing-game scalar. Defaults to True.
+        target (str): What gradient methods differentiate for a box: ``'logit'`` (the class
+            logit of its label at its prior, plus the objectness logit for YOLOv5, YOLOv7 and
+            YOLOX; cannot underflow) or ``'log_score'`` (the log of its score; the maps are
+            those of the score's gradient, which underflows for very confident boxes). Ignored
+            by ``eigencam`` and ``ablationcam`` (see ``BoxCAM``). Defaults to 'logit'.
         **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``
             (``'letterbox'`` or ``'resize'``), ``alpha``, ``score_thr`` (the boxes explained;
             a number is required), ``max_size``, ``strict``; see ``BaseVisHook``.
@@ -78,32 +89,24 @@ class BoxAMVisHook(BaseVisHook):
                  batch_size: int = 32,
                  ratio_channels_to_ablate: float = 1.0,
                  log_energy: bool = True,
+                 target: str = DEFAULT_TARGET,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        methods = [method] if isinstance(method, str) else list(method or [])
-        if not methods or not all(isinstance(m, str) and m.lower() in METHODS for m in methods):
-            raise ValueError(f'BoxAMVisHook: method must be one or a list of '
-                             f'{", ".join(METHODS)}; got {method!r}')
-        if isinstance(target_layers, str):
-            target_layers = [target_layers]
-        if target_layers is not None and (
-                not isinstance(target_layers, Sequence) or not target_layers
-                or not all(isinstance(t, str) and t for t in target_layers)):
-            raise ValueError(f'BoxAMVisHook: target_layers must be None or a non-empty list of '
-                             f'layer paths such as "neck.out_layers[2]", got {target_layers!r}')
-        if isinstance(topk, bool) or not isinstance(topk, int):
-            raise ValueError(f'BoxAMVisHook: topk must be an int (<= 0: all boxes), got {topk!r}')
-        if self.score_thr is None:
-            raise ValueError('BoxAMVisHook: score_thr must be a number in [0, 1]: it chooses '
-                             'the boxes to explain')
-        for name, value in (('norm_in_bbox', norm_in_bbox), ('merge', merge),
-                            ('log_energy', log_energy)):
-            if not isinstance(value, bool):
-                raise ValueError(f'BoxAMVisHook: {name} must be a bool, got {value!r}')
-        try:  # the same checks the engine makes, before any model exists
-            AblationCAM(batch_size, ratio_channels_to_ablate)
-        except ValueError as err:
-            raise ValueError(f'BoxAMVisHook: {err}') from None
+        with owned_by('BoxAMVisHook'):
+            methods = check_str_list('method', method, ', '.join(METHODS))
+            if target_layers is not None:
+                target_layers = check_str_list('target_layers', target_layers,
+                                               '"neck.out_layers[2]"')
+            if self.score_thr is None:
+                raise ValueError('score_thr must be a number in [0, 1]: it chooses the boxes '
+                                 'to explain')
+            for name, value in (('norm_in_bbox', norm_in_bbox), ('merge', merge),
+                                ('log_energy', log_energy)):
+                check_bool(name, value)
+            for name in methods:  # the engine's own checks, before any model exists
+                BoxCAM.check_options(name, self.score_thr, topk, batch_size,
+                                     ratio_channels_to_ablate, target=target,
+                                     owner='BoxAMVisHook')
         self.methods = [build_method(m).name for m in methods]
         self.target_layers = None if target_layers is None else list(target_layers)
         self.topk = topk
@@ -112,6 +115,7 @@ class BoxAMVisHook(BaseVisHook):
         self.batch_size = batch_size
         self.ratio_channels_to_ablate = float(ratio_channels_to_ablate)
         self.log_energy = log_energy
+        self.target = target
         self._cams: Dict[str, BoxCAM] = {}
 
     def check_model(self, model) -> None:
@@ -120,7 +124,8 @@ class BoxAMVisHook(BaseVisHook):
         self._cams = {
             method: BoxCAM(model, method, self.target_layers, score_thr=self.score_thr,
                            topk=self.topk, batch_size=self.batch_size,
-                           ratio_channels_to_ablate=self.ratio_channels_to_ablate)
+                           ratio_channels_to_ablate=self.ratio_channels_to_ablate,
+                           target=self.target)
             for method in self.methods
         }
         self._check_score_dependence(model, next(iter(self._cams.values())))
@@ -162,6 +167,9 @@ class BoxAMVisHook(BaseVisHook):
                         if len(result) == 0:
                             self.fail(f'{method}: no box above score_thr={self.score_thr} on '
                                       f'{sample.name}; the plain image is logged')
+                        for line in result.unreliable_messages(self._class_names):
+                            self.fail(f'{method}: image {sample.name}: {line}; drawn without '
+                                      f'heat')
                         drawn = draw_box_cams(image, result, meta, self._class_names,
                                               self.norm_in_bbox, self.merge, self.alpha)
                         if self.log_energy:

@@ -4,13 +4,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from mmyolo.registry import HOOKS
 
+from ..engine.core.checks import check_bool, check_str_list, owned_by
+from ..engine.core.layers import ActivationCapture
+from ..engine.core.model_state import preserved_model_state
+from ..engine.core.render import display_image
 from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
-                              check_feature_maps, display_image, forward_and_capture,
+                              check_reduction, forward_and_capture, probe_feature_layers,
                               render_layer)
-from ..engine.layers import ActivationCapture, resolve_layer
-from ..engine.model_state import preserved_model_state
-from ..engine.reduce import check_reduction
-from ..engine.selection import read_rgb
+from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 
 
@@ -21,8 +22,17 @@ class FeatMapVisHook(BaseVisHook):
     With ``align='letterbox'`` the maps are captured during the validation forward itself (no
     extra forward); images validation did not reach on this process (e.g. another rank's shard)
     get one eval forward of their own. ``align='resize'`` always runs one eval forward per
-    image through the resize-only pipeline. Tags: ``featmap/<image>/<layer>`` (a layer whose
-    module returns a tuple gives ``<layer>[i]``), step = epoch. With ``log_stats`` every
+    image through the resize-only pipeline. Tags: ``featmap/<image>/<key>``, step = epoch, where
+    the key names one map:
+
+    - ``<layer>``: the layer's output;
+    - ``<layer>[i]``: element ``i`` of a layer returning a tuple/list (e.g. ``neck[2]``);
+    - ``<layer>@<c>``: call ``c`` (from 0) of a module that runs more than once per forward,
+      e.g. RTMDet's head convolutions shared across pyramid levels (``share_conv=True``):
+      ``bbox_head.head_module.cls_convs[0][0].conv@0``, ``@1``, ``@2`` are levels 0, 1, 2;
+      with a tuple output, ``<layer>@<c>[i]``.
+
+    With ``log_stats`` every
     backend that has ``add_activation_stats`` (``ActivationStatsVisBackend``) also gets
     per-layer statistics over the chosen images.
 
@@ -36,7 +46,8 @@ class FeatMapVisHook(BaseVisHook):
         target_layers (Sequence[str]): Dotted layer paths with indexing, e.g. ``'neck'``,
             ``'backbone.stage4'``, ``'neck.out_layers[2]'``. Each layer must run in the
             network's forward and output a 4-D (N, C, H, W) tensor, or a tuple/list holding
-            such tensors (each drawn as ``<layer>[i]``; other elements are skipped); anything
+            such tensors (each drawn as ``<layer>[i]``; other elements are skipped). Every call
+            of a module that runs several times is drawn (``<layer>@<c>``). Anything
             else (a loss module, a head returning lists per level, a 2-D/3-D tensor) is
             refused before training, found by one 64x64 eval forward. Defaults to ('neck',).
         channel_reduction (str, optional): ``'squeeze_mean'``, ``'select_max'`` or None
@@ -59,15 +70,11 @@ class FeatMapVisHook(BaseVisHook):
                  log_stats: bool = True,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if isinstance(target_layers, str):
-            target_layers = [target_layers]
-        if (not isinstance(target_layers, Sequence) or not target_layers
-                or not all(isinstance(t, str) and t for t in target_layers)):
-            raise ValueError(f'FeatMapVisHook: target_layers must be a non-empty list of layer '
-                             f'paths such as "neck.out_layers[2]", got {target_layers!r}')
-        check_reduction(channel_reduction, topk, arrangement)
-        if not isinstance(log_stats, bool):
-            raise ValueError(f'FeatMapVisHook: log_stats must be a bool, got {log_stats!r}')
+        with owned_by('FeatMapVisHook'):
+            target_layers = check_str_list('target_layers', target_layers,
+                                           '"neck.out_layers[2]"')
+            check_reduction(channel_reduction, topk, arrangement)
+            check_bool('log_stats', log_stats)
         self.target_layers = list(target_layers)
         self.channel_reduction = channel_reduction
         self.topk = topk
@@ -78,31 +85,21 @@ class FeatMapVisHook(BaseVisHook):
         self._batch_hits: list = []
 
     def check_model(self, model) -> None:
-        for path in self.target_layers:
-            resolve_layer(model, path)
-        self._check_outputs(model)
-
-    def _check_outputs(self, model) -> None:
-        """What the target layers output is only known from a forward: one 64x64 eval forward
-        (the model is restored afterwards) raises before training instead of drawing nothing.
-        Each layer must give a 4-D map; with ``topk=-1`` and no reduction each map is drawn
-        as it is, which needs 1 or 3 channels."""
-        param = next(model.parameters(), None)
-        dummy = torch.zeros(1, 3, 64, 64, device=param.device if param is not None else 'cpu')
+        """What the target layers output is only known from a forward: the engine's probe
+        (one 64x64 eval forward, the model restored afterwards) raises before training
+        instead of drawing nothing. With ``topk=-1`` and no reduction each map is drawn as it
+        is, which needs 1 or 3 channels."""
         try:
-            with preserved_model_state(model), torch.no_grad(), ActivationCapture(
-                    model, self.target_layers) as capture:
-                model.eval()
-                model(dummy, mode='tensor')
+            shapes = probe_feature_layers(model, self.target_layers, 'FeatMapVisHook')
+        except ValueError:
+            raise
         except Exception as err:  # noqa: BLE001 - an unusual model: warn, draw what comes
             self.fail('could not check the outputs of the target layers with a 64x64 dummy '
                       'forward', err)
             return
-        check_feature_maps(capture, 'FeatMapVisHook')
         if self.channel_reduction is not None or self.topk > 0:
             return
-        bad = {key: int(m.shape[0]) for key, m in capture.maps().items()
-               if m.shape[0] not in (1, 3)}
+        bad = {key: shape[0] for key, shape in shapes.items() if shape[0] not in (1, 3)}
         if bad:
             raise ValueError(
                 f'FeatMapVisHook: channel_reduction=None with topk={self.topk} draws each map '
@@ -130,6 +127,7 @@ class FeatMapVisHook(BaseVisHook):
         paths = [ds.metainfo.get('img_path') for ds in data_batch.get('data_samples', [])]
         self._batch_hits = [(j, p) for j, p in enumerate(paths)
                             if p in wanted and p not in self._captured]
+        self._capture.clear()  # calls are counted per forward: a new batch starts at @0
         self._capture.enabled = bool(self._batch_hits)
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

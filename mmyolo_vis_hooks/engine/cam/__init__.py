@@ -5,16 +5,19 @@ per box; ``compose`` turns them into image maps (``norm_in_boxes``, ``merge_box_
 """
 from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_boxes,
                       normalize_maps)
-from .engine import BoxCAM, BoxCAMResult, default_target_layers, target_layer_error
+from .engine import (DEFAULT_TARGET, TARGETS, BoxCAM, BoxCAMResult, default_target_layers,
+                     target_layer_error)
 from .methods import (METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod, EigenCAM,
                       EigenGradCAM, GradCAM, GradCAMPlusPlus, LayerCAM, LayerContext, XGradCAM,
                       build_method)
 from .predictions import (SUPPORTED_HEADS, Detections, FlatPredictions, detector_family,
                           flat_predictions, select_boxes)
 from .projection import first_component_projection
+from .reliability import NOISE_FACTOR, at_noise_level, box_reasons
 
 __all__ = [
-    'BoxCAM', 'BoxCAMResult', 'default_target_layers', 'target_layer_error', 'METHODS',
+    'BoxCAM', 'BoxCAMResult', 'DEFAULT_TARGET', 'TARGETS', 'default_target_layers',
+    'target_layer_error', 'NOISE_FACTOR', 'at_noise_level', 'box_reasons', 'METHODS',
     'BoxCAMMethod', 'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
     'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'LayerContext', 'build_method',
     'SUPPORTED_HEADS', 'Detections', 'FlatPredictions', 'detector_family', 'flat_predictions',

@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..align import boxes_to_original, map_to_original
+from ..core.geometry import map_to_original
 
 EPS = 1e-7
 
@@ -122,4 +122,4 @@ def energy_inside(heat: Tensor, boxes: Tensor) -> Optional[float]:
 
 
 __all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_boxes', 'merge_box_maps',
-           'energy_inside', 'boxes_to_original']
+           'energy_inside']

@@ -18,18 +18,26 @@ output is discarded, the head's box-regression branch) a gradient is undefined a
 AblationCAM maps say nothing about the boxes. :meth:`BoxCAM.check_target_layers` finds such
 layers with one small forward; the gradient path also refuses them at run time.
 """
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..layers import ActivationCapture, flatten_output, output_keys, resolve_layer
-from ..model_state import preserved_model_state
+from ..core.geometry import original_size
+from ..core.layers import ActivationCapture, OutputSource, flatten_output, resolve_layer
+from ..core.model_state import preserved_model_state
 from .compose import box_masks, compose_box_maps
-from .methods import AblationCAM, BoxCAMMethod, LayerContext, build_method
+from ..core.checks import check_choice, check_int, check_number, check_str_list, owned_by
+from .methods import METHODS, AblationCAM, BoxCAMMethod, LayerContext, build_method
 from .predictions import (Detections, FlatPredictions, detector_family, flat_predictions,
                           level_predictions, matched_log_scores, select_boxes)
+from .reliability import at_noise_level, box_reasons
+
+# What a gradient method differentiates for a box (see BoxCAM's ``target``).
+TARGETS = ('logit', 'log_score')
+DEFAULT_TARGET = 'logit'
 
 
 def default_target_layers(model: nn.Module) -> List[str]:
@@ -102,7 +110,12 @@ def _rebind(value):
 
 
 class _GradientCapture(ActivationCapture):
-    """Records live layer outputs (graph nodes) and hands their callers a fresh node."""
+    """Records live layer outputs (graph nodes) and hands their callers a fresh node.
+
+    Every call of a module that runs more than once (RTMDet's head convolutions shared across
+    levels) gets its own anchor, so each call is its own layer output with its own gradient:
+    call ``l`` feeds level ``l``'s scores only.
+    """
 
     def __init__(self, model: nn.Module, paths: Sequence[str]) -> None:
         super().__init__(model, paths, detach=False, to_cpu=False)
@@ -118,27 +131,27 @@ class _GradientCapture(ActivationCapture):
 
 
 def _layer_outputs(capture: ActivationCapture
-                   ) -> Tuple[List[str], List[Tuple[str, int, int]], List[Tensor]]:
-    """The 4-D outputs a capture recorded: their keys, sources ``(path, index, count)`` and
-    tensors."""
-    keys, sources, acts = [], [], []
-    for path, tensors in capture.outputs.items():
-        for index, (key, tensor) in enumerate(zip(output_keys(path, len(tensors)), tensors)):
-            if tensor.dim() == 4:
-                keys.append(key)
-                sources.append((path, index, len(tensors)))
-                acts.append(tensor)
-    return keys, sources, acts
+                   ) -> Tuple[List[str], List[OutputSource], List[Tensor]]:
+    """The 4-D outputs a capture recorded (one per call and tuple element): their keys
+    (``<layer>``, ``<layer>@<call>``, ``...[i]``), sources and tensors."""
+    kept = [(source, tensor) for source, tensor in capture.captured() if tensor.dim() == 4]
+    return [s.key for s, _ in kept], [s for s, _ in kept], [t for _, t in kept]
 
 
 class _ReplaceOutput:
-    """Forward hook that swaps one tensor of a module's output for a given batch."""
+    """Forward hook that swaps one tensor of a module's output for a given batch, at one call
+    of the module (counted from entering the context: use one context per forward)."""
 
-    def __init__(self, module: nn.Module, index: int) -> None:
-        self.module, self.index, self.value, self.handle = module, index, None, None
+    def __init__(self, module: nn.Module, index: int, call: int = 0) -> None:
+        self.module, self.index, self.call, self.value, self.handle = \
+            module, index, call, None, None
 
     def __enter__(self):
+        calls = itertools.count()
+
         def swap(module, inputs, output):
+            if next(calls) != self.call:
+                return None
             if isinstance(output, Tensor):
                 return self.value
             items = list(output)
@@ -162,26 +175,56 @@ class BoxCAMResult:
         layer_keys (list[str]): Name of each layer output (``neck.out_layers[0]``, ...).
         input_size (tuple[int, int]): ``(H, W)`` of the network input.
         method (str): The method name.
+        layer_noise (Tensor): ``(K, L)`` bool: box k's raw map on layer l is at float32 noise
+            level (``reliability.at_noise_level``); such layers are left out of its map.
+        reasons (list[str]): Per box, why its CAM is unreliable (``reliability.box_reasons``:
+            zero or subnormal gradient, or noise on every layer), ``''`` when it is reliable.
+            An unreliable box's map is all zeros: never draw noise.
+        target (str): What gradient methods differentiated (``'logit'`` or ``'log_score'``).
     """
     detections: Detections
     layer_maps: List[Tensor]
     layer_keys: List[str]
     input_size: Tuple[int, int]
     method: str
+    layer_noise: Tensor
+    reasons: List[str]
+    target: str = DEFAULT_TARGET
 
     def __len__(self) -> int:
         return len(self.detections)
 
+    @property
+    def reliable(self) -> Tensor:
+        """``(K, )`` bool: the box's CAM is more than float32 noise."""
+        return torch.tensor([not reason for reason in self.reasons], dtype=torch.bool)
+
+    def unreliable_messages(self, class_names: Sequence[str] = ()) -> List[str]:
+        """One line per unreliable box naming it (index, label, score) and the reason; the hook
+        warns (strict: raises) and the tool prints these."""
+        lines = []
+        for k, reason in enumerate(self.reasons):
+            if reason:
+                label = int(self.detections.labels[k])
+                name = class_names[label] if label < len(class_names) else str(label)
+                lines.append(f'box #{k} (label {name}, score '
+                             f'{float(self.detections.scores[k]):.4f}) has no CAM, {reason}')
+        return lines
+
     def box_maps(self, meta: Optional[Dict] = None,
                  out_size: Optional[Tuple[int, int]] = None) -> Tensor:
-        """``(K, H, W)`` maps in [0, 1] on the original image (``meta`` given) or the input."""
+        """``(K, H, W)`` maps in [0, 1] on the original image (``meta`` given) or the input;
+        layers at noise level are left out, and an unreliable box's map is zero."""
         if len(self) == 0:
             if meta is None:
                 size = out_size or self.input_size
             else:
-                size = out_size or tuple(int(v) for v in tuple(meta['ori_shape'])[:2])
+                size = out_size or original_size(meta)
             return torch.zeros((0, *size))
-        return compose_box_maps(self.layer_maps, meta, self.input_size, out_size)
+        keep = ~self.layer_noise & self.reliable[:, None].to(self.layer_noise.device)
+        layer_maps = [raw * keep[:, li].to(raw.device, raw.dtype)[:, None, None]
+                      for li, raw in enumerate(self.layer_maps)]
+        return compose_box_maps(layer_maps, meta, self.input_size, out_size)
 
 
 class BoxCAM:
@@ -206,6 +249,17 @@ class BoxCAM:
             Defaults to 1.0.
         match_iou_thr (float): AblationCAM: an ablated prediction of the box's class counts as
             the box when its IoU is at least this. Defaults to 0.5.
+        target (str): What gradient methods differentiate for a box. ``'logit'``: the sum of
+            the logits behind its score, i.e. the class logit of its label at its prior, plus
+            that prior's objectness logit for heads with objectness (YOLOv5, YOLOv7, YOLOX);
+            no sigmoid at the end, so its gradient cannot underflow. ``'log_score'``: the log
+            of its score (``logsigmoid`` of those logits, summed); the methods get
+            ``score * grad(log score)`` = the gradient of the score (grad-cam's target), which
+            underflows for logits above ~87 (such boxes are reported unreliable, see
+            ``reliability.py``). Gradient-free methods ignore it: EigenCAM has no target, and
+            AblationCAM weighs a channel by the relative drop of the box's score,
+            ``(s - s_ablated) / s`` (grad-cam's formula). Defaults to 'logit' (chosen by
+            measurement on the demo detector: ``benchmarks/bench_cam_targets.py``).
 
     Raises:
         ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
@@ -221,8 +275,11 @@ class BoxCAM:
                  topk: int = 10,
                  batch_size: int = 32,
                  ratio_channels_to_ablate: float = 1.0,
-                 match_iou_thr: float = 0.5) -> None:
+                 match_iou_thr: float = 0.5,
+                 target: str = DEFAULT_TARGET) -> None:
         self.family = detector_family(model)
+        self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
+                           match_iou_thr, target)
         if isinstance(method, str) and method.lower() == AblationCAM.name:
             self.method = build_method(method, batch_size=batch_size,
                                        ratio_channels_to_ablate=ratio_channels_to_ablate)
@@ -230,24 +287,36 @@ class BoxCAM:
             self.method = build_method(method)
         if target_layers is None:
             target_layers = default_target_layers(model)
-        elif isinstance(target_layers, str):
-            target_layers = [target_layers]
-        if not target_layers:
-            raise ValueError('target_layers must name at least one layer')
-        self.target_layers = list(target_layers)
+        self.target_layers = check_str_list('target_layers', target_layers,
+                                            '"neck.out_layers[2]"')
         for path in self.target_layers:
             resolve_layer(model, path)  # raises with the nearest valid names
-        for name, value, low, high in (('score_thr', score_thr, 0, 1),
-                                       ('match_iou_thr', match_iou_thr, 0, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not low <= value <= high:
-                raise ValueError(f'{name} must be a number in [{low}, {high}], got {value!r}')
-        if isinstance(topk, bool) or not isinstance(topk, int):
-            raise ValueError(f'topk must be an int (<= 0 for all boxes), got {topk!r}')
         self.model = model
         self.score_thr = float(score_thr)
         self.topk = topk
         self.match_iou_thr = float(match_iou_thr)
+        self.target = target
+
+    @staticmethod
+    def check_options(method: Union[str, BoxCAMMethod] = 'gradcam', score_thr: float = 0.3,
+                      topk: int = 10, batch_size: int = 32,
+                      ratio_channels_to_ablate: float = 1.0, match_iou_thr: float = 0.5,
+                      target: str = DEFAULT_TARGET, owner: Optional[str] = None) -> None:
+        """Checks the options without a model (hooks and tools call it before one exists).
+
+        Raises:
+            TypeError: An option of the wrong type. ValueError: a value outside what is
+            accepted. With ``owner``, the message starts with it.
+        """
+        with owned_by(owner or 'BoxCAM'):
+            if not isinstance(method, BoxCAMMethod):
+                check_choice('method', method.lower() if isinstance(method, str) else method,
+                             tuple(METHODS))
+            check_number('score_thr', score_thr, 0, 1)
+            check_number('match_iou_thr', match_iou_thr, 0, 1)
+            check_int('topk', topk, accepted='an int (<= 0 for all boxes)')
+            check_choice('target', target, TARGETS)
+            AblationCAM(batch_size, ratio_channels_to_ablate)  # its own checks
 
     # ------------------------------------------------------------------ public
     def __call__(self, inputs: Tensor) -> List[BoxCAMResult]:
@@ -306,7 +375,7 @@ class BoxCAM:
                 problems[path] = missing[path]
             problems.update({key: _not_depending_reason(self.model)
                              for key, source in zip(keys, sources)
-                             if source[0] == path and key in unused})
+                             if source.path == path and key in unused})
         return problems
 
     def check_target_layers(self, input_size: Tuple[int, int] = (64, 64)) -> None:
@@ -352,11 +421,12 @@ class BoxCAM:
         results = []
         height, width = inputs.shape[-2:]
         for b, det in enumerate(dets):
-            layer_maps = []
+            layer_maps, layer_noise = [], []
             for li, act in enumerate(acts):
                 h, w = act.shape[-2:]
                 if len(det) == 0:
                     layer_maps.append(act.new_zeros((0, h, w)))
+                    layer_noise.append(torch.zeros(0, dtype=torch.bool))
                     continue
                 ctx = LayerContext(
                     activation=act[b].detach(),
@@ -365,16 +435,23 @@ class BoxCAM:
                 if self.method.needs_rescoring:
                     ctx.rescore = self._rescorer(inputs, feats, sources[li], b, det)
                     ctx.base_log_scores = preds.log_scores[b, det.priors, det.labels].detach()
-                layer_maps.append(self.method.layer_map(ctx).detach())
-            results.append(BoxCAMResult(det, layer_maps, keys, (height, width), self.method.name))
+                raw, magnitude = self.method.map_and_magnitude(ctx)
+                layer_maps.append(raw.detach())
+                layer_noise.append(at_noise_level(raw, magnitude).cpu())
+            noise = torch.stack(layer_noise, dim=1)
+            grad_peak = None if grads is None or len(det) == 0 else torch.stack(
+                [grads[li][b].abs().flatten(1).amax(dim=1) for li in range(len(acts))],
+                dim=1).amax(dim=1).cpu()
+            results.append(BoxCAMResult(det, layer_maps, keys, (height, width), self.method.name,
+                                        noise, box_reasons(noise, grad_peak), self.target))
         return results
 
     def _box_gradients(self, preds: FlatPredictions, dets: List[Detections],
                        keys: List[str], acts: List[Tensor]) -> List[List[Tensor]]:
-        """Per layer, per image, ``(K_b, C, h, w)``: gradient of each box's own score.
-
-        Taken as ``score * grad(log score)``: the same gradient, without the float32 underflow
-        of ``sigmoid`` for confident boxes.
+        """Per layer, per image, ``(K_b, C, h, w)``: gradient of each box's target
+        (``self.target``): the sum of its logits, or its score taken as
+        ``score * grad(log score)`` (the same gradient, without ``sigmoid``'s float32 underflow
+        for logits above ~17; ``grad(log score)`` itself underflows above ~87).
 
         Raises:
             ValueError: The scores do not depend on some target layer (instead of autograd's
@@ -385,10 +462,14 @@ class BoxCAM:
         if not index:
             return [[a.new_zeros((0, *a.shape[1:])) for _ in dets] for a in acts]
         bi, pi, ci = (torch.tensor(v, device=preds.scores.device) for v in zip(*index))
-        targets = preds.log_scores[bi, pi, ci]
+        if self.target == 'logit':
+            targets = preds.logits[bi, pi, ci]
+            scale = torch.ones_like(targets.detach())
+        else:
+            targets = preds.log_scores[bi, pi, ci]
+            scale = preds.scores[bi, pi, ci].detach()
         if not targets.requires_grad:
             self._raise_not_depending(keys)
-        target_scores = preds.scores[bi, pi, ci].detach()
         total = targets.numel()
         try:
             eye = torch.eye(total, dtype=targets.dtype, device=targets.device)
@@ -405,7 +486,7 @@ class BoxCAM:
             self._raise_not_depending(unused)
         out = []
         for li, act in enumerate(acts):
-            grad = flat[li] * target_scores.view(-1, *([1] * act.dim()))
+            grad = flat[li] * scale.view(-1, *([1] * act.dim()))
             # row k holds the gradient of target k; keep its own image only
             per_image, start = [], 0
             for b, det in enumerate(dets):
@@ -419,13 +500,13 @@ class BoxCAM:
         reason = _not_depending_reason(self.model)
         raise ValueError(target_layer_error(self.model, {key: reason for key in keys}))
 
-    def _rescorer(self, inputs: Tensor, feats, source: Tuple[str, int, int], b: int,
+    def _rescorer(self, inputs: Tensor, feats, source: OutputSource, b: int,
                   det: Detections) -> Callable[[Tensor], Tensor]:
         """Scores of the boxes when one layer output of image ``b`` is replaced by a batch."""
         model = self.model
         head = model.bbox_head
         candidate_thr = float((head.test_cfg or {}).get('score_thr', 0.001) or 0.0)
-        path, index, num_outputs = source
+        path, index, num_outputs = source.path, source.index, source.num_outputs
         module = resolve_layer(model, path)
         level = self._head_input_level(module, num_outputs)
 
@@ -439,7 +520,7 @@ class BoxCAM:
                 new_feats[level] = batch
                 outputs = head(tuple(new_feats))
             else:
-                with _ReplaceOutput(module, index) as swap:
+                with _ReplaceOutput(module, index, source.call) as swap:
                     swap.value = batch
                     outputs = head(model.extract_feat(
                         inputs[b:b + 1].expand(n, *inputs.shape[1:])))

@@ -12,11 +12,12 @@ Constructors only store options: no model is touched (grad-cam's ``BaseCAM.__ini
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Type
+from typing import Callable, Dict, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
 
+from ..core.checks import check_int, check_number
 from .projection import first_component_projection
 
 
@@ -61,6 +62,20 @@ class BoxCAMMethod:
         """``(K, h, w)`` raw (pre-ReLU) map of each box on this layer."""
         raise NotImplementedError
 
+    def map_and_magnitude(self, ctx: LayerContext) -> Tuple[Tensor, Tensor]:
+        """The raw map and, per entry, the magnitude ``sum |terms|`` of what was summed into it
+        (``(K, h, w)`` each): the scale of its float32 rounding noise (``reliability.py``).
+
+        This default bounds the terms of LayerCAM and EigenGradCAM (``G_c * A_c``, projected
+        with a unit vector) and of EigenCAM (``A_c``) by ``sum_c |G_c * A_c|`` or
+        ``sum_c |A_c|``.
+        """
+        terms = ctx.activation.abs()[None]
+        if ctx.grads is not None:
+            terms = ctx.grads.abs() * terms
+        magnitude = terms.sum(dim=1).expand(ctx.num_boxes, *terms.shape[-2:])
+        return self.layer_map(ctx), magnitude
+
 
 class ChannelWeightedMethod(BoxCAMMethod):
     """Methods whose map is a weighted sum of activation channels. Override
@@ -71,7 +86,14 @@ class ChannelWeightedMethod(BoxCAMMethod):
         raise NotImplementedError
 
     def layer_map(self, ctx: LayerContext) -> Tensor:
-        return torch.einsum('kc,chw->khw', self.channel_weights(ctx), ctx.activation)
+        return self.map_and_magnitude(ctx)[0]
+
+    def map_and_magnitude(self, ctx: LayerContext) -> Tuple[Tensor, Tensor]:
+        """The map ``sum_c w_c * A_c`` and its terms' magnitude ``sum_c |w_c| * |A_c|`` (the
+        weights are computed once: AblationCAM's cost forward passes)."""
+        weights = self.channel_weights(ctx)
+        return (torch.einsum('kc,chw->khw', weights, ctx.activation),
+                torch.einsum('kc,chw->khw', weights.abs(), ctx.activation.abs()))
 
 
 class GradCAM(ChannelWeightedMethod):
@@ -155,16 +177,10 @@ class AblationCAM(ChannelWeightedMethod):
 
     def __init__(self, batch_size: int = 32, ratio_channels_to_ablate: float = 1.0,
                  ablation_value: float = 0.0) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
-        if (isinstance(ratio_channels_to_ablate, bool)
-                or not isinstance(ratio_channels_to_ablate, (int, float))
-                or not 0 < ratio_channels_to_ablate <= 1):
-            raise ValueError(f'ratio_channels_to_ablate must be a number in (0, 1], got '
-                             f'{ratio_channels_to_ablate!r}')
-        self.batch_size = batch_size
-        self.ratio_channels_to_ablate = float(ratio_channels_to_ablate)
-        self.ablation_value = float(ablation_value)
+        self.batch_size = check_int('batch_size', batch_size, low=1)
+        self.ratio_channels_to_ablate = check_number(
+            'ratio_channels_to_ablate', ratio_channels_to_ablate, 0, 1, low_open=True)
+        self.ablation_value = check_number('ablation_value', ablation_value)
 
     def channels_to_ablate(self, ctx: LayerContext) -> Tensor:
         num_channels = ctx.activation.shape[0]

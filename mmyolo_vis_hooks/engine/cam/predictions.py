@@ -18,8 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Exact head classes (not subclasses: the instance-segmentation, rotated and pose heads subclass
-# these but return more outputs or other box encodings).
+from ..core.geometry import box_iou
+
+# MMYOLO's head classes (``mmyolo.models.dense_heads``) by name -> family. Recognised by the
+# class itself, exactly: MMDetection's own ``YOLOXHead`` and ``RTMDetHead`` share these names
+# but return and decode other outputs, and MMYOLO's instance-segmentation, rotated and pose
+# heads subclass these but return more outputs or other box encodings.
 SUPPORTED_HEADS: Dict[str, str] = {
     'YOLOv5Head': 'yolov5',
     'YOLOv6Head': 'yolov6',
@@ -31,8 +35,15 @@ SUPPORTED_HEADS: Dict[str, str] = {
 }
 
 
+def _qualified_name(cls: type) -> str:
+    return f'{cls.__module__}.{cls.__qualname__}'
+
+
 def detector_family(model: nn.Module) -> str:
     """The family name of a supported MMYOLO detector (``'yolov5'``, ``'rtmdet'``, ...).
+
+    The head must be an instance of one of MMYOLO's head classes listed in
+    :data:`SUPPORTED_HEADS` itself, not of a subclass or of a namesake from another package.
 
     Raises:
         ValueError: The model has no ``bbox_head`` or its head type is not supported.
@@ -41,11 +52,24 @@ def detector_family(model: nn.Module) -> str:
     if head is None or not hasattr(model, 'extract_feat'):
         raise ValueError(f'box CAMs need a single-stage MMYOLO detector with extract_feat and '
                          f'bbox_head; got {type(model).__name__}')
-    name = type(head).__name__
-    if name not in SUPPORTED_HEADS:
-        raise ValueError(f'box CAMs do not support the head {name}; supported heads: '
-                         f'{", ".join(SUPPORTED_HEADS)}')
-    return SUPPORTED_HEADS[name]
+    from mmyolo.models import dense_heads  # imported here: it pulls in mmdet's models
+    supported = {getattr(dense_heads, name): family for name, family in SUPPORTED_HEADS.items()}
+    kind = type(head)
+    if kind in supported:
+        return supported[kind]
+    accepted = ', '.join(SUPPORTED_HEADS)
+    namesake = next((cls for cls in supported if cls.__name__ == kind.__name__), None)
+    if namesake is not None:
+        why = (f'{_qualified_name(kind)} is not MMYOLO\'s {_qualified_name(namesake)} (same '
+               f'name, other outputs and box decoding): build the detector from an MMYOLO '
+               f'config')
+    else:
+        bases = [cls for cls in kind.__mro__ if cls in supported]  # nearest first
+        why = (f'{_qualified_name(kind)} subclasses {bases[0].__name__}, but a subclass may '
+               f'return more outputs (masks, keypoints) or other box encodings' if bases
+               else f'{_qualified_name(kind)} is not one of them')
+    raise ValueError(f'box CAMs support exactly MMYOLO\'s heads (mmyolo.models.dense_heads): '
+                     f'{accepted}; {why}')
 
 
 @dataclass
@@ -58,12 +82,18 @@ class FlatPredictions:
         log_scores (Tensor): ``(B, N, num_classes)`` their logarithms computed stably from the
             logits (``logsigmoid``). In float32 ``sigmoid`` rounds to 1 for logits above ~17
             and its gradient to 0; ``score * grad(log_score)`` is the same gradient without
-            that underflow.
+            that underflow up to logits of ~87 (``grad(log_score)`` is ``sigmoid(-logit)``:
+            subnormal above ~87, exactly 0 above ~104).
+        logits (Tensor): ``(B, N, num_classes)`` the sum of the logits behind each score: the
+            class logit, plus the prior's objectness logit for heads with objectness (YOLOv5,
+            YOLOv7, YOLOX). Its gradient has no saturating function at the end, so it does not
+            underflow however confident the box.
         boxes (Tensor): ``(B, N, 4)`` xyxy boxes in network-input pixels.
         levels (Tensor): ``(N,)`` feature level of each prior.
     """
     scores: Tensor
     log_scores: Tensor
+    logits: Tensor
     boxes: Tensor
     levels: Tensor
 
@@ -108,12 +138,13 @@ def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
             obj_logits = obj.permute(0, 2, 3, 1).reshape(batch, -1)
             scores = scores * obj_logits.sigmoid()[..., None]
             log_scores = log_scores + F.logsigmoid(obj_logits)[..., None]
+            logits = logits + obj_logits[..., None]
         strides = priors.new_full((priors.shape[0], ), stride)
         boxes = head.bbox_coder.decode(priors[None], bbox.permute(0, 2, 3, 1).reshape(
             batch, -1, 4), strides)
         levels = torch.full((priors.shape[0], ), level, dtype=torch.long, device=device)
-        out.append(FlatPredictions(scores=scores, log_scores=log_scores, boxes=boxes,
-                                   levels=levels))
+        out.append(FlatPredictions(scores=scores, log_scores=log_scores, logits=logits,
+                                   boxes=boxes, levels=levels))
     return out
 
 
@@ -127,6 +158,7 @@ def flat_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]]) -> F
     return FlatPredictions(
         scores=torch.cat([p.scores for p in per_level], dim=1),
         log_scores=torch.cat([p.log_scores for p in per_level], dim=1),
+        logits=torch.cat([p.logits for p in per_level], dim=1),
         boxes=torch.cat([p.boxes for p in per_level], dim=1),
         levels=torch.cat([p.levels for p in per_level]))
 
@@ -192,17 +224,6 @@ def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
     return out
 
 
-def box_iou(boxes: Tensor, refs: Tensor) -> Tensor:
-    """IoU of ``(..., N, 4)`` xyxy boxes with ``(K, 4)`` reference boxes: ``(..., N, K)``."""
-    boxes = boxes[..., :, None, :]
-    lt = torch.maximum(boxes[..., :2], refs[:, :2])
-    rb = torch.minimum(boxes[..., 2:], refs[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
-    area_refs = (refs[:, 2:] - refs[:, :2]).clamp(min=0).prod(-1)
-    return inter / (area + area_refs - inter).clamp(min=1e-6)
-
-
 def matched_log_scores(per_level: Sequence[FlatPredictions], dets: Detections,
                        candidate_thr: float, match_iou_thr: float) -> Tensor:
     """Target scores for gradient-free methods: per perturbed copy and box, the (log) score of
@@ -235,7 +256,3 @@ def matched_log_scores(per_level: Sequence[FlatPredictions], dets: Detections,
         best_iou = torch.where(better, level_iou, best_iou)
         best_log = torch.where(better, level_log, best_log)
     return best_log
-
-
-def test_cfg_of(head: nn.Module) -> Optional[dict]:
-    return getattr(head, 'test_cfg', None)

@@ -4,8 +4,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..align import boxes_to_original
-from ..render import draw_boxes, make_grid, overlay
+from ..core.geometry import boxes_to_original, original_size
+from ..core.render import draw_boxes, make_grid, overlay
 from .compose import energy_inside, merge_box_maps, norm_in_boxes
 from .engine import BoxCAMResult
 
@@ -18,7 +18,7 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
         tuple: ``(K, h, w)`` maps in [0, 1] (normalised inside each box and zero outside with
         ``norm_in_bbox``) and the ``(K, 4)`` boxes in pixels of that display.
     """
-    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    ori_h, ori_w = original_size(meta)
     maps = result.box_maps(meta, out_size=size).cpu()
     boxes = boxes_to_original(result.detections.boxes.detach().float().cpu(), meta)
     boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
@@ -47,7 +47,9 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
 
     Returns:
         np.ndarray: RGB uint8 image: the merged overlay, or a grid of per-box overlays each
-        showing its own box (the plain image when there is no box).
+        showing its own box (the plain image when there is no box). A box whose CAM is
+        unreliable (``BoxCAMResult.reasons``: float32 noise) gets no heat: its tile is the
+        plain image with its box, captioned ``noise``; in the merged map it adds no heat.
     """
     size = image.shape[:2]
     det = result.detections
@@ -60,13 +62,14 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
         return draw_boxes(overlay(image, merge_box_maps(maps), alpha), boxes, labels, scores,
                           class_names)
     tiles, titles = [], []
-    for k in range(len(result)):
-        tiles.append(draw_boxes(overlay(image, maps[k], alpha), boxes[k:k + 1], labels[k:k + 1],
-                                scores[k:k + 1], class_names))
+    for k, reason in enumerate(result.reasons):
+        base = image if reason else overlay(image, maps[k], alpha)
+        tiles.append(draw_boxes(base, boxes[k:k + 1], labels[k:k + 1], scores[k:k + 1],
+                                class_names))
         name = class_names[labels[k]] if labels[k] < len(class_names) else str(labels[k])
-        titles.append(f'#{k} {name} {scores[k]:.2f}')
-    if len(tiles) == 1:
-        return tiles[0]
+        titles.append(f'#{k} {name} {scores[k]:.2f}' + (' noise' if reason else ''))
+    if len(tiles) == 1 and not result.reasons[0]:
+        return tiles[0]  # a lone reliable box needs no caption; a noise one keeps its caption
     return make_grid(tiles, titles, ncols=ncols)
 
 
@@ -87,7 +90,7 @@ def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
     """
     if len(result) == 0:
         return None
-    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    ori_h, ori_w = original_size(meta)
     size = size or (ori_h, ori_w)
     heat = merge_box_maps(result.box_maps(meta, out_size=size).cpu())
     boxes = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4))

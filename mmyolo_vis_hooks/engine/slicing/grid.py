@@ -11,6 +11,8 @@ from typing import Any, Tuple
 
 import numpy as np
 
+from ..core.render import to_rgb
+
 SUPPORTED_CHANNELS = (1, 3, 4)
 
 
@@ -77,19 +79,6 @@ def slice_windows(height: int, width: int, patch_size: int,
         auto_slice_resolution=False, overlap_height_ratio=overlap_ratio,
         overlap_width_ratio=overlap_ratio)
     return np.asarray(windows, dtype=np.int64).reshape(-1, 4)
-
-
-def to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """Grey (H, W) / (H, W, 1) or RGBA -> RGB uint8 (H, W, 3); RGB is returned as is (a view
-    of a window stays a view: every consumer copies it once anyway). The alpha channel is
-    dropped, not composited."""
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.shape[2] == 1:
-        return np.repeat(pixels, 3, axis=2)
-    if pixels.shape[2] == 4:
-        return pixels[..., :3]
-    return pixels
 
 
 def read_window(image: Any, window: np.ndarray) -> np.ndarray:

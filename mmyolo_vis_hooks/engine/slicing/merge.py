@@ -16,6 +16,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from ..core.geometry import box_iou
 from .detections import Detections
 
 MERGE_METHODS = ('nms', 'soft_nms', 'nmm', 'greedynmm')
@@ -68,13 +69,7 @@ class MergeConfig:
 
 def _overlap(box: np.ndarray, other: np.ndarray, metric: str) -> float:
     """sahi's ``calculate_bbox_iou`` / ``calculate_bbox_ios`` on float64 boxes."""
-    inter_w = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
-    inter_h = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
-    inter = inter_w * inter_h
-    area, other_area = (box[2] - box[0]) * (box[3] - box[1]), \
-        (other[2] - other[0]) * (other[3] - other[1])
-    denom = area + other_area - inter if metric == 'IOU' else min(area, other_area)
-    return inter / denom if denom > 0 else 0.0
+    return float(box_iou(box, other, metric.lower())[0, 0])
 
 
 def _apply_merges(preds: np.ndarray, keep_to_merge: Dict[int, List[int]], metric: str,

@@ -25,43 +25,26 @@ import torch
 from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 
+from ..core.model_state import preserved_modes
+from ..core.pipeline import test_pipeline_cfg, without_loading
 from .detections import Detections
 
-# Transforms that load or pack data: the predictor does their work itself.
-_LOADING_TRANSFORMS = ('LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotations',
-                       'PackDetInputs', 'LoadMultiChannelImageFromFiles')
 _PROBE_SIDE = 2048
-
-
-def _transform_name(transform_cfg) -> str:
-    name = transform_cfg.get('type', '')
-    return name if isinstance(name, str) else getattr(name, '__name__', str(name))
 
 
 def test_transform_cfgs(cfg: Config) -> List[dict]:
     """The config's test pipeline without its loading/packing steps."""
-    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline')
-    if not pipeline:
-        pipeline = cfg.get('test_pipeline')
-    if not pipeline:
-        raise ValueError('the config has no test pipeline (test_dataloader.dataset.pipeline or '
-                         'test_pipeline); sliced inference needs it to letterbox each slice')
-    return [copy.deepcopy(t) for t in pipeline
-            if _transform_name(t).split('.')[-1] not in _LOADING_TRANSFORMS]
+    try:
+        return without_loading(test_pipeline_cfg(cfg))
+    except ValueError as err:
+        raise ValueError(f'{err}; sliced inference needs it to letterbox each slice') from None
 
 
 @contextmanager
 def inference_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no_grad for the block; modules that were training are set back after."""
-    training = [module for module in model.modules() if module.training]
-    for module in training:
-        module.training = False
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module in training:
-            module.training = True
+    """Eval mode and no_grad for the block; every module's mode is set back after."""
+    with preserved_modes(model, training=False), torch.no_grad():
+        yield
 
 
 def _fast_preprocessor_types() -> tuple:

@@ -102,6 +102,21 @@ def load_checkpoint_file(path: str,
             f'the file, pass --unsafe-load (tools) or unsafe_load=True (API).') from err
 
 
+def state_dict_of(checkpoint: Any, source: str = 'the checkpoint') -> dict:
+    """The ``state_dict`` of a loaded checkpoint (or the dict itself when it is one), with the
+    ``module.`` prefix of DataParallel/DDP-wrapped models removed.
+
+    Raises:
+        ValueError: It holds no state dict.
+    """
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'{source} holds no state_dict; expected an MMEngine checkpoint or a '
+                         f'state dict')
+    return {key[len('module.'):] if key.startswith('module.') else key: value
+            for key, value in state.items()}
+
+
 def export_weights(checkpoint: str, out_file: str, half: bool = True,
                    extra_meta: Optional[dict] = None) -> str:
     """Writes a weights-only copy of an MMEngine checkpoint (no optimizer, no message hub).
@@ -120,12 +135,8 @@ def export_weights(checkpoint: str, out_file: str, half: bool = True,
         str: ``out_file``.
     """
     ckpt = load_checkpoint_file(checkpoint)
-    state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'{checkpoint} holds no state_dict; expected an MMEngine checkpoint')
     weights = {}
-    for key, value in state.items():
-        key = key[len('module.'):] if key.startswith('module.') else key
+    for key, value in state_dict_of(ckpt, checkpoint).items():
         if half and torch.is_floating_point(value):
             value = value.half()
         weights[key] = value.detach().clone().contiguous()

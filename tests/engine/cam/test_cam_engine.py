@@ -5,8 +5,6 @@ random weights and BatchNorm's default statistics many logits explode (sigmoid r
 every prior, or every prior scores the same), so the fixture refits the BN statistics on random
 inputs first: a random network whose scores vary, which is what these tests need.
 """
-import os.path as osp
-import sys
 
 import numpy as np
 import pytest
@@ -16,12 +14,12 @@ from mmengine.config import ConfigDict
 from mmengine.dataset import pseudo_collate
 from torch import nn
 
-from conftest import DEMO_CONFIG, REPO_ROOT, packaged_config
+from conftest import DEMO_CONFIG, packaged_config
 from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
                                          flat_predictions, merge_box_maps, norm_in_boxes,
                                          select_boxes)
 from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams, maps_on_image
-from mmyolo_vis_hooks.engine.inference import build_detector
+from mmyolo_vis_hooks.runtime.models import build_detector
 
 FAMILIES = {
     'yolov5': 'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',
@@ -36,8 +34,8 @@ INPUT = (2, 3, 160, 192)
 _MODELS = {}
 
 # The benchmark's helpers (one copy): BN refit, and grad-cam's model/target for the comparison.
-sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
-from bench_cam import BoxScoreTarget, FlatScoresModel, calibrate_batchnorm  # noqa: E402
+from mmyolo_vis_hooks.testing.cam_reference import (BoxScoreTarget, FlatScoresModel,  # noqa: E402
+                                                   calibrate_batchnorm)
 
 
 def random_model(family: str) -> nn.Module:
@@ -149,20 +147,16 @@ def test_flat_predictions_are_the_heads_own_predictions(family):
         assert torch.equal(preds.scores[b, det.priors, det.labels], det.scores)
 
 
-def test_all_methods_on_yolov5_and_batch_independence():
+def test_all_methods_on_yolov5():
+    """Every method gives a finite, non-constant map per box on a (BN-calibrated) random model;
+    a box at float32 noise level would be all zeros here and fail (see test_box_targets.py)."""
     model = random_model('yolov5')
-    inputs = random_inputs(2)
     for method in METHODS:
         cam = BoxCAM(model, method, score_thr=0.0, topk=2, batch_size=64,
                      ratio_channels_to_ablate=0.1)
-        if method not in ('gradcam', 'ablationcam'):
-            assert_valid_maps(cam(inputs[:1]), method)
-            continue
-        batch = cam(inputs)
-        assert_valid_maps(batch, method)
-        alone = cam(inputs[1:])[0]  # image 1 alone: same boxes, same maps
-        assert torch.equal(alone.detections.priors, batch[1].detections.priors)
-        assert torch.allclose(alone.box_maps(), batch[1].box_maps(), atol=1e-3), method
+        results = cam(random_inputs(2)[:1])
+        assert results[0].reasons == ['', ''], (method, results[0].reasons)
+        assert_valid_maps(results, method)
 
 
 def test_per_box_maps_agree_with_grad_cam_classes():
@@ -177,7 +171,8 @@ def test_per_box_maps_agree_with_grad_cam_classes():
     wrapper = FlatScoresModel(model)
     try:
         for method, reference_class in classes.items():
-            result = BoxCAM(model, method, score_thr=0.0, topk=2)(inputs)[0]
+            # grad-cam's target is the score: ours is its gradient with target='log_score'
+            result = BoxCAM(model, method, score_thr=0.0, topk=2, target='log_score')(inputs)[0]
             reference = reference_class(wrapper, list(wrapper.taps))
             for k, (prior, label) in enumerate(zip(result.detections.priors,
                                                    result.detections.labels)):
@@ -320,15 +315,47 @@ def demo_val(tmp_path_factory):
     return root + '/val/'
 
 
-def _explain_image(model, cam, path, align='letterbox'):
+def _load_images(model, paths, align='letterbox'):
+    """The images through the config's test pipeline (or its resize-only variant), collated."""
     from mmengine.registry import init_default_scope
-    from mmyolo_vis_hooks.engine.align import resize_only_pipeline
+    from mmyolo_vis_hooks.engine.core.pipeline import resize_only_pipeline
     init_default_scope('mmyolo')  # the autouse fixture clears it between tests
     steps = [s for s in model.cfg.test_pipeline if 'LoadAnnotations' not in s['type']]
     pipeline = Compose(resize_only_pipeline(steps) if align == 'resize' else steps)
-    data = pseudo_collate([pipeline(dict(img_path=path, img_id=0))])
-    (result, ), (meta, ) = cam.explain_data(data)
+    return pseudo_collate([pipeline(dict(img_path=path, img_id=i)) for i, path in
+                           enumerate(paths)])
+
+
+def _explain_image(model, cam, path, align='letterbox'):
+    (result, ), (meta, ) = cam.explain_data(_load_images(model, [path], align))
     return result, meta
+
+
+# Map tolerance between kernel paths, on maps in [0, 1]: 100x the largest difference measured
+# between batch 1 and batch 2 (1.1e-5, XGradCAM; oneDNN AVX-512 and ONEDNN_MAX_CPU_ISA=AVX2,
+# 1 and 2 torch threads, AMD EPYC). A map built from noise differs by up to 1 (issue 10: 0.75).
+MAP_ATOL = 1e-3
+
+
+@pytest.mark.parametrize('method', list(METHODS))
+def test_batch_independence_on_the_trained_detector(demo_model, demo_val, method):
+    """An image explained alone and in a batch of two gives the same boxes (labels, boxes,
+    scores, priors) and the same maps. Batch 1 and batch 2 run different oneDNN kernels (and
+    AVX2 and AVX-512 machines others again): results differ in the last bits. The trained
+    detector's scores are far from saturation and its maps far above the noise threshold
+    (``bench_cam_targets.py``: margin), so those bits move a map by far less than MAP_ATOL."""
+    cam = BoxCAM(demo_model, method, score_thr=0.3, topk=3, batch_size=64,
+                 ratio_channels_to_ablate=0.25)
+    paths = [f'{demo_val}val_0000{i}.png' for i in (1, 2)]
+    batch, _ = cam.explain_data(_load_images(demo_model, paths))
+    (alone, ), _ = cam.explain_data(_load_images(demo_model, paths[1:]))
+    ours, ref = alone.detections, batch[1].detections
+    assert len(ours) == 3 and alone.reasons == batch[1].reasons == ['', '', '']
+    assert torch.equal(ours.labels, ref.labels) and torch.equal(ours.priors, ref.priors)
+    assert torch.allclose(ours.boxes, ref.boxes, atol=1e-3)
+    assert torch.allclose(ours.scores, ref.scores, atol=1e-5)
+    difference = float((alone.box_maps() - batch[1].box_maps()).abs().max())
+    assert difference < MAP_ATOL, (method, difference)
 
 
 def _two_most_distant(boxes: np.ndarray):

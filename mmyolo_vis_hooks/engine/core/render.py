@@ -6,13 +6,14 @@ import cv2
 import numpy as np
 import torch
 
+from .checks import check_number
+
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(f'alpha must be a number in [0, 1], got {alpha!r}')
-    return float(alpha)
+    """The heat opacity as a float in [0, 1] (TypeError/ValueError otherwise)."""
+    return check_number('alpha', alpha, 0, 1)
 
 
 def normalize_map(heat: torch.Tensor) -> np.ndarray:
@@ -121,3 +122,21 @@ def make_grid(tiles: List[np.ndarray], titles: Optional[Sequence[str]] = None,
         y, x = r * (th + gap), c * (tw + gap)
         canvas[y:y + cell.shape[0], x:x + cell.shape[1]] = cell
     return canvas
+
+
+def display_image(image: np.ndarray, max_size: Optional[int]) -> np.ndarray:
+    """The original image scaled so its long side is at most ``max_size``."""
+    return resize_image(image, fit_size(image.shape[0], image.shape[1], max_size))
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Grey (H, W) / (H, W, 1) or RGBA -> RGB uint8 (H, W, 3); RGB is returned as is (a view
+    of a window stays a view: every consumer copies it once anyway). The alpha channel is
+    dropped, not composited."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if pixels.shape[2] == 4:
+        return pixels[..., :3]
+    return pixels

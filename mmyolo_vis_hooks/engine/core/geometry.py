@@ -1,33 +1,56 @@
-"""Mapping feature maps from the network input back onto the original image.
+"""Geometry shared by every engine: where the original image lies in the network input, maps
+and boxes carried back onto the original image, and box overlaps.
 
 MMYOLO's test pipelines letterbox: keep-ratio resize, then pad (``LetterResize``) to a per-batch
 shape. A map stretched over the whole input therefore lands shifted on the original image. Here
 each original pixel is traced through the sample's own metadata (``scale_factor``, ``pad_param``,
 ``batch_input_shape``) to its spot in the feature map and sampled there: one bilinear sampling,
-no intermediate upsampled copy.
-
-The alternative, ``resize_only_pipeline``, replaces the letterbox steps of a pipeline with a
-plain resize, so input and image share their aspect and only a scale remains to undo.
+no intermediate upsampled copy. (The other way, ``engine.core.pipeline.resize_only_pipeline``,
+replaces the letterbox steps with a plain resize, so only a scale remains to undo.)
 """
-import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ALIGN_MODES = ('letterbox', 'resize')
 
-# Test-time steps that keep the aspect ratio and/or pad; swapped for one resize-only step.
-LETTERBOX_TRANSFORMS = ('YOLOv5KeepRatioResize', 'LetterResize', 'mmdet.Pad', 'Pad',
-                        'mmdet.FixShapeResize', 'FixShapeResize', 'PPYOLOERandomCrop')
-KEEP_RATIO_RESIZES = ('mmdet.Resize', 'Resize')
+def original_size(meta: Dict) -> Tuple[int, int]:
+    """``(h, w)`` of the original image from a sample's metainfo (``ori_shape`` may hold
+    channels)."""
+    if 'ori_shape' not in meta:
+        raise ValueError('sample metadata lacks ori_shape, which alignment needs')
+    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    return ori_h, ori_w
 
 
-def check_align(align: str) -> str:
-    if align not in ALIGN_MODES:
-        raise ValueError(f'align must be one of {ALIGN_MODES}, got {align!r}')
-    return align
+def box_iou(boxes, refs, metric: str = 'iou'):
+    """Pairwise overlap of xyxy boxes: ``(..., N, 4)`` with ``(K, 4)`` gives ``(..., N, K)``.
+
+    Args:
+        boxes, refs (Tensor | np.ndarray | list): The boxes. Torch tensors stay tensors
+            (differentiable, any device); anything else is computed in float64 and returned
+            as numpy.
+        metric (str): ``'iou'`` (intersection over union) or ``'ios'`` (intersection over the
+            smaller box, sahi's IOS). Defaults to 'iou'.
+
+    Empty or degenerate pairs give 0.
+    """
+    if metric not in ('iou', 'ios'):
+        raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
+    as_numpy = not isinstance(boxes, torch.Tensor)
+    if as_numpy:
+        boxes = torch.as_tensor(np.asarray(boxes, np.float64).reshape(-1, 4))
+        refs = torch.as_tensor(np.asarray(refs, np.float64).reshape(-1, 4))
+    boxes = boxes[..., :, None, :]
+    lt = torch.maximum(boxes[..., :2], refs[:, :2])
+    rb = torch.minimum(boxes[..., 2:], refs[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
+    area_refs = (refs[:, 2:] - refs[:, :2]).clamp(min=0).prod(-1)
+    denom = area + area_refs - inter if metric == 'iou' else torch.minimum(area, area_refs)
+    overlap = torch.where(denom > 0, inter / denom.clamp(min=1e-12), torch.zeros_like(inter))
+    return overlap.numpy() if as_numpy else overlap
 
 
 def _pair(value, name: str) -> Tuple[float, float]:
@@ -47,7 +70,7 @@ def input_geometry(meta: Dict) -> Dict[str, float]:
         (padding before the content), ``in_h``, ``in_w`` (network input size) and
         ``ori_h``, ``ori_w``.
     """
-    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    ori_h, ori_w = original_size(meta)
     in_shape = meta.get('batch_input_shape') or meta.get('img_shape')
     in_h, in_w = (int(v) for v in tuple(in_shape)[:2])
     scale_x, scale_y = _pair(meta.get('scale_factor', (1.0, 1.0)), 'scale_factor')
@@ -93,7 +116,7 @@ def map_to_original(featmap: torch.Tensor, meta: Dict,
 
 def stretch_to_original(featmap: torch.Tensor, meta: Dict) -> torch.Tensor:
     """What the naive tools do: stretch the whole map (padding included) over the image."""
-    ori_h, ori_w = (int(v) for v in tuple(meta['ori_shape'])[:2])
+    ori_h, ori_w = original_size(meta)
     squeeze = featmap.dim() == 2
     maps = featmap[None] if squeeze else featmap
     out = F.interpolate(maps[None].float(), size=(ori_h, ori_w), mode='bilinear',
@@ -109,57 +132,4 @@ def boxes_to_original(boxes: torch.Tensor, meta: Dict) -> torch.Tensor:
     out = (boxes - offset) / scale
     out[:, 0::2] = out[:, 0::2].clamp(0, geo['ori_w'])
     out[:, 1::2] = out[:, 1::2].clamp(0, geo['ori_h'])
-    return out
-
-
-def _transform_type(step: Dict) -> str:
-    return str(step.get('type', ''))
-
-
-def _scale_of(pipeline: Sequence[Dict]) -> Optional[Tuple[int, int]]:
-    for step in pipeline:
-        if _transform_type(step) in LETTERBOX_TRANSFORMS + KEEP_RATIO_RESIZES and 'scale' in step:
-            scale = step['scale']
-            return (scale, scale) if isinstance(scale, int) else tuple(scale)
-    return None
-
-
-def resize_only_pipeline(pipeline: Sequence[Dict],
-                         scale: Optional[Tuple[int, int]] = None) -> List[Dict]:
-    """A copy of a test pipeline with its letterbox steps replaced by one plain resize.
-
-    The first letterbox step becomes ``mmdet.Resize(scale, keep_ratio=False)``; the others are
-    dropped. ``scale_factor`` is then per axis and there is no padding, so maps need only be
-    rescaled. The given pipeline is not modified.
-
-    Args:
-        pipeline (list[dict]): Transform configs (e.g. ``cfg.val_dataloader.dataset.pipeline``).
-        scale (tuple[int, int], optional): ``(w, h)`` of the network input. Taken from the
-            letterbox steps when None.
-
-    Raises:
-        ValueError: No scale is given and none can be read from the pipeline, or the pipeline
-            does not load images.
-    """
-    scale = scale or _scale_of(pipeline)
-    if scale is None:
-        raise ValueError('cannot find the input scale in the pipeline; pass scale=(w, h)')
-    out: List[Dict] = []
-    replaced = False
-    for step in pipeline:
-        kind = _transform_type(step)
-        if kind in LETTERBOX_TRANSFORMS or (kind in KEEP_RATIO_RESIZES and step.get('keep_ratio')):
-            if not replaced:
-                out.append(dict(type='mmdet.Resize', scale=tuple(scale), keep_ratio=False))
-                replaced = True
-            continue
-        step = copy.deepcopy(step)
-        if kind.endswith('PackDetInputs'):
-            keys = tuple(k for k in step.get('meta_keys', ()) if k != 'pad_param')
-            step['meta_keys'] = keys + tuple(k for k in ('scale_factor',) if k not in keys)
-        out.append(step)
-    if not any('LoadImage' in _transform_type(s) for s in out):
-        raise ValueError('the pipeline has no image loading step (e.g. LoadImageFromFile)')
-    if not replaced:
-        out.insert(1, dict(type='mmdet.Resize', scale=tuple(scale), keep_ratio=False))
     return out

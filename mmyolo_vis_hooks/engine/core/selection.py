@@ -4,8 +4,9 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
+
+from .checks import check_int, check_int_list
 
 
 @dataclass(frozen=True)
@@ -17,16 +18,12 @@ class SampleRef:
 
 
 def check_selection(num_images: int, img_indices: Optional[Sequence[int]]) -> None:
-    """Raises ValueError for selection arguments that can never work, before any data is read."""
+    """Checks selection arguments that can never work, before any data is read (TypeError for
+    a wrong type, ValueError for a wrong value)."""
     if img_indices is not None:
-        if (isinstance(img_indices, (str, bytes)) or not isinstance(img_indices, Sequence)
-                or not img_indices):
-            raise ValueError(f'img_indices must be a non-empty list of ints, got {img_indices!r}')
-        for i in img_indices:
-            if isinstance(i, bool) or not isinstance(i, int) or i < 0:
-                raise ValueError(f'img_indices must hold non-negative ints, got {i!r}')
-    elif isinstance(num_images, bool) or not isinstance(num_images, int) or num_images <= 0:
-        raise ValueError(f'num_images must be a positive int, got {num_images!r}')
+        check_int_list('img_indices', img_indices, low=0)
+    else:
+        check_int('num_images', num_images, low=1)
 
 
 def select_indices(dataset_size: int, num_images: int = 4,
@@ -69,17 +66,3 @@ def load_through_pipeline(dataset, index: int, pipeline: Callable[[Dict], Dict])
     if data is None:
         raise ValueError(f'the pipeline dropped dataset item {index}')
     return pseudo_collate([data])
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """Reads an image file as RGB uint8 (grayscale and alpha are converted).
-
-    Raises:
-        FileNotFoundError: Missing file. ValueError: unreadable or corrupt image.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'image not found: {path}')
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f'cannot decode image {path} (corrupt or unsupported format)')
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -10,6 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ..core.checks import check_int
+
 CHANNEL_REDUCTIONS = ('squeeze_mean', 'select_max', None)
 
 
@@ -19,11 +21,17 @@ def check_reduction(channel_reduction: Optional[str], topk: int,
     if channel_reduction not in CHANNEL_REDUCTIONS:
         raise ValueError(f'channel_reduction must be one of {CHANNEL_REDUCTIONS}, '
                          f'got {channel_reduction!r}')
-    if isinstance(topk, bool) or not isinstance(topk, int) or (topk == 0 or topk < -1):
+    check_int('topk', topk, accepted='a positive int or -1 (no top-k)')
+    if topk == 0 or topk < -1:
         raise ValueError(f'topk must be a positive int or -1 (no top-k), got {topk!r}')
-    if (not isinstance(arrangement, (tuple, list)) or len(arrangement) != 2
-            or not all(isinstance(v, int) and v > 0 for v in arrangement)):
-        raise ValueError(f'arrangement must be (rows, cols) of positive ints, got {arrangement!r}')
+    if not isinstance(arrangement, (tuple, list)):
+        raise TypeError(f'arrangement must be (rows, cols) of positive ints, got '
+                        f'{arrangement!r}')
+    if len(arrangement) != 2:
+        raise ValueError(f'arrangement must be (rows, cols) of positive ints, got '
+                         f'{arrangement!r}')
+    for value in arrangement:
+        check_int('arrangement', value, low=1, accepted='(rows, cols) of positive ints')
     if channel_reduction is None and topk > 0 and arrangement[0] * arrangement[1] < topk:
         raise ValueError(f'arrangement {tuple(arrangement)} has {arrangement[0] * arrangement[1]}'
                          f' cells, fewer than topk={topk}; use rows * cols >= topk')

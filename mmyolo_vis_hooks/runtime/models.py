@@ -6,7 +6,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from .checkpoint import load_checkpoint_file
+from ..engine.core.pipeline import (check_align, resize_only_pipeline, test_pipeline_cfg,
+                                    transform_type)
+from .checkpoint import load_checkpoint_file, state_dict_of
 
 MMYOLO_CONFIG_PREFIX = 'mmyolo::'
 
@@ -30,13 +32,6 @@ def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) 
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
-
-
-def _state_dict(checkpoint) -> Dict[str, torch.Tensor]:
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError('checkpoint holds no state_dict')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
 def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
@@ -63,7 +58,7 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
     meta = None
     if checkpoint:
         ckpt = load_checkpoint_file(checkpoint, 'cpu', unsafe_load=unsafe_load)
-        missing, unexpected = model.load_state_dict(_state_dict(ckpt), strict=False)
+        missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)
         if missing:
             raise ValueError(f'checkpoint {checkpoint} does not fit the config: missing '
                              f'{len(missing)} keys, e.g. {missing[:3]}')
@@ -80,19 +75,13 @@ def build_image_loader(cfg: Config, align: str = 'letterbox') -> Callable[[str, 
     """A function ``(img_path, img_id) -> batch of one`` for the offline tools.
 
     It runs the config's test pipeline (annotation loading removed), or with ``align='resize'``
-    its resize-only variant (``engine.align.resize_only_pipeline``), and collates the result.
+    its resize-only variant (``engine.core.pipeline.resize_only_pipeline``), and collates the result.
     """
     from mmcv.transforms import Compose
     from mmengine.dataset import pseudo_collate
 
-    from .align import check_align, resize_only_pipeline
     check_align(align)
-    steps = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline') or \
-        cfg.get('test_pipeline')
-    if not steps:
-        raise ValueError('the config has no test pipeline (test_dataloader.dataset.pipeline or '
-                         'test_pipeline)')
-    steps = [s for s in steps if 'LoadAnnotations' not in s['type']]
+    steps = [s for s in test_pipeline_cfg(cfg) if transform_type(s) != 'LoadAnnotations']
     if align == 'resize':
         steps = resize_only_pipeline(steps)
     pipeline = Compose(steps)

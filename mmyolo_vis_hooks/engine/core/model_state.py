@@ -1,11 +1,33 @@
 """A guard that puts a model back exactly as it was after a visualization ran on it."""
 import random
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from torch import nn
+
+
+@contextmanager
+def preserved_modes(model: nn.Module, training: Optional[bool] = None) -> Iterator[nn.Module]:
+    """Restores every submodule's train/eval flag on exit (not only the top module's, which
+    is all ``model.train(was_training)`` would give back: a submodule kept in eval mode by
+    its owner would come out in train mode).
+
+    Args:
+        model (nn.Module): The model.
+        training (bool, optional): Set every submodule to this mode for the block (False:
+            eval). Defaults to None (leave the modes as they are).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    if training is not None:
+        for module, _ in modes:
+            module.training = training
+    try:
+        yield model
+    finally:
+        for module, was_training in modes:
+            module.training = was_training
 
 
 @contextmanager
@@ -17,7 +39,6 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
     the grad-enabled flag, and the torch (CPU and CUDA), numpy and Python RNG states.
     Weights are not copied: visualizations never write to them.
     """
-    modes = [(m, m.training) for m in model.modules()]
     params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     grad_enabled = torch.is_grad_enabled()
@@ -26,10 +47,9 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
     np_rng = np.random.get_state()
     py_rng = random.getstate()
     try:
-        yield model
+        with preserved_modes(model):
+            yield model
     finally:
-        for module, training in modes:
-            module.training = training
         for param, requires_grad, grad in params:
             param.requires_grad_(requires_grad)
             param.grad = grad

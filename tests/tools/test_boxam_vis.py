@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_CONFIG, packaged_config
-from runner_utils import load_tool
+from mmyolo_vis_hooks.cli import boxam_vis
 
-boxam_vis = load_tool('boxam_vis')
 
 
 def test_folder_per_box_grids(tmp_path, shapes_data, demo_checkpoint, capsys):
@@ -97,3 +96,37 @@ def test_layer_the_scores_do_not_depend_on_is_refused_before_any_image(tmp_path,
                         '--method', 'eigencam', '--score-thr', '0', '--target-layers',
                         'bbox_head.head_module.reg_preds[0]', '--out-dir', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()
+
+
+def test_saturated_boxes_are_named_on_stderr_and_drawn_without_heat(tmp_path, shapes_data,
+                                                                      demo_checkpoint, capsys):
+    """The demo checkpoint with the objectness and class-0 biases raised by 200 (every prior
+    scores exactly 1.0): with --target log_score the gradient underflows to 0, and each box is
+    named on stderr and drawn as the plain image with its box; --target logit draws heat."""
+    import torch
+    ckpt = torch.load(demo_checkpoint, map_location='cpu', weights_only=True)
+    state = ckpt.get('state_dict', ckpt)
+    for key in [k for k in state if k.startswith('bbox_head.head_module.convs_pred.')
+                and k.endswith('.bias')]:
+        bias = state[key].float().view(3, -1)  # 3 base priors x (4 box, objectness, classes)
+        bias[:, 4:6] += 200.0
+        state[key] = bias.view(-1)
+    saturated = str(tmp_path / 'saturated.pth')
+    torch.save(ckpt, saturated)
+    image = shapes_data + 'val/val_00000.png'
+    ori = cv2.imread(image)
+    for target in ('log_score', 'logit'):
+        out = tmp_path / target
+        boxam_vis.main([image, DEMO_CONFIG, saturated, '--topk', '2', '--target', target,
+                        '--out-dir', str(out)])
+        err = capsys.readouterr().err
+        tile = cv2.imread(str(out / 'val_00000.png'))[16:, :ori.shape[1]]
+        difference = np.abs(tile.astype(int) - ori.astype(int))
+        if target == 'log_score':
+            for k in (0, 1):
+                assert re.search(rf'val_00000\.png: warning: box #{k} \(label circle, score '
+                                 rf'1\.0000\) has no CAM, zero gradient', err), err
+            assert np.median(difference) == 0  # no heat: the plain image and its box
+        else:
+            assert 'has no CAM' not in err
+            assert difference.mean() > 10

@@ -6,10 +6,12 @@ A layer path is a dotted module path with optional indexing, as users write it i
 import difflib
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from .model_state import preserved_modes
 
 _TOKEN = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]|(\d+)')
 
@@ -98,13 +100,46 @@ def describe_output(output, depth: int = 0) -> str:
     return type(output).__name__
 
 
-def output_keys(path: str, num_outputs: int) -> List[str]:
-    """Keys of a layer's maps: the path itself, or ``path[i]`` for a multi-output layer."""
-    return [path] if num_outputs == 1 else [f'{path}[{i}]' for i in range(num_outputs)]
+def output_key(path: str, call: int = 0, num_calls: int = 1, index: int = 0,
+               num_outputs: int = 1) -> str:
+    """Name of one captured map: the layer path, then ``@<call>`` when its module runs more
+    than once per forward, then ``[<i>]`` when the module returns a tuple/list.
+
+    ``neck`` + tuple output -> ``neck[0]``, ``neck[1]``, ...; RTMDet's head convolution shared
+    by every pyramid level -> ``bbox_head.head_module.cls_convs[0][0].conv@0``, ``@1``, ``@2``
+    (call order = level order); both -> ``<layer>@1[0]`` (element 0 of the second call).
+    """
+    key = path if num_calls == 1 else f'{path}@{call}'
+    return key if num_outputs == 1 else f'{key}[{index}]'
+
+
+class OutputSource(NamedTuple):
+    """Where one captured tensor comes from.
+
+    Attributes:
+        key (str): Its name, :func:`output_key`.
+        path (str): The target layer path.
+        call (int): Which call of the layer's module in the forward (0 for the first).
+        num_calls (int): How many times the module ran in the forward.
+        index (int): Which element of that call's (flattened) output.
+        num_outputs (int): How many tensors that call returned.
+    """
+    key: str
+    path: str
+    call: int
+    num_calls: int
+    index: int
+    num_outputs: int
 
 
 class ActivationCapture:
-    """Records the outputs of chosen layers during forward passes.
+    """Records the outputs of chosen layers during forward passes, every call of them.
+
+    A module may run several times in one forward: RTMDet's head applies the same
+    convolutions (``share_conv=True``) to every pyramid level. Each call is kept, in call
+    order, and named ``<layer>@<call>`` (:func:`output_key`); a module that runs once keeps the
+    plain ``<layer>``. Calls accumulate until :meth:`clear` (entering the context clears), so
+    a capture reused across forwards is cleared before each one it records.
 
     Used as a context manager; the forward hooks are removed on exit whatever happens.
 
@@ -116,27 +151,33 @@ class ActivationCapture:
         to_cpu (bool): Move detached outputs to the CPU. Defaults to True.
 
     Attributes:
-        outputs (OrderedDict[str, list[Tensor]]): Per path, the list of tensors of the last
-            captured forward (one per element of a tuple output), batch first.
-        output_types (dict[str, str]): Per path, :func:`describe_output` of that output (what
-            a layer returned when none of it is a 4-D map).
+        calls (OrderedDict[str, list[list[Tensor]]]): Per path, one entry per call of its
+            module, each the list of tensors of that call's output (one per element of a
+            tuple output), batch first.
+        output_types (dict[str, str]): Per path, :func:`describe_output` of its first output
+            (what a layer returned when none of it is a 4-D map).
         enabled (bool): Set False to let forwards pass unrecorded.
     """
 
     def __init__(self, model: nn.Module, paths: Sequence[str], detach: bool = True,
                  to_cpu: bool = True) -> None:
-        self.paths = list(paths)
+        self.paths = list(dict.fromkeys(paths))  # a repeated path would record every call twice
         self.modules = [resolve_layer(model, p) for p in self.paths]
         self.detach = detach
         self.to_cpu = to_cpu
         self.enabled = True
-        self.outputs: 'OrderedDict[str, List[torch.Tensor]]' = OrderedDict()
+        self.calls: 'OrderedDict[str, List[List[torch.Tensor]]]' = OrderedDict()
         self.output_types: Dict[str, str] = {}
         self._handles: list = []
 
+    def clear(self) -> None:
+        """Forgets everything recorded (before the next forward of a reused capture)."""
+        self.calls.clear()
+        self.output_types.clear()
+
     def _record(self, path: str, output, tensors: List[torch.Tensor]) -> None:
-        self.outputs[path] = tensors
-        self.output_types[path] = describe_output(output)
+        self.calls.setdefault(path, []).append(tensors)
+        self.output_types.setdefault(path, describe_output(output))
 
     def _hook(self, path: str):
         def record(module, inputs, output):
@@ -151,8 +192,7 @@ class ActivationCapture:
         return record
 
     def __enter__(self) -> 'ActivationCapture':
-        self.outputs.clear()
-        self.output_types.clear()
+        self.clear()
         for path, module in zip(self.paths, self.modules):
             self._handles.append(module.register_forward_hook(self._hook(path)))
         return self
@@ -162,26 +202,36 @@ class ActivationCapture:
             handle.remove()
         self._handles.clear()
 
+    def captured(self) -> List[Tuple[OutputSource, torch.Tensor]]:
+        """Every recorded tensor with its :class:`OutputSource`, in the order of ``paths``,
+        then calls, then elements."""
+        result = []
+        for path in self.paths:
+            calls = self.calls.get(path, [])
+            for call, tensors in enumerate(calls):
+                for index, tensor in enumerate(tensors):
+                    key = output_key(path, call, len(calls), index, len(tensors))
+                    result.append((OutputSource(key, path, call, len(calls), index,
+                                                len(tensors)), tensor))
+        return result
+
     def missing_maps(self) -> Dict[str, str]:
         """After a forward: per path that gave no 4-D ``(N, C, H, W)`` map, why (it did not
         run, or what it returned instead); empty when every path gave at least one."""
         problems: Dict[str, str] = {}
         for path in self.paths:
-            if path not in self.outputs:
+            if path not in self.calls:
                 problems[path] = 'did not run in the forward (a loss or training-only module?)'
-            elif not any(t.dim() == 4 for t in self.outputs[path]):
+            elif not any(t.dim() == 4 for tensors in self.calls[path] for t in tensors):
                 problems[path] = (f'returned {self.output_types[path]}, not a 4-D (N, C, H, W) '
                                   f'tensor or a tuple/list of them')
         return problems
 
     def maps(self, batch_index: int = 0) -> 'OrderedDict[str, torch.Tensor]':
-        """Per output key, the CHW map of one batch item (4-D outputs only)."""
-        result: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-        for path, tensors in self.outputs.items():
-            for key, tensor in zip(output_keys(path, len(tensors)), tensors):
-                if tensor.dim() == 4:
-                    result[key] = tensor[batch_index]
-        return result
+        """Per output key (:func:`output_key`), the CHW map of one batch item (4-D outputs
+        only)."""
+        return OrderedDict((source.key, tensor[batch_index])
+                           for source, tensor in self.captured() if tensor.dim() == 4)
 
 
 def describe_layers(model: nn.Module, input_shape: Tuple[int, int, int, int],
@@ -190,27 +240,26 @@ def describe_layers(model: nn.Module, input_shape: Tuple[int, int, int, int],
 
     Runs one forward of zeros of ``input_shape`` through ``model`` (a callable taking the
     batch tensor, e.g. ``detector._forward``'s feature part) in eval mode without gradients;
-    the model's mode is restored afterwards.
+    every submodule's mode is restored afterwards. A module that runs more than once shows
+    every call: ``@0 1x96x8x8 | @1 1x96x4x4 | ...`` (the ``<layer>@<call>`` maps of
+    :func:`output_key`).
     """
-    shapes: Dict[str, str] = {}
+    calls: Dict[str, List[str]] = {}
     handles = []
     named = [(canonical_name(n), m) for n, m in model.named_modules() if n]
     for name, module in named:
         def record(mod, inp, out, name=name):
-            shapes[name] = ', '.join(
-                'x'.join(str(s) for s in t.shape) for t in flatten_output(out)) or '-'
+            calls.setdefault(name, []).append(', '.join(
+                'x'.join(str(s) for s in t.shape) for t in flatten_output(out)) or '-')
         handles.append(module.register_forward_hook(record))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with preserved_modes(model, training=False), torch.no_grad():
             param = next(model.parameters(), None)
             device = param.device if param is not None else 'cpu'
             model(torch.zeros(input_shape, device=device))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     rows = []
     for name, module in named:
         depth = name.count('.') + name.count('[')
@@ -218,5 +267,8 @@ def describe_layers(model: nn.Module, input_shape: Tuple[int, int, int, int],
             continue
         params = sum(p.numel() for p in module.parameters())
         default = 'container' if isinstance(module, (nn.ModuleList, nn.ModuleDict)) else 'not run'
-        rows.append((name, depth, shapes.get(name, default), params))
+        shapes = calls.get(name, [default])
+        shown = shapes[0] if len(shapes) == 1 else ' | '.join(
+            f'@{call} {shape}' for call, shape in enumerate(shapes))
+        rows.append((name, depth, shown, params))
     return rows

@@ -123,3 +123,64 @@ def test_hook_logs_box_cams_and_energy_and_leaves_the_model_as_it_was(
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BoxAMVisHook(**kwargs)
+
+
+def _saturated_checkpoint(src: str, dst: str, shift: float = 200.0) -> str:
+    """The demo checkpoint with the objectness and class-0 biases of every prior raised by
+    ``shift``: every prior scores exactly 1.0 for class 0 in float32, and the gradient of the
+    log score is exactly 0 (same construction as tests/engine/cam/test_box_targets.py)."""
+    ckpt = torch.load(src, map_location='cpu', weights_only=True)
+    state = ckpt.get('state_dict', ckpt)
+    for key, bias in state.items():
+        if key.startswith('bbox_head.head_module.convs_pred.') and key.endswith('.bias'):
+            bias = bias.float().view(3, -1)  # 3 base priors x (4 box, objectness, classes)
+            bias[:, 4:6] += shift
+            state[key] = bias.view(-1)
+    torch.save(ckpt, dst)
+    return dst
+
+
+@pytest.mark.parametrize('strict', [False, True])
+def test_saturated_box_warns_or_raises_naming_it(tmp_path, shapes_data, demo_checkpoint, strict):
+    """target='log_score' on saturated scores: the gradient underflows to 0. The hook names
+    every such box (image, index, label, score, reason) in a warning and logs its tile without
+    heat, or with strict=True raises; target='logit' explains the same boxes."""
+    from mmyolo_vis_hooks.hooks.base_vis_hook import VisualizationWarning
+    cfg = tiny_train_cfg(shapes_data, str(tmp_path / 'work'), epochs=1, custom_hooks=[
+        dict(type='BoxAMVisHook', num_images=1, method='gradcam', topk=2, score_thr=0.3,
+             target='log_score', strict=strict),
+        dict(type='BoxAMVisHook', num_images=1, method='layercam', topk=2, score_thr=0.3,
+             target='logit', strict=True)])
+    cfg.load_from = _saturated_checkpoint(demo_checkpoint, str(tmp_path / 'saturated.pth'))
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    runner.val_loop  # noqa: B018 - builds the loop whose dataset the hooks draw from
+    log_score_hook, logit_hook = [h for h in runner.hooks if isinstance(h, BoxAMVisHook)]
+    for hook in (log_score_hook, logit_hook):
+        hook.before_run(runner)
+    name = log_score_hook.samples[0].name
+    expected = (rf'gradcam: image {name}: box #0 \(label circle, score 1\.0000\) has no CAM, '
+                rf'zero gradient')
+    if strict:
+        with pytest.raises(RuntimeError, match=expected):
+            log_score_hook.after_val_epoch(runner)
+    else:
+        with pytest.warns(VisualizationWarning, match=expected) as record:
+            log_score_hook.after_val_epoch(runner)
+        assert sum('has no CAM' in str(w.message) for w in record) == 2  # both boxes
+    logit_hook.after_val_epoch(runner)  # strict: any warning would raise
+    runner.visualizer.close()
+    acc = read_events(str(tmp_path / 'work'))
+    assert image_steps(acc, f'boxam/{name}/layercam') == [0]
+    if strict:
+        return
+    # The gradcam grid: each tile is the plain image with its box, captioned, no heat.
+    img = cv2.imdecode(np.frombuffer(acc.Images(f'boxam/{name}/gradcam')[0].encoded_image_string,
+                                     np.uint8), cv2.IMREAD_COLOR)
+    ori = cv2.imread(log_score_hook.samples[0].img_path)
+    tile = img[16:, :ori.shape[1]]
+    assert tile.shape == ori.shape
+    assert np.median(np.abs(tile.astype(int) - ori.astype(int))) == 0
+    heat = cv2.imdecode(np.frombuffer(acc.Images(f'boxam/{name}/layercam')[0]
+                                      .encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(heat[16:, :ori.shape[1]].astype(int) - ori.astype(int)).mean() > 10

@@ -14,11 +14,11 @@ from mmengine.runner import Runner
 
 from conftest import DEMO_CONFIG, packaged_config
 from runner_utils import image_steps, read_events, tiny_train_cfg
-from mmyolo_vis_hooks.engine.align import (map_to_original, resize_only_pipeline,
-                                           stretch_to_original)
+from mmyolo_vis_hooks.engine.core.geometry import map_to_original, stretch_to_original
+from mmyolo_vis_hooks.engine.core.pipeline import resize_only_pipeline
 from mmyolo_vis_hooks.engine.featmap import forward_and_capture
-from mmyolo_vis_hooks.engine.inference import build_detector, load_config
-from mmyolo_vis_hooks.engine.model_state import preserved_model_state
+from mmyolo_vis_hooks.runtime.models import build_detector, load_config
+from mmyolo_vis_hooks.engine.core.model_state import preserved_model_state
 from mmyolo_vis_hooks.hooks import FeatMapVisHook
 
 # A 400x200 black image (aspect 2: letterboxing to 320x320 pads 80 px above and below) with a

@@ -1,12 +1,54 @@
-"""Argument pieces shared by the offline tools (same flag names as MMYOLO's demos), and their
-``--show``."""
+"""What every command-line tool shares: one way to fail, argument groups with MMYOLO's flag
+names, the layer preview and ``--show``.
+
+One way to fail: bad arguments, missing files and refused checkpoints end in ONE line
+``<tool>: error: <what was wrong and what is accepted>`` on stderr and exit code 2 (argparse's
+convention), never a traceback. ``MMYOLO_VIS_DEBUG=1`` shows the traceback instead.
+"""
 import argparse
 import os
 import sys
+from typing import Callable, Optional, Sequence
 
 from mmengine.config import DictAction
 
-from .align import ALIGN_MODES
+from ..engine.core.pipeline import ALIGN_MODES, config_input_size
+from ..runtime.checkpoint import UnsafeCheckpointError
+
+DEBUG_ENV = 'MMYOLO_VIS_DEBUG'
+# What a user's input can cause: reported in one line. Anything else is a bug: traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError, UnsafeCheckpointError)
+
+
+class ToolArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): ``<prog>: error: <message>``, exit 2."""
+
+    def error(self, message: str):
+        fail(self.prog, message)
+
+
+def fail(prog: str, message: str) -> None:
+    """Prints ``<prog>: error: <message>`` (one line) on stderr and exits with code 2."""
+    text = ' '.join(str(message).split())
+    print(f'{prog}: error: {text}', file=sys.stderr)
+    sys.exit(2)
+
+
+def run_tool(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], object],
+             argv: Optional[Sequence[str]] = None):
+    """Parses ``argv`` and runs ``main(args)``; a user error ends in one line and exit 2.
+
+    Returns:
+        What ``main`` returns.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except USER_ERRORS as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        fail(parser.prog, str(err) or type(err).__name__)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +83,10 @@ def add_preview_arg(parser: argparse.ArgumentParser) -> None:
                         help='with --preview-model: deepest nesting level printed')
 
 
-def print_layer_preview(model, input_size, max_depth=None) -> None:
+def print_layer_preview(model, input_size=None, max_depth=None) -> None:
     """Prints the layer preview table of ``engine.layers.describe_layers``."""
-    from .layers import describe_layers
+    from ..engine.core.layers import describe_layers
+    input_size = config_input_size(model.cfg) if input_size is None else input_size
     rows = describe_layers(model, (1, 3, input_size[1], input_size[0]), max_depth)
     width = max(len('  ' * depth + name) for name, depth, _, _ in rows)
     print(f'Layers of {type(model).__name__} for a 1x3x{input_size[1]}x{input_size[0]} input '
@@ -51,16 +94,6 @@ def print_layer_preview(model, input_size, max_depth=None) -> None:
     print(f'{"layer":<{width}}  {"output shape(s)":<40}  params')
     for name, depth, shapes, params in rows:
         print(f'{"  " * depth + name:<{width}}  {shapes:<40}  {params:,}')
-
-
-def input_size_of(cfg) -> tuple:
-    """(w, h) of the network input, from the config's test pipeline."""
-    for step in cfg.get('test_pipeline', cfg.get('val_dataloader', {}).get(
-            'dataset', {}).get('pipeline', [])):
-        if 'scale' in step:
-            scale = step['scale']
-            return (scale, scale) if isinstance(scale, int) else tuple(scale)
-    return (640, 640)
 
 
 def show_image(window: str, rgb) -> bool:

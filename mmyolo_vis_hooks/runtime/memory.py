@@ -1,0 +1,20 @@
+"""Process-level memory settings for long inference runs."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def keep_freed_memory(mmap_threshold: int = 128 << 20, trim_threshold: int = 512 << 20) -> bool:
+    """Makes glibc keep freed memory for reuse (this process only; returns False elsewhere).
+
+    With glibc's adaptive defaults, the activations freed after each batch are handed back to
+    the OS and faulted in again by the next batch once slicing, decoding and drawing allocate
+    in between: about 120k page faults on the embedded image, 10-15% more CPU time in the
+    forward passes. Memory then stays with the process until it exits (up to
+    ``trim_threshold`` bytes above what is in use).
+    """
+    import ctypes
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,72 @@
+"""References for box-CAM checks, shared by tests and ``benchmarks/bench_cam.py``: a random-init
+detector that behaves like a network, a generated input, and grad-cam's view of our targets."""
+import numpy as np
+import torch
+from torch import nn
+
+
+def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0) -> None:
+    """Random weights give exploding logits with BN's default running stats; refit the stats
+    on random inputs (a random-init model that behaves like a network)."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model.bbox_head(model.extract_feat(torch.rand(*shape, generator=gen) * 2 - 1))
+    model.eval()
+
+
+def demo_input(model: nn.Module, size: int, seed: int = 3) -> torch.Tensor:
+    """A generated shapes image of ``size`` x ``size`` through the model's data preprocessor."""
+    from mmdet.structures import DetDataSample
+    from mmyolo_vis_hooks.data.synthetic_shapes import render_image
+    rgb, _ = render_image(np.random.default_rng(seed), size, size, 6, (24, 96))
+    bgr = torch.from_numpy(np.ascontiguousarray(rgb[..., ::-1])).permute(2, 0, 1)
+    meta = dict(ori_shape=(size, size), img_shape=(size, size), scale_factor=(1.0, 1.0),
+                pad_param=np.zeros(4, np.float32), batch_input_shape=(size, size))
+    data = model.data_preprocessor(
+        dict(inputs=[bgr], data_samples=[DetDataSample(metainfo=meta)]), False)
+    return data['inputs']
+
+
+class _Tap(nn.Module):
+    """Returns a fresh view of its input: a hook point that only the head consumes."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+
+class FlatScoresModel(nn.Module):
+    """grad-cam's model: the detector's flat ``(B, N, C)`` scores (``engine.cam.predictions``)."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+        self.taps = nn.ModuleList(_Tap() for _ in detector.neck.out_layers)
+
+    def forward(self, x):
+        from mmyolo_vis_hooks.engine.cam.predictions import flat_predictions
+        feats = self.detector.extract_feat(x)
+        feats = tuple(tap(f) for tap, f in zip(self.taps, feats))
+        return flat_predictions(self.detector.bbox_head, self.detector.bbox_head(feats)).scores
+
+
+class BoxScoreTarget:
+    """grad-cam target: the score of one (prior, class) entry of the flat scores."""
+
+    def __init__(self, prior: int, label: int) -> None:
+        self.prior, self.label = prior, label
+
+    def __call__(self, output):
+        return output[self.prior, self.label]
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float('nan')
