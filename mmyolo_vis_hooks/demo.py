@@ -1,0 +1,236 @@
+"""The main job behind ``bash scripts/demo.sh`` (``tools/run_demo.py`` only parses and prints):
+generate the demo data when missing, build the demo config with the command line applied,
+choose the torch thread count, train with an MMEngine Runner on the CPU, read the val metrics,
+export the weights and format the summary.
+"""
+import os
+import os.path as osp
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+
+from .data.synthetic_shapes import generate_demo_data
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+DATA_FILES = ('shapes/annotations/train.json', 'shapes/annotations/val.json', 'large/large.json')
+MAP50_KEY = 'coco/bbox_mAP_50'
+MAP_KEY = 'coco/bbox_mAP'
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is
+    none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_threads(num_workers: int, cpus: Optional[int] = None) -> int:
+    """Torch threads for the training process: the usable CPUs minus the train dataloader's
+    workers, at least 1.
+
+    The rule depends only on the machine (affinity mask) and the config, never on the current
+    load, so a seed gives the same run on the same machine. On a 2-core machine with 2 workers it
+    gives 1 thread: the workers take the other core (see README, the main job, for the
+    measurements behind it).
+    """
+    cpus = usable_cpus() if cpus is None else cpus
+    return max(1, cpus - max(0, num_workers))
+
+
+def ensure_demo_data(data_dir: str, seed: int) -> bool:
+    """Generates the demo data into ``data_dir`` unless all its annotation files exist.
+
+    Returns:
+        bool: True when the data was generated now.
+    """
+    if all(osp.isfile(osp.join(data_dir, f)) for f in DATA_FILES):
+        return False
+    print(f'[demo] generating the synthetic shapes data into {data_dir}/ (seed {seed})',
+          flush=True)
+    generate_demo_data(data_dir, seed=seed)
+    return True
+
+
+def _set_data_root(cfg: Config, data_dir: str) -> None:
+    shapes_root = osp.join(data_dir, 'shapes') + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cfg[loader]['dataset']
+        # dataset wrappers (e.g. RepeatDataset) keep the real dataset one level down
+        dataset = dataset.get('dataset', dataset)
+        dataset['data_root'] = shapes_root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        cfg[evaluator]['ann_file'] = osp.join(shapes_root, 'annotations', 'val.json')
+
+
+def _set_epochs(cfg: Config, epochs: int) -> None:
+    cfg.train_cfg.max_epochs = epochs
+    cfg.default_hooks.param_scheduler.max_epochs = epochs
+    close_epochs = cfg.get('close_mosaic_epochs', 0)
+    for hook in cfg.get('custom_hooks', []):
+        if hook['type'].split('.')[-1] == 'PipelineSwitchHook':
+            hook['switch_epoch'] = max(0, epochs - close_epochs)
+
+
+def build_config(config: str = DEMO_CONFIG, work_dir: str = 'work_dirs/demo',
+                 data_dir: str = 'data', seed: int = 0, epochs: Optional[int] = None,
+                 resume: Optional[str] = None, cfg_options: Optional[dict] = None) -> Config:
+    """The demo config with the command line applied.
+
+    Args:
+        resume (str, optional): ``'auto'`` (the latest checkpoint in ``work_dir``), a checkpoint
+            path, or None (no resume).
+        cfg_options (dict, optional): ``key=value`` overrides, merged last.
+    """
+    cfg = Config.fromfile(config)
+    cfg.work_dir = work_dir
+    _set_data_root(cfg, data_dir)
+    if epochs is not None:
+        _set_epochs(cfg, epochs)
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    if resume is not None:
+        cfg.resume = True
+        cfg.load_from = None if resume == 'auto' else resume
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def tensorboard_dir(runner) -> Optional[str]:
+    """Log dir of the runner's first TensorBoard backend (subclasses such as
+    ActivationStatsVisBackend included; ``Visualizer.get_backend`` only looks names up)."""
+    from mmengine.visualization import TensorboardVisBackend
+    for backend in getattr(runner.visualizer, '_vis_backends', {}).values():
+        if isinstance(backend, TensorboardVisBackend):
+            return backend._save_dir
+    return None
+
+
+def final_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint that ``work_dir/last_checkpoint`` names, if any."""
+    last = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(last):
+        return None
+    with open(last, encoding='utf-8') as f:
+        return f.read().strip() or None
+
+
+def last_val_metrics(runner) -> Dict[str, float]:
+    """mAP@50 and mAP of the last validation (RuntimeInfoHook stores them as ``val/<key>``)."""
+    metrics = {}
+    for key in (MAP50_KEY, MAP_KEY):
+        buffer = runner.message_hub.log_scalars.get(f'val/{key}')
+        if buffer is not None:
+            metrics[key] = float(buffer.current())
+    return metrics
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or ``'unknown CPU'``."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return 'unknown CPU'
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def train(cfg: Config, threads: Optional[int] = None,
+          export_to: Optional[str] = None) -> Dict[str, object]:
+    """Trains ``cfg`` with an MMEngine Runner and returns what the summary reports.
+
+    Args:
+        threads (int, optional): torch CPU threads of this process; None: :func:`auto_threads`
+            of the train dataloader's ``num_workers``.
+        export_to (str, optional): Also write the final (EMA) weights, fp16, weights only, here.
+
+    Returns:
+        dict: ``metrics`` (mAP@50 and mAP of the last validation), ``train_seconds`` (wall),
+        ``cpu_seconds`` (CPU time of this process, all its threads; data workers excluded),
+        ``threads``, ``cpus``, ``load_before``/``load_after`` (1-min load average),
+        ``checkpoint``, ``exported``, ``tensorboard_dir``, ``epochs``, ``seed``, ``config``.
+    """
+    from mmengine.runner import Runner
+    if threads is None:
+        threads = auto_threads(cfg.train_dataloader.get('num_workers', 0))
+    torch.set_num_threads(threads)
+
+    runner = Runner.from_cfg(cfg)
+    load_before = _loadavg()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    runner.train()
+    train_seconds = time.perf_counter() - start
+    # On a shared machine the wall time grows with the other load, the CPU time much less.
+    cpu_seconds = time.process_time() - cpu_start
+    load_after = _loadavg()
+
+    metrics = last_val_metrics(runner)
+    if MAP50_KEY not in metrics:  # e.g. val_interval pushed past the end by --cfg-options
+        metrics = {k: float(v) for k, v in runner.val().items() if k in (MAP50_KEY, MAP_KEY)}
+    checkpoint = final_checkpoint(cfg.work_dir)
+    epochs = cfg.train_cfg.max_epochs
+    seed = cfg.get('randomness', {}).get('seed')
+
+    exported = None
+    if export_to and checkpoint:
+        from .runtime.checkpoint import export_weights
+        exported = export_weights(checkpoint, export_to,
+                                  extra_meta=dict(epochs=epochs, seed=seed,
+                                                  val_bbox_mAP_50=metrics.get(MAP50_KEY)))
+    return dict(metrics=metrics, train_seconds=train_seconds, cpu_seconds=cpu_seconds,
+                threads=threads, cpus=usable_cpus(), load_before=load_before,
+                load_after=load_after, checkpoint=checkpoint, exported=exported,
+                tensorboard_dir=tensorboard_dir(runner), epochs=epochs, seed=seed,
+                config=cfg.filename, img_scale=cfg.get('img_scale'))
+
+
+def tensorboard_command(tb_dir: str, epochs: int) -> str:
+    """How to open the logs so that TensorBoard keeps every logged image step (it keeps a random
+    10 per tag unless told otherwise)."""
+    return f'tensorboard --logdir {tb_dir} --samples_per_plugin images={max(epochs, 10)}'
+
+
+def summary_lines(result: Dict[str, object]) -> List[str]:
+    """The summary the main job prints at the end."""
+    metrics = result['metrics']
+    train_s, cpu_s = result['train_seconds'], result['cpu_seconds']
+    load = [v for v in (result.get('load_before'), result.get('load_after')) if v is not None]
+    load_txt = ('; load average ' + ' -> '.join(f'{v:.1f}' for v in load)) if load else ''
+    scale = result.get('img_scale')
+    scale_txt = f', {scale[0]} px' if isinstance(scale, Sequence) and scale else ''
+    lines = [
+        '',
+        '=' * 72,
+        f'demo detector: {osp.basename(str(result["config"]))}, {result["epochs"]} epochs'
+        f'{scale_txt}, seed {result["seed"]}',
+        f'val bbox mAP@50: {metrics.get(MAP50_KEY, float("nan")):.3f}   '
+        f'mAP@[.5:.95]: {metrics.get(MAP_KEY, float("nan")):.3f}',
+        f'training wall time: {train_s / 60:.1f} min ({train_s:.0f} s, validations included); '
+        f'CPU time of the main process {cpu_s / 60:.1f} min',
+        f'{cpu_model()}, {result["cpus"]} usable CPUs, {result["threads"]} torch thread(s)'
+        f'{load_txt}',
+        f'checkpoint: {result["checkpoint"]}',
+    ]
+    if result.get('exported'):
+        lines.append(f'weights-only export: {result["exported"]}')
+    tb_dir = result.get('tensorboard_dir')
+    if tb_dir:
+        lines += [
+            f'TensorBoard logs: {tb_dir}',
+            f'open them with:  {tensorboard_command(tb_dir, int(result["epochs"]))}',
+        ]
+    lines.append('=' * 72)
+    return lines
