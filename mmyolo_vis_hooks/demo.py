@@ -104,9 +104,11 @@ def tensorboard_dir(runner) -> Optional[str]:
     """Log dir of the runner's first TensorBoard backend (subclasses such as
     ActivationStatsVisBackend included; ``Visualizer.get_backend`` only looks names up)."""
     from mmengine.visualization import TensorboardVisBackend
-    for backend in getattr(runner.visualizer, '_vis_backends', {}).values():
+
+    from .mmengine_compat import vis_backends
+    for backend in vis_backends(runner.visualizer).values():
         if isinstance(backend, TensorboardVisBackend):
-            return backend._save_dir
+            return backend._save_dir  # BaseVisBackend's log dir (no public accessor)
     return None
 
 
