@@ -4,10 +4,14 @@ Importing the package registers its hooks and VisBackends into MMYOLO's registri
 with ``default_scope='mmyolo'`` name them bare) and allow-lists the globals that MMEngine
 checkpoints carry, so that ``torch.load(weights_only=True)`` can resume a run.
 """
-from .backends import ActivationStatsVisBackend
-from .runtime.checkpoint import register_safe_globals
-from .hooks import FeatMapVisHook
-from .version import __version__
+from .requirements import check_mmyolo
+
+check_mmyolo()  # a clear ImportError before the registries below import mmyolo
+
+from .backends import ActivationStatsVisBackend  # noqa: E402
+from .hooks import FeatMapVisHook  # noqa: E402
+from .runtime.checkpoint import register_safe_globals  # noqa: E402
+from .version import __version__  # noqa: E402
 
 register_safe_globals()
 

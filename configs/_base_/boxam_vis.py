@@ -2,6 +2,13 @@
 # configs already define custom_hooks (EMAHook), so this snippet (and featmap_vis.py, which can
 # be inherited alongside) only provides values; your config adds the hook:
 #
+#   # pip install: the snippets are the package mmyolo_vis_hooks.configs
+#   _base_ = 'mmyolo::yolov5/yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py'  # keep _base_ first
+#   from mmyolo_vis_hooks.configs._base_.boxam_vis import boxam_vis_hook
+#   custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
+#   custom_hooks = [*_base_.custom_hooks, boxam_vis_hook]
+#
+#   # in a clone, as a base file:
 #   _base_ = ['mmyolo::yolov5/yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py',
 #             '<path-to>/configs/_base_/boxam_vis.py']
 #   custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)

@@ -114,8 +114,14 @@ def run(args: argparse.Namespace) -> Dict:
     return doc
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> Dict:
+def infer(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> Dict:
+    """The tool in-process: what ``main`` does, returning the ``detections.json`` content."""
     return run_tool(build_parser(prog), run, argv)
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
+    """The command line (``tools/large_image_infer.py``, ``mmyolo-sliced``)."""
+    infer(argv, prog)
 
 
 if __name__ == '__main__':

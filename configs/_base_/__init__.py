@@ -1,0 +1,1 @@
+"""Snippets adding the hooks to any MMYOLO config (see each file's header)."""

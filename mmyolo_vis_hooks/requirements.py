@@ -1,0 +1,61 @@
+"""Which MMYOLO the package runs on, checked at import with a message that says what to do.
+
+Two distributions install the same ``mmyolo`` module: the official ``mmyolo`` 0.6.0, whose
+import asserts mmcv < 2.1.0 (the usual GPU set-up with OpenMMLab's mmcv 2.0.x wheels), and
+``mmyolo-open`` 0.6.1, the same code accepting mmcv 2.1.0 (what builds against recent torch).
+The wheel requires neither, so installing it never adds a second distribution of the
+``mmyolo`` module to a user's environment.
+"""
+from importlib import metadata
+from typing import List, Optional
+
+MMYOLO_DISTRIBUTIONS = ('mmyolo', 'mmyolo-open')
+INSTALL_HINT = ('install one of: `pip install mmyolo==0.6.0` (with mmcv>=2.0.0,<2.1.0, '
+                'OpenMMLab\'s usual GPU set-up) or `pip install mmyolo-open==0.6.1` (the same '
+                'code, for mmcv 2.1.0)')
+
+
+def installed_mmyolo_distributions() -> List[str]:
+    """The installed distributions that provide the ``mmyolo`` module, as ``name==version``."""
+    found = []
+    for name in MMYOLO_DISTRIBUTIONS:
+        try:
+            found.append(f'{name}=={metadata.version(name)}')
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_mmyolo() -> None:
+    """Imports ``mmyolo`` and turns a missing or incompatible installation into an ImportError
+    saying what is installed and what works.
+
+    Raises:
+        ImportError: No MMYOLO, or its import refuses the installed mmcv/mmengine/mmdet.
+    """
+    try:
+        import mmyolo  # noqa: F401
+    except ModuleNotFoundError as err:
+        if err.name != 'mmyolo':
+            raise
+        raise ImportError(f'mmyolo_vis_hooks needs MMYOLO, which is not installed; '
+                          f'{INSTALL_HINT}') from None
+    except AssertionError as err:  # mmyolo's own version asserts at import
+        installed = ', '.join(installed_mmyolo_distributions()) or 'an mmyolo module'
+        stack = ', '.join(f'{name}=={_version(name)}' for name in ('mmcv', 'mmengine', 'mmdet')
+                          if _version(name))
+        raise ImportError(f'{installed} cannot work with the installed {stack}: {err}. '
+                          f'For mmcv 2.1.0 use mmyolo-open==0.6.1 instead of mmyolo; for '
+                          f'mmyolo==0.6.0 use mmcv>=2.0.0,<2.1.0') from None
+    distributions = installed_mmyolo_distributions()
+    if len(distributions) > 1:
+        import warnings
+        warnings.warn(f'{" and ".join(distributions)} are both installed and write the same '
+                      f'`mmyolo` module; uninstall one of them', RuntimeWarning)
