@@ -86,9 +86,11 @@ BAD_ARGUMENTS = [
     ('boxam_vis', ['--ratio-channels-to-ablate', '1.5'],
      ['ratio_channels_to_ablate must be a number in (0, 1]', '1.5']),
     ('large_image_infer', ['--patch-overlap-ratio', '1.0'],
-     ['patch overlap ratio must be in [0, 1)', '1.0']),
-    ('large_image_infer', ['--patch-size', '0'], ['patch size must be a positive number']),
-    ('large_image_infer', ['--score-thr', '-0.5'], ['score', '-0.5']),
+     ['patch overlap ratio must be a number in [0, 1)', '1.0']),
+    ('large_image_infer', ['--patch-size', '0'],
+     ['patch size must be a positive number of pixels']),
+    ('large_image_infer', ['--score-thr', '-0.5'],
+     ['score threshold must be a number in [0, 1]', '-0.5']),
 ]
 
 

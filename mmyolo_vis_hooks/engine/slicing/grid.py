@@ -6,11 +6,11 @@ it ends on the image border, so every window has the full patch size unless the 
 smaller than the patch. Only coordinates are computed here; pixels are read one window at a
 time, so the whole image is never converted (to RGB, to float) at once.
 """
-import numbers
 from typing import Any, Tuple
 
 import numpy as np
 
+from ..core.checks import check_int, check_number
 from ..core.render import to_rgb
 
 SUPPORTED_CHANNELS = (1, 3, 4)
@@ -18,20 +18,13 @@ SUPPORTED_CHANNELS = (1, 3, 4)
 
 def check_patch_size(patch_size: Any) -> int:
     """Returns the patch size as an int, or raises ValueError/TypeError."""
-    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Integral):
-        raise TypeError(f'patch size must be an int (pixels), got {patch_size!r}')
-    if patch_size <= 0:
-        raise ValueError(f'patch size must be a positive number of pixels, got {patch_size}')
-    return int(patch_size)
+    return check_int('patch size', patch_size, low=1,
+                     accepted='a positive number of pixels (an int)')
 
 
 def check_overlap_ratio(overlap_ratio: Any) -> float:
     """Returns the overlap ratio as a float in [0, 1), or raises ValueError/TypeError."""
-    if isinstance(overlap_ratio, bool) or not isinstance(overlap_ratio, numbers.Real):
-        raise TypeError(f'patch overlap ratio must be a number in [0, 1), got {overlap_ratio!r}')
-    if not 0 <= overlap_ratio < 1:
-        raise ValueError(f'patch overlap ratio must be in [0, 1), got {overlap_ratio}')
-    return float(overlap_ratio)
+    return check_number('patch overlap ratio', overlap_ratio, 0, 1, high_open=True)
 
 
 def image_geometry(image: Any) -> Tuple[int, int, int]:

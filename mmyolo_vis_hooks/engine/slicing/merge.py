@@ -10,12 +10,12 @@ A class-wise merge (sahi's default, MMYOLO's demo's only mode) never merges boxe
 labels, so one object predicted as 'square' in one slice and 'triangle' in the next stays twice;
 ``class_agnostic=True`` merges across labels.
 """
-import numbers
 from dataclasses import dataclass
 from typing import Dict, List
 
 import numpy as np
 
+from ..core.checks import check_number
 from ..core.geometry import box_iou
 from .detections import Detections
 
@@ -52,12 +52,10 @@ class MergeConfig:
         if method == 'soft_nms' and metric != 'IOU':
             raise ValueError('soft_nms matches by IOU only; use metric IOU or method nms/nmm/'
                              'greedynmm for IOS')
-        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Real)
-                or not 0 <= self.threshold <= 1):
-            raise ValueError(f'merge threshold must be a number in [0, 1], got {self.threshold!r}')
         object.__setattr__(self, 'method', method)
         object.__setattr__(self, 'metric', metric)
-        object.__setattr__(self, 'threshold', float(self.threshold))
+        object.__setattr__(self, 'threshold', check_number('merge threshold', self.threshold,
+                                                           0, 1))
 
     @property
     def sahi_postprocess_type(self) -> str:

@@ -1,29 +1,15 @@
 """Sliced inference on one large image: grid, batches of slices, shift, merge."""
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
+from ..core.checks import check_int, check_number
 from .detections import Detections
 from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_window,
                    slice_windows)
 from .merge import MergeConfig, merge_detections
 from .predictor import BatchPredictor
-
-
-def _check_score_thr(score_thr: Any) -> float:
-    if isinstance(score_thr, bool) or not isinstance(score_thr, numbers.Real) \
-            or not 0 <= score_thr <= 1:
-        raise ValueError(f'score threshold must be a number in [0, 1], got {score_thr!r}')
-    return float(score_thr)
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size < 1:
-        raise ValueError(f'batch size must be an int >= 1, got {batch_size!r}')
-    return int(batch_size)
 
 
 @dataclass(frozen=True)
@@ -52,8 +38,9 @@ class SliceSettings:
         if self.patch_size is not None:
             object.__setattr__(self, 'patch_size', check_patch_size(self.patch_size))
         object.__setattr__(self, 'overlap_ratio', check_overlap_ratio(self.overlap_ratio))
-        object.__setattr__(self, 'batch_size', _check_batch_size(self.batch_size))
-        object.__setattr__(self, 'score_thr', _check_score_thr(self.score_thr))
+        object.__setattr__(self, 'batch_size', check_int('batch size', self.batch_size, low=1))
+        object.__setattr__(self, 'score_thr', check_number('score threshold', self.score_thr,
+                                                           0, 1))
         if not isinstance(self.merge, MergeConfig):
             raise TypeError(f'merge must be a MergeConfig, got {type(self.merge)}')
 
