@@ -170,7 +170,7 @@ def test_resize_mode_matches_own_pipeline(tmp_path, shapes_data):
     (dict(interval=0), 'interval must be a positive int'),
     (dict(alpha=1.5), r'alpha must be a number in \[0, 1\]'),
     (dict(align='stretch'), 'align must be one of'),
-    (dict(target_layers=[]), 'target_layers must be a non-empty list'),
+    (dict(target_layers=[]), 'target_layers must name at least one item'),
 ])
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
