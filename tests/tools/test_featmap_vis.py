@@ -9,6 +9,8 @@ import pytest
 
 from conftest import DEMO_CONFIG, REPO_ROOT
 
+pytestmark = pytest.mark.slow  # every test runs the tool in a subprocess
+
 TOOL = osp.join(REPO_ROOT, 'tools', 'featmap_vis.py')
 
 
