@@ -108,20 +108,22 @@ def test_hook_logs_box_cams_and_energy_and_leaves_the_model_as_it_was(
     assert not any(t.endswith('/eigencam') for t in acc.Tags()['scalars'])
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(method='scorecam'), 'method must be one or a list of gradcam'),
-    (dict(method=[]), 'method must be one or a list'),
-    (dict(topk='3'), 'topk must be an int'),
-    (dict(score_thr=None), 'score_thr must be a number'),
-    (dict(norm_in_bbox='yes'), 'norm_in_bbox must be a bool'),
-    (dict(ratio_channels_to_ablate=2.0), r'ratio_channels_to_ablate must be a number in \(0, 1\]'),
-    (dict(batch_size=0), 'batch_size must be a positive int'),
-    (dict(target_layers=[]), 'target_layers must be None or a non-empty list'),
-    (dict(align='stretch'), 'align must be one of'),
-    (dict(interval=0), 'interval must be a positive int'),
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(method='scorecam'), ValueError, "method must be one of 'gradcam'"),
+    (dict(method=[]), ValueError, 'method must name at least one item'),
+    (dict(topk='3'), TypeError, 'topk must be an int'),
+    (dict(score_thr=None), ValueError, 'score_thr must be a number'),
+    (dict(norm_in_bbox='yes'), TypeError, 'norm_in_bbox must be a bool'),
+    (dict(ratio_channels_to_ablate=2.0), ValueError,
+     r'ratio_channels_to_ablate must be a number in \(0, 1\]'),
+    (dict(batch_size=0), ValueError, 'batch_size must be a positive int'),
+    (dict(target_layers=[]), ValueError, 'target_layers must name at least one item'),
+    (dict(target='score'), ValueError, "target must be one of 'logit', 'log_score'"),
+    (dict(align='stretch'), ValueError, 'align must be one of'),
+    (dict(interval=0), ValueError, 'interval must be a positive int'),
 ])
-def test_bad_arguments_fail_at_construction(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_fail_at_construction(kwargs, error, message):
+    with pytest.raises(error, match=f'^BoxAMVisHook: {message}'):
         BoxAMVisHook(**kwargs)
 
 

@@ -219,7 +219,7 @@ def test_norm_in_boxes_merge_and_energy():
 
 def test_bad_arguments_are_clear_errors():
     model = random_model('yolov5')
-    with pytest.raises(ValueError, match='unknown CAM method'):
+    with pytest.raises(ValueError, match="BoxCAM: method must be one of 'gradcam'"):
         BoxCAM(model, 'scorecam')
     with pytest.raises(ValueError, match='unknown layer'):
         BoxCAM(model, target_layers=['neck.out_layer[1]'])
@@ -288,8 +288,8 @@ def _check_layer_refusals(model, method):
 def test_unsupported_model_fails_at_construction():
     # A real MMYOLO detector whose head is not supported: RTMDet-Ins (instance masks).
     model = build_detector(packaged_config('rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py'))
-    with pytest.raises(ValueError, match='do not support the head RTMDetInsSepBNHead.*'
-                                         'supported heads: YOLOv5Head'):
+    # The message names the refused head and the supported ones (wording: detector_family).
+    with pytest.raises(ValueError, match='(?s)(?=.*RTMDetInsSepBNHead)(?=.*YOLOv5Head)'):
         BoxCAM(model)
     with pytest.raises(ValueError, match='single-stage MMYOLO detector'):
         BoxCAM(nn.Conv2d(3, 3, 1))
@@ -402,14 +402,21 @@ def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model
     assert_untouched(demo_model, before)
 
 
-def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_val):
+@pytest.mark.parametrize('target, every_box', [('log_score', 1.4), ('logit', 1.1)])
+def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_val, target,
+                                                              every_box):
     """Grad-CAM pools gradients over the whole level: with YOLOv5's 1x1 head a box's map is a
     channel-weighted sum over its whole level (its class and objectness score map), so it is
-    not box-local and boxes of different classes can look alike (the class-agnostic
-    objectness term dominates for confident boxes). What holds: every box's map puts its heat
-    on the detected objects, far above their share of the image."""
+    not box-local and boxes of different classes can look alike. What holds: the maps put
+    their heat on the detected objects, above their share of the image. With 'log_score' the
+    gradient of the less saturated factor dominates (objectness, class-agnostic, for confident
+    boxes): every map >= 1.4x the objects' area share (measured 1.87-3.76x on these images).
+    With 'logit' class and objectness logits weigh alike: maps are more local to their own box
+    on average (README table) but a few spread further: every map >= 1.1x (measured 1.18-4.14x),
+    the mean >= 1.4x (measured about 2.1x)."""
     from mmyolo_vis_hooks.engine.cam.compose import box_masks
-    cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=-1)
+    cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=-1, target=target)
+    ratios = []
     for i in range(4):
         result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png')
         assert len(result) >= 2
@@ -418,7 +425,9 @@ def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_v
         boxes = torch.as_tensor(boxes)
         area_share = float(box_masks(boxes, size).any(dim=0).float().mean())
         for k, box_map in enumerate(maps):
-            assert energy_inside(box_map, boxes) > 1.4 * area_share, (i, k)
+            ratios.append(energy_inside(box_map, boxes) / area_share)
+            assert ratios[-1] > every_box, (i, k, ratios[-1])
+    assert np.mean(ratios) > 1.4
 
 
 def test_drawing_per_box_grid_and_merged(demo_model, demo_val):
