@@ -26,7 +26,6 @@ prior raised by 200 (every prior then scores exactly 1.0 in float32 for class 0,
 random-init models of issue 10 did), first image, top 4 boxes: unreliable boxes per target.
 """
 import argparse
-import copy
 import json
 import os.path as osp
 import tempfile
@@ -42,6 +41,7 @@ from mmyolo_vis_hooks.engine.cam.reliability import noise_threshold
 from mmyolo_vis_hooks.engine.cam.visualize import energy_in_boxes, maps_on_image
 from mmyolo_vis_hooks.engine.core.geometry import box_iou, original_size
 from mmyolo_vis_hooks.runtime.models import build_detector, build_image_loader
+from mmyolo_vis_hooks.testing.cam_reference import saturated_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
@@ -132,19 +132,6 @@ def measure(model, method: str, target: str, images, gt):
                 margin=min(margins) if margins else float('nan'))
 
 
-def saturated_copy(model):
-    """The detector with the objectness and class-0 logits of every prior raised by 200."""
-    model = copy.deepcopy(model)
-    head = model.bbox_head.head_module
-    per_prior = 5 + head.num_classes
-    with torch.no_grad():
-        for conv in head.convs_pred:
-            bias = conv.bias.view(head.num_base_priors, per_prior)
-            bias[:, 4] += 200.0  # objectness
-            bias[:, 5] += 200.0  # class 0
-    return model
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--num-images', type=int, default=16)
@@ -171,7 +158,7 @@ def main():
                       f'{r["all_gt"]:.3f} | {r["margin"]:.1e} |')
         print('\nsaturated logits (objectness and class-0 biases +200), first image, top 4 '
               'boxes: unreliable boxes / boxes')
-        saturated = saturated_copy(model)
+        saturated = saturated_model(model)
         load = build_image_loader(model.cfg)
         for method in ('gradcam', 'layercam', 'ablationcam'):
             cells = []

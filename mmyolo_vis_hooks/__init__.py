@@ -4,7 +4,13 @@ Importing the package registers its hooks and VisBackends into MMYOLO's registri
 with ``default_scope='mmyolo'`` name them bare) and allow-lists the globals that MMEngine
 checkpoints carry, so that ``torch.load(weights_only=True)`` can resume a run.
 """
-from .requirements import check_mmyolo
+import warnings
+
+# mmengine 0.10 imports pkg_resources, which setuptools deprecates with a warning on every
+# import: noise a user cannot act on (and a second line on a tool's one-line error).
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+from .requirements import check_mmyolo  # noqa: E402
 
 check_mmyolo()  # a clear ImportError before the registries below import mmyolo
 

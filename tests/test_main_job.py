@@ -121,22 +121,24 @@ def test_main_job_trains_logs_and_resumes_weights_only(small_demo_data, tmp_path
 
 
 def test_main_job_generates_missing_data(tmp_path, monkeypatch):
-    run_demo = load_tool('run_demo')
+    from mmyolo_vis_hooks import demo
     calls = []
-    monkeypatch.setattr(run_demo, 'generate_demo_data',
+    monkeypatch.setattr(demo, 'generate_demo_data',
                         lambda out_dir, seed: calls.append((out_dir, seed)))
-    assert run_demo.ensure_demo_data(str(tmp_path / 'data'), 5) is True
+    assert demo.ensure_demo_data(str(tmp_path / 'data'), 5) is True
     assert calls == [(str(tmp_path / 'data'), 5)]
-    for rel in run_demo.DATA_FILES:
+    for rel in demo.DATA_FILES:
         os.makedirs(osp.dirname(tmp_path / 'data' / rel), exist_ok=True)
         (tmp_path / 'data' / rel).write_text('{}')
-    assert run_demo.ensure_demo_data(str(tmp_path / 'data'), 5) is False
+    assert demo.ensure_demo_data(str(tmp_path / 'data'), 5) is False
     assert len(calls) == 1
 
 
 def test_main_job_rejects_bad_numbers(capsys):
     run_demo = load_tool('run_demo')
     for flag in ('--epochs', '--threads'):
-        with pytest.raises(SystemExit):
-            run_demo.parse_args([flag, '0'])
-        assert f'{flag} must be a positive integer, got 0' in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_info:
+            run_demo.main([flag, '0'])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f'run_demo.py: error: {flag} must be a positive int, got 0'], err

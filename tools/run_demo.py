@@ -11,10 +11,12 @@ from typing import Dict, List, Optional
 from mmengine.config import DictAction
 
 from mmyolo_vis_hooks import demo
+from mmyolo_vis_hooks.cli.common import ToolArgumentParser, run_tool
+from mmyolo_vis_hooks.engine.core.checks import check_int
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = ToolArgumentParser(prog='run_demo.py', description=__doc__)
     parser.add_argument('--config', default=demo.DEMO_CONFIG,
                         help='config file. Defaults to the demo')
     parser.add_argument('--work-dir', default='work_dirs/demo',
@@ -37,16 +39,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'machine: the workers use the other core)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='config overrides, key=value (e.g. train_cfg.val_interval=1)')
-    args = parser.parse_args(argv)
-    if args.epochs is not None and args.epochs < 1:
-        parser.error(f'--epochs must be a positive integer, got {args.epochs}')
-    if args.threads is not None and args.threads < 1:
-        parser.error(f'--threads must be a positive integer, got {args.threads}')
-    return args
+    return parser
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> Dict[str, object]:
+    for flag, value in (('--epochs', args.epochs), ('--threads', args.threads)):
+        if value is not None:
+            check_int(flag, value, low=1)
     demo.ensure_demo_data(args.data_dir, args.seed)
     cfg = demo.build_config(args.config, work_dir=args.work_dir, data_dir=args.data_dir,
                             seed=args.seed, epochs=args.epochs, resume=args.resume,
@@ -54,6 +53,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     result = demo.train(cfg, threads=args.threads, export_to=args.export_weights)
     print('\n'.join(demo.summary_lines(result)), flush=True)
     return result
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+    """Runs the main job; a bad argument ends in one line ``run_demo.py: error: ...``."""
+    return run_tool(build_parser(), run, argv)
 
 
 if __name__ == '__main__':

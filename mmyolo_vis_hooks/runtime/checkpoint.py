@@ -6,6 +6,7 @@ code; running pickled code is only ever an explicit opt-in (``unsafe_load=True``
 """
 import os
 import pickle
+import re
 import warnings
 from typing import Any, List, Optional, Union
 
@@ -74,6 +75,11 @@ def register_safe_globals() -> None:
         add(safe_globals())
 
 
+def _plain(text: str) -> str:
+    """``text`` without terminal escape codes (torch colours its unpickling errors)."""
+    return re.sub(r'\x1b\[[0-9;]*m', '', text)
+
+
 def load_checkpoint_file(path: str,
                          map_location: Optional[Union[str, torch.device]] = 'cpu',
                          unsafe_load: bool = False) -> Any:
@@ -98,8 +104,8 @@ def load_checkpoint_file(path: str,
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
             f'Refusing to load {path}: it holds objects outside the allow-list of tensors, '
-            f'numpy arrays and MMEngine log buffers ({str(err).splitlines()[0]}). If you trust '
-            f'the file, pass --unsafe-load (tools) or unsafe_load=True (API).') from err
+            f'numpy arrays and MMEngine log buffers ({_plain(str(err).splitlines()[0])}). If you '
+            f'trust the file, pass --unsafe-load (tools) or unsafe_load=True (API).') from err
 
 
 def state_dict_of(checkpoint: Any, source: str = 'the checkpoint') -> dict:

@@ -74,6 +74,9 @@ def read_rgb(path: str) -> np.ndarray:
 def write_rgb(path: str, rgb: np.ndarray, png_compression: int = 3) -> None:
     """Writes an RGB picture (folders created); PNG at the given zlib level (0: stored,
     without filtering, the fastest for large pictures)."""
+    if not path.lower().endswith(IMAGE_EXTENSIONS):
+        raise ValueError(f'cannot write {path}: unsupported picture format; use one of '
+                         f'{", ".join(IMAGE_EXTENSIONS)}')
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
     params = []
     if path.lower().endswith('.png'):

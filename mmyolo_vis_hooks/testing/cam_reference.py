@@ -70,3 +70,38 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     denom = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denom) if denom > 0 else float('nan')
+
+
+def saturated_state_dict(state: dict, shift: float = 200.0) -> dict:
+    """A YOLOv5-family state dict whose objectness and class-0 logits are raised by ``shift``
+    at every prior: with 200, every prior scores exactly 1.0 for class 0 in float32 and the
+    gradient of its log score is exactly 0 (the saturation the CAM noise rule must catch).
+
+    The prediction convs' biases are laid out per base prior as (4 box, objectness, classes).
+    """
+    out = dict(state)
+    for key, bias in state.items():
+        if key.startswith('bbox_head.head_module.convs_pred.') and key.endswith('.bias'):
+            per_prior = bias.float().clone().view(3, -1)  # YOLOv5: 3 base priors per level
+            per_prior[:, 4:6] += shift
+            out[key] = per_prior.view(-1).to(bias.dtype)
+    return out
+
+
+def saturated_model(model: nn.Module, shift: float = 200.0) -> nn.Module:
+    """A copy of a YOLOv5-family detector with :func:`saturated_state_dict`'s logits."""
+    import copy
+    model = copy.deepcopy(model)
+    model.load_state_dict(saturated_state_dict(model.state_dict(), shift))
+    return model
+
+
+def write_saturated_checkpoint(src: str, dst: str, shift: float = 200.0) -> str:
+    """The checkpoint ``src`` with :func:`saturated_state_dict`'s logits, written to ``dst``."""
+    ckpt = torch.load(src, map_location='cpu', weights_only=True)
+    if 'state_dict' in ckpt:
+        ckpt['state_dict'] = saturated_state_dict(ckpt['state_dict'], shift)
+    else:
+        ckpt = saturated_state_dict(ckpt, shift)
+    torch.save(ckpt, dst)
+    return dst

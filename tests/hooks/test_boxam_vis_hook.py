@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 from runner_utils import image_steps, read_events, tiny_train_cfg
 from mmyolo_vis_hooks.hooks import BoxAMVisHook
+from mmyolo_vis_hooks.testing.cam_reference import write_saturated_checkpoint
 
 
 def _model_state(model):
@@ -37,6 +38,7 @@ def _assert_same_state(before, after):
     assert torch.equal(after['rng'], before['rng'])
 
 
+@pytest.mark.slow
 def test_hook_logs_box_cams_and_energy_and_leaves_the_model_as_it_was(
         tmp_path, shapes_data, demo_checkpoint):
     hook = dict(type='BoxAMVisHook', interval=1, num_images=2, method=['gradcam', 'layercam'],
@@ -127,21 +129,7 @@ def test_bad_arguments_fail_at_construction(kwargs, error, message):
         BoxAMVisHook(**kwargs)
 
 
-def _saturated_checkpoint(src: str, dst: str, shift: float = 200.0) -> str:
-    """The demo checkpoint with the objectness and class-0 biases of every prior raised by
-    ``shift``: every prior scores exactly 1.0 for class 0 in float32, and the gradient of the
-    log score is exactly 0 (same construction as tests/engine/cam/test_box_targets.py)."""
-    ckpt = torch.load(src, map_location='cpu', weights_only=True)
-    state = ckpt.get('state_dict', ckpt)
-    for key, bias in state.items():
-        if key.startswith('bbox_head.head_module.convs_pred.') and key.endswith('.bias'):
-            bias = bias.float().view(3, -1)  # 3 base priors x (4 box, objectness, classes)
-            bias[:, 4:6] += shift
-            state[key] = bias.view(-1)
-    torch.save(ckpt, dst)
-    return dst
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize('strict', [False, True])
 def test_saturated_box_warns_or_raises_naming_it(tmp_path, shapes_data, demo_checkpoint, strict):
     """target='log_score' on saturated scores: the gradient underflows to 0. The hook names
@@ -153,7 +141,7 @@ def test_saturated_box_warns_or_raises_naming_it(tmp_path, shapes_data, demo_che
              target='log_score', strict=strict),
         dict(type='BoxAMVisHook', num_images=1, method='layercam', topk=2, score_thr=0.3,
              target='logit', strict=True)])
-    cfg.load_from = _saturated_checkpoint(demo_checkpoint, str(tmp_path / 'saturated.pth'))
+    cfg.load_from = write_saturated_checkpoint(demo_checkpoint, str(tmp_path / 'saturated.pth'))
     runner = Runner.from_cfg(cfg)
     runner.load_or_resume()
     runner.val_loop  # noqa: B018 - builds the loop whose dataset the hooks draw from

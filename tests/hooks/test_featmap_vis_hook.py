@@ -51,6 +51,7 @@ def _peak_xy(heat):
     return float(xs.mean()), float(ys.mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('align', ['letterbox', 'resize'])
 def test_map_peak_lands_on_object(tmp_path, align):
     img_path = _object_image(str(tmp_path / 'object.png'))
@@ -74,6 +75,7 @@ def test_map_peak_lands_on_object(tmp_path, align):
         assert abs(sy - OBJECT_CENTRE[1]) > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', [
     'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',
     'yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py',
@@ -101,6 +103,7 @@ def test_capture_across_families(tmp_path, config):
         assert map_to_original(featmap.mean(0), sample.meta).shape == (200, 400)
 
 
+@pytest.mark.slow
 def test_hook_logs_each_epoch_and_reuses_val_forward(tmp_path, shapes_data, monkeypatch):
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
     from tensorboard.summary.writer import record_writer
@@ -145,6 +148,7 @@ def test_hook_logs_each_epoch_and_reuses_val_forward(tmp_path, shapes_data, monk
     assert len(tags) == 2 * 4
 
 
+@pytest.mark.slow
 def test_resize_mode_matches_own_pipeline(tmp_path, shapes_data):
     hook = dict(type='FeatMapVisHook', num_images=1, target_layers=['neck.out_layers[0]'],
                 channel_reduction=None, topk=4, arrangement=(2, 2), align='resize',

@@ -7,9 +7,11 @@ import pytest
 
 from conftest import DEMO_CONFIG, packaged_config
 from mmyolo_vis_hooks.cli import boxam_vis
+from mmyolo_vis_hooks.testing.cam_reference import write_saturated_checkpoint
 
 
 
+@pytest.mark.slow
 def test_folder_per_box_grids(tmp_path, shapes_data, demo_checkpoint, capsys):
     images = tmp_path / 'imgs'
     images.mkdir()
@@ -31,6 +33,7 @@ def test_folder_per_box_grids(tmp_path, shapes_data, demo_checkpoint, capsys):
         assert np.abs(tile.astype(int) - ori.astype(int)).mean() > 10  # heat was drawn
 
 
+@pytest.mark.slow
 def test_merged_box_normalised_ablation_resize_mode(tmp_path, shapes_data, demo_checkpoint,
                                                      capsys, monkeypatch):
     """... and --show without a display says so instead of failing."""
@@ -49,6 +52,7 @@ def test_merged_box_normalised_ablation_resize_mode(tmp_path, shapes_data, demo_
     assert drawn.shape == (round(ori.shape[0] * scale), round(ori.shape[1] * scale), 3)
 
 
+@pytest.mark.slow
 def test_no_box_above_threshold_is_reported_not_drawn(tmp_path, shapes_data, capsys):
     out = tmp_path / 'out'
     # Random weights (no checkpoint): no box scores 0.99.
@@ -59,6 +63,7 @@ def test_no_box_above_threshold_is_reported_not_drawn(tmp_path, shapes_data, cap
     assert not list(out.glob('*.png'))
 
 
+@pytest.mark.slow
 def test_cfg_options_reach_the_model(capsys):
     # widen_factor 0.5 (YOLOv5-s) doubles the channels of the neck outputs (256 -> 512 at the
     # coarsest level of the demo's YOLOv5-n): visible only if the options reach the model.
@@ -71,6 +76,7 @@ def test_cfg_options_reach_the_model(capsys):
     assert '1x512x10x10' in out2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--ratio-channels-to-ablate', '2'], r'ratio_channels_to_ablate must be a number in '
                                           r'\(0, 1\], got 2\.0'),
@@ -90,6 +96,7 @@ def test_bad_arguments_are_clear_errors(tmp_path, shapes_data, capsys, args, mes
     assert 'boxam_vis.py: error: ' in err and 'Traceback' not in err
 
 
+@pytest.mark.slow
 def test_layer_the_scores_do_not_depend_on_is_refused_before_any_image(tmp_path, shapes_data,
                                                                         capsys):
     """YOLOv8's box-regression branch, with a gradient-free method (which would otherwise draw
@@ -105,21 +112,13 @@ def test_layer_the_scores_do_not_depend_on_is_refused_before_any_image(tmp_path,
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_saturated_boxes_are_named_on_stderr_and_drawn_without_heat(tmp_path, shapes_data,
                                                                       demo_checkpoint, capsys):
     """The demo checkpoint with the objectness and class-0 biases raised by 200 (every prior
     scores exactly 1.0): with --target log_score the gradient underflows to 0, and each box is
     named on stderr and drawn as the plain image with its box; --target logit draws heat."""
-    import torch
-    ckpt = torch.load(demo_checkpoint, map_location='cpu', weights_only=True)
-    state = ckpt.get('state_dict', ckpt)
-    for key in [k for k in state if k.startswith('bbox_head.head_module.convs_pred.')
-                and k.endswith('.bias')]:
-        bias = state[key].float().view(3, -1)  # 3 base priors x (4 box, objectness, classes)
-        bias[:, 4:6] += 200.0
-        state[key] = bias.view(-1)
-    saturated = str(tmp_path / 'saturated.pth')
-    torch.save(ckpt, saturated)
+    saturated = write_saturated_checkpoint(demo_checkpoint, str(tmp_path / 'saturated.pth'))
     image = shapes_data + 'val/val_00000.png'
     ori = cv2.imread(image)
     for target in ('log_score', 'logit'):

@@ -68,7 +68,7 @@ def test_tool_rejects_missing_image_empty_folder_and_clashing_names(tmp_path, ca
 def test_tool_end_to_end(random_checkpoint, small_large_image, tmp_path):
     img_path, _ = small_large_image
     out = tmp_path / 'out'
-    doc = tool.main([img_path, DEMO_CONFIG, random_checkpoint, '--out-dir', str(out),
+    doc = tool.infer([img_path, DEMO_CONFIG, random_checkpoint, '--out-dir', str(out),
                      '--score-thr', str(LOW_THR), '--batch-size', '4', '--debug',
                      '--save-patch', '--class-agnostic', '--merge-nms-type', 'greedynmm',
                      '--merge-metric', 'IOS', '--no-progress'])
@@ -100,7 +100,7 @@ def test_tool_on_a_folder_with_grey_rgba_and_no_detections(random_checkpoint, tm
     cv2.imwrite(str(folder / 'a_grey.png'), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[:400, :500])
     cv2.imwrite(str(folder / 'b_rgba.png'), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)[:300, :700])
     monkeypatch.delenv('DISPLAY', raising=False)
-    doc = tool.main([str(folder), DEMO_CONFIG, random_checkpoint, '--out-dir',
+    doc = tool.infer([str(folder), DEMO_CONFIG, random_checkpoint, '--out-dir',
                      str(tmp_path / 'out'), '--score-thr', '1', '--show'])
     assert doc['annotations'] == []
     err = capsys.readouterr().err
@@ -120,10 +120,10 @@ def test_tool_options_reach_the_model(random_checkpoint, small_large_image, tmp_
     cv2.imwrite(img_path, cv2.imread(small_large_image[0])[:560, :560])  # 4 slices
     common = [img_path, DEMO_CONFIG, random_checkpoint, '--score-thr', str(LOW_THR),
               '--no-progress', '--batch-size', '4']
-    plain = tool.main(common + ['--out-dir', str(tmp_path / 'plain')])['annotations']
-    fused = tool.main(common + ['--out-dir', str(tmp_path / 'fused'),
+    plain = tool.infer(common + ['--out-dir', str(tmp_path / 'plain')])['annotations']
+    fused = tool.infer(common + ['--out-dir', str(tmp_path / 'fused'),
                                 '--fuse-conv-bn'])['annotations']
-    capped = tool.main(common + ['--out-dir', str(tmp_path / 'capped'), '--cfg-options',
+    capped = tool.infer(common + ['--out-dir', str(tmp_path / 'capped'), '--cfg-options',
                                  'model.test_cfg.max_per_img=2'])['annotations']
 
     def dets(anns):
@@ -151,7 +151,7 @@ def test_tool_loads_pickled_objects_only_with_unsafe_load(random_checkpoint, tmp
     # UnsafeCheckpointError, as one line
     _assert_one_line_error(capsys, '--unsafe-load', tool.main, argv)
     with pytest.warns(UserWarning, match='code inside the file runs'):
-        doc = tool.main(argv + ['--unsafe-load'])
+        doc = tool.infer(argv + ['--unsafe-load'])
     assert doc['images'][0]['width'] == 80
 
 
@@ -161,7 +161,7 @@ def test_trained_model_on_the_full_size_large_image(demo_checkpoint, tmp_path):
     from mmyolo_vis_hooks.data.synthetic_shapes import generate_large_image
     ann = generate_large_image(str(tmp_path / 'large'), seed=0)
     img_path = str(tmp_path / 'large' / 'large_00000.png')
-    doc = tool.main([img_path, DEMO_CONFIG, demo_checkpoint, '--out-dir', str(tmp_path / 'out'),
+    doc = tool.infer([img_path, DEMO_CONFIG, demo_checkpoint, '--out-dir', str(tmp_path / 'out'),
                      '--class-agnostic', '--no-progress'])
     anns = doc['annotations']
     dets = Detections([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],

@@ -17,7 +17,10 @@ _TOKEN = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]|(\d+)')
 
 
 def _parse(path: str) -> List[str]:
-    if not isinstance(path, str) or not path.strip():
+    if not isinstance(path, str):
+        raise TypeError(f'a layer path must be a string such as "neck.out_layers[2]", got '
+                        f'{path!r} ({type(path).__name__})')
+    if not path.strip():
         raise ValueError(f'a layer path must be a non-empty string, got {path!r}')
     parts: List[str] = []
     for segment in path.strip().split('.'):

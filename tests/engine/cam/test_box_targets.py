@@ -6,7 +6,6 @@ models of every family often do) and ``d log_score / d logit = sigmoid(-logit)``
 (shift 100) or exactly 0 (shift 200) in float32, while the boxes stay those of the trained
 box branch.
 """
-import copy
 
 import pytest
 import torch
@@ -17,24 +16,12 @@ from mmyolo_vis_hooks.engine.cam.methods import GradCAM, LayerContext
 from mmyolo_vis_hooks.engine.cam.reliability import (FLOAT32_TINY, at_noise_level,
                                                      box_reasons)
 from mmyolo_vis_hooks.runtime.models import build_detector
-from mmyolo_vis_hooks.testing.cam_reference import demo_input
+from mmyolo_vis_hooks.testing.cam_reference import demo_input, saturated_model
 
 
 @pytest.fixture(scope='module')
 def demo_model(demo_checkpoint):
     return build_detector(DEMO_CONFIG, demo_checkpoint)
-
-
-def saturated(model, shift: float):
-    """A copy whose objectness and class-0 logits are raised by ``shift`` at every prior."""
-    model = copy.deepcopy(model)
-    head = model.bbox_head.head_module
-    with torch.no_grad():
-        for conv in head.convs_pred:
-            bias = conv.bias.view(head.num_base_priors, 5 + head.num_classes)
-            bias[:, 4] += shift
-            bias[:, 5] += shift
-    return model
 
 
 def _channel_pairs(seed=0):
@@ -74,6 +61,7 @@ def test_box_reasons_name_the_failure():
     assert box_reasons(noise[1:3], None) == ['', '']  # gradient-free: layers decide
 
 
+@pytest.mark.slow
 def test_logit_target_is_the_sum_of_the_logits_behind_the_score(demo_model):
     inputs = demo_input(demo_model, 160)
     with torch.no_grad():
@@ -87,12 +75,13 @@ def test_logit_target_is_the_sum_of_the_logits_behind_the_score(demo_model):
     assert torch.allclose(preds.scores[:, :n], cls.sigmoid() * obj.sigmoid())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['gradcam', 'layercam'])
 def test_saturated_boxes_log_score_is_refused_logit_is_not(demo_model, method):
     inputs = demo_input(demo_model, 320)
     results = {}
     for shift in (100.0, 200.0):
-        model = saturated(demo_model, shift)
+        model = saturated_model(demo_model, shift)
         for target in ('log_score', 'logit'):
             result = BoxCAM(model, method, score_thr=0.3, topk=3, target=target)(inputs)[0]
             assert len(result) == 3
@@ -116,6 +105,7 @@ def test_saturated_boxes_log_score_is_refused_logit_is_not(demo_model, method):
     assert all(float(m.max() - m.min()) > 0.5 for m in maps)
 
 
+@pytest.mark.slow
 def test_target_option_is_checked(demo_model):
     with pytest.raises(ValueError, match="target must be one of 'logit', 'log_score'"):
         BoxCAM(demo_model, target='score')

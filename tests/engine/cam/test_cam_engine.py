@@ -84,6 +84,7 @@ def assert_valid_maps(results, methods_name: str) -> None:
                 f'{methods_name}: map of box {k} is (nearly) constant'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', list(FAMILIES))
 def test_every_family_gradient_and_gradient_free_maps(family):
     model = random_model(family)
@@ -118,6 +119,7 @@ def test_every_family_gradient_and_gradient_free_maps(family):
         model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', list(FAMILIES))
 def test_flat_predictions_are_the_heads_own_predictions(family):
     """Boxes chosen from the flat predictions = the head's predict_by_feat (same threshold,
@@ -147,6 +149,7 @@ def test_flat_predictions_are_the_heads_own_predictions(family):
         assert torch.equal(preds.scores[b, det.priors, det.labels], det.scores)
 
 
+@pytest.mark.slow
 def test_all_methods_on_yolov5():
     """Every method gives a finite, non-constant map per box on a (BN-calibrated) random model;
     a box at float32 noise level would be all zeros here and fail (see test_box_targets.py)."""
@@ -159,6 +162,7 @@ def test_all_methods_on_yolov5():
         assert_valid_maps(results, method)
 
 
+@pytest.mark.slow
 def test_per_box_maps_agree_with_grad_cam_classes():
     """grad-cam 1.5's own classes, called once per box with the same target (the box's score
     at its prior), give the same maps. Their target layers are taps on the head inputs: the
@@ -186,6 +190,7 @@ def test_per_box_maps_agree_with_grad_cam_classes():
         model.eval()  # grad-cam's constructor set eval (it already was)
 
 
+@pytest.mark.slow
 def test_eigen_projection_matches_grad_cam_up_to_its_arbitrary_sign():
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
     model = random_model('yolov8')
@@ -217,6 +222,7 @@ def test_norm_in_boxes_merge_and_energy():
     assert energy_inside(torch.zeros(40, 60), boxes) is None
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_clear_errors():
     model = random_model('yolov5')
     with pytest.raises(ValueError, match="BoxCAM: method must be one of 'gradcam'"):
@@ -234,6 +240,7 @@ def test_bad_arguments_are_clear_errors():
         BoxCAM(model)(torch.zeros(3, 64, 64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['gradcam', 'eigencam', 'ablationcam'])
 def test_layers_the_scores_do_not_depend_on_are_refused(method):
     """YOLOv8's head has separate class and box branches: its scores depend on the class branch
@@ -285,6 +292,7 @@ def _check_layer_refusals(model, method):
     assert len(good(inputs)[0]) == 2  # the usable layers still explain boxes at run time
 
 
+@pytest.mark.slow
 def test_unsupported_model_fails_at_construction():
     # A real MMYOLO detector whose head is not supported: RTMDet-Ins (instance masks).
     model = build_detector(packaged_config('rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py'))
@@ -295,6 +303,7 @@ def test_unsupported_model_fails_at_construction():
         BoxCAM(nn.Conv2d(3, 3, 1))
 
 
+@pytest.mark.slow
 def test_no_box_above_threshold_gives_empty_results():
     model = random_model('yolov5')
     result = BoxCAM(model, score_thr=1.0)(random_inputs())[0]
@@ -337,6 +346,7 @@ def _explain_image(model, cam, path, align='letterbox'):
 MAP_ATOL = 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', list(METHODS))
 def test_batch_independence_on_the_trained_detector(demo_model, demo_val, method):
     """An image explained alone and in a batch of two gives the same boxes (labels, boxes,
@@ -370,6 +380,7 @@ def _peak_inside(box_map: torch.Tensor, box: np.ndarray, margin=(0.0, 0.0)) -> b
             and box[1] - margin[1] <= y + 0.5 <= box[3] + margin[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method, align', [('layercam', 'letterbox'), ('layercam', 'resize'),
                                            ('eigengradcam', 'letterbox')])
 def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model, demo_val,
@@ -402,6 +413,7 @@ def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model
     assert_untouched(demo_model, before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('target, every_box', [('log_score', 1.4), ('logit', 1.1)])
 def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_val, target,
                                                               every_box):
@@ -430,6 +442,7 @@ def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_v
     assert np.mean(ratios) > 1.4
 
 
+@pytest.mark.slow
 def test_drawing_per_box_grid_and_merged(demo_model, demo_val):
     cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=2)
     result, meta = _explain_image(demo_model, cam, f'{demo_val}val_00000.png')
