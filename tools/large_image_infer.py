@@ -1,6 +1,7 @@
 """Sliced inference on large images with an MMYOLO detector.
 
-A thin wrapper: the tool lives in ``mmyolo_vis_hooks.cli.large_image_infer`` (``--help`` lists its flags).
+A thin wrapper: the tool lives in ``mmyolo_vis_hooks.cli.large_image_infer``
+(``--help`` lists its flags).
 """
 from mmyolo_vis_hooks.cli.large_image_infer import main
 

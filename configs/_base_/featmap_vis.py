@@ -4,7 +4,8 @@
 #
 #   # pip install: the snippets are the package mmyolo_vis_hooks.configs
 #   _base_ = 'mmyolo::yolov5/yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py'  # keep _base_ first
-#   from mmyolo_vis_hooks.configs._base_.featmap_vis import featmap_vis_hook, vis_backends_with_stats
+#   from mmyolo_vis_hooks.configs._base_.featmap_vis import (featmap_vis_hook,
+#                                                            vis_backends_with_stats)
 #   custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
 #   custom_hooks = [*_base_.custom_hooks, featmap_vis_hook]
 #

@@ -75,7 +75,8 @@ def build_image_loader(cfg: Config, align: str = 'letterbox') -> Callable[[str, 
     """A function ``(img_path, img_id) -> batch of one`` for the offline tools.
 
     It runs the config's test pipeline (annotation loading removed), or with ``align='resize'``
-    its resize-only variant (``engine.core.pipeline.resize_only_pipeline``), and collates the result.
+    its resize-only variant (``engine.core.pipeline.resize_only_pipeline``), and collates
+    the result.
     """
     from mmcv.transforms import Compose
     from mmengine.dataset import pseudo_collate

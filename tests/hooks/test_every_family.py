@@ -15,22 +15,15 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from conftest import packaged_config
+from family_models import FAMILIES
 from runner_utils import image_steps, read_events
 from mmyolo_vis_hooks.engine.core.pipeline import transform_type
 from mmyolo_vis_hooks.engine.core.pipeline import \
     test_pipeline_cfg as packaged_test_pipeline  # not a test: renamed for pytest
 from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
 
-# The smallest variant of each family (tests/engine/core/test_pipeline.py lists the same).
-FAMILY_CONFIGS = {
-    'yolov5': 'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',
-    'yolov6': 'yolov6/yolov6_n_syncbn_fast_8xb32-300e_coco.py',
-    'yolov7': 'yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py',
-    'yolov8': 'yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py',
-    'yolox': 'yolox/yolox_tiny_fast_8xb8-300e_coco.py',
-    'rtmdet': 'rtmdet/rtmdet_tiny_syncbn_fast_8xb32-300e_coco.py',
-    'ppyoloe': 'ppyoloe/ppyoloe_s_fast_8xb32-300e_coco.py',
-}
+# The smallest variant of each family (tests/family_models.py).
+FAMILY_CONFIGS = FAMILIES
 SIZE = 96
 CLASSES = ('circle', 'square', 'triangle')
 # RTMDet's head applies this conv to every level (share_conv=True): one map per call.

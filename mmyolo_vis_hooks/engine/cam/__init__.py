@@ -10,7 +10,7 @@ from .engine import (DEFAULT_TARGET, TARGETS, BoxCAM, BoxCAMResult, default_targ
 from .methods import (METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod, EigenCAM,
                       EigenGradCAM, GradCAM, GradCAMPlusPlus, LayerCAM, LayerContext, XGradCAM,
                       build_method)
-from .predictions import (SUPPORTED_HEADS, Detections, FlatPredictions, detector_family,
+from .predictions import (SUPPORTED_HEADS, ExplainedBoxes, FlatPredictions, detector_family,
                           flat_predictions, select_boxes)
 from .projection import first_component_projection
 from .reliability import NOISE_FACTOR, at_noise_level, box_reasons
@@ -20,7 +20,7 @@ __all__ = [
     'target_layer_error', 'NOISE_FACTOR', 'at_noise_level', 'box_reasons', 'METHODS',
     'BoxCAMMethod', 'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
     'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'LayerContext', 'build_method',
-    'SUPPORTED_HEADS', 'Detections', 'FlatPredictions', 'detector_family', 'flat_predictions',
+    'SUPPORTED_HEADS', 'ExplainedBoxes', 'FlatPredictions', 'detector_family', 'flat_predictions',
     'select_boxes', 'first_component_projection', 'compose_box_maps', 'energy_inside',
     'merge_box_maps', 'norm_in_boxes', 'normalize_maps'
 ]

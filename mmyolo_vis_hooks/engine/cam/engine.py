@@ -31,7 +31,7 @@ from ..core.model_state import preserved_model_state
 from .compose import box_masks, compose_box_maps
 from ..core.checks import check_choice, check_int, check_number, check_str_list, owned_by
 from .methods import METHODS, AblationCAM, BoxCAMMethod, LayerContext, build_method
-from .predictions import (Detections, FlatPredictions, detector_family, flat_predictions,
+from .predictions import (ExplainedBoxes, FlatPredictions, detector_family, flat_predictions,
                           level_predictions, matched_log_scores, select_boxes)
 from .reliability import at_noise_level, box_reasons
 
@@ -169,7 +169,7 @@ class BoxCAMResult:
     """The CAMs of one image.
 
     Attributes:
-        detections (Detections): The explained boxes (network-input pixels), their scores,
+        detections (ExplainedBoxes): The explained boxes (network-input pixels), their scores,
             labels, prior indices and levels.
         layer_maps (list[Tensor]): Per target-layer output, ``(K, h, w)`` raw maps.
         layer_keys (list[str]): Name of each layer output (``neck.out_layers[0]``, ...).
@@ -182,7 +182,7 @@ class BoxCAMResult:
             An unreliable box's map is all zeros: never draw noise.
         target (str): What gradient methods differentiated (``'logit'`` or ``'log_score'``).
     """
-    detections: Detections
+    detections: ExplainedBoxes
     layer_maps: List[Tensor]
     layer_keys: List[str]
     input_size: Tuple[int, int]
@@ -446,7 +446,7 @@ class BoxCAM:
                                         noise, box_reasons(noise, grad_peak), self.target))
         return results
 
-    def _box_gradients(self, preds: FlatPredictions, dets: List[Detections],
+    def _box_gradients(self, preds: FlatPredictions, dets: List[ExplainedBoxes],
                        keys: List[str], acts: List[Tensor]) -> List[List[Tensor]]:
         """Per layer, per image, ``(K_b, C, h, w)``: gradient of each box's target
         (``self.target``): the sum of its logits, or its score taken as
@@ -501,7 +501,7 @@ class BoxCAM:
         raise ValueError(target_layer_error(self.model, {key: reason for key in keys}))
 
     def _rescorer(self, inputs: Tensor, feats, source: OutputSource, b: int,
-                  det: Detections) -> Callable[[Tensor], Tensor]:
+                  det: ExplainedBoxes) -> Callable[[Tensor], Tensor]:
         """Scores of the boxes when one layer output of image ``b`` is replaced by a batch."""
         model = self.model
         head = model.bbox_head

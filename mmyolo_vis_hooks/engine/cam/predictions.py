@@ -164,7 +164,7 @@ def flat_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]]) -> F
 
 
 @dataclass
-class Detections:
+class ExplainedBoxes:
     """The boxes chosen in one image, each tied to the prediction that produced it.
 
     Attributes:
@@ -186,7 +186,7 @@ class Detections:
 
 
 def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
-                 topk: int) -> List[Detections]:
+                 topk: int) -> List[ExplainedBoxes]:
     """Per image: candidates above ``score_thr``, the head's NMS, then the ``topk`` best.
 
     Mirrors ``predict_by_feat``: multi-label candidates when ``test_cfg.multi_label`` (and more
@@ -219,12 +219,12 @@ def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
             if topk > 0:
                 keep = keep[:topk]
             flat, labels, prior_idx = flat[keep], labels[keep], prior_idx[keep]
-        out.append(Detections(boxes=boxes[prior_idx], scores=flat, labels=labels,
+        out.append(ExplainedBoxes(boxes=boxes[prior_idx], scores=flat, labels=labels,
                               priors=prior_idx, levels=preds.levels[prior_idx]))
     return out
 
 
-def matched_log_scores(per_level: Sequence[FlatPredictions], dets: Detections,
+def matched_log_scores(per_level: Sequence[FlatPredictions], dets: ExplainedBoxes,
                        candidate_thr: float, match_iou_thr: float) -> Tensor:
     """Target scores for gradient-free methods: per perturbed copy and box, the (log) score of
     the best IoU-matched prediction of the box's class.
@@ -234,7 +234,7 @@ def matched_log_scores(per_level: Sequence[FlatPredictions], dets: Detections,
             per level, decoded for the box labels only (``level_predictions(...,
             classes=dets.labels)``: column k is box k's class). A level's batch is ``n`` or 1
             (unchanged by the perturbation).
-        dets (Detections): The ``K`` boxes being explained.
+        dets (ExplainedBoxes): The ``K`` boxes being explained.
         candidate_thr (float): A prior counts as a prediction of the class when its score
             exceeds this (the head's own candidate threshold, ``test_cfg.score_thr``).
         match_iou_thr (float): Minimum IoU with the explained box; below it the box is lost.

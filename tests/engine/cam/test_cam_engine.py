@@ -21,32 +21,9 @@ from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_c
 from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams, maps_on_image
 from mmyolo_vis_hooks.runtime.models import build_detector
 
-FAMILIES = {
-    'yolov5': 'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',
-    'yolov6': 'yolov6/yolov6_n_syncbn_fast_8xb32-300e_coco.py',
-    'yolox': 'yolox/yolox_nano_fast_8xb8-300e_coco.py',
-    'rtmdet': 'rtmdet/rtmdet_tiny_syncbn_fast_8xb32-300e_coco.py',
-    'yolov7': 'yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py',
-    'yolov8': 'yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py',
-    'ppyoloe': 'ppyoloe/ppyoloe_s_fast_8xb32-300e_coco.py',
-}
-INPUT = (2, 3, 160, 192)
-_MODELS = {}
-
-# The benchmark's helpers (one copy): BN refit, and grad-cam's model/target for the comparison.
-from mmyolo_vis_hooks.testing.cam_reference import (BoxScoreTarget, FlatScoresModel,  # noqa: E402
-                                                   calibrate_batchnorm)
-
-
-def random_model(family: str) -> nn.Module:
-    """A random-init model of ``family`` with BN statistics refitted on random inputs (cached
-    per session; tests must leave it as they found it, which is what they check)."""
-    if family not in _MODELS:
-        torch.manual_seed(0)
-        model = build_detector(packaged_config(FAMILIES[family]))
-        calibrate_batchnorm(model, INPUT)
-        _MODELS[family] = model
-    return _MODELS[family]
+from family_models import FAMILIES, INPUT, random_model  # noqa: E402
+# The benchmark's helpers (one copy): grad-cam's model/target for the comparison.
+from mmyolo_vis_hooks.testing.cam_reference import BoxScoreTarget, FlatScoresModel  # noqa: E402
 
 
 def random_inputs(seed: int = 1) -> torch.Tensor:

@@ -11,22 +11,14 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from conftest import packaged_config
+from family_models import FAMILIES
 from mmyolo_vis_hooks.engine.core.pipeline import LETTERBOX_TRANSFORMS, input_scale
 from mmyolo_vis_hooks.engine.core.pipeline import resize_only_pipeline, transform_type
 from mmyolo_vis_hooks.engine.core.pipeline import \
     test_pipeline_cfg as packaged_test_pipeline  # not a test: renamed for pytest
 
-# The smallest variant of each family. (tests/hooks/test_every_family.py lists the same
-# configs for its Runner runs.)
-FAMILY_CONFIGS = {
-    'yolov5': 'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',
-    'yolov6': 'yolov6/yolov6_n_syncbn_fast_8xb32-300e_coco.py',
-    'yolov7': 'yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py',
-    'yolov8': 'yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py',
-    'yolox': 'yolox/yolox_tiny_fast_8xb8-300e_coco.py',
-    'rtmdet': 'rtmdet/rtmdet_tiny_syncbn_fast_8xb32-300e_coco.py',
-    'ppyoloe': 'ppyoloe/ppyoloe_s_fast_8xb32-300e_coco.py',
-}
+# The smallest variant of each family (tests/family_models.py).
+FAMILY_CONFIGS = FAMILIES
 # What replaces the letterbox steps: YOLOv5KeepRatioResize (YOLOv5/v6/v7/v8, RTMDet) chooses
 # 'area' or 'bilinear' per image (YOLOv5StretchResize does the same), PPYOLOE's FixShapeResize
 # is bicubic, YOLOX's mmdet.Resize keeps mmdet's default (bilinear).
