@@ -38,7 +38,7 @@ from mmyolo_vis_hooks.testing.cam_reference import (BoxScoreTarget, FlatScoresMo
                                                    demo_input)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes.py')
 DEMO_CHECKPOINT = osp.join(REPO, 'tests', 'assets', 'yolov5_n_shapes.pth')
 GRADIENT_METHODS = ('gradcam', 'gradcam++', 'xgradcam', 'layercam', 'eigengradcam')
 

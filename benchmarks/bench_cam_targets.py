@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_cam_targets.py [--num-images 16] [--checkpoint PATH]
 
-Part 1, locality on the trained demo detector (``configs/demo/yolov5_n_shapes_320.py`` +
+Part 1, locality on the trained demo detector (``configs/demo/yolov5_n_shapes.py`` +
 ``tests/assets/yolov5_n_shapes.pth``) over the first ``--num-images`` validation images of
 ``mmyolo_vis_hooks.data.synthetic_shapes`` (split ``val``, seed 0: the images the tests use),
 letterboxed, every box above score 0.3 (``topk=-1``), default target layers (all
@@ -44,7 +44,7 @@ from mmyolo_vis_hooks.runtime.models import build_detector, build_image_loader
 from mmyolo_vis_hooks.testing.cam_reference import saturated_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes.py')
 DEMO_CHECKPOINT = osp.join(REPO, 'tests', 'assets', 'yolov5_n_shapes.pth')
 
 

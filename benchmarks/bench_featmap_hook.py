@@ -25,7 +25,7 @@ from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
 from mmyolo_vis_hooks.testing import clear_mmengine_singletons
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes.py')
 HOOK_METHODS = ('before_val_epoch', 'before_val_iter', 'after_val_iter', 'after_val_epoch')
 
 

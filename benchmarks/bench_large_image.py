@@ -52,7 +52,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', default=osp.join(ROOT, 'configs/demo/yolov5_n_shapes_320.py'))
+    parser.add_argument('--config', default=osp.join(ROOT, 'configs/demo/yolov5_n_shapes.py'))
     parser.add_argument('--checkpoint', default=osp.join(ROOT, 'tests/assets/yolov5_n_shapes.pth'))
     parser.add_argument('--image', default=osp.join(ROOT, 'data/large/large_00000.png'))
     parser.add_argument('--ann', default=osp.join(ROOT, 'data/large/large.json'))

@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes.py')
 
 
 def vis_hooks(num_images: int, cam_images: int) -> list:

@@ -6,6 +6,7 @@ export the weights and format the summary.
 import os
 import os.path as osp
 import time
+from importlib import import_module
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -13,8 +14,10 @@ from mmengine.config import Config
 
 from .data.synthetic_shapes import generate_demo_data
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+# The main job's config (configs/demo/, installed as mmyolo_vis_hooks.configs); the test detector
+# (tests/assets) was trained with its base, yolov5_n_shapes.py (320 px, 30 epochs).
+DEMO_CONFIG = osp.join(list(import_module('mmyolo_vis_hooks.configs').__path__)[0], 'demo',
+                       'yolov5_n_shapes_main.py')
 DATA_FILES = ('shapes/annotations/train.json', 'shapes/annotations/val.json', 'large/large.json')
 MAP50_KEY = 'coco/bbox_mAP_50'
 MAP_KEY = 'coco/bbox_mAP'
@@ -236,3 +239,26 @@ def summary_lines(result: Dict[str, object]) -> List[str]:
         ]
     lines.append('=' * 72)
     return lines
+
+
+def with_input_size(pipeline: Sequence[dict], size: Sequence[int]) -> List[dict]:
+    """A copy of a demo pipeline for another network input ``size`` = (w, h): every ``scale``
+    and ``img_scale`` becomes ``size`` and a mosaic ``border`` becomes ``(-w // 2, -h // 2)``,
+    in nested transforms too (the main job's config derives its pipelines from the test
+    detector's this way instead of restating them)."""
+    width, height = (int(v) for v in size)
+
+    def convert(value):
+        if isinstance(value, dict):
+            out = {key: convert(item) for key, item in value.items()}
+            for key in ('scale', 'img_scale'):
+                if key in out:
+                    out[key] = (width, height)
+            if 'border' in out:
+                out['border'] = (-width // 2, -height // 2)
+            return out
+        if isinstance(value, (list, tuple)):
+            return type(value)(convert(item) for item in value)
+        return value
+
+    return [convert(dict(step)) for step in pipeline]

@@ -12,7 +12,7 @@ from mmyolo_vis_hooks.testing import clear_mmengine_singletons
 
 PACKAGED_CONFIGS = osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs')
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes_320.py')
+DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes.py')
 
 # MMYOLO_VIS_TEST_THREADS runs the suite with another torch thread count (another kernel path):
 # numeric tests must pass with 1 and 2.

@@ -130,7 +130,7 @@ def test_wheel_holds_configs_and_console_scripts(installed):
                cwd=str(empty), env=env).stdout
     package, configs = json.loads(out.strip().splitlines()[-1])
     assert not package.startswith(REPO_ROOT) and 'site-packages' in package
-    for name in ('_base_/featmap_vis.py', '_base_/boxam_vis.py', 'demo/yolov5_n_shapes_320.py'):
+    for name in ('_base_/featmap_vis.py', '_base_/boxam_vis.py', 'demo/yolov5_n_shapes.py'):
         assert osp.isfile(osp.join(configs, name)), name
     for script in ('mmyolo-featmap', 'mmyolo-boxam', 'mmyolo-sliced'):
         assert osp.isfile(osp.join(bin_dir, script)), script
@@ -169,7 +169,7 @@ def test_console_scripts_run_on_generated_data(installed):
     python, bin_dir, env, empty = installed
     out = _run([python, '-c', 'import mmyolo_vis_hooks.configs as c; print(c.__path__[0])'],
                cwd=str(empty), env=env).stdout
-    demo_config = osp.join(out.strip().splitlines()[-1], 'demo', 'yolov5_n_shapes_320.py')
+    demo_config = osp.join(out.strip().splitlines()[-1], 'demo', 'yolov5_n_shapes.py')
     images = empty / 'images'
     _run([python, '-c', 'import sys; from mmyolo_vis_hooks.data.synthetic_shapes import '
           'SplitSpec, generate_split; generate_split(sys.argv[1], "val", SplitSpec(2), seed=0)',

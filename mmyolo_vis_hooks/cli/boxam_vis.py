@@ -6,7 +6,7 @@ every MMYOLO family (YOLOv5/6/7/8, YOLOX, RTMDet, PPYOLOE) works with its defaul
 maps are aligned with the image through the letterbox, and ``--cfg-options`` reach the model.
 
 Example:
-    python tools/boxam_vis.py data/shapes/val configs/demo/yolov5_n_shapes_320.py \\
+    python tools/boxam_vis.py data/shapes/val configs/demo/yolov5_n_shapes.py \\
         tests/assets/yolov5_n_shapes.pth --method gradcam --topk 4 --out-dir out/boxam
     python tools/boxam_vis.py img.png CONFIG CKPT --method eigencam --norm-in-bbox --merge
     python tools/boxam_vis.py img.png CONFIG --preview-model

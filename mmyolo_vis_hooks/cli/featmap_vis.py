@@ -2,7 +2,7 @@
 Argument parsing and printing only; the work is in ``mmyolo_vis_hooks.engine.featmap``.
 
 Example:
-    python tools/featmap_vis.py data/shapes/val configs/demo/yolov5_n_shapes_320.py \
+    python tools/featmap_vis.py data/shapes/val configs/demo/yolov5_n_shapes.py \
         work_dirs/demo/best.pth --target-layers backbone neck --out-dir out/featmaps
     python tools/featmap_vis.py img.png CONFIG --preview-model
 """

@@ -15,7 +15,7 @@ Writes to ``--out-dir``: ``<name>`` (the image with the merged boxes), ``detecti
 Example::
 
     python tools/large_image_infer.py data/large/large_00000.png \\
-        configs/demo/yolov5_n_shapes_320.py tests/assets/yolov5_n_shapes.pth \\
+        configs/demo/yolov5_n_shapes.py tests/assets/yolov5_n_shapes.pth \\
         --batch-size 8 --class-agnostic --out-dir outputs/large
 """
 import argparse

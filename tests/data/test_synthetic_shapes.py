@@ -56,7 +56,7 @@ def test_annotations_are_valid_coco_and_letterbox_pads(shapes_data):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmyolo.registry import DATASETS
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes_320.py'))
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes.py'))
     init_default_scope('mmyolo')
     dataset_cfg = cfg.val_dataloader.dataset
     dataset_cfg.update(data_root=shapes_data, ann_file='annotations/train.json',

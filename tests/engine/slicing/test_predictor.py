@@ -112,9 +112,14 @@ def test_channels_last_inputs_give_the_standard_outputs(family, small_large_imag
     outs_cl = torch.utils._pytree.tree_leaves(fast.forward(x_cl))
     assert len(outs_std) == len(outs_cl) > 0
     for a, b in zip(outs_std, outs_cl):
-        # Float rounding of differently ordered sums, amplified by these random heads (most by
-        # YOLOv8's distribution integral: 2e-3 of 15 stride units): within 1e-3 of the scale.
-        assert (a - b).abs().max() <= 1e-3 * a.abs().max(), (family, (a - b).abs().max())
+        # Float rounding of differently ordered sums, amplified by these random heads: the
+        # distribution integrals of YOLOv8/PPYOLOE turn a near-tie of two bins into up to 1.1e-3
+        # of the scale (PPYOLOE under ONEDNN_MAX_CPU_ISA=AVX2: 0.018 of 16). So: almost every
+        # value within 1e-3 of the scale, none beyond 1e-2.
+        scale = a.abs().max()
+        diff = (a - b).abs()
+        assert (diff <= 1e-3 * scale).float().mean() >= 0.999, (family, diff.max())
+        assert diff.max() <= 1e-2 * scale, (family, diff.max())
     assert all(p.is_contiguous() for p in model.parameters())
 
 
