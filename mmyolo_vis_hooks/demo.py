@@ -108,10 +108,10 @@ def tensorboard_dir(runner) -> Optional[str]:
     ActivationStatsVisBackend included; ``Visualizer.get_backend`` only looks names up)."""
     from mmengine.visualization import TensorboardVisBackend
 
-    from .mmengine_compat import vis_backends
+    from .mmengine_compat import backend_save_dir, vis_backends
     for backend in vis_backends(runner.visualizer).values():
         if isinstance(backend, TensorboardVisBackend):
-            return backend._save_dir  # BaseVisBackend's log dir (no public accessor)
+            return backend_save_dir(backend)
     return None
 
 

@@ -32,3 +32,8 @@ def local_image_dir(backend) -> Optional[str]:
     if not isinstance(backend, LocalVisBackend):
         return None
     return getattr(backend.experiment, '_img_save_dir', None)
+
+
+def backend_save_dir(backend) -> str:
+    """The folder a VisBackend writes to (``BaseVisBackend`` keeps it without an accessor)."""
+    return backend._save_dir

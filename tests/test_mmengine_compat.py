@@ -44,6 +44,8 @@ def test_visualizer_backends_and_local_image_dir(tmp_path):
     assert len(mmengine_compat.vis_backends(visualizer)) == 2
 
     local, tensorboard = mmengine_compat.vis_backends(visualizer).values()
+    # Visualizer(save_dir=D) hands its backends D/vis_data
+    assert mmengine_compat.backend_save_dir(tensorboard) == str(tmp_path / 'vis_data')
     img_dir = mmengine_compat.local_image_dir(local)
     assert img_dir is not None and img_dir.startswith(str(tmp_path))
     assert mmengine_compat.local_image_dir(tensorboard) is None
