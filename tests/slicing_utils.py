@@ -1,15 +1,22 @@
-"""Helpers of the sliced-inference tests (engine, tool, sahi adapter): reading a test image,
-comparing detections, counting forwards."""
-import cv2
+"""Helpers of the sliced-inference tests (engine, tool, sahi adapter): comparing detections,
+counting forwards, and the ``model``/``predictor`` fixtures the engine tests share (import
+them into a test module to use them)."""
 import numpy as np
+import pytest
 
-from mmyolo_vis_hooks.engine.slicing import Detections
+from mmyolo_vis_hooks.engine.slicing import BatchPredictor, Detections
 
 LOW_THR = 0.02  # random-init boxes score low; this keeps plenty of them
 
 
-def read_rgb_file(path):
-    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+@pytest.fixture(scope='module')
+def model(random_demo_detector):
+    return random_demo_detector
+
+
+@pytest.fixture(scope='module')
+def predictor(model):
+    return BatchPredictor(model)
 
 
 def same_detections(a: Detections, b: Detections, atol=1e-3):

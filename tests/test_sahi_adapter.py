@@ -7,7 +7,7 @@ from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeCo
                                              SliceSettings, sliced_predict)
 from slicing_utils import LOW_THR
 from slicing_utils import ForwardCounter as _ForwardCounter
-from slicing_utils import read_rgb_file as _rgb
+from mmyolo_vis_hooks.runtime.images import read_rgb as _rgb
 from slicing_utils import same_detections as _same
 
 pytestmark = pytest.mark.slow

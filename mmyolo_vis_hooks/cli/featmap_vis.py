@@ -11,7 +11,6 @@ import os.path as osp
 
 from tqdm import tqdm
 
-from ..engine.core.model_state import preserved_model_state
 from ..engine.core.render import check_alpha, display_image, make_grid
 from ..engine.featmap.capture import forward_and_capture, probe_feature_layers
 from ..engine.featmap.draw import render_layer
@@ -68,10 +67,9 @@ def run(args: argparse.Namespace) -> None:
     class_names = tuple(model.dataset_meta.get('classes', ()))
     score_thr = args.score_thr if args.score_thr <= 1 else None
     for img_id, path in enumerate(tqdm(paths, desc='feature maps', unit='img')):
-        with preserved_model_state(model):
-            model.eval()
-            captured = forward_and_capture(model, load_image(path, img_id), args.target_layers,
-                                           owner='--target-layers')[0]
+        # build_detector returns the model in eval mode; the tool owns it
+        captured = forward_and_capture(model, load_image(path, img_id), args.target_layers,
+                                       owner='--target-layers')[0]
         image = display_image(read_rgb(path), args.max_size)
         tiles, titles = [], []
         for key, featmap in captured.maps.items():

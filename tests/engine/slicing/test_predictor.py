@@ -10,20 +10,11 @@ from family_models import random_model
 from mmyolo_vis_hooks.engine.slicing import BatchPredictor, Detections
 from slicing_utils import LOW_THR
 from slicing_utils import ForwardCounter as _ForwardCounter
-from slicing_utils import read_rgb_file as _rgb
+from mmyolo_vis_hooks.runtime.images import read_rgb as _rgb
+from slicing_utils import model, predictor  # noqa: F401 - shared fixtures
 from slicing_utils import same_detections as _same
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope='module')
-def model(random_demo_detector):
-    return random_demo_detector
-
-
-@pytest.fixture(scope='module')
-def predictor(model):
-    return BatchPredictor(model)
 
 
 @pytest.mark.parametrize('size', [320, 500])
