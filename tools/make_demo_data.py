@@ -12,7 +12,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=0, help='random seed. Defaults to 0')
     parser.add_argument('--num-train', type=int, default=400)
     parser.add_argument('--num-val', type=int, default=80)
-    parser.add_argument('--no-large', action='store_true', help='skip the large image')
+    parser.add_argument('--no-large', action='store_true',
+                        help='skip the large image and the sliced-evaluation set')
     return parser
 
 

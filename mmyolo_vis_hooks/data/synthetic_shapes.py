@@ -187,16 +187,58 @@ def generate_large_image(out_dir: str, seed: int, width: int = 3000, height: int
     return ann_file
 
 
-def generate_demo_data(out_dir: str, seed: int = 0, num_train: int = 400, num_val: int = 80,
-                       large: bool = True) -> Dict[str, str]:
-    """Generates the whole embedded demo: shapes train/val splits and the large image.
+# The sliced-evaluation set: (width, height, number of shapes) of each image.
+LARGE_EVAL_IMAGES: Tuple[Tuple[int, int, int], ...] = (
+    (1280, 960, 60), (1024, 1024, 50), (1440, 800, 60))
+
+
+def generate_large_eval_set(out_dir: str, seed: int,
+                            images: Sequence[Tuple[int, int, int]] = LARGE_EVAL_IMAGES,
+                            object_size_range: Tuple[int, int] = (12, 32)) -> str:
+    """Writes a few large images with many small shapes and one COCO ground truth for them
+    (sliced vs full-image evaluation: letterboxed whole, the shapes shrink to 3-10 px).
+
+    Each image comes from its own random stream ``(seed, 7927, index)``.
+
+    Args:
+        out_dir (str): Output folder (``large_eval_<index>.png`` and ``large_eval.json``).
+        seed (int): Random seed.
+        images (sequence[tuple[int, int, int]]): (width, height, number of shapes) per image.
+            Defaults to ``LARGE_EVAL_IMAGES``.
+        object_size_range (tuple[int, int]): Range of shape sizes in pixels.
+            Defaults to (12, 32).
 
     Returns:
-        dict: Paths of the written annotation files keyed by ``train``, ``val``, ``large``.
+        str: Path of the annotation file (``large_eval.json``).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    coco_images, annotations = [], []
+    for idx, (width, height, num_objects) in enumerate(images):
+        img, objects = render_image(_rng(seed, 7927, idx), height, width, num_objects,
+                                    object_size_range)
+        file_name = f'large_eval_{idx:05d}.png'
+        _write_png(osp.join(out_dir, file_name), img)
+        coco_images.append(dict(id=idx + 1, file_name=file_name, width=width, height=height))
+        annotations += _annotations(objects, idx + 1, len(annotations) + 1)
+    ann_file = osp.join(out_dir, 'large_eval.json')
+    with open(ann_file, 'w', encoding='utf-8') as f:
+        json.dump(_coco(coco_images, annotations), f)
+    return ann_file
+
+
+def generate_demo_data(out_dir: str, seed: int = 0, num_train: int = 400, num_val: int = 80,
+                       large: bool = True) -> Dict[str, str]:
+    """Generates the whole embedded demo: shapes train/val splits, the large image and the
+    sliced-evaluation set.
+
+    Returns:
+        dict: Paths of the written annotation files keyed by ``train``, ``val``, ``large``,
+        ``large_eval``.
     """
     paths = dict(
         train=generate_split(osp.join(out_dir, 'shapes'), 'train', SplitSpec(num_train), seed),
         val=generate_split(osp.join(out_dir, 'shapes'), 'val', SplitSpec(num_val), seed))
     if large:
         paths['large'] = generate_large_image(osp.join(out_dir, 'large'), seed)
+        paths['large_eval'] = generate_large_eval_set(osp.join(out_dir, 'large_eval'), seed)
     return paths
