@@ -1,12 +1,53 @@
-"""Recall and precision of detections against COCO ground truth (one image, IoU matching)."""
+"""Detections against COCO ground truth: recall and precision of one image (IoU matching),
+and COCO mAP (pycocotools) of whole runs, per class, side by side."""
+import contextlib
+import io
 import json
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..core.geometry import box_iou
 from .detections import Detections
+
+
+def read_coco_file(ann_file: str) -> Dict:
+    """A COCO annotation file's content, checked for ``images``, ``annotations`` and
+    ``categories`` lists.
+
+    Raises:
+        FileNotFoundError: No file. ValueError: Not JSON, or not a COCO annotation file.
+    """
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(f'annotation file not found: {ann_file}')
+    try:
+        with open(ann_file, encoding='utf-8') as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{ann_file} is not a JSON file ({err})') from None
+    missing = [k for k in ('images', 'annotations', 'categories')
+               if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
+    if missing:
+        raise ValueError(f'{ann_file} is not a COCO annotation file: it has no '
+                         f'{", ".join(missing)} list(s)')
+    return coco
+
+
+def category_labels(coco: Mapping, class_names: Optional[Sequence[str]] = None,
+                    source: str = 'the annotation file') -> Dict[int, int]:
+    """0-based model labels of a COCO file's category ids: by category name when
+    ``class_names`` are given (every category must be a model class), else the category
+    ids in ascending order."""
+    cats = sorted(coco['categories'], key=lambda c: c['id'])
+    if class_names is None:
+        return {c['id']: i for i, c in enumerate(cats)}
+    names = list(class_names)
+    missing = [c['name'] for c in cats if c['name'] not in names]
+    if missing:
+        raise ValueError(f'categories {missing} of {source} are not model classes {names}')
+    return {c['id']: names.index(c['name']) for c in cats}
 
 
 def load_coco_ground_truth(ann_file: str, file_name: str,
@@ -17,20 +58,11 @@ def load_coco_ground_truth(ann_file: str, file_name: str,
     Labels follow ``class_names`` by category name when given, else the category ids in
     ascending order.
     """
-    with open(ann_file, encoding='utf-8') as f:
-        coco = json.load(f)
+    coco = read_coco_file(ann_file)
     images = [im for im in coco['images'] if im['file_name'] == file_name]
     if not images:
         raise ValueError(f'{file_name} is not an image of {ann_file}')
-    cats = sorted(coco['categories'], key=lambda c: c['id'])
-    if class_names is not None:
-        names = list(class_names)
-        missing = [c['name'] for c in cats if c['name'] not in names]
-        if missing:
-            raise ValueError(f'categories {missing} of {ann_file} are not model classes {names}')
-        cat_to_label = {c['id']: names.index(c['name']) for c in cats}
-    else:
-        cat_to_label = {c['id']: i for i, c in enumerate(cats)}
+    cat_to_label = category_labels(coco, class_names, ann_file)
     anns = [a for a in coco['annotations'] if a['image_id'] == images[0]['id']]
     boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
                        a['bbox'][1] + a['bbox'][3]] for a in anns], np.float64).reshape(-1, 4)
@@ -105,3 +137,204 @@ def matched_fraction(ref: Detections, other: Detections, iou_thr: float = 0.95) 
             taken[int(free.argmax())] = True
             hits += 1
     return hits / len(ref)
+
+
+@dataclass
+class CocoMap:
+    """COCO box AP of one run (pycocotools, area 'all').
+
+    Args:
+        mAP (float): AP averaged over IoU 0.50:0.95 and the classes.
+        mAP_50 (float): AP at IoU 0.5.
+        mAP_75 (float): AP at IoU 0.75.
+        per_class (dict[str, tuple[float, float]]): Class name -> (AP, AP at IoU 0.5); NaN for
+            a class without ground truth.
+        num_detections (int): Detections evaluated (on images and classes of the ground
+            truth).
+    """
+    mAP: float
+    mAP_50: float
+    mAP_75: float
+    per_class: Dict[str, Tuple[float, float]]
+    num_detections: int
+
+
+@dataclass
+class CocoEvaluation:
+    """COCO mAP of one or more runs on the same images, against one ground truth.
+
+    Args:
+        ann_file (str): Where the ground truth came from.
+        images (list[str]): File names of the evaluated images.
+        gt_per_class (dict[str, int]): Ground-truth boxes (not crowd) evaluated per class.
+        runs (dict[str, CocoMap]): Run name (e.g. ``sliced``, ``full image``) -> its AP.
+        not_in_ground_truth (list[str]): Input images the annotation file does not have
+            (not evaluated).
+    """
+    ann_file: str
+    images: List[str]
+    gt_per_class: Dict[str, int]
+    runs: Dict[str, CocoMap] = field(default_factory=dict)
+    not_in_ground_truth: List[str] = field(default_factory=list)
+
+    @property
+    def num_gt(self) -> int:
+        return sum(self.gt_per_class.values())
+
+    def table(self) -> str:
+        """The runs side by side: one row for all classes, then one per class."""
+        head = ['class', 'GT']
+        for run in self.runs:
+            head += [f'{run} mAP', f'{run} mAP@50']
+        rows = [['all', str(self.num_gt)] + [
+            f'{v:.3f}' for m in self.runs.values() for v in (m.mAP, m.mAP_50)]]
+        for name, count in self.gt_per_class.items():
+            rows.append([name, str(count)] + [
+                '-' if np.isnan(v) else f'{v:.3f}' for m in self.runs.values()
+                for v in m.per_class[name]])
+        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+        lines = ['  '.join(c.ljust(w) if i == 0 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in [head] + rows]
+        lines.insert(1, '  '.join('-' * w for w in widths))
+        return '\n'.join(lines)
+
+    def to_dict(self) -> Dict:
+        """A JSON-ready dict (NaN as None)."""
+        def num(v):
+            return None if np.isnan(v) else round(float(v), 6)
+
+        return dict(
+            ann_file=self.ann_file, images=self.images, num_gt=self.num_gt,
+            gt_per_class=self.gt_per_class, not_in_ground_truth=self.not_in_ground_truth,
+            runs={name: dict(mAP=num(m.mAP), mAP_50=num(m.mAP_50), mAP_75=num(m.mAP_75),
+                             num_detections=m.num_detections,
+                             per_class={c: dict(AP=num(ap), AP_50=num(ap50))
+                                        for c, (ap, ap50) in m.per_class.items()})
+                  for name, m in self.runs.items()})
+
+
+def _image_pairs(gt_images: Sequence[Dict], det_images: Sequence[Dict]
+                 ) -> Tuple[Dict[int, int], List[str]]:
+    """Detection image id -> ground-truth image id, matched by ``file_name`` (else by base
+    name when that is unique in the ground truth); and the unmatched detection images."""
+    by_name = {im['file_name']: im['id'] for im in gt_images}
+    base_count: Dict[str, int] = {}
+    for im in gt_images:
+        base = osp.basename(im['file_name'])
+        base_count[base] = base_count.get(base, 0) + 1
+    by_base = {osp.basename(im['file_name']): im['id'] for im in gt_images
+               if base_count[osp.basename(im['file_name'])] == 1}
+    pairs, unmatched = {}, []
+    for im in det_images:
+        gt_id = by_name.get(im['file_name'], by_base.get(osp.basename(im['file_name'])))
+        if gt_id is None:
+            unmatched.append(im['file_name'])
+        else:
+            pairs[im['id']] = gt_id
+    return pairs, unmatched
+
+
+def _quiet_coco(dataset: Dict):
+    from pycocotools.coco import COCO
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # 'creating index...'
+        coco.createIndex()
+    return coco
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else float('nan')
+
+
+def evaluate_coco(ground_truth: str, runs: Mapping[str, Dict], class_names: Sequence[str]
+                  ) -> CocoEvaluation:
+    """COCO box mAP (pycocotools) of detection documents against one ground truth.
+
+    Every run is a COCO-style document as the large-image tool writes it (``images`` with
+    ``file_name``, ``annotations`` with ``bbox``, ``score`` and ``category_id`` = label + 1);
+    all runs must hold the same images. Images are matched to the ground truth by
+    ``file_name`` (or by base name when unique there), classes by name. The images of the
+    runs that the ground truth has are evaluated, with all their ground truth; the per-image
+    detection limit is raised from COCO's 100 to what the runs hold (large images have more
+    objects).
+
+    Args:
+        ground_truth (str): COCO annotation file.
+        runs (Mapping[str, dict]): Run name -> detection document.
+        class_names (Sequence[str]): The model's classes (label order).
+
+    Returns:
+        CocoEvaluation: mAP, mAP@50, mAP@75 and per-class AP of every run.
+
+    Raises:
+        ValueError: A ground-truth category is not a model class, the runs hold different
+            images, or no image of the runs is in the ground truth.
+    """
+    from pycocotools.cocoeval import COCOeval
+    coco = read_coco_file(ground_truth)
+    cat_to_label = category_labels(coco, class_names, ground_truth)
+    label_to_cat = {label: cat for cat, label in cat_to_label.items()}
+    docs = list(runs.values())
+    if not docs:
+        raise ValueError('no run to evaluate')
+    det_images = docs[0]['images']
+    for name, doc in runs.items():
+        if [im['file_name'] for im in doc['images']] != [im['file_name'] for im in det_images]:
+            raise ValueError(f'run {name!r} holds other images than {next(iter(runs))!r}')
+    pairs, unmatched = _image_pairs(coco['images'], det_images)
+    if not pairs:
+        raise ValueError(f'none of the {len(det_images)} image(s) is in {ground_truth} (file '
+                         f'names such as {det_images[0]["file_name"] if det_images else "-"!r}'
+                         f' vs {coco["images"][0]["file_name"] if coco["images"] else "-"!r})')
+    img_ids = sorted(set(pairs.values()))
+    wanted = set(img_ids)
+    gt_anns = []
+    for ann in coco['annotations']:
+        if ann['image_id'] in wanted and ann['category_id'] in cat_to_label:
+            x, y, w, h = ann['bbox']
+            gt_anns.append(dict(ann, area=ann.get('area', w * h),
+                                iscrowd=int(ann.get('iscrowd', 0))))
+    gt = _quiet_coco(dict(images=[im for im in coco['images'] if im['id'] in wanted],
+                          annotations=gt_anns, categories=coco['categories']))
+    cat_ids = sorted(cat_to_label, key=lambda c: cat_to_label[c])
+    names = {c: class_names[cat_to_label[c]] for c in cat_ids}
+    gt_per_class = {names[c]: sum(1 for a in gt_anns if a['category_id'] == c and
+                                  not a['iscrowd']) for c in cat_ids}
+    evaluation = CocoEvaluation(
+        ground_truth, [im['file_name'] for im in det_images if im['id'] in pairs], gt_per_class,
+        not_in_ground_truth=unmatched)
+    for run_name, doc in runs.items():
+        dets = []
+        for ann in doc['annotations']:
+            cat = label_to_cat.get(ann['category_id'] - 1)
+            if ann['image_id'] in pairs and cat is not None:
+                dets.append(dict(id=len(dets) + 1, image_id=pairs[ann['image_id']],
+                                 category_id=cat, bbox=list(ann['bbox']),
+                                 area=ann['bbox'][2] * ann['bbox'][3],
+                                 score=float(ann['score']), iscrowd=0))
+        per_image: Dict[int, int] = {}
+        for det in dets:
+            per_image[det['image_id']] = per_image.get(det['image_id'], 0) + 1
+        res = _quiet_coco(dict(images=gt.dataset['images'], annotations=dets,
+                               categories=coco['categories']))
+        coco_eval = COCOeval(gt, res, iouType='bbox')
+        coco_eval.params.imgIds = img_ids
+        coco_eval.params.catIds = cat_ids
+        coco_eval.params.maxDets = [1, 10, max([100] + list(per_image.values()))]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        # [IoU thresholds, recall points, classes, area ranges, max dets]; area 'all', the
+        # largest detection limit; -1 where a class has no ground truth.
+        precision = coco_eval.eval['precision'][:, :, :, 0, -1]
+        iou_50 = int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.5)))
+        iou_75 = int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.75)))
+        per_class = {names[c]: (_mean_valid(precision[:, :, k]),
+                                _mean_valid(precision[iou_50, :, k]))
+                     for k, c in enumerate(cat_ids)}
+        evaluation.runs[run_name] = CocoMap(
+            _mean_valid(precision), _mean_valid(precision[iou_50]),
+            _mean_valid(precision[iou_75]), per_class, len(dets))
+    return evaluation
