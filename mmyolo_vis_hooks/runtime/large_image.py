@@ -1,11 +1,18 @@
 """Sliced inference over image files: reading ahead, slicing through the engine, drawing,
-writing the pictures and one COCO-style ``detections.json`` (what the large-image tool runs)."""
+writing the pictures and one COCO-style ``detections.json`` (what the large-image tool runs).
+
+Huge images (more than ``images.HUGE_IMAGE_PIXELS``, 8192 x 8192) are never held whole:
+TIFFs are read window by window (``runtime.tiff``), and the pictures (merged boxes; the debug
+grid) are drawn on a downscaled overview, ``<stem>_overview.png``, whose longer side is at
+most ``OVERVIEW_MAX_SIDE`` pixels (integer shrink factor). Boxes in ``detections.json`` stay
+in full-image pixels; a GeoTIFF's are also given in map coordinates (``tiff.add_map_boxes``).
+"""
 import json
 import os
 import os.path as osp
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -14,7 +21,11 @@ from ..engine.slicing import (BatchPredictor, Detections, SlicedResult, SliceSet
                               coco_document, draw_detections, draw_windows, image_geometry,
                               read_window, resolve_patch_size, slice_windows, sliced_predict,
                               to_coco_annotations)
-from .images import read_image, write_rgb
+from ..engine.slicing.grid import overview_factor, read_overview
+from .images import HUGE_IMAGE_PIXELS, close_image, open_image, write_rgb
+from .tiff import add_map_boxes, import_tifffile, is_tiff
+
+OVERVIEW_MAX_SIDE = 4096
 
 
 def output_names(source: str, paths: Sequence[str]) -> List[str]:
@@ -35,23 +46,110 @@ def output_names(source: str, paths: Sequence[str]) -> List[str]:
 class ImagePrefetcher:
     """Reads the files in order on a background thread, one ahead of the one being used, so
     decoding the next image overlaps inference on the current one (and the first read
-    overlaps building the model when created before it)."""
+    overlaps building the model when created before it).
+
+    Files are opened with ``images.open_image``: a TIFF is only opened (its pixels are read
+    window by window during inference), any other file is decoded whole. Each image is
+    closed when the next one is asked for, or when the iteration ends.
+
+    Raises:
+        ImportError: A TIFF among the paths and no tifffile (before any work).
+    """
 
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = list(paths)
+        if any(is_tiff(p) for p in self.paths):
+            import_tifffile()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='read')
-        self._next: Optional[Future] = (self._pool.submit(read_image, self.paths[0])
+        self._next: Optional[Future] = (self._pool.submit(open_image, self.paths[0])
                                         if self.paths else None)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[Exception]]]:
+        """Yields ``(path, image, None)``, or ``(path, None, error)`` for a file that could
+        not be read (the next files are still read)."""
         try:
             for idx, path in enumerate(self.paths):
-                image = self._next.result()
-                self._next = (self._pool.submit(read_image, self.paths[idx + 1])
+                try:
+                    image, error = self._next.result(), None
+                except Exception as err:  # noqa: B902 reported per image by the caller
+                    image, error = None, err
+                self._next = (self._pool.submit(open_image, self.paths[idx + 1])
                               if idx + 1 < len(self.paths) else None)
-                yield path, image
+                try:
+                    yield path, image, error
+                finally:
+                    close_image(image)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            pending, self._next = self._next, None
+            if pending is not None and not pending.cancelled() and pending.exception() is None:
+                close_image(pending.result())  # opened ahead, never used
+
+
+def image_record(index: int, path: str, name: str, result: Optional[SlicedResult] = None,
+                 error: Optional[BaseException] = None) -> Dict:
+    """What one image gave, JSON-ready (ranks exchange these): its position ``index`` in the
+    input list (image id = index + 1), its merged boxes as COCO annotations (ids are set when
+    the document is assembled), the full-image pass's boxes when there was one, or the error
+    that stopped it."""
+    record = dict(index=int(index), path=path, file_name=name)
+    if error is not None:
+        return dict(record, error=f'{type(error).__name__}: {error}')
+    height, width = result.image_shape
+    record.update(width=int(width), height=int(height),
+                  annotations=to_coco_annotations(result.detections, index + 1))
+    if result.full_image_detections is not None or len(result.windows) == 1:
+        # One slice is the whole image (letterboxed the same way): its boxes are the pass's.
+        full = (result.full_image_detections if result.full_image_detections is not None
+                else result.detections)
+        record['full_image'] = to_coco_annotations(full, index + 1)
+    return record
+
+
+def detection_documents(records: Sequence[Dict], class_names: Sequence[str],
+                        full_image: bool = False) -> Tuple[Dict, Optional[Dict]]:
+    """Assembles the COCO-style documents from image records, in input order (wherever
+    they were computed): image id = position + 1, annotation ids numbered in that order.
+
+    Returns:
+        tuple[dict, dict | None]: ``detections.json`` (with a ``failed`` list of
+        ``file_name``, ``path``, ``error`` when an image failed), and with ``full_image`` the
+        same for the full-image pass.
+    """
+    records = sorted(records, key=lambda r: r['index'])
+    images, failed = [], []
+    annotations: Dict[str, List[Dict]] = dict(sliced=[], full_image=[])
+    for record in records:
+        if 'error' in record:
+            failed.append({k: record[k] for k in ('file_name', 'path', 'error')})
+            continue
+        images.append(dict(id=record['index'] + 1, file_name=record['file_name'],
+                           width=record['width'], height=record['height']))
+        for key, anns in (('sliced', record['annotations']),
+                          ('full_image', record.get('full_image') or [])):
+            start = len(annotations[key]) + 1
+            annotations[key] += [dict(ann, id=start + k) for k, ann in enumerate(anns)]
+    doc = coco_document(images, annotations['sliced'], class_names)
+    if failed:
+        doc['failed'] = failed
+    full = None
+    if full_image:
+        full = coco_document(images, annotations['full_image'], class_names)
+    return doc, full
+
+
+def write_documents(out_dir: str, doc: Dict, full: Optional[Dict] = None) -> None:
+    """Writes ``detections.json`` (and ``detections_full_image.json``) into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name, content in (('detections.json', doc), ('detections_full_image.json', full)):
+        if content is not None:
+            with open(osp.join(out_dir, name), 'w', encoding='utf-8') as f:
+                json.dump(content, f)
+
+
+def _shrunk(dets: Detections, factor: int) -> Detections:
+    """Boxes in the pixels of a picture shrunk by ``factor``."""
+    return dets if factor == 1 else Detections(dets.bboxes / factor, dets.scores, dets.labels)
 
 
 class LargeImageRunner:
@@ -67,12 +165,15 @@ class LargeImageRunner:
             image (the tools' ``--show``). Defaults to None.
         progress (bool): Progress bars over images and slices. Defaults to True.
         png_compression (int): zlib level of written PNGs (0: stored). Defaults to 0.
+        catch_errors (bool): An image that cannot be read or fails is recorded with its
+            error and the run goes on; False raises it. Defaults to True.
     """
 
     def __init__(self, predictor: BatchPredictor, settings: SliceSettings, out_dir: str,
                  debug: bool = False, save_patch: bool = False,
                  show: Optional[Callable[[str, np.ndarray], Any]] = None,
-                 progress: bool = True, png_compression: int = 0) -> None:
+                 progress: bool = True, png_compression: int = 0,
+                 catch_errors: bool = True) -> None:
         self.predictor = predictor
         self.settings = settings
         self.out_dir = out_dir
@@ -81,6 +182,7 @@ class LargeImageRunner:
         self.show = show
         self.progress = progress
         self.png_compression = png_compression
+        self.catch_errors = catch_errors
         self._writes: List[Future] = []
         self._writer: Optional[ThreadPoolExecutor] = None
         # Wall time of the last run by phase (seconds): waiting for the image reader,
@@ -98,12 +200,21 @@ class LargeImageRunner:
         else:
             self._writes.append(self._writer.submit(write_rgb, path, rgb, self.png_compression))
 
-    def process(self, path: str, image: Optional[np.ndarray] = None,
+    def process(self, path: str, image: Optional[Any] = None,
                 name: Optional[str] = None) -> SlicedResult:
-        """Sliced inference on one file (``image``: its pixels if already read); writes its
-        annotated image as ``<out_dir>/<name>`` (default: the file's name), and the debug
-        pictures."""
-        image = read_image(path) if image is None else image
+        """Sliced inference on one file (``image``: its pixels, or an array-like read window
+        by window, if already opened); writes its annotated image as ``<out_dir>/<name>``
+        (default: the file's name; a huge image's as ``<stem>_overview.png``), and the debug
+        pictures. The progress bar counts slices done / total, whatever the source."""
+        if image is not None:
+            return self._process(path, image, name)
+        image = open_image(path)
+        try:
+            return self._process(path, image, name)
+        finally:
+            close_image(image)
+
+    def _process(self, path: str, image: Any, name: Optional[str]) -> SlicedResult:
         name = name or osp.basename(path)
         height, width, _ = image_geometry(image)
         num_slices = len(slice_windows(height, width,
@@ -117,14 +228,20 @@ class LargeImageRunner:
                                     progress=bar.update)
         drawing = time.perf_counter()
         self._add_time('inference', drawing - start)
-        rgb = read_window(image, np.array([0, 0, width, height]))
-        annotated = draw_detections(rgb, result.detections, self.class_names, self.palette)
-        self._write(osp.join(self.out_dir, name), annotated)
         stem = osp.splitext(name)[0]
+        factor = 1
+        if height * width > HUGE_IMAGE_PIXELS:  # a picture 1/factor the size, read in bands
+            factor = overview_factor(height, width, OVERVIEW_MAX_SIDE)
+            rgb, name = read_overview(image, factor), f'{stem}_overview.png'
+        else:
+            rgb = read_window(image, np.array([0, 0, width, height]))
+        annotated = draw_detections(rgb, _shrunk(result.detections, factor), self.class_names,
+                                    self.palette)
+        self._write(osp.join(self.out_dir, name), annotated)
         if self.debug:
-            unmerged = Detections.concat(result.slice_detections)
+            unmerged = _shrunk(Detections.concat(result.slice_detections), factor)
             grid = draw_windows(draw_detections(rgb, unmerged, self.class_names, self.palette,
-                                                captions=False), result.windows)
+                                                captions=False), result.windows // factor)
             self._write(osp.join(self.out_dir, f'{stem}_debug.png'), grid)
         if self.save_patch:
             for idx, (window, dets) in enumerate(zip(result.windows, result.slice_detections)):
@@ -141,38 +258,45 @@ class LargeImageRunner:
     def _add_time(self, phase: str, seconds: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
-    def run(self, paths: Sequence[str], names: Optional[Sequence[str]] = None,
-            prefetcher: Optional[ImagePrefetcher] = None) -> Dict:
-        """Processes every file and writes ``detections.json``; returns its content.
+    def iter_records(self, paths: Sequence[str], names: Optional[Sequence[str]] = None,
+                     indices: Optional[Sequence[int]] = None,
+                     prefetcher: Optional[ImagePrefetcher] = None) -> Iterator[Dict]:
+        """Processes the files in order and yields one :func:`image_record` per file.
 
-        ``names`` are the output names (and COCO ``file_name``) of the files; their base names
-        by default.
+        ``names`` are the output names (and COCO ``file_name``) of the files, their base
+        names by default; ``indices`` their positions in the whole input list (a rank's
+        share of it), ``0..n-1`` by default.
 
         Files are read one ahead and pictures written on background threads (decoding and
-        encoding large PNGs overlap inference); everything is written when this returns.
+        encoding large PNGs overlap inference); every picture is written when the iteration
+        ends. An image that cannot be read or fails gives a record with its error and the
+        next one is processed (``catch_errors=False``: the error is raised).
         """
         names = list(names) if names is not None else output_names('', paths)
+        indices = list(indices) if indices is not None else list(range(len(paths)))
         os.makedirs(self.out_dir, exist_ok=True)
         prefetcher = prefetcher or ImagePrefetcher(paths)
-        images, annotations = [], []
         self.timings = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix='write')
         files = iter(prefetcher)
         try:
-            for image_id in tqdm(range(1, len(prefetcher.paths) + 1), desc='images',
-                                 unit='image', disable=not self.progress or len(paths) < 2):
+            for k in tqdm(range(len(prefetcher.paths)), desc='images', unit='image',
+                          disable=not self.progress or len(paths) < 2):
                 start = time.perf_counter()
-                path, image = next(files)
+                path, image, error = next(files)
                 self._add_time('read_wait', time.perf_counter() - start)
-                name = names[image_id - 1]
-                result = self.process(path, image, name)
-                height, width = result.image_shape
-                images.append(dict(id=image_id, file_name=name, width=width, height=height))
-                annotations += to_coco_annotations(result.detections, image_id,
-                                                   first_id=len(annotations) + 1)
-            doc = coco_document(images, annotations, self.class_names)
-            with open(osp.join(self.out_dir, 'detections.json'), 'w', encoding='utf-8') as f:
-                json.dump(doc, f)
+                if error is None:
+                    try:
+                        result = self.process(path, image, names[k])
+                    except Exception as err:  # noqa: B902 one image's failure is reported
+                        if not self.catch_errors:
+                            raise
+                        error = err
+                    del image
+                elif not self.catch_errors:
+                    raise error
+                yield (image_record(indices[k], path, names[k], result) if error is None
+                       else image_record(indices[k], path, names[k], error=error))
         finally:
             start = time.perf_counter()
             self._writer.shutdown(wait=True)
@@ -181,4 +305,16 @@ class LargeImageRunner:
             files.close()  # stops the reader thread
         for write in writes:
             write.result()  # raises what a background write raised
+
+    def run(self, paths: Sequence[str], names: Optional[Sequence[str]] = None,
+            prefetcher: Optional[ImagePrefetcher] = None) -> Dict:
+        """Processes every file (:meth:`iter_records`) and writes ``detections.json`` (and
+        with ``settings.full_image`` ``detections_full_image.json``); returns its content.
+        Images that failed are listed in its ``failed`` entry."""
+        doc, full = self.documents(self.iter_records(paths, names, prefetcher=prefetcher))
+        write_documents(self.out_dir, doc, full)
         return doc
+
+    def documents(self, records: Iterable[Dict]) -> Tuple[Dict, Optional[Dict]]:
+        """:func:`detection_documents` with this runner's classes and settings."""
+        return detection_documents(list(records), self.class_names, self.settings.full_image)
