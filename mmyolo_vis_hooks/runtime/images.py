@@ -1,8 +1,9 @@
 """Image files: listing the inputs of a tool (a file, a folder, a text file of paths), reading
-them (one reader for hooks and tools) and writing pictures."""
+them (one reader for hooks and tools; TIFFs also window by window, for images bigger than
+memory) and writing pictures."""
 import os
 import os.path as osp
-from typing import List
+from typing import Any, List, Union
 
 import cv2
 import numpy as np
@@ -10,6 +11,10 @@ import numpy as np
 from ..engine.core.render import to_rgb
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+# Images above this many pixels (8192 x 8192; 192 MiB as RGB) are huge: the large-image tool
+# never holds them whole (it draws a downscaled overview), and a TIFF of that size that
+# cannot be read window by window is refused rather than decoded whole.
+HUGE_IMAGE_PIXELS = 8192 * 8192
 
 
 def list_images(source: str) -> List[str]:
@@ -64,6 +69,35 @@ def read_image(path: str) -> np.ndarray:
     elif img.ndim == 3 and img.shape[2] == 4:
         cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA, dst=img)
     return img
+
+
+def open_image(path: str) -> Union[np.ndarray, Any]:
+    """Opens an image for reading window by window (sliced inference): a TIFF as a
+    :class:`~.tiff.TiffImage` (array-like, pixels decoded per window; needs tifffile), any
+    other file read whole by :func:`read_image`. A TIFF whose layout or codec cannot be read
+    window by window (e.g. LZW without imagecodecs) is read whole by OpenCV unless it is huge
+    (:data:`HUGE_IMAGE_PIXELS`). Release it with :func:`close_image`.
+
+    Raises:
+        ImportError: A TIFF and no tifffile. FileNotFoundError, ValueError: as read_image;
+        ValueError also for a huge TIFF that cannot be read window by window.
+    """
+    from .tiff import NotWindowReadable, TiffImage, is_tiff
+    if not is_tiff(path):
+        return read_image(path)
+    try:
+        return TiffImage(path)
+    except NotWindowReadable as err:
+        if err.pixels > HUGE_IMAGE_PIXELS:
+            raise
+        return read_image(path)
+
+
+def close_image(image: Any) -> None:
+    """Closes what :func:`open_image` returned (a no-op for arrays)."""
+    close = getattr(image, 'close', None)
+    if callable(close) and not isinstance(image, np.ndarray):
+        close()
 
 
 def read_rgb(path: str) -> np.ndarray:

@@ -125,6 +125,8 @@ def detection_documents(records: Sequence[Dict], class_names: Sequence[str],
             continue
         images.append(dict(id=record['index'] + 1, file_name=record['file_name'],
                            width=record['width'], height=record['height']))
+        if 'geo' in record:  # a GeoTIFF's georeferencing (runtime.tiff.add_map_boxes)
+            images[-1]['geo'] = record['geo']
         for key, anns in (('sliced', record['annotations']),
                           ('full_image', record.get('full_image') or [])):
             start = len(annotations[key]) + 1
@@ -292,11 +294,15 @@ class LargeImageRunner:
                         if not self.catch_errors:
                             raise
                         error = err
+                    geo = getattr(image, 'geo', None)  # a GeoTIFF's (runtime.tiff)
                     del image
                 elif not self.catch_errors:
                     raise error
-                yield (image_record(indices[k], path, names[k], result) if error is None
-                       else image_record(indices[k], path, names[k], error=error))
+                record = (image_record(indices[k], path, names[k], result) if error is None
+                          else image_record(indices[k], path, names[k], error=error))
+                if error is None:
+                    add_map_boxes(geo, record, record['annotations'], record.get('full_image'))
+                yield record
         finally:
             start = time.perf_counter()
             self._writer.shutdown(wait=True)

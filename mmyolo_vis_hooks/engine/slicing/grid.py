@@ -4,10 +4,13 @@ The grid is sahi's (``sahi.slicing.get_slice_bboxes``), which MMYOLO's large-ima
 uses: windows step by ``patch - int(overlap * patch)`` and the last row/column is shifted back so
 it ends on the image border, so every window has the full patch size unless the image itself is
 smaller than the patch. Only coordinates are computed here; pixels are read one window at a
-time, so the whole image is never converted (to RGB, to float) at once.
+time, so the whole image is never converted (to RGB, to float) at once; an image too big to
+hold whole (a TIFF read window by window) is pictured by :func:`read_overview`, built from
+full-width bands.
 """
 from typing import Any, Tuple
 
+import cv2
 import numpy as np
 
 from ..core.checks import check_int, check_number
@@ -79,3 +82,36 @@ def read_window(image: Any, window: np.ndarray) -> np.ndarray:
     possibly a non-contiguous view."""
     x1, y1, x2, y2 = (int(v) for v in window)
     return to_rgb(np.asarray(image[y1:y2, x1:x2]))
+
+
+def overview_factor(height: int, width: int, max_side: int) -> int:
+    """The smallest integer shrink factor that brings the longer side to ``max_side`` or
+    below."""
+    max_side = check_int('overview side', max_side, low=1)
+    return max(1, -(-max(int(height), int(width)) // max_side))
+
+
+def read_overview(image: Any, factor: int, band_pixels: int = 1 << 22) -> np.ndarray:
+    """The image shrunk by an integer factor, as RGB uint8 ``(H // factor, W // factor, 3)``:
+    each output pixel is the mean of ``factor x factor`` image pixels (OpenCV's INTER_AREA at
+    an integer factor), so bands join without seams; the last ``H % factor`` rows and
+    ``W % factor`` columns are left out. Pixels are read in full-width bands of about
+    ``band_pixels`` (the order strips and tile rows are stored in), never the whole image.
+
+    Args:
+        image: An image (see :func:`image_geometry`).
+        factor (int): Shrink factor, at most the shorter side.
+        band_pixels (int): Pixels read at once. Defaults to 4 Mpx.
+    """
+    height, width, _ = image_geometry(image)
+    factor = check_int('overview factor', factor, low=1, high=min(height, width))
+    out_h, out_w = height // factor, width // factor
+    out = np.empty((out_h, out_w, 3), np.uint8)
+    step = max(1, band_pixels // (width * factor * factor))  # output rows per band
+    for y in range(0, out_h, step):
+        rows = min(step, out_h - y)
+        band = read_window(image, np.array([0, y * factor, out_w * factor,
+                                            (y + rows) * factor]))
+        out[y:y + rows] = band if factor == 1 else cv2.resize(
+            band, (out_w, rows), interpolation=cv2.INTER_AREA)
+    return out
