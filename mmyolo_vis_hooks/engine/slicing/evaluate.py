@@ -213,7 +213,7 @@ class CocoEvaluation:
                   for name, m in self.runs.items()})
 
 
-def _image_pairs(gt_images: Sequence[Dict], det_images: Sequence[Dict]
+def match_images(gt_images: Sequence[Dict], det_images: Sequence[Dict]
                  ) -> Tuple[Dict[int, int], List[str]]:
     """Detection image id -> ground-truth image id, matched by ``file_name`` (else by base
     name when that is unique in the ground truth); and the unmatched detection images."""
@@ -283,11 +283,10 @@ def evaluate_coco(ground_truth: str, runs: Mapping[str, Dict], class_names: Sequ
     for name, doc in runs.items():
         if [im['file_name'] for im in doc['images']] != [im['file_name'] for im in det_images]:
             raise ValueError(f'run {name!r} holds other images than {next(iter(runs))!r}')
-    pairs, unmatched = _image_pairs(coco['images'], det_images)
+    pairs, unmatched = match_images(coco['images'], det_images)
     if not pairs:
-        raise ValueError(f'none of the {len(det_images)} image(s) is in {ground_truth} (file '
-                         f'names such as {det_images[0]["file_name"] if det_images else "-"!r}'
-                         f' vs {coco["images"][0]["file_name"] if coco["images"] else "-"!r})')
+        raise ValueError(f'none of the {len(det_images)} image(s) of the runs is in '
+                         f'{ground_truth}')
     img_ids = sorted(set(pairs.values()))
     wanted = set(img_ids)
     gt_anns = []
