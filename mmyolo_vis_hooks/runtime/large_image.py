@@ -21,7 +21,10 @@ from ..engine.slicing import (BatchPredictor, Detections, SlicedResult, SliceSet
                               coco_document, draw_detections, draw_windows, image_geometry,
                               read_window, resolve_patch_size, slice_windows, sliced_predict,
                               to_coco_annotations)
+from ..engine.slicing.evaluate import (CocoEvaluation, evaluate_coco, match_images,
+                                      read_coco_file)
 from ..engine.slicing.grid import overview_factor, read_overview
+from .distributed import DistContext, run_sharded
 from .images import HUGE_IMAGE_PIXELS, close_image, open_image, write_rgb
 from .tiff import add_map_boxes, import_tifffile, is_tiff
 
@@ -324,3 +327,69 @@ class LargeImageRunner:
     def documents(self, records: Iterable[Dict]) -> Tuple[Dict, Optional[Dict]]:
         """:func:`detection_documents` with this runner's classes and settings."""
         return detection_documents(list(records), self.class_names, self.settings.full_image)
+
+
+def run_job(runner: LargeImageRunner, paths: Sequence[str], names: Sequence[str],
+            ctx: Optional[DistContext] = None, prefetcher: Optional[ImagePrefetcher] = None,
+            on_failure: Optional[Callable[[Dict], Any]] = None
+            ) -> Optional[Tuple[Dict, Optional[Dict]]]:
+    """Sliced inference on this rank's share of ``paths`` (all of them in a single process);
+    rank 0 assembles and writes ``detections.json`` (and ``detections_full_image.json``)
+    holding every image in input order, the same documents whatever the number of ranks.
+
+    Args:
+        runner (LargeImageRunner): This rank's runner.
+        paths (Sequence[str]): The whole input, sorted.
+        names (Sequence[str]): Their output names.
+        ctx (DistContext, optional): This rank's place in the job; single-process by
+            default.
+        prefetcher (ImagePrefetcher, optional): A reader of this rank's share, already
+            started. Defaults to None.
+        on_failure (callable, optional): Called with the record of each image of this rank
+            that failed, as it happens. Defaults to None.
+
+    Returns:
+        tuple[dict, dict | None] | None: On rank 0 the documents (see
+        :func:`detection_documents`); None on other ranks.
+    """
+    ctx = ctx or DistContext()
+
+    def records(share: Sequence[int]) -> Iterator[Dict]:
+        return runner.iter_records([paths[i] for i in share], [names[i] for i in share],
+                                   share, prefetcher)
+
+    gathered = run_sharded(records, paths, names, ctx, on_failure)
+    if gathered is None:
+        return None
+    doc, full = runner.documents(gathered)
+    write_documents(runner.out_dir, doc, full)
+    return doc, full
+
+
+def check_ground_truth(ann_file: str, names: Sequence[str]) -> None:
+    """Before any work: ``ann_file`` is a COCO annotation file holding at least one of the
+    images (output ``names``).
+
+    Raises:
+        FileNotFoundError, ValueError: It is not, saying what was found.
+    """
+    coco = read_coco_file(ann_file)
+    pairs, _ = match_images(coco['images'], [dict(id=i, file_name=n)
+                                             for i, n in enumerate(names)])
+    if not pairs:
+        raise ValueError(f'none of the {len(names)} input image(s) is in {ann_file} (file '
+                         f'names such as {names[0]!r}; it has e.g. '
+                         f'{coco["images"][0]["file_name"] if coco["images"] else "no image"!r})')
+
+
+def evaluate_documents(ann_file: str, doc: Dict, full: Optional[Dict],
+                       class_names: Sequence[str], out_dir: str) -> CocoEvaluation:
+    """COCO mAP of the merged boxes (``sliced``) and, when given, of the full-image pass
+    (``full image``) against ``ann_file``; written to ``<out_dir>/coco_eval.json``."""
+    runs = dict(sliced=doc)
+    if full is not None:
+        runs['full image'] = full
+    evaluation = evaluate_coco(ann_file, runs, class_names)
+    with open(osp.join(out_dir, 'coco_eval.json'), 'w', encoding='utf-8') as f:
+        json.dump(evaluation.to_dict(), f, indent=1)
+    return evaluation
