@@ -14,11 +14,12 @@ from mmengine.config import DictAction
 
 from ..engine.core.pipeline import ALIGN_MODES, config_input_size
 from ..runtime.checkpoint import UnsafeCheckpointError
+from ..runtime.tiff import MissingPackageError
 
 DEBUG_ENV = 'MMYOLO_VIS_DEBUG'
 # What a user's input can cause: reported in one line. Anything else is a bug: traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError, UnsafeCheckpointError)
+               PermissionError, UnsafeCheckpointError, MissingPackageError)
 
 
 class ToolArgumentParser(argparse.ArgumentParser):

@@ -9,12 +9,9 @@ import cv2
 import numpy as np
 
 from ..engine.core.render import to_rgb
+from ..engine.slicing.grid import HUGE_IMAGE_PIXELS
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-# Images above this many pixels (8192 x 8192; 192 MiB as RGB) are huge: the large-image tool
-# never holds them whole (it draws a downscaled overview), and a TIFF of that size that
-# cannot be read window by window is refused rather than decoded whole.
-HUGE_IMAGE_PIXELS = 8192 * 8192
 
 
 def list_images(source: str) -> List[str]:
@@ -79,7 +76,7 @@ def open_image(path: str) -> Union[np.ndarray, Any]:
     (:data:`HUGE_IMAGE_PIXELS`). Release it with :func:`close_image`.
 
     Raises:
-        ImportError: A TIFF and no tifffile. FileNotFoundError, ValueError: as read_image;
+        MissingPackageError: A TIFF and no tifffile. FileNotFoundError, ValueError: as read_image;
         ValueError also for a huge TIFF that cannot be read window by window.
     """
     from .tiff import NotWindowReadable, TiffImage, is_tiff

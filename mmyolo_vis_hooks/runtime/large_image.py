@@ -1,11 +1,12 @@
 """Sliced inference over image files: reading ahead, slicing through the engine, drawing,
 writing the pictures and one COCO-style ``detections.json`` (what the large-image tool runs).
 
-Huge images (more than ``images.HUGE_IMAGE_PIXELS``, 8192 x 8192) are never held whole:
-TIFFs are read window by window (``runtime.tiff``), and the pictures (merged boxes; the debug
-grid) are drawn on a downscaled overview, ``<stem>_overview.png``, whose longer side is at
-most ``OVERVIEW_MAX_SIDE`` pixels (integer shrink factor). Boxes in ``detections.json`` stay
-in full-image pixels; a GeoTIFF's are also given in map coordinates (``tiff.add_map_boxes``).
+Huge images (more than ``grid.HUGE_IMAGE_PIXELS``, 8192 x 8192) are never held whole: TIFFs
+are read window by window (``runtime.tiff``), and the pictures (merged boxes; the debug grid)
+are drawn on a downscaled overview, ``<stem>_overview.png``, whose longer side is at most
+``grid.OVERVIEW_MAX_SIDE`` (4096) pixels (integer shrink factor). Boxes in
+``detections.json`` stay in full-image pixels; a GeoTIFF's are also given in map coordinates
+(``tiff.add_map_boxes``).
 """
 import json
 import os
@@ -23,12 +24,10 @@ from ..engine.slicing import (BatchPredictor, Detections, SlicedResult, SliceSet
                               to_coco_annotations)
 from ..engine.slicing.evaluate import (CocoEvaluation, evaluate_coco, match_images,
                                       read_coco_file)
-from ..engine.slicing.grid import overview_factor, read_overview
+from ..engine.slicing.grid import read_picture
 from .distributed import DistContext, run_sharded
-from .images import HUGE_IMAGE_PIXELS, close_image, open_image, write_rgb
+from .images import close_image, open_image, write_rgb
 from .tiff import add_map_boxes, import_tifffile, is_tiff
-
-OVERVIEW_MAX_SIDE = 4096
 
 
 def output_names(source: str, paths: Sequence[str]) -> List[str]:
@@ -56,7 +55,7 @@ class ImagePrefetcher:
     closed when the next one is asked for, or when the iteration ends.
 
     Raises:
-        ImportError: A TIFF among the paths and no tifffile (before any work).
+        MissingPackageError: A TIFF among the paths and no tifffile (before any work).
     """
 
     def __init__(self, paths: Sequence[str]) -> None:
@@ -234,12 +233,9 @@ class LargeImageRunner:
         drawing = time.perf_counter()
         self._add_time('inference', drawing - start)
         stem = osp.splitext(name)[0]
-        factor = 1
-        if height * width > HUGE_IMAGE_PIXELS:  # a picture 1/factor the size, read in bands
-            factor = overview_factor(height, width, OVERVIEW_MAX_SIDE)
-            rgb, name = read_overview(image, factor), f'{stem}_overview.png'
-        else:
-            rgb = read_window(image, np.array([0, 0, width, height]))
+        rgb, factor = read_picture(image)  # huge: an overview 1/factor the size
+        if factor > 1:
+            name = f'{stem}_overview.png'
         annotated = draw_detections(rgb, _shrunk(result.detections, factor), self.class_names,
                                     self.palette)
         self._write(osp.join(self.out_dir, name), annotated)

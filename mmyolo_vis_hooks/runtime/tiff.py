@@ -48,12 +48,17 @@ class NotWindowReadable(ValueError):
         self.pixels = pixels
 
 
+class MissingPackageError(ImportError):
+    """An optional package a feature needs is not installed (the message says how to get
+    it); the command-line tools report it in one line."""
+
+
 def import_tifffile():
-    """The tifffile module, or an ImportError saying how to install it."""
+    """The tifffile module, or a MissingPackageError saying how to install it."""
     try:
         import tifffile
     except ImportError:
-        raise ImportError(_MISSING) from None
+        raise MissingPackageError(_MISSING) from None
     return tifffile
 
 
@@ -153,7 +158,7 @@ class TiffImage:
         largest_read (int): Pixels of the largest window returned.
 
     Raises:
-        ImportError: tifffile is missing. FileNotFoundError: no such file. ValueError: not
+        MissingPackageError: tifffile is missing. FileNotFoundError: no such file. ValueError: not
         a TIFF, or a layout that cannot be read window by window.
     """
 

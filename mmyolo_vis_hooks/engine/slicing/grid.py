@@ -8,7 +8,7 @@ time, so the whole image is never converted (to RGB, to float) at once; an image
 hold whole (a TIFF read window by window) is pictured by :func:`read_overview`, built from
 full-width bands.
 """
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -17,6 +17,14 @@ from ..core.checks import check_int, check_number
 from ..core.render import to_rgb
 
 SUPPORTED_CHANNELS = (1, 3, 4)
+# Images above this many pixels (8192 x 8192; 192 MiB as RGB) are huge: they are never read
+# whole (:func:`read_picture` gives an overview instead), and a huge TIFF that cannot be read
+# window by window is refused rather than decoded whole (``runtime.images.open_image``).
+HUGE_IMAGE_PIXELS = 8192 * 8192
+# The longer side of a huge image's overview (an integer shrink factor brings it below).
+OVERVIEW_MAX_SIDE = 4096
+# Pixels an overview reads at once (full-width bands; 12 MiB as RGB).
+OVERVIEW_BAND_PIXELS = 1 << 22
 
 
 def check_patch_size(patch_size: Any) -> int:
@@ -91,7 +99,7 @@ def overview_factor(height: int, width: int, max_side: int) -> int:
     return max(1, -(-max(int(height), int(width)) // max_side))
 
 
-def read_overview(image: Any, factor: int, band_pixels: int = 1 << 22) -> np.ndarray:
+def read_overview(image: Any, factor: int, band_pixels: Optional[int] = None) -> np.ndarray:
     """The image shrunk by an integer factor, as RGB uint8 ``(H // factor, W // factor, 3)``:
     each output pixel is the mean of ``factor x factor`` image pixels (OpenCV's INTER_AREA at
     an integer factor), so bands join without seams; the last ``H % factor`` rows and
@@ -101,12 +109,14 @@ def read_overview(image: Any, factor: int, band_pixels: int = 1 << 22) -> np.nda
     Args:
         image: An image (see :func:`image_geometry`).
         factor (int): Shrink factor, at most the shorter side.
-        band_pixels (int): Pixels read at once. Defaults to 4 Mpx.
+        band_pixels (int, optional): Pixels read at once (about); ``OVERVIEW_BAND_PIXELS``
+            (4 Mpx) when None. Defaults to None.
     """
     height, width, _ = image_geometry(image)
     factor = check_int('overview factor', factor, low=1, high=min(height, width))
     out_h, out_w = height // factor, width // factor
     out = np.empty((out_h, out_w, 3), np.uint8)
+    band_pixels = band_pixels or OVERVIEW_BAND_PIXELS
     step = max(1, band_pixels // (width * factor * factor))  # output rows per band
     for y in range(0, out_h, step):
         rows = min(step, out_h - y)
@@ -115,3 +125,18 @@ def read_overview(image: Any, factor: int, band_pixels: int = 1 << 22) -> np.nda
         out[y:y + rows] = band if factor == 1 else cv2.resize(
             band, (out_w, rows), interpolation=cv2.INTER_AREA)
     return out
+
+
+def read_picture(image: Any, max_side: Optional[int] = None) -> Tuple[np.ndarray, int]:
+    """The whole image as RGB uint8, or for a huge image (more than ``HUGE_IMAGE_PIXELS``) its
+    overview (:func:`read_overview`) with the longer side at most ``max_side``
+    (``OVERVIEW_MAX_SIDE`` when None).
+
+    Returns:
+        tuple[np.ndarray, int]: The picture and its shrink factor (1: the image itself).
+    """
+    height, width, _ = image_geometry(image)
+    if height * width <= HUGE_IMAGE_PIXELS:
+        return read_window(image, np.array([0, 0, width, height])), 1
+    factor = overview_factor(height, width, max_side or OVERVIEW_MAX_SIDE)
+    return read_overview(image, factor), factor

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..core.checks import check_int, check_number
 from .detections import Detections
-from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_window,
-                   slice_windows)
+from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_picture,
+                   read_window, slice_windows)
 from .merge import MergeConfig, merge_detections
 from .predictor import BatchPredictor
 
@@ -102,8 +102,10 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
             if progress is not None:
                 progress(len(batch_windows))
         if settings.full_image and len(windows) > 1:  # one slice already is the whole image
-            whole = read_window(image, np.array([0, 0, width, height]))
+            whole, factor = read_picture(image)  # a huge image's overview: never read whole
             full = predictor.predict([whole], settings.score_thr)[0]
+            if factor > 1:
+                full = Detections(full.bboxes * factor, full.scores, full.labels)
     parts = per_slice + ([full] if full is not None else [])
     merged = merge_detections(Detections.concat(parts), settings.merge)
     # soft-NMS lowers scores; the threshold holds for what is returned.
