@@ -6,9 +6,10 @@ import torch
 from mmyolo.registry import HOOKS
 
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
+from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
 from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
-from ..engine.core.checks import check_bool, check_str_list, owned_by
+from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
 from ..engine.core.model_state import preserved_model_state
 from ..engine.core.render import display_image
 from ..runtime.images import read_rgb
@@ -35,6 +36,12 @@ class BoxAMVisHook(BaseVisHook):
       merged CAM (maximum over the explained boxes) that falls inside the image's ground-truth
       boxes, averaged over the chosen images that have explained boxes (not logged in an
       epoch where no image has a box above ``score_thr``).
+    - with ``log_faithfulness=True``: ``boxam/deletion_auc/<method>`` and
+      ``boxam/insertion_auc/<method>``, the mean over the explained boxes of the chosen images
+      of each box's deletion AUC (lower is better) and insertion AUC (higher is better)
+      (``engine/cam/faithfulness.py``: the box's own score as its image's pixels are removed
+      from / revealed onto a blurred copy in the map's order, in ``faithfulness_steps``
+      steps; a box no longer detected scores 0, so the scalars are always finite).
 
     A box whose CAM is float32 noise (its target's gradient underflowed, or its maps vary no
     more than rounding; ``engine/cam/reliability.py``) is named in a warning (image, box index,
@@ -48,8 +55,9 @@ class BoxAMVisHook(BaseVisHook):
 
     Args:
         method (str | Sequence[str]): One or several of ``gradcam``, ``gradcam++``,
-            ``xgradcam``, ``layercam``, ``eigengradcam``, ``eigencam``, ``ablationcam``.
-            Defaults to 'gradcam'.
+            ``xgradcam``, ``layercam``, ``eigengradcam``, ``eigencam``, ``ablationcam``,
+            ``drise`` (D-RISE: black box, random masks of the input; ignores
+            ``target_layers``). Defaults to 'gradcam'.
         target_layers (Sequence[str], optional): Layer paths; every ``neck.out_layers[i]``
             when None (each box is then explained on its own pyramid level). Each must give a
             4-D (N, C, H, W) output (or a tuple/list of them) that the head's box scores are
@@ -64,7 +72,8 @@ class BoxAMVisHook(BaseVisHook):
             Defaults to False.
         merge (bool): Log one merged map per image instead of a per-box grid.
             Defaults to False.
-        batch_size (int): AblationCAM: ablated copies per forward. Defaults to 32.
+        batch_size (int): AblationCAM: ablated copies per forward; D-RISE: masked images per
+            forward. Defaults to 32.
         ratio_channels_to_ablate (float): AblationCAM: share of channels ablated, in (0, 1].
             Defaults to 1.0.
         log_energy (bool): Log the pointing-game scalar. Defaults to True.
@@ -73,6 +82,16 @@ class BoxAMVisHook(BaseVisHook):
             YOLOX; cannot underflow) or ``'log_score'`` (the log of its score; the maps are
             those of the score's gradient, which underflows for very confident boxes). Ignored
             by ``eigencam`` and ``ablationcam`` (see ``BoxCAM``). Defaults to 'logit'.
+        log_faithfulness (bool): Log the deletion and insertion AUC scalars. Costs
+            ``2 * (faithfulness_steps - 1)`` forwards per box and method (batched) plus two
+            per image. Defaults to False.
+        faithfulness_steps (int): Perturbation steps per curve (>= 2). Defaults to 8.
+        num_masks (int): D-RISE: random masks per image (one masked forward each).
+            Defaults to 500.
+        grid_size (int): D-RISE: cells per side of the mask grid. Defaults to 16.
+        keep_prob (float): D-RISE: probability that a grid cell is kept. Defaults to 0.5.
+        mask_seed (int, optional): D-RISE: seed of the masks' private generator (the same
+            masks every epoch; the training RNG is never used). Defaults to 0.
         **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``
             (``'letterbox'`` or ``'resize'``), ``alpha``, ``score_thr`` (the boxes explained;
             a number is required), ``max_size``, ``strict``; see ``BaseVisHook``.
@@ -90,8 +109,16 @@ class BoxAMVisHook(BaseVisHook):
                  ratio_channels_to_ablate: float = 1.0,
                  log_energy: bool = True,
                  target: str = DEFAULT_TARGET,
+                 log_faithfulness: bool = False,
+                 faithfulness_steps: int = 8,
+                 num_masks: int = 500,
+                 grid_size: int = 16,
+                 keep_prob: float = 0.5,
+                 mask_seed: Optional[int] = 0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        self._drise_options = dict(num_masks=num_masks, grid_size=grid_size,
+                                   keep_prob=keep_prob, mask_seed=mask_seed)
         with owned_by('BoxAMVisHook'):
             methods = check_str_list('method', method, ', '.join(METHODS))
             if target_layers is not None:
@@ -103,10 +130,12 @@ class BoxAMVisHook(BaseVisHook):
             for name, value in (('norm_in_bbox', norm_in_bbox), ('merge', merge),
                                 ('log_energy', log_energy)):
                 check_bool(name, value)
+            check_bool('log_faithfulness', log_faithfulness)
+            check_int('faithfulness_steps', faithfulness_steps, low=2)
             for name in methods:  # the engine's own checks, before any model exists
                 BoxCAM.check_options(name, self.score_thr, topk, batch_size,
                                      ratio_channels_to_ablate, target=target,
-                                     owner='BoxAMVisHook')
+                                     owner='BoxAMVisHook', **self._drise_options)
         self.methods = [build_method(m).name for m in methods]
         self.target_layers = None if target_layers is None else list(target_layers)
         self.topk = topk
@@ -116,6 +145,9 @@ class BoxAMVisHook(BaseVisHook):
         self.ratio_channels_to_ablate = float(ratio_channels_to_ablate)
         self.log_energy = log_energy
         self.target = target
+        self.log_faithfulness = log_faithfulness
+        self.faithfulness_steps = faithfulness_steps
+        self._faithfulness: Optional[Faithfulness] = None
         self._cams: Dict[str, BoxCAM] = {}
 
     def check_model(self, model) -> None:
@@ -125,10 +157,14 @@ class BoxAMVisHook(BaseVisHook):
             method: BoxCAM(model, method, self.target_layers, score_thr=self.score_thr,
                            topk=self.topk, batch_size=self.batch_size,
                            ratio_channels_to_ablate=self.ratio_channels_to_ablate,
-                           target=self.target)
+                           target=self.target, **self._drise_options)
             for method in self.methods
         }
-        self._check_score_dependence(model, next(iter(self._cams.values())))
+        layer_cams = [cam for cam in self._cams.values() if cam.target_layers]
+        if layer_cams:  # input-level methods (drise) have no layers to probe
+            self._check_score_dependence(model, layer_cams[0])
+        if self.log_faithfulness:
+            self._faithfulness = Faithfulness(model, steps=self.faithfulness_steps)
 
     def _check_score_dependence(self, model, cam: BoxCAM) -> None:
         """One 64x64 eval forward with the target layers as graph nodes (the model is restored
@@ -149,6 +185,8 @@ class BoxAMVisHook(BaseVisHook):
         step = runner.epoch
         model = self.unwrap(runner.model)
         energies: Dict[str, List[float]] = {method: [] for method in self.methods}
+        aucs: Dict[str, Dict[str, List[float]]] = {
+            kind: {method: [] for method in self.methods} for kind in ('deletion', 'insertion')}
         # The guard also covers loading (pipelines may draw random numbers).
         with preserved_model_state(model):
             for sample in self.samples:
@@ -177,6 +215,10 @@ class BoxAMVisHook(BaseVisHook):
                                                      size=image.shape[:2])
                             if energy is not None:
                                 energies[method].append(energy)
+                        if self._faithfulness is not None and len(result):
+                            curves = self._faithfulness.of_data(data, result)
+                            aucs['deletion'][method].extend(curves.deletion_auc.tolist())
+                            aucs['insertion'][method].extend(curves.insertion_auc.tolist())
                     except Exception as err:  # noqa: BLE001
                         self.fail(f'{method} failed on {sample.name}', err)
                         continue
@@ -184,6 +226,10 @@ class BoxAMVisHook(BaseVisHook):
                                    step)
         scalars = {f'{self.tag_prefix}/energy_in_gt/{method}': float(np.mean(values))
                    for method, values in energies.items() if values}
+        scalars.update({f'{self.tag_prefix}/{kind}_auc/{method}': float(np.mean(values))
+                        for kind, per_method in aucs.items()
+                        for method, values in per_method.items()
+                        if values and np.isfinite(values).all()})
         if scalars:
             self.log_scalars(runner, scalars, step)
 

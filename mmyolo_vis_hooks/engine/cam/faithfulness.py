@@ -259,6 +259,13 @@ class Faithfulness:
         insertion = torch.cat([ends[1][:, None], inner[1], ends[0][:, None]], dim=1)
         return FaithfulnessCurves(fractions, deletion, insertion)
 
+    def of_data(self, data: dict, result) -> FaithfulnessCurves:
+        """Curves of a :class:`BoxCAMResult` for the collated batch of one image it explains
+        (``BoxCAM.explain_data``'s input): the data preprocessor runs again (eval mode)."""
+        processed = self.model.data_preprocessor(data, False)
+        meta = dict(processed['data_samples'][0].metainfo)
+        return self(processed['inputs'], result.detections, result.box_maps(), meta)
+
     def _scores(self, batch: Tensor, boxes: ExplainedBoxes) -> Tensor:
         """``(n, K)`` each box's own score in each image of ``batch`` (0 where lost)."""
         head = self.model.bbox_head
