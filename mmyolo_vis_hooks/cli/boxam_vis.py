@@ -9,6 +9,7 @@ Example:
     python tools/boxam_vis.py data/shapes/val configs/demo/yolov5_n_shapes.py \\
         tests/assets/yolov5_n_shapes.pth --method gradcam --topk 4 --out-dir out/boxam
     python tools/boxam_vis.py img.png CONFIG CKPT --method eigencam --norm-in-bbox --merge
+    python tools/boxam_vis.py img.png CONFIG CKPT --method drise --num-masks 1000 --grid-size 8
     python tools/boxam_vis.py img.png CONFIG --preview-model
 """
 import argparse
@@ -34,15 +35,16 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.add_argument('--method', default='gradcam', choices=list(METHODS),
                         help='CAM method (gradient-based: gradcam, gradcam++, xgradcam, '
-                        'layercam, eigengradcam; gradient-free: eigencam, ablationcam)')
+                        'layercam, eigengradcam; gradient-free: eigencam, ablationcam; black '
+                        'box on the input: drise)')
     parser.add_argument('--target', default=DEFAULT_TARGET, choices=list(TARGETS),
                         help='what gradient methods differentiate for a box: logit = the class '
                         'logit of its label at its prior plus the objectness logit (YOLOv5/v7/X; '
                         'cannot underflow); log_score = the log of its score (underflows for very '
-                        'confident boxes). Ignored by eigencam and ablationcam')
+                        'confident boxes). Ignored by eigencam, ablationcam and drise')
     parser.add_argument('--target-layers', nargs='+', default=None,
                         help='layer paths; default: every neck.out_layers[i] (each box is '
-                        'explained on its own pyramid level)')
+                        'explained on its own pyramid level); drise ignores them')
     parser.add_argument('--topk', type=int, default=8,
                         help='explain the k best boxes per image (-1: every box above '
                         '--score-thr)')
@@ -54,10 +56,19 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     parser.add_argument('--out-dir', default='./output', help='output folder')
     parser.add_argument('--show', action='store_true', help='show each result in a window')
     parser.add_argument('--batch-size', type=int, default=32,
-                        help='AblationCAM: ablated copies per forward')
+                        help='AblationCAM: ablated copies per forward; D-RISE: masked images '
+                        'per forward (memory grows with it, not with --num-masks)')
     parser.add_argument('--ratio-channels-to-ablate', type=float, default=1.0,
                         help='AblationCAM: share of channels ablated, in (0, 1] (those with the '
                         'most activation inside the boxes; the others weigh 0)')
+    parser.add_argument('--num-masks', type=int, default=1000,
+                        help='D-RISE: random masks per image (one masked forward each)')
+    parser.add_argument('--grid-size', type=int, default=16,
+                        help='D-RISE: cells per side of the low-resolution mask grid')
+    parser.add_argument('--keep-prob', type=float, default=0.5,
+                        help='D-RISE: probability that a grid cell is kept, in (0, 1)')
+    parser.add_argument('--mask-seed', type=int, default=0,
+                        help='D-RISE: seed of the masks (the same masks for every image)')
     parser.add_argument('--alpha', type=float, default=0.5, help='heat opacity')
     parser.add_argument('--max-size', type=int, default=800,
                         help='cap on the long side of each drawn image')
@@ -67,13 +78,19 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     return parser
 
 
+def drise_options(args: argparse.Namespace) -> dict:
+    """The D-RISE options of the command line, as BoxCAM takes them."""
+    return dict(num_masks=args.num_masks, grid_size=args.grid_size, keep_prob=args.keep_prob,
+                mask_seed=args.mask_seed)
+
+
 def run(args: argparse.Namespace) -> None:
     # Options the engine checks too, checked here before the model is built.
     check_alpha(args.alpha)
     check_number('--score-thr', args.score_thr, 0, 1)
     BoxCAM.check_options(method=args.method, batch_size=args.batch_size,
                          ratio_channels_to_ablate=args.ratio_channels_to_ablate,
-                         target=args.target, owner='boxam_vis')
+                         target=args.target, owner='boxam_vis', **drise_options(args))
     paths = None if args.preview_model else list_images(args.img)
     model = build_detector(args.config, args.checkpoint, args.device, args.cfg_options,
                            unsafe_load=args.unsafe_load)
@@ -82,7 +99,8 @@ def run(args: argparse.Namespace) -> None:
         return
     cam = BoxCAM(model, args.method, args.target_layers, score_thr=args.score_thr,
                  topk=args.topk, batch_size=args.batch_size,
-                 ratio_channels_to_ablate=args.ratio_channels_to_ablate, target=args.target)
+                 ratio_channels_to_ablate=args.ratio_channels_to_ablate, target=args.target,
+                 **drise_options(args))
     cam.check_target_layers()  # layers the box scores do not depend on: before any image
     load_image = build_image_loader(model.cfg, args.align)
     class_names = tuple(model.dataset_meta.get('classes', ()))

@@ -17,6 +17,11 @@ classification/objectness branch), for every method: on any other layer (a side 
 output is discarded, the head's box-regression branch) a gradient is undefined and EigenCAM or
 AblationCAM maps say nothing about the boxes. :meth:`BoxCAM.check_target_layers` finds such
 layers with one small forward; the gradient path also refuses them at run time.
+
+Input-level methods (``method.works_on_input``: D-RISE) have no target layers: the engine
+hands them the preprocessed image, its boxes, its predictions and a batch predictor, and puts
+their ``(K, H, W)`` maps on the network input into :class:`BoxCAMResult` as one "layer" named
+``input``, so alignment and drawing work unchanged.
 """
 import itertools
 from dataclasses import dataclass
@@ -30,7 +35,8 @@ from ..core.layers import ActivationCapture, OutputSource, flatten_output, resol
 from ..core.model_state import preserved_model_state
 from .compose import box_masks, compose_box_maps
 from ..core.checks import check_choice, check_int, check_number, check_str_list, owned_by
-from .methods import METHODS, AblationCAM, BoxCAMMethod, LayerContext, build_method
+from .methods import (DRISE, METHODS, AblationCAM, BoxCAMMethod, InputContext, LayerContext,
+                      build_method)
 from .predictions import (ExplainedBoxes, FlatPredictions, detector_family, flat_predictions,
                           level_predictions, matched_log_scores, select_boxes)
 from .reliability import at_noise_level, box_reasons
@@ -238,13 +244,15 @@ class BoxCAM:
         model (nn.Module): An (unwrapped) MMYOLO detector: YOLOv5, YOLOv6, YOLOv7, YOLOv8,
             YOLOX, RTMDet or PPYOLOE.
         method (str | BoxCAMMethod): ``gradcam``, ``gradcam++``, ``xgradcam``, ``layercam``,
-            ``eigengradcam``, ``eigencam`` or ``ablationcam``. Defaults to 'gradcam'.
+            ``eigengradcam``, ``eigencam``, ``ablationcam`` or ``drise`` (input-level, black
+            box: ``methods.DRISE``). Defaults to 'gradcam'.
         target_layers (Sequence[str], optional): Layer paths; all of ``neck.out_layers`` when
-            None. Defaults to None.
+            None. Ignored by ``drise``, which works on the input image. Defaults to None.
         score_thr (float): Explain boxes scoring above this. Defaults to 0.3.
         topk (int): Explain at most this many boxes per image (best first); ``<= 0`` for all.
             Defaults to 10.
-        batch_size (int): AblationCAM: ablated copies per forward. Defaults to 32.
+        batch_size (int): AblationCAM: ablated copies per forward; D-RISE: masked images per
+            forward. Defaults to 32.
         ratio_channels_to_ablate (float): AblationCAM: share of channels ablated, in (0, 1].
             Defaults to 1.0.
         match_iou_thr (float): AblationCAM: an ablated prediction of the box's class counts as
@@ -260,6 +268,12 @@ class BoxCAM:
             AblationCAM weighs a channel by the relative drop of the box's score,
             ``(s - s_ablated) / s`` (grad-cam's formula). Defaults to 'logit' (chosen by
             measurement on the demo detector: ``benchmarks/bench_cam_targets.py``).
+        num_masks (int): D-RISE: number of random masks. Defaults to 1000.
+        grid_size (int): D-RISE: cells per side of the mask grid. Defaults to 16.
+        keep_prob (float): D-RISE: probability that a grid cell is kept, in (0, 1).
+            Defaults to 0.5.
+        mask_seed (int, optional): D-RISE: seed of the masks' private generator (None: a new
+            one from the OS each call); the global RNG is never used. Defaults to 0.
 
     Raises:
         ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
@@ -276,19 +290,32 @@ class BoxCAM:
                  batch_size: int = 32,
                  ratio_channels_to_ablate: float = 1.0,
                  match_iou_thr: float = 0.5,
-                 target: str = DEFAULT_TARGET) -> None:
+                 target: str = DEFAULT_TARGET,
+                 num_masks: int = 1000,
+                 grid_size: int = 16,
+                 keep_prob: float = 0.5,
+                 mask_seed: Optional[int] = 0) -> None:
         self.family = detector_family(model)
         self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
-                           match_iou_thr, target)
-        if isinstance(method, str) and method.lower() == AblationCAM.name:
+                           match_iou_thr, target, num_masks=num_masks, grid_size=grid_size,
+                           keep_prob=keep_prob, mask_seed=mask_seed)
+        name = method.lower() if isinstance(method, str) else None
+        if name == AblationCAM.name:
             self.method = build_method(method, batch_size=batch_size,
                                        ratio_channels_to_ablate=ratio_channels_to_ablate)
+        elif name == DRISE.name:
+            self.method = build_method(method, num_masks=num_masks, grid_size=grid_size,
+                                       keep_prob=keep_prob, batch_size=batch_size,
+                                       seed=mask_seed)
         else:
             self.method = build_method(method)
-        if target_layers is None:
-            target_layers = default_target_layers(model)
-        self.target_layers = check_str_list('target_layers', target_layers,
-                                            '"neck.out_layers[2]"')
+        if self.method.works_on_input:
+            self.target_layers: List[str] = []  # the input is what is perturbed
+        else:
+            if target_layers is None:
+                target_layers = default_target_layers(model)
+            self.target_layers = check_str_list('target_layers', target_layers,
+                                                '"neck.out_layers[2]"')
         for path in self.target_layers:
             resolve_layer(model, path)  # raises with the nearest valid names
         self.model = model
@@ -301,7 +328,9 @@ class BoxCAM:
     def check_options(method: Union[str, BoxCAMMethod] = 'gradcam', score_thr: float = 0.3,
                       topk: int = 10, batch_size: int = 32,
                       ratio_channels_to_ablate: float = 1.0, match_iou_thr: float = 0.5,
-                      target: str = DEFAULT_TARGET, owner: Optional[str] = None) -> None:
+                      target: str = DEFAULT_TARGET, owner: Optional[str] = None,
+                      num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
+                      mask_seed: Optional[int] = 0) -> None:
         """Checks the options without a model (hooks and tools call it before one exists).
 
         Raises:
@@ -317,6 +346,7 @@ class BoxCAM:
             check_int('topk', topk, accepted='an int (<= 0 for all boxes)')
             check_choice('target', target, TARGETS)
             AblationCAM(batch_size, ratio_channels_to_ablate)  # its own checks
+            DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed)
 
     # ------------------------------------------------------------------ public
     def __call__(self, inputs: Tensor) -> List[BoxCAMResult]:
@@ -329,6 +359,9 @@ class BoxCAM:
             raise ValueError('inputs must be a (B, 3, H, W) tensor from the data preprocessor')
         with preserved_model_state(self.model):  # modes, requires_grad, .grad, buffers, RNG
             self.model.eval()
+            if self.method.works_on_input:
+                with torch.no_grad():
+                    return self._explain_input(inputs)
             if self.method.uses_gradients:
                 # No parameter needs a gradient: autograd then records the graph only from the
                 # target layers on (their outputs become leaves, see _rebind), not through the
@@ -354,8 +387,11 @@ class BoxCAM:
 
         Returns:
             dict[str, str]: Per layer (or ``layer[i]`` output) that did not run, gave no 4-D
-            map, or that the scores do not depend on, the reason; empty when all are usable.
+            map, or that the scores do not depend on, the reason; empty when all are usable
+            (always for input-level methods, which have no target layers).
         """
+        if not self.target_layers:
+            return {}
         param = next(self.model.parameters(), None)
         inputs = torch.zeros((1, 3, *input_size), device=param.device if param is not None
                              else 'cpu')
@@ -444,6 +480,35 @@ class BoxCAM:
                 dim=1).amax(dim=1).cpu()
             results.append(BoxCAMResult(det, layer_maps, keys, (height, width), self.method.name,
                                         noise, box_reasons(noise, grad_peak), self.target))
+        return results
+
+    def _predict(self, inputs: Tensor) -> FlatPredictions:
+        """Flat predictions of a batch (the caller sets eval mode and no_grad)."""
+        head = self.model.bbox_head
+        return flat_predictions(head, head(self.model.extract_feat(inputs)))
+
+    def _explain_input(self, inputs: Tensor) -> List[BoxCAMResult]:
+        """Input-level methods: one map per box on the network input, as one layer."""
+        preds = self._predict(inputs)
+        dets = select_boxes(preds, self.model.bbox_head.test_cfg, self.score_thr, self.topk)
+        height, width = inputs.shape[-2:]
+        results = []
+        for b, det in enumerate(dets):
+            if len(det) == 0:
+                raw = inputs.new_zeros((0, height, width))
+                noise = torch.zeros((0, 1), dtype=torch.bool)
+            else:
+                obj = preds.objectness
+                image_preds = FlatPredictions(
+                    preds.scores[b:b + 1], preds.log_scores[b:b + 1], preds.logits[b:b + 1],
+                    preds.boxes[b:b + 1], preds.levels, None if obj is None else obj[b:b + 1])
+                ctx = InputContext(image=inputs[b], boxes=det, predictions=image_preds,
+                                   predict=self._predict)
+                raw, magnitude = self.method.input_map_and_magnitude(ctx)
+                noise = at_noise_level(raw, magnitude).cpu()[:, None]
+            results.append(BoxCAMResult(det, [raw.detach()], ['input'], (height, width),
+                                        self.method.name, noise, box_reasons(noise, None),
+                                        self.target))
         return results
 
     def _box_gradients(self, preds: FlatPredictions, dets: List[ExplainedBoxes],

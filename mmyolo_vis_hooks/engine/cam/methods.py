@@ -9,6 +9,11 @@ resizing and the mean over layers happen afterwards (``compose.py``), exactly as
 
 Constructors only store options: no model is touched (grad-cam's ``BaseCAM.__init__`` calls
 ``model.eval()`` and registers hooks).
+
+Input-level methods (``works_on_input``: D-RISE) perturb the image, not a layer: the engine
+gives them an :class:`InputContext` (the preprocessed image, its boxes and predictions, and a
+function predicting a batch of modified images) and needs no target layers for them. Their one
+override point is :meth:`InputMethod.input_maps`.
 """
 import math
 from dataclasses import dataclass
@@ -17,7 +22,10 @@ from typing import Callable, Dict, Optional, Tuple, Type
 import torch
 from torch import Tensor
 
-from ..core.checks import check_int, check_number
+from ..core.checks import check_choice, check_int, check_number
+from .drise import (MISSING_OBJECTNESS, NORMALIZATIONS, RiseMasks, check_drise_options,
+                    drise_maps)
+from .predictions import ExplainedBoxes, FlatPredictions
 from .projection import first_component_projection
 
 
@@ -46,6 +54,27 @@ class LayerContext:
         return int(self.box_mask.shape[0])
 
 
+@dataclass
+class InputContext:
+    """What an input-level method sees for one image.
+
+    Attributes:
+        image (Tensor): ``(3, H, W)`` preprocessed image (the data preprocessor's output).
+        boxes (ExplainedBoxes): The ``K`` boxes explained.
+        predictions (FlatPredictions): Predictions of the unmodified image (batch 1).
+        predict (callable): Maps a batch of modified images ``(n, 3, H, W)`` to their
+            :class:`FlatPredictions` (eval mode, no gradients).
+    """
+    image: Tensor
+    boxes: ExplainedBoxes
+    predictions: FlatPredictions
+    predict: Callable[[Tensor], FlatPredictions]
+
+    @property
+    def num_boxes(self) -> int:
+        return len(self.boxes)
+
+
 class BoxCAMMethod:
     """Base of all methods. Override :meth:`layer_map`.
 
@@ -53,10 +82,13 @@ class BoxCAMMethod:
         name (str): The name the method is chosen by.
         uses_gradients (bool): The engine computes per-box gradients for this method.
         needs_rescoring (bool): The engine provides ``LayerContext.rescore``.
+        works_on_input (bool): The method perturbs the input image (:class:`InputMethod`):
+            the engine calls ``input_maps`` once per image instead of ``layer_map`` per layer.
     """
     name = ''
     uses_gradients = True
     needs_rescoring = False
+    works_on_input = False
 
     def layer_map(self, ctx: LayerContext) -> Tensor:
         """``(K, h, w)`` raw (pre-ReLU) map of each box on this layer."""
@@ -213,10 +245,77 @@ class AblationCAM(ChannelWeightedMethod):
         return weights
 
 
+class InputMethod(BoxCAMMethod):
+    """Base of input-level methods. Override :meth:`input_maps`."""
+    uses_gradients = False
+    works_on_input = True
+
+    def input_maps(self, ctx: InputContext) -> Tensor:
+        """``(K, H, W)`` raw map of each box on the network input."""
+        raise NotImplementedError
+
+    def input_map_and_magnitude(self, ctx: InputContext) -> Tuple[Tensor, Tensor]:
+        """The raw maps and the magnitude of what was summed into them (``reliability.py``);
+        this default is for maps that are sums of non-negative terms: the map itself."""
+        maps = self.input_maps(ctx)
+        return maps, maps.abs()
+
+    def layer_map(self, ctx: LayerContext) -> Tensor:
+        raise TypeError(f'{self.name} works on the input image, not on a layer')
+
+
+class DRISE(InputMethod):
+    """D-RISE (Petsiuk et al., CVPR 2021): random masks of the input, each weighted per box by
+    how well the masked image's best prediction matches the box (IoU x class-score cosine x
+    objectness); the map is the weighted sum of the masks (``drise.py`` has the details).
+
+    One forward of ``batch_size`` masked copies serves every box of the image; memory grows
+    with ``batch_size``, not ``num_masks``.
+
+    Args:
+        num_masks (int): Number of masks ``N``. Defaults to 1000.
+        grid_size (int): Cells per side of the low-resolution grid ``s``. Defaults to 16.
+        keep_prob (float): Probability ``p`` that a cell is kept, in (0, 1). Defaults to 0.5.
+        batch_size (int): Masked images per forward. Defaults to 32.
+        seed (int, optional): Seed of the masks' private generator (the same masks for every
+            image and call); None draws a new seed from the OS each call. The global RNG is
+            never used. Defaults to 0.
+        normalize (str): ``'coverage'``: each pixel divided by how often it was kept
+            (xaitk-saliency); ``'expected'``: by ``N * p`` (the paper). Defaults to 'coverage'.
+        missing_objectness (str): Objectness factor for heads without objectness (YOLOv6/v8,
+            RTMDet, PPYOLOE): ``'one'`` (the paper's 1) or ``'confidence'`` (the prediction's
+            largest class score). Defaults to 'one'.
+    """
+    name = 'drise'
+
+    def __init__(self, num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
+                 batch_size: int = 32, seed: Optional[int] = 0, normalize: str = 'coverage',
+                 missing_objectness: str = 'one') -> None:
+        check_drise_options(num_masks, grid_size, keep_prob, batch_size, seed)
+        self.num_masks = int(num_masks)
+        self.grid_size = int(grid_size)
+        self.keep_prob = float(keep_prob)
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.normalize = check_choice('normalize', normalize, NORMALIZATIONS)
+        self.missing_objectness = check_choice('missing_objectness', missing_objectness,
+                                               MISSING_OBJECTNESS)
+
+    def masks(self, size: Tuple[int, int], device='cpu') -> RiseMasks:
+        """The masks this method uses for an input of ``size`` = (H, W)."""
+        return RiseMasks(self.num_masks, self.grid_size, self.keep_prob, size, self.seed,
+                         device)
+
+    def input_maps(self, ctx: InputContext) -> Tensor:
+        return drise_maps(ctx.image, ctx.boxes, ctx.predictions, ctx.predict,
+                          self.masks(tuple(ctx.image.shape[-2:]), ctx.image.device),
+                          self.batch_size, self.normalize, self.missing_objectness)
+
+
 METHODS: Dict[str, Type[BoxCAMMethod]] = {
     cls.name: cls
     for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenGradCAM, EigenCAM,
-                AblationCAM)
+                AblationCAM, DRISE)
 }
 
 
@@ -226,13 +325,15 @@ def build_method(method, **options) -> BoxCAMMethod:
     Args:
         method (str | BoxCAMMethod): Name or instance.
         **options: Passed to the method's constructor (AblationCAM: ``batch_size``,
-            ``ratio_channels_to_ablate``, ``ablation_value``); rejected by the others.
+            ``ratio_channels_to_ablate``, ``ablation_value``; DRISE: ``num_masks``,
+            ``grid_size``, ``keep_prob``, ``batch_size``, ``seed``, ``normalize``,
+            ``missing_objectness``); rejected by the others.
     """
     if isinstance(method, BoxCAMMethod):
         return method
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f'unknown CAM method {method!r}; choose one of {", ".join(METHODS)}')
     cls = METHODS[method.lower()]
-    if options and cls is not AblationCAM:
+    if options and cls not in (AblationCAM, DRISE):
         raise ValueError(f'{cls.name} takes no options, got {sorted(options)}')
     return cls(**options)

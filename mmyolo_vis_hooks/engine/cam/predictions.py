@@ -90,12 +90,16 @@ class FlatPredictions:
             underflow however confident the box.
         boxes (Tensor): ``(B, N, 4)`` xyxy boxes in network-input pixels.
         levels (Tensor): ``(N,)`` feature level of each prior.
+        objectness (Tensor, optional): ``(B, N)`` objectness probability of each prior for
+            heads with an objectness branch (YOLOv5, YOLOv7, YOLOX), else None. ``scores`` already
+            include it (D-RISE weighs it separately).
     """
     scores: Tensor
     log_scores: Tensor
     logits: Tensor
     boxes: Tensor
     levels: Tensor
+    objectness: Optional[Tensor] = None
 
 
 def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
@@ -134,8 +138,10 @@ def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
             logits = logits[..., classes]
         scores = logits.sigmoid()
         log_scores = F.logsigmoid(logits)
+        objectness = None
         if obj is not None:
             obj_logits = obj.permute(0, 2, 3, 1).reshape(batch, -1)
+            objectness = obj_logits.sigmoid()
             scores = scores * obj_logits.sigmoid()[..., None]
             log_scores = log_scores + F.logsigmoid(obj_logits)[..., None]
             logits = logits + obj_logits[..., None]
@@ -144,7 +150,7 @@ def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
             batch, -1, 4), strides)
         levels = torch.full((priors.shape[0], ), level, dtype=torch.long, device=device)
         out.append(FlatPredictions(scores=scores, log_scores=log_scores, logits=logits,
-                                   boxes=boxes, levels=levels))
+                                   boxes=boxes, levels=levels, objectness=objectness))
     return out
 
 
@@ -160,7 +166,9 @@ def flat_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]]) -> F
         log_scores=torch.cat([p.log_scores for p in per_level], dim=1),
         logits=torch.cat([p.logits for p in per_level], dim=1),
         boxes=torch.cat([p.boxes for p in per_level], dim=1),
-        levels=torch.cat([p.levels for p in per_level]))
+        levels=torch.cat([p.levels for p in per_level]),
+        objectness=None if per_level[0].objectness is None else
+        torch.cat([p.objectness for p in per_level], dim=1))
 
 
 @dataclass

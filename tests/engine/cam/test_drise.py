@@ -1,0 +1,219 @@
+"""D-RISE (engine/cam/drise.py, methods.DRISE) on the trained demo detector: agreement with
+xaitk-saliency's DRISEScoring on identical masks and detections, box-local maps, the masks'
+generation, option checks, model/RNG state, and a run through tools/boxam_vis.py.
+"""
+import os.path as osp
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DEMO_CONFIG
+from mmyolo_vis_hooks.cli import boxam_vis
+from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmyolo_vis_hooks.engine.cam.compose import box_masks
+from mmyolo_vis_hooks.engine.cam.drise import RiseMasks, drise_weights
+from mmyolo_vis_hooks.engine.cam.methods import DRISE
+from mmyolo_vis_hooks.hooks import BoxAMVisHook
+from mmyolo_vis_hooks.runtime.models import build_detector
+from mmyolo_vis_hooks.testing.cam_reference import demo_input
+
+# Small enough for the test budget; grid 8 suits the demo's 50-100 px shapes at 320 px.
+NUM_MASKS, GRID, KEEP, BATCH, SEED = 200, 8, 0.5, 25, 0
+
+
+def rng_states():
+    return (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+
+
+def assert_same_rng(before):
+    after = rng_states()
+    assert torch.equal(before[0], after[0])
+    assert np.array_equal(before[1], after[1])
+    assert before[2] == after[2]
+
+
+# ---------------------------------------------------------------- fast: masks and options
+def test_masks_are_the_papers_smooth_shifted_grids_and_leave_the_global_rng_alone():
+    before = rng_states()
+    masks = RiseMasks(20, 4, 0.5, (48, 40), seed=7)
+    batched = torch.cat(list(masks.batches(6)))  # memory per batch; same masks in any batching
+    assert_same_rng(before)
+    assert batched.shape == (20, 48, 40)
+    assert torch.equal(batched, masks.masks(0, 20))
+    assert torch.equal(batched, RiseMasks(20, 4, 0.5, (48, 40), seed=7).masks(0, 20))
+    assert not torch.equal(batched, RiseMasks(20, 4, 0.5, (48, 40), seed=8).masks(0, 20))
+    assert float(batched.min()) >= 0 and float(batched.max()) <= 1
+    # Bilinear upsampling: values between 0 and 1 (not a hard grid), neighbours close.
+    assert ((batched > 0.05) & (batched < 0.95)).float().mean() > 0.2
+    assert float((batched[:, 1:] - batched[:, :-1]).abs().max()) <= 1 / 12 + 1e-6  # cell 12
+    # Mask i is grid i upsampled to (s + 1) * cell and cropped at its shift.
+    cell = (12, 10)
+    up = torch.nn.functional.interpolate(masks.grids[:1, None].float(), size=(60, 50),
+                                         mode='bilinear', align_corners=False)[0, 0]
+    dy, dx = masks.shifts[0].tolist()
+    assert 0 <= dy < cell[0] and 0 <= dx < cell[1]
+    assert torch.equal(batched[0], up[dy:dy + 48, dx:dx + 40])
+    # Keep probability: the share of kept cells.
+    grids = RiseMasks(400, 8, 0.3, (16, 16), seed=0).grids
+    assert abs(float(grids.float().mean()) - 0.3) < 0.02
+
+
+def test_unseeded_masks_differ_and_leave_the_global_rng_alone():
+    before = rng_states()
+    first, second = (RiseMasks(4, 4, 0.5, (16, 16), seed=None).grids for _ in range(2))
+    assert_same_rng(before)
+    assert not torch.equal(first, second)
+
+
+def test_weights_are_iou_times_cosine_times_objectness_maximised_over_predictions():
+    target = torch.tensor([[0., 0., 10., 10.]])
+    vectors = torch.tensor([[[1., 0.], [0.6, 0.8], [1., 0.]]])
+    boxes = torch.tensor([[[0., 0., 10., 10.], [0., 0., 10., 10.], [0., 0., 10., 5.]]])
+    objectness = torch.tensor([[0.25, 1.0, 1.0]])
+    weights = drise_weights(target, torch.tensor([[2., 0.]]), boxes, vectors, objectness)
+    # candidates: 1 * 1 * 0.25, 1 * 0.6 * 1, 0.5 * 1 * 1
+    assert torch.allclose(weights, torch.tensor([[0.6]]))
+
+
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(num_masks=0), ValueError, 'num_masks must be a positive int, got 0'),
+    (dict(num_masks=10.0), TypeError, 'num_masks must be a positive int'),
+    (dict(grid_size=0), ValueError, 'grid_size must be a positive int'),
+    (dict(keep_prob=1.0), ValueError, r'keep_prob must be a number in \(0, 1\), got 1.0'),
+    (dict(keep_prob='0.5'), TypeError, r'keep_prob must be a number in \(0, 1\)'),
+    (dict(batch_size=0), ValueError, 'batch_size must be a positive int'),
+    (dict(seed=-1), ValueError, 'mask_seed must be an int >= 0 or None'),
+    (dict(normalize='max'), ValueError, "normalize must be one of 'coverage', 'expected'"),
+    (dict(missing_objectness=1), TypeError, "missing_objectness must be one of"),
+])
+def test_bad_options_are_refused_at_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        DRISE(**kwargs)
+
+
+def test_engine_hook_and_tool_refuse_bad_drise_options_before_any_model(capsys):
+    with pytest.raises(ValueError, match=r'^BoxCAM: keep_prob must be a number in \(0, 1\)'):
+        BoxCAM.check_options('drise', keep_prob=0.0)
+    with pytest.raises(TypeError, match='^BoxAMVisHook: grid_size must be a positive int'):
+        BoxAMVisHook(method='drise', grid_size=2.5)
+    with pytest.raises(ValueError, match='^BoxAMVisHook: num_masks must be a positive int'):
+        BoxAMVisHook(method=['gradcam', 'drise'], num_masks=-3)
+    with pytest.raises(SystemExit) as exit_info:
+        boxam_vis.main(['unused.png', DEMO_CONFIG, '--method', 'drise', '--keep-prob', '1.5'],
+                       prog='boxam_vis.py')
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'boxam_vis.py: error: ' in err and 'keep_prob must be a number in (0, 1)' in err
+    assert 'Traceback' not in err
+
+
+# ---------------------------------------------------------------- slow: the demo detector
+@pytest.fixture(scope='module')
+def demo_model(demo_checkpoint):
+    return build_detector(DEMO_CONFIG, demo_checkpoint)
+
+
+@pytest.fixture(scope='module')
+def drise_run(demo_model):
+    """ONE D-RISE run on a generated 320-px shapes image, recording what every forward of the
+    engine predicted (the unmasked image first, then each mask batch: the detections the xaitk
+    reference gets), with the model and RNG states checked."""
+    model = demo_model
+    inputs = demo_input(model, 320, seed=5)
+    model.train()  # a mode the engine must restore
+    params = [p.detach().clone() for p in model.parameters()]
+    buffers = [b.detach().clone() for b in model.buffers()]
+    modes = [m.training for m in model.modules()]
+    before = rng_states()
+    method = DRISE(NUM_MASKS, GRID, KEEP, BATCH, SEED)
+    cam = BoxCAM(model, method, topk=6)
+    recorded = []
+    predict = cam._predict
+
+    def recording_predict(batch):
+        preds = predict(batch)
+        recorded.append(preds)
+        return preds
+    cam._predict = recording_predict
+    try:
+        (result, ) = cam(inputs)
+        state = dict(
+            rng_kept=_same_rng(before, rng_states()),
+            modes_kept=[m.training for m in model.modules()] == modes,
+            params_kept=all(torch.equal(a, b) for a, b in zip(params, model.parameters())),
+            buffers_kept=all(torch.equal(a, b) for a, b in zip(buffers, model.buffers())),
+            no_grads=all(p.grad is None for p in model.parameters()))
+    finally:
+        model.eval()
+    return dict(inputs=inputs, result=result, state=state, base=recorded[0],
+                recorded=recorded[1:], masks=method.masks(tuple(inputs.shape[-2:])))
+
+
+def _same_rng(before, after) -> bool:
+    return (torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+            and before[2] == after[2])
+
+
+@pytest.mark.slow
+def test_drise_keeps_model_and_rng_state_and_fills_a_result(drise_run):
+    assert drise_run['state'] == dict(rng_kept=True, modes_kept=True, params_kept=True,
+                                      buffers_kept=True, no_grads=True)
+    result = drise_run['result']
+    assert result.method == 'drise' and result.layer_keys == ['input']
+    assert len(result) >= 2 and result.reasons == [''] * len(result)
+    # One forward of the image, then one per mask batch, serving every box.
+    assert [p.scores.shape[0] for p in drise_run['recorded']] == \
+        [BATCH] * (NUM_MASKS // BATCH) + [NUM_MASKS % BATCH] * bool(NUM_MASKS % BATCH)
+    maps = result.box_maps()
+    assert maps.shape == (len(result), 320, 320) and torch.isfinite(maps).all()
+
+
+@pytest.mark.slow
+def test_maps_agree_with_xaitk_drise_scoring_on_identical_masks_and_detections(drise_run):
+    from xaitk_saliency.impls.gen_detector_prop_sal.drise_scoring import DRISEScoring
+    dets, base, recorded = (drise_run['result'].detections, drise_run['base'],
+                            drise_run['recorded'])
+
+    def det_matrix(boxes, objectness, scores):  # xaitk's (4 + 1 + classes) rows
+        return torch.cat([boxes, objectness[..., None], scores], dim=-1).double().numpy()
+
+    # Every prior of every masked image is a proposal, as in the engine.
+    perturbed = np.concatenate([det_matrix(p.boxes, p.objectness, p.scores)
+                                for p in recorded])
+    reference_dets = det_matrix(dets.boxes, base.objectness[0, dets.priors],
+                                base.scores[0, dets.priors])
+    masks = drise_run['masks'].masks(0, NUM_MASKS).double().numpy()
+    reference = DRISEScoring().generate(reference_dets, perturbed, masks)
+    ours = drise_run['result'].layer_maps[0].double().numpy()
+    assert reference.shape == ours.shape
+    for k in range(len(dets)):
+        corr = np.corrcoef(ours[k].ravel(), reference[k].ravel())[0, 1]
+        assert corr >= 0.99, (k, corr)
+
+
+@pytest.mark.slow
+def test_maps_of_two_distant_boxes_peak_inside_their_own_boxes(drise_run):
+    result = drise_run['result']
+    boxes = result.detections.boxes
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    distance = torch.cdist(centres, centres)
+    first, second = divmod(int(distance.argmax()), len(boxes))
+    inside = box_masks(boxes, (320, 320))
+    assert not (inside[first] & inside[second]).any()  # distant: disjoint boxes
+    maps = result.box_maps()
+    for own in (first, second):
+        peak = int(maps[own].flatten().argmax())
+        assert inside[own].flatten()[peak], own
+        assert float(maps[own][inside[own]].mean()) > 2 * float(maps[own][~inside[own]].mean())
+
+
+@pytest.mark.slow
+def test_tool_draws_drise_maps(tmp_path, shapes_data, demo_checkpoint, capsys):
+    image = shapes_data + 'val/val_00001.png'
+    boxam_vis.main([image, DEMO_CONFIG, demo_checkpoint, '--method', 'drise', '--topk', '2',
+                    '--num-masks', '48', '--batch-size', '24', '--grid-size', '8',
+                    '--out-dir', str(tmp_path / 'out')])
+    assert 'wrote 1 image(s)' in capsys.readouterr().out
+    assert osp.isfile(tmp_path / 'out' / 'val_00001.png')
