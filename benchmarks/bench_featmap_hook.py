@@ -4,7 +4,9 @@ on the demo config, measured side by side in one run (runs interleaved: off, on,
     .venv/bin/python benchmarks/bench_featmap_hook.py --epochs 3 --repeats 2
 
 ``--hook boxam`` measures the demo's BoxAMVisHook instead (the ``configs/_base_/boxam_vis.py``
-snippet: LayerCAM, interval 1, 4 images, top 3 boxes), for information (no target).
+snippet: LayerCAM, interval 1, 4 images, top 3 boxes), for information (no target);
+``--hook boxam_faithfulness`` the same entry with ``log_faithfulness=True`` (deletion and
+insertion AUC scalars, 8 steps).
 
 Also prints the time spent inside the hook's own methods, which is less sensitive to noise
 from other processes than the difference of two wall times.
@@ -32,7 +34,9 @@ HOOK_METHODS = ('before_val_epoch', 'before_val_iter', 'after_val_iter', 'after_
 HOOKS = dict(
     featmap=dict(type='FeatMapVisHook', interval=1, num_images=4,
                  target_layers=['backbone', 'neck'], channel_reduction='squeeze_mean'),
-    boxam=None)  # the demo config's own entry
+    boxam=None,  # the demo config's own entry
+    boxam_faithfulness=None)  # the same, with the changes in DEMO_BOXAM_CHANGES
+DEMO_BOXAM_CHANGES = dict(boxam={}, boxam_faithfulness=dict(log_faithfulness=True))
 
 
 def build_cfg(data_root, work_dir, epochs, with_hook, hook='featmap'):
@@ -46,7 +50,8 @@ def build_cfg(data_root, work_dir, epochs, with_hook, hook='featmap'):
     cfg.custom_hooks = [h for h in cfg.custom_hooks
                         if h['type'] not in ('FeatMapVisHook', 'BoxAMVisHook')]
     if with_hook:
-        cfg.custom_hooks.append(HOOKS[hook] or dict(demo_boxam, interval=1))
+        cfg.custom_hooks.append(HOOKS[hook] or dict(demo_boxam, interval=1,
+                                                    **DEMO_BOXAM_CHANGES[hook]))
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         loader.dataset.data_root = data_root
     cfg.val_evaluator.ann_file = osp.join(data_root, 'annotations/val.json')
@@ -99,7 +104,8 @@ def main():
         wall, hook_time = run_once(data_root, args.epochs, True, args.hook)
         on.append(wall)
         inside.append(hook_time)
-    described = HOOKS[args.hook] or "the demo config's BoxAMVisHook at interval 1"
+    described = HOOKS[args.hook] or ("the demo config's BoxAMVisHook at interval 1 "
+                                     f'{DEMO_BOXAM_CHANGES[args.hook] or ""}')
     print(f'{args.hook} hook: {described}')
     print(f'training {args.epochs} epochs (val every epoch), {args.repeats} interleaved runs each')
     print(f'  without hook: {", ".join(f"{t:.1f}" for t in off)} s  median '
