@@ -1,13 +1,20 @@
 """Building small real Runner configs on the generated shapes data, reading their TensorBoard
-events back, and loading the tools as modules (imported by tests)."""
+events back, loading the tools as modules and running commands under a time limit (imported by
+tests)."""
 import copy
 import glob
 import importlib.util
+import os
 import os.path as osp
+import signal
+import subprocess
+import sys
 from types import ModuleType
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
+
+import pytest
 
 from conftest import DEMO_CONFIG, REPO_ROOT
 
@@ -68,3 +75,26 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_bounded(cmd: Sequence[str], timeout: float, env: Optional[dict] = None
+                ) -> Tuple[int, str]:
+    """Runs ``cmd`` in its own process group; on timeout kills that group (torchrun and its
+    workers) and fails. Returns the exit code and the output (stdout and stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'{cmd[:3]} did not finish within {timeout} s (a rank waiting on another?)'
+                    f'\n{out[-4000:]}')
+    return proc.returncode, out
+
+
+def torchrun_launcher() -> List[str]:
+    """The venv's ``torchrun``, or ``python -m torch.distributed.run``."""
+    torchrun = osp.join(osp.dirname(sys.executable), 'torchrun')
+    return [torchrun] if osp.isfile(torchrun) else [sys.executable, '-m',
+                                                     'torch.distributed.run']

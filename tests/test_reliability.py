@@ -12,7 +12,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import signal
 import subprocess
 import sys
 import types
@@ -29,7 +28,7 @@ from mmengine.visualization.vis_backend import BaseVisBackend
 from torch import nn
 
 from conftest import DEMO_CONFIG, REPO_ROOT
-from runner_utils import tiny_train_cfg
+from runner_utils import run_bounded as _run_bounded, tiny_train_cfg, torchrun_launcher
 
 from mmyolo.registry import VISBACKENDS
 from mmyolo_vis_hooks.hooks import VisualizationWarning
@@ -193,21 +192,6 @@ def test_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, rese
 # --------------------------------------------------------------------------- distributed
 
 
-def _run_bounded(cmd, timeout, env=None):
-    """Runs ``cmd`` in its own process group; on timeout kills that group (torchrun and its
-    workers) and fails."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'{cmd[:3]} did not finish within {timeout} s (a rank waiting on another?)'
-                    f'\n{out[-4000:]}')
-    return proc.returncode, out
-
-
 def test_distributed_cpu_training(tmp_path, shapes_data):
     """torchrun, 2 processes, gloo on CPU, MMEngine launcher 'pytorch': training with the hooks
     completes within the timeout, only rank 0 sends images, one event file is written."""
@@ -215,9 +199,7 @@ def test_distributed_cpu_training(tmp_path, shapes_data):
     os.makedirs(work)
     num_images = 4
     hooks = _vis_hooks(interval=1, num_images=num_images)
-    torchrun = osp.join(osp.dirname(sys.executable), 'torchrun')
-    launcher = [torchrun] if osp.isfile(torchrun) else [sys.executable, '-m',
-                                                         'torch.distributed.run']
+    launcher = torchrun_launcher()
     env = dict(os.environ, OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
     code, out = _run_bounded(

@@ -13,6 +13,7 @@ counter on a background thread. Rank 0, after its own share, collects the record
 heartbeat has not moved for ``timeout`` seconds is given up, and its images that never arrived
 are reported as failed. A failing image is a record with its error, never a missing message.
 """
+import hashlib
 import json
 import os
 import sys
@@ -177,6 +178,16 @@ class ResultExchange:
         self.log = log
         self.published = 0
 
+    def same_inputs(self, names: Sequence[str]) -> bool:
+        """Whether this rank lists the same input images as rank 0 (each rank lists them
+        itself; the shares only add up when the lists agree). Rank 0 posts a digest of its
+        list; the others wait for it (at most the store's timeout) and compare."""
+        digest = hashlib.sha256('\n'.join(names).encode('utf-8')).hexdigest()
+        if self.ctx.is_main:
+            self.ctx.store.set('inputs', digest)
+            return True
+        return self.ctx.store.get('inputs').decode('utf-8') == digest
+
     def publish(self, record: Dict) -> None:
         """Rank > 0: makes one image's record available to rank 0."""
         self.ctx.store.set(f'image/{record["index"]}', json.dumps(record))
@@ -242,6 +253,14 @@ def run_sharded(iter_records: Callable[[Sequence[int]], Iterable[Dict]],
         list[dict] | None: On rank 0 every image's record (any order); None on other ranks.
     """
     exchange = ResultExchange(ctx) if ctx.distributed else None
+    if exchange is not None and not exchange.same_inputs(names):
+        for index in ctx.shard(len(paths)):  # rank 0 hears it now, not after a timeout
+            exchange.publish(dict(index=index, path=paths[index], file_name=names[index],
+                                  error=f'not processed: rank {ctx.rank} lists other input '
+                                  f'images than rank 0 (every machine needs the same files '
+                                  f'under the same names)'))
+        exchange.finish()
+        return None
     records = []
     for record in iter_records(ctx.shard(len(paths))):
         if 'error' in record and on_failure is not None:

@@ -7,9 +7,6 @@ import json
 import os
 import os.path as osp
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,8 +17,10 @@ import torch
 import torch.distributed as torch_dist
 
 from conftest import DEMO_CONFIG, REPO_ROOT
+from runner_utils import run_bounded, torchrun_launcher
 from mmyolo_vis_hooks.cli import large_image_infer as tool
-from mmyolo_vis_hooks.runtime.distributed import DistContext, ResultExchange, shard
+from mmyolo_vis_hooks.runtime.distributed import (DistContext, ResultExchange, run_sharded,
+                                                  shard)
 from mmyolo_vis_hooks.runtime.large_image import detection_documents
 
 PROG = 'large_image_infer'
@@ -49,25 +48,14 @@ def one_thread():
 def _torchrun(args, timeout=TIMEOUT):
     """``torchrun --standalone --nproc_per_node 2 tools/large_image_infer.py <args>
     --launcher pytorch`` in its own process group (killed whole on timeout, which fails)."""
-    torchrun = osp.join(osp.dirname(sys.executable), 'torchrun')
-    launcher = [torchrun] if osp.isfile(torchrun) else [sys.executable, '-m',
-                                                         'torch.distributed.run']
-    cmd = launcher + ['--standalone', '--nproc_per_node', '2',
-                      osp.join(REPO_ROOT, 'tools', 'large_image_infer.py'), *args,
-                      '--launcher', 'pytorch', '--no-progress']
+    cmd = torchrun_launcher() + ['--standalone', '--nproc_per_node', '2',
+                                 osp.join(REPO_ROOT, 'tools', 'large_image_infer.py'), *args,
+                                 '--launcher', 'pytorch', '--no-progress']
     env = dict(os.environ, OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'torchrun did not finish within {timeout} s (a rank waiting on another?)'
-                    f'\n{out[-4000:]}')
-    return proc.returncode, out, time.monotonic() - start
+    code, out = run_bounded(cmd, timeout, env)
+    return code, out, time.monotonic() - start
 
 
 def _read(path):
@@ -226,6 +214,29 @@ def test_rank_0_collects_records_and_gives_up_a_silent_rank():
         'not processed: rank 2 stopped (no sign of life for 1 s)'))
     assert messages == ['rank 2 gave no sign of life for 1 s; its missing images are '
                         'reported as failed']
+
+
+def test_a_rank_listing_other_images_reports_them_at_once():
+    """Rank 1 sees another folder than rank 0 (machines without the same files): its share
+    comes back as failed right away instead of wrong boxes or a wait."""
+    store = torch_dist.HashStore()
+    names = ['a.png', 'b.png', 'c.png', 'd.png']
+
+    def records(share):
+        return iter([dict(index=i, path=names[i], file_name=names[i], width=1, height=1,
+                          annotations=[]) for i in share])
+
+    main = _context(store, 0, 60.0)
+    assert ResultExchange(main).same_inputs(names)  # rank 0 posts its list first
+    assert run_sharded(records, names[:3] + ['x.png'], names[:3] + ['x.png'],
+                       _context(store, 1, 60.0)) is None
+    assert run_sharded(records, names, names, _context(store, 2, 60.0)) is None
+    start = time.monotonic()
+    gathered = {r['index']: r for r in run_sharded(records, names, names, main)}
+    assert time.monotonic() - start < 5
+    assert sorted(gathered) == [0, 1, 2, 3]
+    assert 'rank 1 lists other input images than rank 0' in gathered[1]['error']
+    assert all('error' not in gathered[i] for i in (0, 2, 3))
 
 
 def test_a_beating_rank_is_waited_for():
