@@ -153,7 +153,7 @@ def _custom_head(cfg):
 
 BOXAM_BAD_CONFIGS = [
     (dict(method='gradcamm'), None,
-     r"method must be one of 'gradcam', 'gradcam\+\+', .*'ablationcam', got 'gradcamm'"),
+     r"method must be one of 'gradcam', 'gradcam\+\+', .*'ablationcam', 'drise', got 'gradcamm'"),
     (dict(method=[]), None,
      r'method must name at least one item, e\.g\. gradcam, gradcam\+\+, .*got an empty list'),
     (dict(), _custom_head,

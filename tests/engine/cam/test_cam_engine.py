@@ -133,7 +133,7 @@ def test_all_methods_on_yolov5():
     model = random_model('yolov5')
     for method in METHODS:
         cam = BoxCAM(model, method, score_thr=0.0, topk=2, batch_size=64,
-                     ratio_channels_to_ablate=0.1)
+                     ratio_channels_to_ablate=0.1, num_masks=64)
         results = cam(random_inputs(2)[:1])
         assert results[0].reasons == ['', ''], (method, results[0].reasons)
         assert_valid_maps(results, method)
@@ -332,7 +332,7 @@ def test_batch_independence_on_the_trained_detector(demo_model, demo_val, method
     detector's scores are far from saturation and its maps far above the noise threshold
     (``bench_cam_targets.py``: margin), so those bits move a map by far less than MAP_ATOL."""
     cam = BoxCAM(demo_model, method, score_thr=0.3, topk=3, batch_size=64,
-                 ratio_channels_to_ablate=0.25)
+                 ratio_channels_to_ablate=0.25, num_masks=32)
     paths = [f'{demo_val}val_0000{i}.png' for i in (1, 2)]
     batch, _ = cam.explain_data(_load_images(demo_model, paths))
     (alone, ), _ = cam.explain_data(_load_images(demo_model, paths[1:]))
