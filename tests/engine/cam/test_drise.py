@@ -217,3 +217,24 @@ def test_tool_draws_drise_maps(tmp_path, shapes_data, demo_checkpoint, capsys):
                     '--out-dir', str(tmp_path / 'out')])
     assert 'wrote 1 image(s)' in capsys.readouterr().out
     assert osp.isfile(tmp_path / 'out' / 'val_00001.png')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['yolov5', 'yolov6', 'yolox', 'rtmdet', 'yolov7', 'yolov8',
+                                    'ppyoloe'])
+def test_every_family(family):
+    """Every MMYOLO family: objectness where the head has it (YOLOv5, YOLOv7, YOLOX), finite
+    maps of the input's size, no target layer needed (random-init models: only the plumbing
+    is checked)."""
+    from family_models import INPUT, random_model
+    model = random_model(family)
+    inputs = torch.rand(INPUT, generator=torch.Generator().manual_seed(1))[:1] * 2 - 1
+    cam = BoxCAM(model, 'drise', target_layers=['no.such.layer'], score_thr=0.0, topk=2,
+                 num_masks=8, grid_size=4, batch_size=8)
+    assert cam.target_layers == [] and cam.probe_target_layers() == {}
+    (result, ) = cam(inputs)
+    objectness = cam._predict(inputs).objectness
+    assert (objectness is not None) == (family in ('yolov5', 'yolov7', 'yolox'))
+    assert len(result) == 2 and result.layer_maps[0].shape == (2, *INPUT[2:])
+    assert torch.isfinite(result.layer_maps[0]).all()
+    assert float(result.layer_maps[0].min()) >= 0
