@@ -111,8 +111,8 @@ class DistContext:
     def close(self) -> None:
         """Stops the heartbeat and leaves the process group."""
         self._stop.set()
-        if self._beat is not None:
-            self._beat.join()
+        if self._beat is not None:  # a daemon: not held up by a store that stopped answering
+            self._beat.join(timeout=1.0)
         if self.backend is not None:
             import torch.distributed as torch_dist
             if torch_dist.is_initialized():
