@@ -28,6 +28,25 @@ from .common import (ToolArgumentParser, add_align_arg, add_model_args, add_prev
                      print_layer_preview, run_tool, show_image)
 
 
+def add_drise_args(parser: argparse.ArgumentParser) -> None:
+    """The D-RISE flags (``--num-masks``, ``--grid-size``, ``--keep-prob``, ``--mask-seed``);
+    :func:`drise_options` turns them into BoxCAM's keyword arguments."""
+    parser.add_argument('--num-masks', type=int, default=1000,
+                        help='D-RISE: random masks per image (one masked forward each)')
+    parser.add_argument('--grid-size', type=int, default=16,
+                        help='D-RISE: cells per side of the low-resolution mask grid')
+    parser.add_argument('--keep-prob', type=float, default=0.5,
+                        help='D-RISE: probability that a grid cell is kept, in (0, 1)')
+    parser.add_argument('--mask-seed', type=int, default=0,
+                        help='D-RISE: seed of the masks (the same masks for every image)')
+
+
+def drise_options(args: argparse.Namespace) -> dict:
+    """The D-RISE options of the command line, as BoxCAM takes them."""
+    return dict(num_masks=args.num_masks, grid_size=args.grid_size, keep_prob=args.keep_prob,
+                mask_seed=args.mask_seed)
+
+
 def build_parser(prog=None) -> argparse.ArgumentParser:
     parser = ToolArgumentParser(prog=prog,
                                 description='Visualize box-level CAMs of MMYOLO detectors')
@@ -61,14 +80,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     parser.add_argument('--ratio-channels-to-ablate', type=float, default=1.0,
                         help='AblationCAM: share of channels ablated, in (0, 1] (those with the '
                         'most activation inside the boxes; the others weigh 0)')
-    parser.add_argument('--num-masks', type=int, default=1000,
-                        help='D-RISE: random masks per image (one masked forward each)')
-    parser.add_argument('--grid-size', type=int, default=16,
-                        help='D-RISE: cells per side of the low-resolution mask grid')
-    parser.add_argument('--keep-prob', type=float, default=0.5,
-                        help='D-RISE: probability that a grid cell is kept, in (0, 1)')
-    parser.add_argument('--mask-seed', type=int, default=0,
-                        help='D-RISE: seed of the masks (the same masks for every image)')
+    add_drise_args(parser)
     parser.add_argument('--alpha', type=float, default=0.5, help='heat opacity')
     parser.add_argument('--max-size', type=int, default=800,
                         help='cap on the long side of each drawn image')
@@ -76,12 +88,6 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     add_align_arg(parser)
     add_preview_arg(parser)
     return parser
-
-
-def drise_options(args: argparse.Namespace) -> dict:
-    """The D-RISE options of the command line, as BoxCAM takes them."""
-    return dict(num_masks=args.num_masks, grid_size=args.grid_size, keep_prob=args.keep_prob,
-                mask_seed=args.mask_seed)
 
 
 def run(args: argparse.Namespace) -> None:
