@@ -7,9 +7,9 @@ from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_b
                       normalize_maps)
 from .engine import (DEFAULT_TARGET, TARGETS, BoxCAM, BoxCAMResult, default_target_layers,
                      target_layer_error)
-from .methods import (METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod, EigenCAM,
-                      EigenGradCAM, GradCAM, GradCAMPlusPlus, LayerCAM, LayerContext, XGradCAM,
-                      build_method)
+from .methods import (DRISE, METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod,
+                      EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, InputContext,
+                      InputMethod, LayerCAM, LayerContext, XGradCAM, build_method)
 from .predictions import (SUPPORTED_HEADS, ExplainedBoxes, FlatPredictions, detector_family,
                           flat_predictions, select_boxes)
 from .projection import first_component_projection
@@ -19,7 +19,8 @@ __all__ = [
     'BoxCAM', 'BoxCAMResult', 'DEFAULT_TARGET', 'TARGETS', 'default_target_layers',
     'target_layer_error', 'NOISE_FACTOR', 'at_noise_level', 'box_reasons', 'METHODS',
     'BoxCAMMethod', 'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
-    'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'LayerContext', 'build_method',
+    'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'DRISE', 'InputMethod', 'InputContext',
+    'LayerContext', 'build_method',
     'SUPPORTED_HEADS', 'ExplainedBoxes', 'FlatPredictions', 'detector_family', 'flat_predictions',
     'select_boxes', 'first_component_projection', 'compose_box_maps', 'energy_inside',
     'merge_box_maps', 'norm_in_boxes', 'normalize_maps'
