@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Creates .venv in the repo (when missing) and installs the pinned stack plus this project (editable).
+# Creates .venv in the repo (when missing; MMYOLO_VIS_VENV=<dir> chooses another place) and installs the
+# pinned stack plus this project (editable).
 # Idempotent: when nothing changed since the last successful run it only checks imports (seconds).
 # The mmcv wheel is compiled once and cached outside the clone, keyed by mmcv, torch and Python:
 #   ${MMYOLO_VIS_CACHE:-~/.cache/mmyolo_vis_hooks}/wheels/mmcv<ver>-torch<ver>-cp<ver>/
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$ROOT/.venv"
+VENV=${MMYOLO_VIS_VENV:-$ROOT/.venv}
 BASE_PY=${PYTHON:-python3}
 MMCV_VERSION=2.1.0
 TORCH_VERSION=$(sed -n 's/^torch==//p' "$ROOT/requirements/torch.txt")
@@ -39,6 +40,20 @@ fi
 
 echo "[setup] installing the pinned OpenMMLab / grad-cam / sahi stack"
 "${PIP[@]}" install --quiet -r "$ROOT/requirements/pinned.txt"
+# One OpenCV distribution (opencv-python, which mmengine, mmcv and sahi require). Venvs made before
+# also had opencv-python-headless: both write cv2/, so removing one needs the other reinstalled.
+if "$PY" -m pip show --quiet opencv-python-headless 2>/dev/null; then
+  echo "[setup] removing opencv-python-headless (a second OpenCV distribution)"
+  "${PIP[@]}" uninstall --quiet -y opencv-python-headless
+  "${PIP[@]}" install --quiet --force-reinstall --no-deps \
+    "$(grep '^opencv-python==' "$ROOT/requirements/pinned.txt")"
+fi
+# albumentations/albucore wheels require opencv-python-headless; their setup.py chooses the OpenCV
+# already installed, so build them from source here (no isolation: setup.py must see this venv;
+# no cache: a wheel built elsewhere may name the other OpenCV).
+"${PIP[@]}" install --quiet --force-reinstall --no-deps --no-binary albumentations,albucore \
+  --no-build-isolation --no-cache-dir -r "$ROOT/requirements/albumentations.txt"
+"${PIP[@]}" check
 "${PIP[@]}" install --quiet --no-deps --no-build-isolation -e "$ROOT"
 "$PY" -c "import mmcv.ops, mmdet, mmyolo, pytorch_grad_cam, sahi, mmyolo_vis_hooks"
 echo "$stamp" > "$stamp_file"
