@@ -91,24 +91,33 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
     height, width, _ = image_geometry(image)
     windows = slice_windows(height, width, resolve_patch_size(settings, predictor),
                             settings.overlap_ratio)
-    per_slice: List[Detections] = []
+    # Boxes of all slices as flat arrays (no Detections per slice unless asked for).
+    parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     full = None
     with predictor.guard():
         for start in range(0, len(windows), settings.batch_size):
             batch_windows = windows[start:start + settings.batch_size]
-            crops = [read_window(image, window) for window in batch_windows]
-            dets = predictor.predict(crops, settings.score_thr)
-            per_slice += [d.shifted(win[0], win[1]) for d, win in zip(dets, batch_windows)]
+            inputs, metas = predictor.preprocess(
+                [read_window(image, window) for window in batch_windows])
+            bboxes, scores, labels, index = predictor.decode_flat(
+                predictor.forward(inputs), metas, settings.score_thr)
+            parts.append((bboxes + np.tile(batch_windows[index, :2], 2).astype(np.float32),
+                          scores, labels, index + start))
             if progress is not None:
                 progress(len(batch_windows))
         if settings.full_image and len(windows) > 1:  # one slice already is the whole image
-            whole, factor = read_picture(image)  # a huge image's overview: never read whole
+            whole = read_window(image, np.array([0, 0, width, height]))
             full = predictor.predict([whole], settings.score_thr)[0]
-            if factor > 1:
-                full = Detections(full.bboxes * factor, full.scores, full.labels)
-    parts = per_slice + ([full] if full is not None else [])
-    merged = merge_detections(Detections.concat(parts), settings.merge)
+    bboxes, scores, labels, slice_index = (np.concatenate(a) for a in zip(*parts))
+    everything = Detections(bboxes, scores, labels)
+    per_slice = None
+    if keep_slices:
+        splits = np.searchsorted(slice_index, np.arange(1, len(windows)))
+        per_slice = [everything.select(slice(a, b)) for a, b in
+                     zip(np.r_[0, splits], np.r_[splits, len(everything)])]
+    if full is not None:
+        everything = Detections.concat([everything, full])
+    merged = merge_detections(everything, settings.merge)
     # soft-NMS lowers scores; the threshold holds for what is returned.
     merged = merged.select(merged.scores > settings.score_thr)
-    return SlicedResult(merged, windows, (height, width),
-                        per_slice if keep_slices else None, full)
+    return SlicedResult(merged, windows, (height, width), per_slice, full)
