@@ -24,9 +24,11 @@ from ..engine.slicing import (BatchPredictor, Detections, SlicedResult, SliceSet
                               to_coco_annotations)
 from ..engine.slicing.evaluate import (CocoEvaluation, evaluate_coco, match_images,
                                       read_coco_file)
+from ..engine.slicing import grid as slicing_grid
 from ..engine.slicing.grid import read_picture
 from .distributed import DistContext, run_sharded
 from .images import close_image, open_image, write_rgb
+from .memory import release_freed_memory
 from .tiff import add_map_boxes, import_tifffile, is_tiff
 
 
@@ -151,6 +153,21 @@ def write_documents(out_dir: str, doc: Dict, full: Optional[Dict] = None) -> Non
                 json.dump(content, f)
 
 
+class _TrimmingProgress:
+    """A slice-progress callback that also hands freed memory back to the OS every
+    ``every`` slices (``memory.release_freed_memory``; huge images)."""
+
+    def __init__(self, update: Callable[[int], Any], every: int = 256) -> None:
+        self.update, self.every, self.pending = update, every, 0
+
+    def __call__(self, done: int) -> None:
+        self.update(done)
+        self.pending += done
+        if self.pending >= self.every:
+            self.pending = 0
+            release_freed_memory()
+
+
 def _shrunk(dets: Detections, factor: int) -> Detections:
     """Boxes in the pixels of a picture shrunk by ``factor``."""
     return dets if factor == 1 else Detections(dets.bboxes / factor, dets.scores, dets.labels)
@@ -227,9 +244,12 @@ class LargeImageRunner:
         start = time.perf_counter()
         with tqdm(total=num_slices, desc=osp.basename(path), unit='slice', leave=False,
                   disable=not self.progress) as bar:
+            progress = bar.update
+            if height * width > slicing_grid.HUGE_IMAGE_PIXELS:
+                progress = _TrimmingProgress(bar.update)
             result = sliced_predict(self.predictor, image, self.settings,
                                     keep_slices=self.debug or self.save_patch,
-                                    progress=bar.update)
+                                    progress=progress)
         drawing = time.perf_counter()
         self._add_time('inference', drawing - start)
         stem = osp.splitext(name)[0]

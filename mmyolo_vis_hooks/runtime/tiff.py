@@ -6,7 +6,7 @@ slicing engine reads like a numpy array (``engine.slicing.grid.read_window``), b
 strips or tiles a window touches are read from the file and decoded, through tifffile's own
 per-segment decoder (``TiffPage.decode``: every compression tifffile knows, predictors, fill
 order). Decoded segments are kept in a small LRU cache (``cache_bytes``), so the overlapping
-slices of one row of windows decode each tile about once. Uncompressed strips (tifffile and
+slices of one row of windows decode each tile once or twice. Uncompressed strips (tifffile and
 OpenCV write a whole uncompressed image as ONE strip) are read row range by row range from the
 file, never as a whole strip.
 
@@ -30,6 +30,8 @@ _MISSING = ("reading TIFF files window by window needs the 'tifffile' package: p
             "'mmyolo_vis_hooks[sliced]' (or: pip install tifffile)")
 # Uncompressed strips are read in blocks of whole rows of about this size.
 _RAW_BLOCK_BYTES = 1 << 20
+# The decoded-segment cache: at least this, and at least 3 segments (a row of slices spans 2).
+_MIN_CACHE_BYTES = 32 << 20
 # GeoKeys naming the CRS (GeoTIFF 1.0): projected, then geographic; 32767 is user-defined.
 _CRS_KEYS = ('ProjectedCSTypeGeoKey', 'GeographicTypeGeoKey')
 _USER_DEFINED = 32767
@@ -145,9 +147,11 @@ class TiffImage:
 
     Args:
         path (str): The TIFF file.
-        cache_bytes (int): Budget of the decoded-segment cache, and the largest compressed
-            strip or tile accepted (a compressed segment can only be decoded whole).
-            Defaults to 128 MiB.
+        cache_bytes (int, optional): Budget of the decoded-segment cache; None: 32 MiB or
+            three segments, whichever is larger. Defaults to None.
+        max_segment_bytes (int): The largest decoded strip or tile accepted (a compressed
+            segment can only be decoded whole, and a slice may need several). Defaults to
+            128 MiB.
 
     Attributes:
         shape (tuple): ``(H, W)`` or ``(H, W, C)``.
@@ -162,7 +166,8 @@ class TiffImage:
         a TIFF, or a layout that cannot be read window by window.
     """
 
-    def __init__(self, path: str, cache_bytes: int = 128 << 20) -> None:
+    def __init__(self, path: str, cache_bytes: Optional[int] = None,
+                 max_segment_bytes: int = 128 << 20) -> None:
         if not osp.isfile(path):
             raise FileNotFoundError(f'image not found: {path}')
         tifffile = import_tifffile()
@@ -172,22 +177,23 @@ class TiffImage:
         except (tifffile.TiffFileError, ValueError) as err:
             raise ValueError(f'cannot read TIFF {path}: {err}') from None
         try:
-            self._setup(tifffile, cache_bytes)
+            self._setup(tifffile, cache_bytes, max_segment_bytes)
         except BaseException:
             self._tif.close()
             raise
 
-    def _setup(self, tifffile, cache_bytes: int) -> None:
+    def _setup(self, tifffile, cache_bytes: Optional[int], max_segment_bytes: int) -> None:
         if not len(self._tif.pages):
             raise ValueError(f'cannot read TIFF {self.path}: it holds no image')
-        page = self._tif.pages.first
+        page = self._tif.pages[0]
         try:
-            self._check_layout(tifffile, page, cache_bytes)
+            self._check_layout(tifffile, page, cache_bytes, max_segment_bytes)
         except ValueError as err:
             raise NotWindowReadable(str(err), int(page.imagelength) * int(page.imagewidth)
                                     ) from None
 
-    def _check_layout(self, tifffile, page, cache_bytes: int) -> None:
+    def _check_layout(self, tifffile, page, cache_bytes: Optional[int],
+                      max_segment_bytes: int) -> None:
         path = self.path
         if page.dtype is None or np.dtype(page.dtype) not in (np.uint8, np.uint16):
             raise ValueError(f'unsupported pixel type {page.dtype} in {path}; 8- or 16-bit '
@@ -227,12 +233,13 @@ class TiffImage:
         else:
             self._block = (min(height, int(page.rowsperstrip) or height), width)
         block_bytes = self._block[0] * self._block[1] * samples * bits // 8
-        if block_bytes > cache_bytes:
+        if block_bytes > max_segment_bytes:
             raise ValueError(
                 f'{path} stores its pixels in compressed strips of {self._block[0]} rows '
                 f'({block_bytes / 2**20:.0f} MiB decoded), which cannot be read window by '
-                f'window within {cache_bytes / 2**20:.0f} MiB; write it tiled (e.g. '
+                f'window within {max_segment_bytes / 2**20:.0f} MiB; write it tiled (e.g. '
                 f'gdal_translate -co TILED=YES, or tifffile.imwrite(..., tile=(512, 512)))')
+        cache_bytes = cache_bytes or max(_MIN_CACHE_BYTES, 3 * block_bytes)
         self._blocks_across = -(-width // self._block[1])
         self._cache: 'OrderedDict[int, np.ndarray]' = OrderedDict()
         self._cache_bytes, self._cached = cache_bytes, 0

@@ -153,7 +153,7 @@ def test_bad_tiffs_are_refused_clearly(pixels, tmp_path):
     path = str(tmp_path / 'one_strip.tif')
     tifffile.imwrite(path, pixels, compression='zlib', rowsperstrip=HEIGHT)
     with pytest.raises(ValueError, match='write it tiled'):
-        TiffImage(path, cache_bytes=1 << 20)
+        TiffImage(path, max_segment_bytes=1 << 20)
     (tmp_path / 'bad.tif').write_bytes(b'not a tiff at all')
     with pytest.raises(ValueError, match='cannot read TIFF'):
         images.open_image(str(tmp_path / 'bad.tif'))
