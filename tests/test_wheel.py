@@ -187,3 +187,20 @@ def test_console_scripts_run_on_generated_data(installed):
     assert len(glob.glob(str(empty / 'featmaps' / '*.png'))) == 2
     assert len(glob.glob(str(empty / 'boxam' / '*.png'))) >= 1
     assert osp.isfile(empty / 'sliced' / 'detections.json')
+
+
+def test_one_opencv_distribution():
+    """The stack has one OpenCV distribution (they all write ``cv2/``), and what requires an
+    OpenCV asks for that one: albumentations/albucore are built from source after it
+    (requirements/albumentations.txt, scripts/setup_env.sh), grad-cam is 1.5.5."""
+    from importlib import metadata
+    from packaging.requirements import Requirement
+
+    opencv = {'opencv-python', 'opencv-python-headless', 'opencv-contrib-python',
+              'opencv-contrib-python-headless'}
+    installed = {d.metadata['Name'].lower() for d in metadata.distributions()} & opencv
+    assert len(installed) == 1, f'OpenCV distributions installed: {sorted(installed)}'
+    for dist in ('mmcv', 'mmengine', 'albumentations', 'albucore', 'grad-cam', 'sahi'):
+        wanted = {Requirement(r).name.lower() for r in metadata.requires(dist) or []
+                  if 'extra ==' not in r} & opencv
+        assert wanted <= installed, (dist, wanted, installed)
