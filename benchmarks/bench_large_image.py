@@ -13,7 +13,16 @@ Prints, measured in ONE run, each variant timed once per round with the variants
     model already built;
 (c) sahi's ``get_sliced_prediction`` with our adapter at batch size 1, same merge, no
     standard (full-image) pass, reading the same file; it draws and writes nothing;
-(d) (b) with ``--fuse-conv-bn``.
+(d) (b) with ``--fuse-conv-bn``;
+(e) the tool on a folder of ``--folder-copies`` variants of the image (flipped; written like
+    the embedded one), per image: the next image is decoded and the last picture written on
+    background threads while the current one is sliced. Targets: (b)/(a2) <= 1.15 and
+    (e)/(N x (a2)) <= 1.10 (the tool's overhead over its own forward, one image / a folder).
+
+Then the phases of (b), each timed on its own in the same rounds (``--no-phases`` skips them):
+PNG decode, slicing + preprocessing, the forward, the head's decoding (the batched replacement
+the tool uses, and the head's own per-image ``predict_by_feat`` for comparison), merging,
+drawing, writing the annotated PNG; each as a share of (a2).
 
 Then how many boxes agree (same label, IoU >= 0.95, one-to-one) between (b) and (c), and (b)
 and (d); and recall/precision against the image's ground truth (IoU >= 0.5, same label) for
@@ -34,14 +43,16 @@ import tempfile
 import time
 from typing import Callable, Dict, List
 
+import cv2
 import numpy as np
 import torch
 
 from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeConfig,
-                                             SliceSettings, load_coco_ground_truth,
-                                             match_detections, matched_fraction, read_window,
+                                             SliceSettings, draw_detections,
+                                             load_coco_ground_truth, match_detections,
+                                             matched_fraction, merge_detections, read_window,
                                              resolve_patch_size, slice_windows, sliced_predict)
-from mmyolo_vis_hooks.runtime.images import read_image
+from mmyolo_vis_hooks.runtime.images import read_image, write_rgb
 from mmyolo_vis_hooks.runtime.large_image import LargeImageRunner
 from mmyolo_vis_hooks.runtime.memory import keep_freed_memory
 from mmyolo_vis_hooks.runtime.models import build_detector
@@ -64,9 +75,11 @@ def parse_args():
     parser.add_argument('--class-agnostic', action='store_true',
                         help='merge class-agnostically in the timed runs')
     parser.add_argument('--rounds', type=int, default=5)
-    parser.add_argument('--folder-copies', type=int, default=3,
-                        help='also time the tool on a folder of this many copies of the image '
-                        '(reads and writes then overlap inference); 0 to skip')
+    parser.add_argument('--folder-copies', type=int, default=8,
+                        help='also time the tool on a folder of this many variants of the image '
+                        '(flipped copies; reads and writes then overlap inference); 0 to skip')
+    parser.add_argument('--no-phases', action='store_true',
+                        help='skip timing the phases of (b) one by one')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch intra-op threads (default: torch\'s own choice); on a '
                         'machine shared with other jobs, 1 gives steadier timings')
@@ -123,9 +136,11 @@ def main():
 
     folder = []
     for k in range(args.folder_copies):
-        folder.append(osp.join(out_root, 'folder', f'copy{k}_{osp.basename(args.image)}'))
+        # flipped variants (other boxes, same decode cost), PNG written as the embedded one
+        folder.append(osp.join(out_root, 'folder', f'var{k}_{osp.basename(args.image)}'))
         os.makedirs(osp.dirname(folder[-1]), exist_ok=True)
-        os.symlink(osp.abspath(args.image), folder[-1])
+        variant = image[::-1 if k & 1 else 1, ::-1 if k & 2 else 1]
+        cv2.imwrite(folder[-1], cv2.cvtColor(np.ascontiguousarray(variant), cv2.COLOR_RGB2BGR))
 
     def tool(pred: BatchPredictor, key: str, paths=(args.image, )) -> Callable[[], None]:
         def run():
@@ -164,6 +179,41 @@ def main():
     if folder:
         variants.append(('e', f'tool on a folder of {len(folder)} copies', tool(predictor, 'e',
                                                                                folder)))
+    per_image_predictor = BatchPredictor(model, batched_decode=False)
+    phase_times: Dict[str, List[float]] = {}
+
+    def time_phases():
+        """The steps of (b) one by one (wall s), as the tool runs them for one image."""
+        def timed(name, func, *args):
+            start = time.perf_counter()
+            out = func(*args)
+            phase_times.setdefault(name, []).append(time.perf_counter() - start)
+            return out
+        img = timed('PNG decode (read_image)', read_image, args.image)
+        batches = []
+        with predictor.guard():
+            for i in range(0, len(windows), args.batch_size):
+                crops = [read_window(img, w) for w in windows[i:i + args.batch_size]]
+                batches.append(timed('slicing + preprocess', predictor.preprocess, crops))
+            outs = [timed('forward', predictor.forward, x) for x, _ in batches]
+            flat = [timed('decode, batched (the tool)', predictor.decode_flat, o, metas,
+                          args.score_thr) for o, (_, metas) in zip(outs, batches)]
+            for o, (_, metas) in zip(outs, batches):
+                timed('decode, per-image predict_by_feat', per_image_predictor.decode_flat, o,
+                      metas, args.score_thr)
+        offsets = [np.tile(windows[i:i + args.batch_size][f[3], :2], 2)
+                   for i, f in zip(range(0, len(windows), args.batch_size), flat)]
+        dets = Detections(np.concatenate([f[0] for f in flat]) + np.concatenate(offsets),
+                          np.concatenate([f[1] for f in flat]),
+                          np.concatenate([f[2] for f in flat]))
+        merged = timed('merge', merge_detections, dets, merge)
+        picture = timed('draw', draw_detections, read_window(img, np.array([0, 0, width, height])),
+                        merged, model.dataset_meta['classes'])
+        timed('write annotated PNG (stored)', write_rgb, osp.join(out_root, 'phase.png'),
+              picture, 0)
+
+    if not args.no_phases:
+        variants.append(('p', 'phases of (b) one by one (not a variant)', time_phases))
     times: Dict[str, List[float]] = {key: [] for key, _, _ in variants}
     cpu: Dict[str, List[float]] = {key: [] for key, _, _ in variants}
     load_before = os.getloadavg()
@@ -209,13 +259,25 @@ def main():
           'the cores')
     print(f'  (b)/(a)  {ratio("b", "a")}   target <= 1.15')
     print(f'  (a2)/(a) {ratio("a2", "a")}   < 1: channels-last inputs gain')
-    print(f'  (b)/(a2) {ratio("b", "a2")}   the tool\'s overhead over its own forward')
+    print(f'  (b)/(a2) {ratio("b", "a2")}   target <= 1.15: the tool\'s overhead over its own '
+          'forward')
     print(f'  (b0)/(a2) {ratio("b0", "a2")}   the same without PNG decode/encode and drawing')
     print(f'  (c)/(b)  {ratio("c", "b")}   > 1: the tool is faster than sahi at batch 1')
     print(f'  (d)/(b)  {ratio("d", "b")}   < 1: --fuse-conv-bn gains')
     if folder:
         print(f'  (e)/({len(folder)}x(a))  {ratio("e", "a", len(folder))}   per image, reading the '
               'next and writing the last image overlapping inference')
+        print(f'  (e)/({len(folder)}x(a2)) {ratio("e", "a2", len(folder))}   target <= 1.10 per '
+              'image on a folder')
+    if phase_times:
+        forward = statistics.median(times['a2'])
+        print(f'  phases of (b) one by one, median wall s over {args.rounds} rounds, and as a share '
+              f'of (a2) {forward:.3f} s:')
+        for name, values in phase_times.items():
+            calls = len(values) // args.rounds  # per round, consecutive
+            per_round = [sum(values[i * calls:(i + 1) * calls]) for i in range(args.rounds)]
+            med_phase = statistics.median(per_round)
+            print(f'    {name:<36s} {med_phase:7.3f}  {med_phase / forward:6.1%}')
     shutil.rmtree(out_root, ignore_errors=True)
     b, c, d = outputs['b'], outputs['c'], outputs['d']
     print(f'  boxes: (b) {len(b)}, (c) {len(c)}, (d) {len(d)}; same label & IoU >= 0.95: '
