@@ -46,6 +46,7 @@ def pixels():
 LAYOUTS = {
     'tiled deflate': dict(tile=(256, 256), compression='zlib'),
     'tiled raw': dict(tile=(128, 256)),
+    'tiled deflate bigtiff': dict(tile=(256, 256), compression='zlib', bigtiff=True),
     'strips deflate+predictor': dict(rowsperstrip=64, compression='zlib', predictor=True),
     'one raw strip': dict(),  # tifffile's default for uncompressed data
     'raw strips': dict(rowsperstrip=7),
