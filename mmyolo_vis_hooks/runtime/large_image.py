@@ -256,13 +256,16 @@ class LargeImageRunner:
         rgb, factor = read_picture(image)  # huge: an overview 1/factor the size
         if factor > 1:
             name = f'{stem}_overview.png'
+        # On an overview objects are a few pixels: thin outlines, no captions (in the JSON).
+        overview = dict(captions=False, thickness=1) if factor > 1 else {}
         annotated = draw_detections(rgb, _shrunk(result.detections, factor), self.class_names,
-                                    self.palette)
+                                    self.palette, **overview)
         self._write(osp.join(self.out_dir, name), annotated)
         if self.debug:
             unmerged = _shrunk(Detections.concat(result.slice_detections), factor)
             grid = draw_windows(draw_detections(rgb, unmerged, self.class_names, self.palette,
-                                                captions=False), result.windows // factor)
+                                                captions=False, thickness=overview.get(
+                                                    'thickness')), result.windows // factor)
             self._write(osp.join(self.out_dir, f'{stem}_debug.png'), grid)
         if self.save_patch:
             for idx, (window, dets) in enumerate(zip(result.windows, result.slice_detections)):

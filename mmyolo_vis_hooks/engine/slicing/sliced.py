@@ -106,8 +106,10 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
             if progress is not None:
                 progress(len(batch_windows))
         if settings.full_image and len(windows) > 1:  # one slice already is the whole image
-            whole = read_window(image, np.array([0, 0, width, height]))
+            whole, factor = read_picture(image)  # a huge image's overview: never read whole
             full = predictor.predict([whole], settings.score_thr)[0]
+            if factor > 1:
+                full = Detections(full.bboxes * factor, full.scores, full.labels)
     bboxes, scores, labels, slice_index = (np.concatenate(a) for a in zip(*parts))
     everything = Detections(bboxes, scores, labels)
     per_slice = None
