@@ -12,7 +12,9 @@ step scores 0 there.
 Prints a table (mean ± std over boxes, time per box of the method itself) and writes to
 ``--out-dir``: ``faithfulness.csv`` and ``faithfulness.json`` (the same numbers; the JSON adds
 the mean curves and the settings), ``boxes.csv`` (one row per box and method) and
-``faithfulness_curves.png`` (mean deletion and insertion curves per method).
+``faithfulness_curves.png`` (mean deletion and insertion curves per method). ``--reference``
+adds two calibration rows on the same boxes: ``(box)``, the box's own rectangle as its map (a
+perfectly local map), and ``(uniform)``, a flat map (pixels in random order: no information).
 
 Example:
     python tools/boxam_eval.py data/shapes/annotations/val.json \\
@@ -30,14 +32,17 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from mmengine.config import DictAction
 from tqdm import tqdm
 
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM
+from ..engine.cam.compose import box_masks
 from ..engine.cam.faithfulness import (BASELINES, POINTING_TOLERANCE, Faithfulness,
                                        check_faithfulness_options, detections_on_original,
                                        ground_truth_scores)
 from ..engine.core.checks import check_int, check_number
+from ..engine.core.geometry import original_size
 from ..engine.slicing.evaluate import category_labels, read_coco_file
 from ..runtime.images import list_images
 from ..runtime.models import build_detector, build_image_loader
@@ -50,6 +55,8 @@ METRICS = (  # key, heading, better
     ('energy_in_gt', 'energy in GT box', 'higher'),
     ('seconds_per_box', 's / box', 'lower'),
 )
+# Calibration rows (--reference): what a perfectly local map and a map without information give.
+REFERENCES = ('(box)', '(uniform)')
 # BoxCAM options the tool sets itself (the rest are reachable with --cam-options).
 _OWN_CAM_OPTIONS = ('model', 'method', 'target_layers', 'score_thr', 'topk', 'batch_size',
                     'ratio_channels_to_ablate', 'target')
@@ -102,6 +109,9 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     parser.add_argument('--cam-options', nargs='+', action=DictAction, default={},
                         help='further BoxCAM options as key=value (e.g. a method\'s own '
                         'settings)')
+    parser.add_argument('--reference', action='store_true',
+                        help='add two calibration rows: "(box)", the box\'s own rectangle as its '
+                        'map, and "(uniform)", a flat map (pixels in random order)')
     parser.add_argument('--out-dir', default='./output', help='output folder')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     add_align_arg(parser)
@@ -143,6 +153,17 @@ def coco_inputs(ann_file: str, img_dir: Optional[str], class_names: Sequence[str
             raise FileNotFoundError(f'image {path} of {ann_file} not found (pass --img-dir)')
         out.append((path, boxes, labels))
     return out
+
+
+def reference_maps(det, meta: dict, input_size: Tuple[int, int]
+                   ) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    """The calibration maps of :data:`REFERENCES` for the boxes ``det``: (on the network
+    input, on the original image) each."""
+    boxes = det.boxes.detach().float().cpu()
+    own = box_masks(boxes, tuple(input_size)).float()
+    own_original = box_masks(detections_on_original(det, meta), original_size(meta)).float()
+    return {'(box)': (own, own_original),
+            '(uniform)': (torch.ones_like(own), torch.ones_like(own_original))}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -208,11 +229,12 @@ def format_table(summary: Dict[str, dict]) -> str:
 
 
 def best_methods(summary: Dict[str, dict]) -> Dict[str, str]:
-    """The best method per metric (lowest deletion AUC and time, highest of the others)."""
+    """The best method per metric (lowest deletion AUC and time, highest of the others); the
+    calibration rows do not compete."""
     best = {}
     for key, _, better in METRICS:
         scored = [(e[f'{key}_mean'], m) for m, e in summary.items()
-                  if e[f'{key}_mean'] is not None]
+                  if e[f'{key}_mean'] is not None and m not in REFERENCES]
         if scored:
             best[key] = (min(scored) if better == 'lower' else max(scored))[1]
     return best
@@ -262,8 +284,10 @@ def plot_curves(path: str, summary: Dict[str, dict], fractions: Sequence[float])
             curve = entry[f'{kind}_curve']
             if curve is None:
                 continue
-            ax.plot(fractions, curve, marker='.', linewidth=1.5,
-                    label=f'{method} ({entry[f"{kind}_auc_mean"]:.3f})')
+            style = dict(linestyle='--', color='0.3' if method == '(box)' else '0.65',
+                         marker='') if method in REFERENCES else dict(marker='.')
+            ax.plot(fractions, curve, linewidth=1.5,
+                    label=f'{method} ({entry[f"{kind}_auc_mean"]:.3f})', **style)
         ax.set_title(f'{kind} (AUC {better} is better)')
         ax.set_xlabel('share of image pixels ' + ('removed' if kind == 'deletion' else
                                                   'revealed'))
@@ -301,9 +325,33 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
     faith = Faithfulness(model, args.steps, args.baseline, args.blur_sigma,
                          args.eval_batch_size, args.match_iou_thr)
     load_image = build_image_loader(model.cfg, args.align)
-    records: Dict[str, List[dict]] = {m: [] for m in methods}
-    curves: Dict[str, Dict[str, list]] = {m: dict(deletion=[], insertion=[]) for m in methods}
+    names = methods + (list(REFERENCES) if args.reference else [])
+    records: Dict[str, List[dict]] = {m: [] for m in names}
+    curves: Dict[str, Dict[str, list]] = {m: dict(deletion=[], insertion=[]) for m in names}
     fractions: List[float] = []
+
+    def score(name, det, input_maps, original_maps, meta, path, gt_boxes, gt_labels,
+              reasons=None, seconds=None):
+        """Records the metrics of one image's box maps under ``name``."""
+        nonlocal fractions
+        result_curves = faith(inputs, det, input_maps, meta)
+        fractions = result_curves.fractions.tolist()
+        gt = None if gt_boxes is None else ground_truth_scores(
+            original_maps, detections_on_original(det, meta), det.labels.tolist(), gt_boxes,
+            gt_labels, args.tolerance)
+        deletion, insertion = result_curves.deletion_auc, result_curves.insertion_auc
+        for k in range(len(det)):
+            records[name].append(dict(
+                image=osp.basename(path), box=k, label=int(det.labels[k]),
+                score=round(float(det.scores[k]), 6),
+                unreliable=bool(reasons[k]) if reasons else False,
+                deletion_auc=float(deletion[k]), insertion_auc=float(insertion[k]),
+                pointing_game=None if gt is None else gt.pointing[k],
+                energy_in_gt=None if gt is None else gt.energy[k],
+                seconds_per_box=None if seconds is None else seconds / len(det)))
+            curves[name]['deletion'].append(result_curves.deletion[k].numpy())
+            curves[name]['insertion'].append(result_curves.insertion[k].numpy())
+
     for img_id, (path, gt_boxes, gt_labels) in enumerate(tqdm(
             items, desc=f'faithfulness ({len(methods)} methods)', unit='img',
             disable=args.no_progress)):
@@ -311,6 +359,7 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
         processed = model.data_preprocessor(data, False)
         inputs = processed['inputs']
         meta = dict(processed['data_samples'][0].metainfo)
+        det = None
         for method, cam in cams.items():
             start = time.perf_counter()
             result, = cam(inputs)
@@ -318,22 +367,12 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
             if len(result) == 0:
                 continue
             det = result.detections
-            result_curves = faith(inputs, det, result.box_maps(), meta)
-            fractions = result_curves.fractions.tolist()
-            gt = None if gt_boxes is None else ground_truth_scores(
-                result.box_maps(meta), detections_on_original(det, meta), det.labels.tolist(),
-                gt_boxes, gt_labels, args.tolerance)
-            deletion, insertion = result_curves.deletion_auc, result_curves.insertion_auc
-            for k in range(len(result)):
-                records[method].append(dict(
-                    image=osp.basename(path), box=k, label=int(det.labels[k]),
-                    score=round(float(det.scores[k]), 6), unreliable=bool(result.reasons[k]),
-                    deletion_auc=float(deletion[k]), insertion_auc=float(insertion[k]),
-                    pointing_game=None if gt is None else gt.pointing[k],
-                    energy_in_gt=None if gt is None else gt.energy[k],
-                    seconds_per_box=seconds / len(result)))
-                curves[method]['deletion'].append(result_curves.deletion[k].numpy())
-                curves[method]['insertion'].append(result_curves.insertion[k].numpy())
+            score(method, det, result.box_maps(), result.box_maps(meta), meta, path, gt_boxes,
+                  gt_labels, result.reasons, seconds)
+        if args.reference and det is not None:
+            for name, (input_maps, original_maps) in reference_maps(det, meta,
+                                                                    inputs.shape[-2:]).items():
+                score(name, det, input_maps, original_maps, meta, path, gt_boxes, gt_labels)
     if not any(records.values()):
         raise ValueError(f'no box above --score-thr={args.score_thr} in {len(items)} image(s): '
                          f'nothing to evaluate')

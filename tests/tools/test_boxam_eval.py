@@ -20,7 +20,7 @@ def test_table_csv_json_and_plot_for_two_methods(tmp_path, shapes_data, demo_che
     load_tool('boxam_eval').main([
         shapes_data + 'annotations/val.json', DEMO_CONFIG, demo_checkpoint, '--method',
         'layercam', 'gradcam', '--max-images', '2', '--topk', '2', '--steps', '4',
-        '--eval-batch-size', '8', '--no-progress', '--out-dir', str(out)])
+        '--eval-batch-size', '8', '--reference', '--no-progress', '--out-dir', str(out)])
     printed = capsys.readouterr().out
     assert 'Faithfulness on 2 image(s), top 2 boxes above 0.3, 4 steps, blur baseline' in printed
     rows = {line.split('|')[1].strip(): line for line in printed.splitlines()
@@ -48,8 +48,16 @@ def test_table_csv_json_and_plot_for_two_methods(tmp_path, shapes_data, demo_che
         # Both curves run between the image's own score and the blurred image's.
         assert entry['deletion_curve'][0] == pytest.approx(entry['insertion_curve'][-1])
         assert entry['deletion_curve'][0] > entry['deletion_curve'][-1]
+    # The calibration rows: the box's own rectangle beats a flat map on both curves; no time.
+    box, uniform = data['methods']['(box)'], data['methods']['(uniform)']
+    assert box['boxes'] == uniform['boxes'] == 4
+    assert box['deletion_auc_mean'] < uniform['deletion_auc_mean']
+    assert box['insertion_auc_mean'] > uniform['insertion_auc_mean']
+    assert box['seconds_per_box_mean'] is None and table['(box)']['seconds_per_box_mean'] == ''
+    assert re.search(r'^\| \(uniform\) \| 4 \|.* \| - \|$', printed, re.M)
+    assert '(box)' not in data['best'].values()
     with open(out / 'boxes.csv', newline='', encoding='utf-8') as f:
-        boxes = list(csv.DictReader(f))
+        boxes = [b for b in csv.DictReader(f) if not b['method'].startswith('(')]
     assert len(boxes) == 8 and {b['image'] for b in boxes} == {'val_00000.png',
                                                                 'val_00001.png'}
     plot = cv2.imread(str(out / 'faithfulness_curves.png'))
