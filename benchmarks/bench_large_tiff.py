@@ -157,7 +157,9 @@ WHOLE = 'import sys, tifffile; print(tifffile.imread(sys.argv[1]).shape)'
 
 
 def last_progress(log: str) -> str:
-    """The slice bar's last count ``done/total`` in a child's log."""
+    """The slice bar's last count ``done/total`` shown in a child's log (tqdm refreshes at most
+    10 times a second, and the bar of an image is cleared when it is done, so the last batch may
+    not be shown)."""
     with open(log, errors='replace') as f:
         text = f.read().replace('\r', '\n')
     counts = [part.split('|')[-1].split()[0] for part in text.splitlines()
@@ -213,7 +215,7 @@ def main():
             rows.append(dict(run=f'(t) tool, {layout}', peak=peak, wall=wall, code=code,
                              boxes=boxes, slices=last_progress(log)))
             print(f'{rows[-1]["run"]}: peak RSS {mb(peak)}, {wall:.1f} s, exit {code}, '
-                  f'{boxes} boxes, slices {rows[-1]["slices"]}', flush=True)
+                  f'{boxes} boxes, slice bar last shown {rows[-1]["slices"]}', flush=True)
             if code != 0:
                 with open(log, errors='replace') as f:
                     print(f.read()[-3000:])
