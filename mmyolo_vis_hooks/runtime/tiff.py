@@ -187,12 +187,12 @@ class TiffImage:
             raise ValueError(f'cannot read TIFF {self.path}: it holds no image')
         page = self._tif.pages[0]
         try:
-            self._check_layout(tifffile, page, cache_bytes, max_segment_bytes)
+            self._read_layout(tifffile, page, cache_bytes, max_segment_bytes)
         except ValueError as err:
             raise NotWindowReadable(str(err), int(page.imagelength) * int(page.imagewidth)
                                     ) from None
 
-    def _check_layout(self, tifffile, page, cache_bytes: Optional[int],
+    def _read_layout(self, tifffile, page, cache_bytes: Optional[int],
                       max_segment_bytes: int) -> None:
         path = self.path
         if page.dtype is None or np.dtype(page.dtype) not in (np.uint8, np.uint16):
@@ -207,15 +207,19 @@ class TiffImage:
             raise ValueError(f'{path} stores each colour in its own plane (PlanarConfiguration '
                              f'2); interleaved samples are accepted (e.g. gdal_translate -co '
                              f'INTERLEAVE=PIXEL)')
-        if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
-            raise ValueError(f'{path} is a palette (colour-map) image; grey, RGB or RGBA '
-                             f'pixels are accepted')
+        accepted = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB,
+                    tifffile.PHOTOMETRIC.YCBCR)  # YCbCr: JPEG-compressed, decoded to RGB
+        if page.photometric not in accepted:
+            kind = getattr(page.photometric, 'name', page.photometric)
+            raise ValueError(f'{path} has {kind} pixels (PhotometricInterpretation); grey '
+                             f'(MINISBLACK), RGB or RGBA pixels are accepted')
         try:
             if page.compression != tifffile.COMPRESSION.NONE:
                 tifffile.TIFF.DECOMPRESSORS[page.compression]  # KeyError: codec missing
             self._decode = page.decode
         except (KeyError, ValueError, NotImplementedError) as err:
-            raise ValueError(f'cannot decode {path} ({page.compression.name} compression): '
+            codec = getattr(page.compression, 'name', page.compression)
+            raise ValueError(f'cannot decode {path} ({codec} compression): '
                              f'{str(err).strip(chr(34))}; pip install imagecodecs adds LZW, '
                              f'JPEG and the other codecs') from None
         self._page = page
@@ -235,9 +239,10 @@ class TiffImage:
         block_bytes = self._block[0] * self._block[1] * samples * bits // 8
         if block_bytes > max_segment_bytes:
             raise ValueError(
-                f'{path} stores its pixels in compressed strips of {self._block[0]} rows '
-                f'({block_bytes / 2**20:.0f} MiB decoded), which cannot be read window by '
-                f'window within {max_segment_bytes / 2**20:.0f} MiB; write it tiled (e.g. '
+                f'{path} stores its pixels in compressed strips or tiles of '
+                f'{self._block[0]}x{self._block[1]} pixels ({block_bytes / 2**20:.0f} MiB '
+                f'decoded), which cannot be read window by window within '
+                f'{max_segment_bytes / 2**20:.0f} MiB; write it with smaller tiles (e.g. '
                 f'gdal_translate -co TILED=YES, or tifffile.imwrite(..., tile=(512, 512)))')
         cache_bytes = cache_bytes or max(_MIN_CACHE_BYTES, 3 * block_bytes)
         self._blocks_across = -(-width // self._block[1])
