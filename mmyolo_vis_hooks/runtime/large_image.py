@@ -68,7 +68,7 @@ class ImagePrefetcher:
         self._next: Optional[Future] = (self._pool.submit(open_image, self.paths[0])
                                         if self.paths else None)
 
-    def __iter__(self) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[Exception]]]:
+    def __iter__(self) -> Iterator[Tuple[str, Optional[Any], Optional[Exception]]]:
         """Yields ``(path, image, None)``, or ``(path, None, error)`` for a file that could
         not be read (the next files are still read)."""
         try:
