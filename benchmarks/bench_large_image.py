@@ -271,8 +271,8 @@ def main():
               'image on a folder')
     if phase_times:
         forward = statistics.median(times['a2'])
-        print(f'  phases of (b) one by one, median wall s over {args.rounds} rounds, and as a share '
-              f'of (a2) {forward:.3f} s:')
+        print(f'  phases of (b) one by one, median wall s over {args.rounds} rounds, and as a '
+              f'share of (a2) {forward:.3f} s:')
         for name, values in phase_times.items():
             calls = len(values) // args.rounds  # per round, consecutive
             per_round = [sum(values[i * calls:(i + 1) * calls]) for i in range(args.rounds)]

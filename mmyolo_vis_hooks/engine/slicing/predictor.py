@@ -5,10 +5,13 @@ have produced: BGR uint8), so each slice gets exactly MMYOLO's test-time letterb
 already has the model's input size passes through them untouched (no resize, no pad), which is
 both exact and free. The batch then goes through the model's data preprocessor (channel order,
 mean/std, size-divisor padding) as ONE stacked tensor, one forward (``mode='tensor'``), and the
-head's own ``predict_by_feat`` maps boxes back to each image's pixels. The score threshold is
-handed to the head's decoding (never lowered below the config's), which drops boxes before its
-NMS; boxes above the threshold come out the same as with the config's threshold, because only
-higher-scored boxes can suppress or outrank them.
+head's decoding maps boxes back to each image's pixels: for every MMYOLO detection family
+(whose heads use ``YOLOv5Head.predict_by_feat``) :func:`batched_predict_by_feat` decodes the
+whole batch at once with exactly that method's boxes (tested bit for bit), other heads use
+their own ``predict_by_feat``. The score threshold is handed to the decoding (never lowered
+below the config's), which drops boxes before its NMS; boxes above the threshold come out the
+same as with the config's threshold, because only higher-scored boxes can suppress or outrank
+them.
 
 On the CPU the batch is handed to the network in channels-last layout (NHWC in memory, the
 layout the decoded slices already have): oneDNN's convolutions run about 30% faster on it

@@ -2,8 +2,8 @@
 ``batched_predict_by_feat``) gives the boxes, scores and labels of ``predict_by_feat`` exactly
 (``torch.equal``, same order): on the trained demo detector's slices (fast route, letterboxed
 down, padded; also with YOLOX's ``yolox_style`` rule), and on random-init YOLOv8 and RTMDet
-heads (no objectness) with a low score threshold, with the configs' multi-label choice and the other one, a
-minimum box size and soft-NMS. The NMS shortcut equals mmcv's ``batched_nms``."""
+heads (no objectness) with a low score threshold, multi-label on and off, a minimum box size
+and soft-NMS. The NMS shortcut equals mmcv's ``batched_nms``."""
 import copy
 
 import numpy as np
