@@ -98,14 +98,13 @@ def write_tiff(path: str, layout: str, size: int) -> None:
                         out[:part.shape[0], :part.shape[1]] = part
                         yield out
         options = dict(tile=(tile, tile))
-    else:
-        rows = 16
-
-        def segments():
-            for _, band in bands(size):
-                for sy in range(0, len(band), rows):
-                    yield band[sy:sy + rows]
-        options = dict(rowsperstrip=rows)
+    else:  # tifffile takes strips from an array only: the uncompressed file, mapped
+        source = path.replace('strips-deflate', 'strips').replace('.part', '')
+        if not osp.isfile(source):
+            write_tiff(source, 'strips', size)
+        tifffile.imwrite(path, tifffile.memmap(source, mode='r'), rowsperstrip=16,
+                         photometric='rgb', compression='zlib', compressionargs=dict(level=1))
+        return
     tifffile.imwrite(path, segments(), shape=(size, size, 3), dtype=np.uint8,
                      photometric='rgb', compression='zlib', compressionargs=dict(level=1),
                      **options)
