@@ -24,6 +24,13 @@ PNG decode, slicing + preprocessing, the forward, the head's decoding (the batch
 the tool uses, and the head's own per-image ``predict_by_feat`` for comparison), merging,
 drawing, writing the annotated PNG; each as a share of (a2).
 
+Notes (3 rounds, ``--threads 1``, 2-core AMD EPYC shared with other jobs, load 4.7 -> 3.8; the
+README has the table): of (a2) = 2.12 s, the PNG decode took 4.9%, preprocessing 2.5%, the
+batched decoding 3.3% (the per-image ``predict_by_feat`` it replaced: 7.9%), merging 0.1%,
+drawing 0.3%, writing the annotated PNG 3.8%; (b)/(a2) 1.26 wall / 1.18 CPU, (e)/(8x(a2))
+1.27 / 1.19: the targets are not met, mostly because of the PNG decode and encode, which the
+background threads cannot hide while the forward keeps both cores busy.
+
 Then how many boxes agree (same label, IoU >= 0.95, one-to-one) between (b) and (c), and (b)
 and (d); and recall/precision against the image's ground truth (IoU >= 0.5, same label) for
 sliced inference with a class-wise merge, with a class-agnostic merge, and for plain
