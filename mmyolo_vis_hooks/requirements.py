@@ -54,6 +54,16 @@ def check_mmyolo() -> None:
         raise ImportError(f'{installed} cannot work with the installed {stack}: {err}. '
                           f'For mmcv 2.1.0 use mmyolo-open==0.6.1 instead of mmyolo; for '
                           f'mmyolo==0.6.0 use mmcv>=2.0.0,<2.1.0') from None
+    try:
+        import mmcv.ops  # noqa: F401  (mmdet's models import it; an mmcv without ops fails there)
+    except ModuleNotFoundError as err:
+        if not (err.name or '').startswith('mmcv.'):
+            raise
+        raise ImportError(f'the installed mmcv=={_version("mmcv")} has no compiled ops '
+                          f'({err.name} is missing; mmcv-lite and MMCV_WITH_OPS=0 builds have '
+                          f'none), and MMYOLO\'s detectors need them: install a full mmcv '
+                          f'(OpenMMLab\'s wheels for your torch/CUDA, or `pip install mmcv` '
+                          f'which compiles them)') from None
     distributions = installed_mmyolo_distributions()
     if len(distributions) > 1:
         import warnings
