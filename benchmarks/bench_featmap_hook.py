@@ -39,9 +39,10 @@ HOOKS = dict(
 DEMO_BOXAM_CHANGES = dict(boxam={}, boxam_faithfulness=dict(log_faithfulness=True))
 
 
-def build_cfg(data_root, work_dir, epochs, with_hook, hook='featmap'):
+def build_cfg(data_root, work_dir, epochs, with_hook, hook='featmap', load_from=None):
     cfg = Config.fromfile(CONFIG)
     cfg.work_dir = work_dir
+    cfg.load_from = load_from
     cfg.train_cfg.max_epochs = epochs
     cfg.train_cfg.val_interval = 1
     cfg.default_hooks.param_scheduler.max_epochs = epochs
@@ -74,10 +75,11 @@ def timed_hook_methods(hook, totals):
         setattr(hook, name, timed)
 
 
-def run_once(data_root, epochs, with_hook, hook_name='featmap'):
+def run_once(data_root, epochs, with_hook, hook_name='featmap', load_from=None):
     clear_mmengine_singletons()
     with tempfile.TemporaryDirectory() as work_dir:
-        runner = Runner.from_cfg(build_cfg(data_root, work_dir, epochs, with_hook, hook_name))
+        runner = Runner.from_cfg(build_cfg(data_root, work_dir, epochs, with_hook, hook_name,
+                                           load_from))
         in_hook = []
         for hook in runner.hooks:
             if isinstance(hook, (FeatMapVisHook, BoxAMVisHook)):
@@ -93,6 +95,9 @@ def main():
     parser.add_argument('--repeats', type=int, default=2)
     parser.add_argument('--data-dir', default=osp.join(REPO, 'data'))
     parser.add_argument('--hook', choices=sorted(HOOKS), default='featmap')
+    parser.add_argument('--load-from', default=None,
+                        help='start from these weights (e.g. tests/assets/yolov5_n_shapes.pth: '
+                        'from random weights a 1-epoch run has no box above 0.3 to explain)')
     args = parser.parse_args()
     data_root = osp.join(args.data_dir, 'shapes')
     if not osp.isfile(osp.join(data_root, 'annotations', 'val.json')):
@@ -100,8 +105,8 @@ def main():
     run_once(data_root, 1, False)  # warm-up: imports, file cache
     off, on, inside = [], [], []
     for _ in range(args.repeats):
-        off.append(run_once(data_root, args.epochs, False)[0])
-        wall, hook_time = run_once(data_root, args.epochs, True, args.hook)
+        off.append(run_once(data_root, args.epochs, False, load_from=args.load_from)[0])
+        wall, hook_time = run_once(data_root, args.epochs, True, args.hook, args.load_from)
         on.append(wall)
         inside.append(hook_time)
     described = HOOKS[args.hook] or ("the demo config's BoxAMVisHook at interval 1 "

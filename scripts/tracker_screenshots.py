@@ -205,7 +205,7 @@ def main() -> None:
     vis = vis_dir(out) if args.skip_train else train(out, args.epochs)
     os.makedirs(images, exist_ok=True)
 
-    tag = f'{args.sample}/(neck\\[0\\]|layercam)|featmap_stats/neck\\[0\\]'
+    tag = f'{args.sample}/(neck\\[0\\]|layercam|gradcam)|featmap_stats/neck\\[0\\]'
     port = free_port()
     tb = [osp.join(BIN, 'tensorboard'), '--logdir', vis, '--host', '127.0.0.1', '--port',
           str(port), '--samples_per_plugin', 'images=100']

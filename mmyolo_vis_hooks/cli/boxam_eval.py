@@ -279,13 +279,18 @@ def plot_curves(path: str, summary: Dict[str, dict], fractions: Sequence[float])
     except ImportError:
         raise ValueError('the curve plot needs matplotlib: pip install matplotlib') from None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    # tab10 without its grey: grey is the calibration rows' colour
+    colours = [plt.cm.tab10(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
     for ax, kind, better in zip(axes, ('deletion', 'insertion'), ('lower', 'higher')):
+        methods = [m for m in summary if m not in REFERENCES]
         for method, entry in summary.items():
+            index = methods.index(method) if method in methods else 0
             curve = entry[f'{kind}_curve']
             if curve is None:
                 continue
             style = dict(linestyle='--', color='0.3' if method == '(box)' else '0.65',
-                         marker='') if method in REFERENCES else dict(marker='.')
+                         marker='') if method in REFERENCES else dict(
+                             marker='.', color=colours[index % len(colours)])
             ax.plot(fractions, curve, linewidth=1.5,
                     label=f'{method} ({entry[f"{kind}_auc_mean"]:.3f})', **style)
         ax.set_title(f'{kind} (AUC {better} is better)')
