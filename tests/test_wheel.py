@@ -132,7 +132,7 @@ def test_wheel_holds_configs_and_console_scripts(installed):
     assert not package.startswith(REPO_ROOT) and 'site-packages' in package
     for name in ('_base_/featmap_vis.py', '_base_/boxam_vis.py', 'demo/yolov5_n_shapes.py'):
         assert osp.isfile(osp.join(configs, name)), name
-    for script in ('mmyolo-featmap', 'mmyolo-boxam', 'mmyolo-sliced'):
+    for script in ('mmyolo-featmap', 'mmyolo-boxam', 'mmyolo-boxam-eval', 'mmyolo-sliced'):
         assert osp.isfile(osp.join(bin_dir, script)), script
     # python -m works too, and the tools say their console-script name on errors
     result = subprocess.run([python, '-m', 'mmyolo_vis_hooks.cli.boxam_vis', 'x.png', 'c.py',
