@@ -23,7 +23,6 @@ Example:
 """
 import argparse
 import csv
-import inspect
 import json
 import os
 import os.path as osp
@@ -33,7 +32,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
 from tqdm import tqdm
 
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM
@@ -46,7 +44,8 @@ from ..engine.core.geometry import original_size
 from ..engine.slicing.evaluate import category_labels, read_coco_file
 from ..runtime.images import list_images
 from ..runtime.models import build_detector, build_image_loader
-from .common import ToolArgumentParser, add_align_arg, add_model_args, run_tool
+from .common import (ToolArgumentParser, add_align_arg, add_drise_args, add_model_args,
+                     drise_options, run_tool)
 
 METRICS = (  # key, heading, better
     ('deletion_auc', 'deletion AUC', 'lower'),
@@ -57,9 +56,6 @@ METRICS = (  # key, heading, better
 )
 # Calibration rows (--reference): what a perfectly local map and a map without information give.
 REFERENCES = ('(box)', '(uniform)')
-# BoxCAM options the tool sets itself (the rest are reachable with --cam-options).
-_OWN_CAM_OPTIONS = ('model', 'method', 'target_layers', 'score_thr', 'topk', 'batch_size',
-                    'ratio_channels_to_ablate', 'target')
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
@@ -106,9 +102,7 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
                         help='AblationCAM: ablated copies per forward')
     parser.add_argument('--ratio-channels-to-ablate', type=float, default=1.0,
                         help='AblationCAM: share of channels ablated, in (0, 1]')
-    parser.add_argument('--cam-options', nargs='+', action=DictAction, default={},
-                        help='further BoxCAM options as key=value (e.g. a method\'s own '
-                        'settings)')
+    add_drise_args(parser)
     parser.add_argument('--reference', action='store_true',
                         help='add two calibration rows: "(box)", the box\'s own rectangle as its '
                         'map, and "(uniform)", a flat map (pixels in random order)')
@@ -176,12 +170,7 @@ def check_args(args: argparse.Namespace) -> None:
     for method in args.method:
         BoxCAM.check_options(method=method, batch_size=args.batch_size,
                              ratio_channels_to_ablate=args.ratio_channels_to_ablate,
-                             target=args.target, owner='boxam_eval')
-    accepted = sorted(set(inspect.signature(BoxCAM).parameters) - set(_OWN_CAM_OPTIONS))
-    unknown = sorted(set(args.cam_options) - set(accepted))
-    if unknown:
-        raise ValueError(f'--cam-options: unknown BoxCAM option(s) {unknown}; accepted: '
-                         f'{", ".join(accepted)} (the others have their own flags)')
+                             target=args.target, owner='boxam_eval', **drise_options(args))
 
 
 # ---------------------------------------------------------------------- statistics
@@ -325,7 +314,7 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
     cams = {m: BoxCAM(model, m, args.target_layers, score_thr=args.score_thr, topk=args.topk,
                       batch_size=args.batch_size,
                       ratio_channels_to_ablate=args.ratio_channels_to_ablate,
-                      target=args.target, **args.cam_options) for m in methods}
+                      target=args.target, **drise_options(args)) for m in methods}
     next(iter(cams.values())).check_target_layers()  # the same layers for every method
     faith = Faithfulness(model, args.steps, args.baseline, args.blur_sigma,
                          args.eval_batch_size, args.match_iou_thr)
@@ -387,7 +376,7 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
                     steps=args.steps, baseline=args.baseline, blur_sigma=args.blur_sigma,
                     match_iou_thr=args.match_iou_thr, tolerance=args.tolerance,
                     target=args.target, align=args.align, device=args.device,
-                    cam_options=dict(args.cam_options))
+                    **drise_options(args))
     paths = write_outputs(args.out_dir, summary, records, fractions, settings)
     print(f'Faithfulness on {len(items)} image(s), top {args.topk} boxes above '
           f'{args.score_thr}, {args.steps} steps, {args.baseline} baseline'

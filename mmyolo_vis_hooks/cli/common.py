@@ -114,3 +114,22 @@ def show_image(window: str, rgb) -> bool:
               f'{window} not shown', file=sys.stderr)
         return False
     return True
+
+
+def add_drise_args(parser: argparse.ArgumentParser) -> None:
+    """The D-RISE flags (``--num-masks``, ``--grid-size``, ``--keep-prob``, ``--mask-seed``);
+    :func:`drise_options` turns them into BoxCAM's keyword arguments."""
+    parser.add_argument('--num-masks', type=int, default=1000,
+                        help='D-RISE: random masks per image (one masked forward each)')
+    parser.add_argument('--grid-size', type=int, default=16,
+                        help='D-RISE: cells per side of the low-resolution mask grid')
+    parser.add_argument('--keep-prob', type=float, default=0.5,
+                        help='D-RISE: probability that a grid cell is kept, in (0, 1)')
+    parser.add_argument('--mask-seed', type=int, default=0,
+                        help='D-RISE: seed of the masks (the same masks for every image)')
+
+
+def drise_options(args: argparse.Namespace) -> dict:
+    """The D-RISE options of the command line, as BoxCAM takes them."""
+    return dict(num_masks=args.num_masks, grid_size=args.grid_size, keep_prob=args.keep_prob,
+                mask_seed=args.mask_seed)

@@ -69,8 +69,7 @@ def test_table_csv_json_and_plot_for_two_methods(tmp_path, shapes_data, demo_che
     (['--steps', '1'], r'steps must be an int >= 2'),
     (['--baseline', 'zeros'], "argument --baseline: invalid choice: 'zeros'"),
     (['--tolerance', '-1'], r'tolerance must be a number >= 0'),
-    (['--cam-options', 'num_boxes=3'], r"--cam-options: unknown BoxCAM option\(s\) "
-                                       r"\['num_boxes'\]; accepted: .*match_iou_thr"),
+    (['--method', 'drise', '--keep-prob', '1.5'], r'keep_prob must be a number in \(0, 1\)'),
     (['--method', 'scorecam'], 'invalid choice'),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):
