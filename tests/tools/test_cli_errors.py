@@ -14,7 +14,7 @@ import torch
 from conftest import DEMO_CONFIG, REPO_ROOT
 
 pytestmark = pytest.mark.slow
-TOOLS = ('featmap_vis', 'boxam_vis', 'large_image_infer')
+TOOLS = ('featmap_vis', 'boxam_vis', 'boxam_eval', 'large_image_infer')
 
 
 def _run_tool(name, args, env=None):
@@ -53,6 +53,7 @@ def _tool_commands(image, checkpoint, out_dir):
     return {
         'featmap_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
         'boxam_vis': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir],
+        'boxam_eval': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir, '--steps', '2'],
         'large_image_infer': [image, DEMO_CONFIG, checkpoint, '--out-dir', out_dir,
                               '--no-progress'],
     }
@@ -85,6 +86,8 @@ BAD_ARGUMENTS = [
     ('boxam_vis', ['--batch-size', '0'], ['batch_size must be a positive int', '0']),
     ('boxam_vis', ['--ratio-channels-to-ablate', '1.5'],
      ['ratio_channels_to_ablate must be a number in (0, 1]', '1.5']),
+    ('boxam_eval', ['--method', 'drise', '--num-masks', '0'],
+     ['num_masks must be a positive int', '0']),
     ('large_image_infer', ['--patch-overlap-ratio', '1.0'],
      ['patch overlap ratio must be a number in [0, 1)', '1.0']),
     ('large_image_infer', ['--patch-size', '0'],
@@ -118,7 +121,7 @@ def test_missing_files_end_in_one_line(tmp_path, shapes_data, tool):
     _assert_one_line_error(_run_tool(tool, missing_checkpoint), tool, 'missing.pth')
 
 
-@pytest.mark.parametrize('tool', ['featmap_vis', 'boxam_vis'])
+@pytest.mark.parametrize('tool', ['featmap_vis', 'boxam_vis', 'boxam_eval'])
 def test_unknown_layer_ends_in_one_line_with_the_nearest_names(tmp_path, shapes_data, tool):
     args = [_val_image(shapes_data), DEMO_CONFIG, '--target-layers', 'neck.out_layer[2]',
             '--out-dir', str(tmp_path / 'out')]
