@@ -1,12 +1,16 @@
 """One way for every tool to fail: bad arguments, missing files and refused checkpoints end in
 ONE line ``<tool>: error: <what was wrong and what is accepted>`` on stderr and exit code 2,
 never a traceback; ``MMYOLO_VIS_DEBUG=1`` shows the traceback. Run as users run them: the
-scripts in ``tools/`` in a fresh process."""
+scripts in ``tools/`` in a fresh process, once per tool and kind of failure; the many argument
+checks run the same ``main`` in this process (a fresh process costs seconds of imports each).
+"""
 import glob
+import importlib
 import os
 import os.path as osp
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -21,6 +25,15 @@ def _run_tool(name, args, env=None):
     return subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', f'{name}.py'), *args],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
+
+
+def _run_in_process(name, args, capsys):
+    """What ``_run_tool`` gives, from the tool's ``main`` called here."""
+    capsys.readouterr()
+    main = importlib.import_module(f'mmyolo_vis_hooks.cli.{name}').main
+    with pytest.raises(SystemExit) as info:
+        main(list(args), prog=f'{name}.py')
+    return types.SimpleNamespace(returncode=info.value.code, stderr=capsys.readouterr().err)
 
 
 def _assert_one_line_error(result, tool, *fragments):
@@ -100,25 +113,26 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize('tool, extra, fragments', BAD_ARGUMENTS,
                          ids=[f'{t}{"".join(a[:1])}-{i}' for i, (t, a, _) in
                               enumerate(BAD_ARGUMENTS)])
-def test_bad_arguments_end_in_one_line(tmp_path, shapes_data, tool, extra, fragments):
+def test_bad_arguments_end_in_one_line(tmp_path, shapes_data, capsys, tool, extra, fragments):
     args = _tool_commands(_val_image(shapes_data), str(tmp_path / 'missing.pth'),
                           str(tmp_path / 'out'))[tool]
-    _assert_one_line_error(_run_tool(tool, args + extra), tool, *fragments)
+    _assert_one_line_error(_run_in_process(tool, args + extra, capsys), tool, *fragments)
     assert not (tmp_path / 'out').exists()  # refused before any work
 
 
 @pytest.mark.parametrize('tool', TOOLS)
-def test_missing_files_end_in_one_line(tmp_path, shapes_data, tool):
+def test_missing_files_end_in_one_line(tmp_path, shapes_data, capsys, tool):
     image = _val_image(shapes_data)
     out = str(tmp_path / 'out')
     missing_image = _tool_commands(str(tmp_path / 'nope.png'), 'x.pth', out)[tool]
     _assert_one_line_error(_run_tool(tool, missing_image), tool, 'nope.png')
     missing_config = _tool_commands(image, 'x.pth', out)[tool]
     missing_config[1] = str(tmp_path / 'no_config.py')
-    _assert_one_line_error(_run_tool(tool, missing_config), tool, 'config file not found',
-                           'no_config.py')
+    _assert_one_line_error(_run_in_process(tool, missing_config, capsys), tool,
+                           'config file not found', 'no_config.py')
     missing_checkpoint = _tool_commands(image, str(tmp_path / 'missing.pth'), out)[tool]
-    _assert_one_line_error(_run_tool(tool, missing_checkpoint), tool, 'missing.pth')
+    _assert_one_line_error(_run_in_process(tool, missing_checkpoint, capsys), tool,
+                           'missing.pth')
 
 
 @pytest.mark.parametrize('tool', ['featmap_vis', 'boxam_vis', 'boxam_eval'])
