@@ -75,7 +75,8 @@ def box_reasons(layer_noise: Tensor, grad_peak: Optional[Tensor]) -> List[str]:
                            f'float32\'s smallest normal number ({FLOAT32_TINY:.1e}), its digits '
                            f'lost to underflow (target=\'logit\' avoids this)')
         elif bool(layer_noise[k].all()):
-            reasons.append(f'noise: on every target layer its map varies by at most '
+            reasons.append(f'noise: on every target layer (the input, for D-RISE) its map '
+                           f'varies by at most '
                            f'{NOISE_FACTOR:g} x float32 eps x the magnitude of the terms summed '
                            f'into it')
         else:
