@@ -164,8 +164,8 @@ def main():
                 np.array([a['category_id'] - 1 for a in anns]))
         return run
 
-    def engine_only():
-        sliced_predict(predictor, image, settings)
+    def engine_only(pipelined=True):
+        sliced_predict(predictor, image, settings, pipelined=pipelined)
 
     def sahi_b1():
         res = get_sliced_prediction(
@@ -181,6 +181,7 @@ def main():
                  lambda: forward_only(tool_batches)),
                 ('b', 'tool end to end', tool(predictor, 'b')),
                 ('b0', 'its sliced inference only (image in memory)', engine_only),
+                ('b0s', '(b0) in series (pipelined=False)', lambda: engine_only(False)),
                 ('c', 'sahi get_sliced_prediction + adapter, batch 1', sahi_b1),
                 ('d', 'tool end to end, --fuse-conv-bn', tool(fused_predictor, 'd'))]
     if folder:
@@ -269,6 +270,7 @@ def main():
     print(f'  (b)/(a2) {ratio("b", "a2")}   target <= 1.15: the tool\'s overhead over its own '
           'forward')
     print(f'  (b0)/(a2) {ratio("b0", "a2")}   the same without PNG decode/encode and drawing')
+    print(f'  (b0s)/(a2) {ratio("b0s", "a2")}   (b0) with every step in series on one thread')
     print(f'  (c)/(b)  {ratio("c", "b")}   > 1: the tool is faster than sahi at batch 1')
     print(f'  (d)/(b)  {ratio("d", "b")}   < 1: --fuse-conv-bn gains')
     if folder:

@@ -250,6 +250,7 @@ class LargeImageRunner:
             result = sliced_predict(self.predictor, image, self.settings,
                                     keep_slices=self.debug or self.save_patch,
                                     progress=progress)
+            bar.refresh()  # the final count is drawn even when the last batches came fast
         drawing = time.perf_counter()
         self._add_time('inference', drawing - start)
         stem = osp.splitext(name)[0]

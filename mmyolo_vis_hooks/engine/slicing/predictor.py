@@ -382,7 +382,9 @@ class BatchPredictor:
     @contextmanager
     def guard(self) -> Iterator[None]:
         """:func:`inference_mode` for a whole run of calls: the module walk it costs happens
-        once instead of twice per batch. Not for concurrent use from several threads."""
+        once instead of twice per batch. While one thread holds it, calls from other threads
+        (``sliced_predict``'s helper) run under no_grad only; do not enter it from two threads
+        at once."""
         if self._guard_depth:
             with torch.no_grad():
                 yield

@@ -1,4 +1,5 @@
 """Sliced inference on one large image: grid, batches of slices, shift, merge."""
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -64,6 +65,19 @@ class SlicedResult:
     full_image_detections: Optional[Detections] = None
 
 
+class _InThisThread:
+    """``submit`` running the call at once on this thread (``sliced_predict`` in series)."""
+
+    @staticmethod
+    def submit(func: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(func(*args))
+        except BaseException as err:  # noqa: B902 re-raised by result(), as from a pool
+            future.set_exception(err)
+        return future
+
+
 def resolve_patch_size(settings: SliceSettings, predictor: BatchPredictor) -> int:
     """The patch size to use: the settings' or the model's (square) input size."""
     return settings.patch_size or int(min(predictor.input_size))
@@ -71,7 +85,8 @@ def resolve_patch_size(settings: SliceSettings, predictor: BatchPredictor) -> in
 
 def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSettings,
                    keep_slices: bool = False,
-                   progress: Optional[Callable[[int], Any]] = None) -> SlicedResult:
+                   progress: Optional[Callable[[int], Any]] = None,
+                   pipelined: bool = True) -> SlicedResult:
     """Detects objects on a large image slice by slice.
 
     Slices are read from ``image`` one batch at a time (a numpy array or memmap of shape
@@ -84,6 +99,9 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
         settings (SliceSettings): Patch size, overlap, batch size, threshold, merge.
         keep_slices (bool): Also return each slice's unmerged boxes. Defaults to False.
         progress (callable, optional): Called with the number of slices done after each batch.
+        pipelined (bool): Read and preprocess the next batch and decode the previous one on a
+            helper thread while the network runs (the same boxes; faster when a core is free).
+            False runs every step in series on this thread. Defaults to True.
 
     Returns:
         SlicedResult: Merged boxes (and, if asked, the unmerged ones).
@@ -94,17 +112,41 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
     # Boxes of all slices as flat arrays (no Detections per slice unless asked for).
     parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     full = None
-    with predictor.guard():
-        for start in range(0, len(windows), settings.batch_size):
-            batch_windows = windows[start:start + settings.batch_size]
-            inputs, metas = predictor.preprocess(
-                [read_window(image, window) for window in batch_windows])
-            bboxes, scores, labels, index = predictor.decode_flat(
-                predictor.forward(inputs), metas, settings.score_thr)
-            parts.append((bboxes + np.tile(batch_windows[index, :2], 2).astype(np.float32),
-                          scores, labels, index + start))
-            if progress is not None:
-                progress(len(batch_windows))
+    starts = range(0, len(windows), settings.batch_size)
+
+    def prepare(start: int) -> Tuple[Any, List[dict]]:
+        return predictor.preprocess([read_window(image, window) for window in
+                                     windows[start:start + settings.batch_size]])
+
+    def decode(outs: tuple, metas: List[dict], start: int) -> int:
+        bboxes, scores, labels, index = predictor.decode_flat(outs, metas, settings.score_thr)
+        offsets = np.tile(windows[start:start + settings.batch_size][index, :2], 2)
+        parts.append((bboxes + offsets.astype(np.float32), scores, labels, index + start))
+        return len(metas)
+
+    def finish(decoding: Future) -> None:
+        done = decoding.result()  # raises what the helper raised
+        if progress is not None:
+            progress(done)
+
+    with predictor.guard(), ThreadPoolExecutor(1, thread_name_prefix='slices') as pool:
+        helper = pool if pipelined else _InThisThread()
+        # A pipeline: while the network runs on batch k (this thread), the helper decodes
+        # batch k-1 and reads + preprocesses batch k+1 (both release the GIL for their
+        # array work), so only the first preparation and the last decoding stay in series.
+        # One worker keeps them in order; results are the same as running them in series.
+        upcoming = helper.submit(prepare, starts[0])
+        decoding: Optional[Future] = None
+        for k, start in enumerate(starts):
+            inputs, metas = upcoming.result()
+            if k + 1 < len(starts):
+                upcoming = helper.submit(prepare, starts[k + 1])
+            outs = predictor.forward(inputs)
+            del inputs
+            if decoding is not None:
+                finish(decoding)
+            decoding = helper.submit(decode, outs, metas, start)
+        finish(decoding)
         if settings.full_image and len(windows) > 1:  # one slice already is the whole image
             whole, factor = read_picture(image)  # a huge image's overview: never read whole
             full = predictor.predict([whole], settings.score_thr)[0]

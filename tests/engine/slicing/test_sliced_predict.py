@@ -128,3 +128,60 @@ def test_batching_and_full_image_pass(model, predictor, small_large_image):
     assert len(one.detections) > 50
     assert matched_fraction(slices_only, one.detections) >= 0.97
     assert matched_fraction(one.detections, slices_only) >= 0.97
+
+
+@pytest.mark.slow
+def test_pipelined_equals_series_and_reports_on_the_calling_thread(predictor,
+                                                                   small_large_image):
+    """The helper thread (next batch read + preprocessed, last one decoded while the network
+    runs) changes nothing: the same boxes, per slice too, as every step in series; progress
+    is reported on the calling thread, batch after batch; the model's mode and grad mode are
+    as before."""
+    import threading
+    import torch
+    rgb = _rgb(small_large_image[0])
+    settings = SliceSettings(batch_size=5, score_thr=LOW_THR)
+    calls = []
+
+    def progress(done):
+        calls.append((done, threading.current_thread() is threading.main_thread()))
+
+    predictor.model.train()
+    try:
+        piped = sliced_predict(predictor, rgb, settings, keep_slices=True, progress=progress)
+        assert predictor.model.training and torch.is_grad_enabled()
+    finally:
+        predictor.model.eval()
+    series = sliced_predict(predictor, rgb, settings, keep_slices=True, pipelined=False)
+    assert calls == [(5, True), (5, True), (2, True)]
+    assert len(piped.detections) > 50
+    assert _same(piped.detections, series.detections)
+    for a, b in zip(piped.slice_detections, series.slice_detections):
+        assert np.array_equal(a.bboxes, b.bboxes) and np.array_equal(a.scores, b.scores)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('pipelined', [True, False])
+def test_a_failing_window_read_is_raised(predictor, small_large_image, pipelined):
+    """A read that fails in the helper thread reaches the caller as itself, and the run
+    stops there (no further forward)."""
+    img = _rgb(small_large_image[0])
+
+    class BrokenAfterFirstBatch:
+        shape, dtype = img.shape, img.dtype
+        reads = 0
+
+        def __getitem__(self, key):
+            self.reads += 1
+            if self.reads > 3:
+                raise OSError('disk gone at window 4')
+            return img[key]
+
+    counter = _ForwardCounter(predictor.model)
+    try:
+        with pytest.raises(OSError, match='disk gone at window 4'):
+            sliced_predict(predictor, BrokenAfterFirstBatch(), SliceSettings(batch_size=3),
+                           pipelined=pipelined)
+    finally:
+        counter.close()
+    assert counter.batches == [3]  # batch 1 ran; batch 2 never did
