@@ -11,6 +11,9 @@ Prints, measured in ONE run, each variant timed once per round with the variants
 (b) the tool end to end (``LargeImageRunner.run``: read the PNG, slice, letterbox, data
     preprocessor, forward, decode, merge, draw, write the annotated PNG and the JSON), with the
     model already built;
+(b0) its sliced inference alone, on the image in memory, with ``sliced_predict``'s default
+    (the helper thread reads/preprocesses the next batch and decodes the last one only when a
+    core is free beside the model); (b0p) with the helper forced on; (b0s) all in series;
 (c) sahi's ``get_sliced_prediction`` with our adapter at batch size 1, same merge, no
     standard (full-image) pass, reading the same file; it draws and writes nothing;
 (d) (b) with ``--fuse-conv-bn``;
@@ -24,12 +27,11 @@ PNG decode, slicing + preprocessing, the forward, the head's decoding (the batch
 the tool uses, and the head's own per-image ``predict_by_feat`` for comparison), merging,
 drawing, writing the annotated PNG; each as a share of (a2).
 
-Notes (3 rounds, ``--threads 1``, 2-core AMD EPYC shared with other jobs, load 4.7 -> 3.8; the
-README has the table): of (a2) = 2.12 s, the PNG decode took 4.9%, preprocessing 2.5%, the
-batched decoding 3.3% (the per-image ``predict_by_feat`` it replaced: 7.9%), merging 0.1%,
-drawing 0.3%, writing the annotated PNG 3.8%; (b)/(a2) 1.26 wall / 1.18 CPU, (e)/(8x(a2))
-1.27 / 1.19: the targets are not met, mostly because of the PNG decode and encode, which the
-background threads cannot hide while the forward keeps both cores busy.
+Notes (quiet 2-core AMD EPYC, load about 1; the README has the table): with ``--threads 1``,
+(b)/(a2) 1.07-1.12 wall and (e)/(8x(a2)) 1.04 in three runs (AVX-512 and AVX2 kernels): the
+targets are met; with ``--threads 2`` (every core in the forward) 1.36 and 1.30: not met, the
+PNG decode and encode alone are 15% of that forward. (b0p) (the helper thread forced on) at 2
+threads: 1.52 vs 1.14 in series, hence ``sliced_predict``'s default.
 
 Then how many boxes agree (same label, IoU >= 0.95, one-to-one) between (b) and (c), and (b)
 and (d); and recall/precision against the image's ground truth (IoU >= 0.5, same label) for
@@ -164,7 +166,7 @@ def main():
                 np.array([a['category_id'] - 1 for a in anns]))
         return run
 
-    def engine_only(pipelined=True):
+    def engine_only(pipelined=None):
         sliced_predict(predictor, image, settings, pipelined=pipelined)
 
     def sahi_b1():
@@ -181,6 +183,7 @@ def main():
                  lambda: forward_only(tool_batches)),
                 ('b', 'tool end to end', tool(predictor, 'b')),
                 ('b0', 'its sliced inference only (image in memory)', engine_only),
+                ('b0p', '(b0) pipelined (helper thread forced on)', lambda: engine_only(True)),
                 ('b0s', '(b0) in series (pipelined=False)', lambda: engine_only(False)),
                 ('c', 'sahi get_sliced_prediction + adapter, batch 1', sahi_b1),
                 ('d', 'tool end to end, --fuse-conv-bn', tool(fused_predictor, 'd'))]
@@ -237,6 +240,9 @@ def main():
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
 
+    from mmyolo_vis_hooks.engine.core.cpus import core_free_beside
+    print(f'sliced_predict\'s helper thread by default (a core free beside the model): '
+          f'{core_free_beside(torch.device("cpu"))}')
     print(f'image {osp.basename(args.image)} {width}x{height}, {len(windows)} slices of {patch} px '
           f'(overlap {args.overlap}), batch size {args.batch_size}, torch threads '
           f'{torch.get_num_threads()}, checkpoint: '
@@ -270,6 +276,7 @@ def main():
     print(f'  (b)/(a2) {ratio("b", "a2")}   target <= 1.15: the tool\'s overhead over its own '
           'forward')
     print(f'  (b0)/(a2) {ratio("b0", "a2")}   the same without PNG decode/encode and drawing')
+    print(f'  (b0p)/(a2) {ratio("b0p", "a2")}   (b0) with the helper thread forced on')
     print(f'  (b0s)/(a2) {ratio("b0s", "a2")}   (b0) with every step in series on one thread')
     print(f'  (c)/(b)  {ratio("c", "b")}   > 1: the tool is faster than sahi at batch 1')
     print(f'  (d)/(b)  {ratio("d", "b")}   < 1: --fuse-conv-bn gains')

@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 
 from .data.synthetic_shapes import generate_demo_data
+from .engine.core.cpus import usable_cpus
 
 # The main job's config (configs/demo/, installed as mmyolo_vis_hooks.configs); the test detector
 # (tests/assets) was trained with its base, yolov5_n_shapes.py (320 px, 30 epochs).
@@ -23,15 +24,6 @@ DEMO_CONFIG = osp.join(list(import_module('mmyolo_vis_hooks.configs').__path__)[
 DATA_FILES = ('shapes/annotations/train.json', 'shapes/annotations/val.json', 'large/large.json')
 MAP50_KEY = 'coco/bbox_mAP_50'
 MAP_KEY = 'coco/bbox_mAP'
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is
-    none)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def auto_threads(num_workers: int, cpus: Optional[int] = None) -> int:

@@ -44,6 +44,8 @@ def run_tool(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace
         What ``main`` returns.
     """
     args = parser.parse_args(argv)
+    if 'device' in args and args.device is None:  # add_device_arg's default
+        args.device = default_device()
     try:
         return main(args)
     except USER_ERRORS as err:
@@ -52,12 +54,43 @@ def run_tool(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace
         fail(parser.prog, str(err) or type(err).__name__)
 
 
+def device_arg(value: str) -> str:
+    """``--device``: a device torch knows (``cpu``, ``cuda``, ``cuda:1``, ...); a CUDA device
+    only where CUDA is available, checked before any model is built."""
+    import torch
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f'unknown device {value!r}; e.g. cpu, cuda or cuda:0') from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f'{value}: CUDA is not available on this machine; use --device cpu')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f'{value}: this machine has {torch.cuda.device_count()} CUDA device(s)')
+    return value
+
+
+def default_device() -> str:
+    """``cuda:0`` where CUDA is available, else ``cpu`` (MMYOLO's demos default to cuda:0)."""
+    import torch
+    return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--device', type=device_arg, default=None,
+                        help='device, e.g. cpu or cuda:0 (default: cuda:0 when CUDA is '
+                        'available, else cpu)')
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """config, checkpoint, --device, --cfg-options, --unsafe-load."""
     parser.add_argument('config', help='config file (or mmyolo::<path> of a packaged config)')
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint file; random weights when omitted')
-    parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    add_device_arg(parser)
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, default={},
         help='override config settings (key=value, xxx.yyy=zzz); applied to the config the '

@@ -46,7 +46,7 @@ from ..runtime.large_image import (ImagePrefetcher, LargeImageRunner, check_grou
                                    evaluate_documents, output_names, run_job)
 from ..runtime.memory import keep_freed_memory
 from ..runtime.models import build_detector
-from .common import DEBUG_ENV, ToolArgumentParser, run_tool, show_image
+from .common import DEBUG_ENV, ToolArgumentParser, add_device_arg, run_tool, show_image
 
 MERGE_TYPES = ('nms', 'soft_nms', 'nmm', 'greedynmm')
 # Exit code of a run in which some images failed (2 is argparse's, for bad arguments).
@@ -62,7 +62,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument('config', help='config file (or mmyolo:: name)')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-dir', default='./output', help='output folder')
-    parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    add_device_arg(parser)
     parser.add_argument('--show', action='store_true', help='show each result in a window')
     parser.add_argument('--score-thr', type=float, default=0.3, help='box score threshold')
     parser.add_argument('--patch-size', type=int, default=None,

@@ -15,8 +15,8 @@ every reader in the package reads windows, and this guard makes a slip fail loud
 decoding gigabytes.
 
 tifffile (pure Python, numpy only) comes with the ``sliced`` extra; it is imported when a TIFF
-is opened. Compressions other than deflate, packbits and LZMA (LZW, JPEG, ...) also need
-``imagecodecs``.
+is opened. Compressions other than deflate, packbits and LZMA (LZW, JPEG, ZSTD, ...) need
+``imagecodecs``, which the ``sliced`` extra also brings.
 """
 import os.path as osp
 import threading
@@ -220,8 +220,9 @@ class TiffImage:
         except (KeyError, ValueError, NotImplementedError) as err:
             codec = getattr(page.compression, 'name', page.compression)
             raise ValueError(f'cannot decode {path} ({codec} compression): '
-                             f'{str(err).strip(chr(34))}; pip install imagecodecs adds LZW, '
-                             f'JPEG and the other codecs') from None
+                             f'{str(err).strip(chr(34))}; imagecodecs adds LZW, JPEG and the '
+                             f"other codecs: pip install 'mmyolo_vis_hooks[sliced]' (or: pip "
+                             f'install imagecodecs)') from None
         self._page = page
         self._scale16 = bits == 16
         height, width = int(page.imagelength), int(page.imagewidth)

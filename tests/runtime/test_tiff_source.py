@@ -144,6 +144,28 @@ def test_missing_tifffile_says_how_to_install(tmp_path, monkeypatch, capsys):
                              "needs the 'tifffile' package"), err
 
 
+@pytest.mark.parametrize('options', [
+    dict(tile=(256, 256), compression='lzw'),
+    dict(rowsperstrip=64, compression='lzw', predictor=True),
+    dict(tile=(256, 256), compression='jpeg'),
+    dict(tile=(256, 256), compression='zstd'),
+], ids=['tiled lzw', 'strips lzw+predictor', 'tiled jpeg', 'tiled zstd'])
+def test_codecs_of_imagecodecs_are_read_window_by_window(pixels, tmp_path, options):
+    """GeoTIFFs are mostly LZW or JPEG: with imagecodecs (the sliced extra) they are read
+    window by window too; every window equals tifffile's decoding of the whole file (JPEG is
+    lossy, so that, not the written pixels, is the reference)."""
+    pytest.importorskip('imagecodecs')
+    path = str(tmp_path / 'img.tif')
+    tifffile.imwrite(path, pixels, **options)
+    whole = tifffile.imread(path)
+    if options['compression'] != 'jpeg':
+        np.testing.assert_array_equal(whole, pixels)
+    with TiffImage(path) as image:
+        for window in slice_windows(HEIGHT, WIDTH, 320, 0.25):
+            np.testing.assert_array_equal(read_window(image, window), read_window(whole, window))
+        assert image.pixels_decoded == HEIGHT * WIDTH  # each segment once, never the whole
+
+
 def test_bad_tiffs_are_refused_clearly(pixels, tmp_path):
     path = str(tmp_path / 'planar.tif')
     tifffile.imwrite(path, pixels[:64, :64].transpose(2, 0, 1).copy(), planarconfig='separate',

@@ -107,7 +107,13 @@ BAD_ARGUMENTS = [
      ['patch size must be a positive number of pixels']),
     ('large_image_infer', ['--score-thr', '-0.5'],
      ['score threshold must be a number in [0, 1]', '-0.5']),
+    ('featmap_vis', ['--device', 'gpu0'], ["unknown device 'gpu0'", 'cuda:0']),
+    ('large_image_infer', ['--device', 'quantum'], ["unknown device 'quantum'"]),
 ]
+if not torch.cuda.is_available():
+    BAD_ARGUMENTS += [
+        ('boxam_vis', ['--device', 'cuda:0'], ['CUDA is not available', '--device cpu']),
+        ('large_image_infer', ['--device', 'cuda'], ['CUDA is not available'])]
 
 
 @pytest.mark.parametrize('tool, extra, fragments', BAD_ARGUMENTS,
@@ -171,3 +177,21 @@ def test_unsafe_load_is_an_explicit_opt_out(tmp_path, shapes_data):
     assert marker.exists()  # the file's code ran: the opt-out really unpickles everything
     assert 'Refusing to load' not in result.stderr
     assert 'weights_only=False: code inside the file runs' in result.stderr
+
+
+def test_device_defaults_to_cuda_where_available(monkeypatch):
+    """No --device: cuda:0 where CUDA is available (MMYOLO's demos' default), else cpu; the
+    tools see the resolved device."""
+    from mmyolo_vis_hooks.cli import common, featmap_vis
+    seen = []
+    argv = ['img.png', DEMO_CONFIG]
+    common.run_tool(featmap_vis.build_parser('featmap_vis'), seen.append, argv)
+    assert seen[-1].device == ('cuda:0' if torch.cuda.is_available() else 'cpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert common.default_device() == 'cuda:0'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    common.run_tool(featmap_vis.build_parser('featmap_vis'), seen.append, argv)
+    assert seen[-1].device == 'cpu'
+    common.run_tool(featmap_vis.build_parser('featmap_vis'), seen.append,
+                    argv + ['--device', 'cpu'])
+    assert seen[-1].device == 'cpu'

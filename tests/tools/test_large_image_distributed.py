@@ -7,6 +7,9 @@ import json
 import os
 import os.path as osp
 import re
+import signal
+import socket
+import subprocess
 import threading
 import time
 
@@ -172,6 +175,60 @@ def test_a_corrupt_image_is_reported_and_no_rank_hangs(eval_set, demo_checkpoint
     err = capsys.readouterr().err
     assert f'skipped {corrupt}: ValueError' in err and '1 of 4 image(s) failed' in err
     assert _read(tmp_path / 'single' / 'detections.json') == dist_doc
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_machines_on_loopback_write_what_one_process_writes(eval_set, demo_checkpoint,
+                                                                tmp_path, one_thread):
+    """The multi-machine line of the README, with both "machines" on this host: two torchrun
+    agents (``--nnodes 2 --node_rank 0/1``, one process each, static rendezvous at the
+    master's address), so both workers have LOCAL_RANK 0 and RANK 0/1, and each writes into
+    its own output folder, as machines that share no disk would. Machine 0 writes the
+    documents, equal to one process's; machine 1 only the picture of its own image."""
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    image = cv2.imread(osp.join(eval_set[0], 'large_eval_00000.png'))
+    for name, (y, x) in (('a.png', (0, 0)), ('b.png', (300, 400)), ('c.png', (500, 700))):
+        cv2.imwrite(str(folder / name), image[y:y + 300, x:x + 400])
+    flags = [str(folder), DEMO_CONFIG, demo_checkpoint, '--launcher', 'pytorch',
+             '--no-progress']
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
+    port = str(_free_port())
+    machines = []
+    for node in (0, 1):
+        cmd = torchrun_launcher() + [
+            '--nnodes', '2', '--nproc_per_node', '1', '--node_rank', str(node),
+            '--master_addr', '127.0.0.1', '--master_port', port,
+            osp.join(REPO_ROOT, 'tools', 'large_image_infer.py'), *flags,
+            '--out-dir', str(tmp_path / f'machine{node}')]
+        machines.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True, env=env,
+                                         start_new_session=True))
+    outputs = []
+    try:
+        for proc in machines:
+            outputs.append(proc.communicate(timeout=TIMEOUT)[0])
+    except subprocess.TimeoutExpired:
+        pytest.fail(f'the two machines did not finish within {TIMEOUT} s')
+    finally:
+        for proc in machines:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert [proc.returncode for proc in machines] == [0, 0], '\n'.join(outputs)[-6000:]
+    single = tool.infer(flags[:3] + ['--out-dir', str(tmp_path / 'single'), '--no-progress'],
+                        prog=PROG)
+    assert len(single['annotations']) > 0
+    assert _read(tmp_path / 'machine0' / 'detections.json') == single
+    assert sorted(p.name for p in (tmp_path / 'machine0').iterdir()) == [
+        'a.png', 'c.png', 'detections.json']
+    assert sorted(p.name for p in (tmp_path / 'machine1').iterdir()) == ['b.png']
 
 
 # --------------------------------------------------------------------------- no detector

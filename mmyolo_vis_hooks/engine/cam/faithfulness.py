@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.checks import check_choice, check_int, check_number, owned_by
-from ..core.geometry import box_iou, boxes_to_original, input_geometry
+from ..core.geometry import boxes_to_original, input_geometry, same_label_iou
 from ..core.model_state import preserved_model_state
 from .compose import energy_inside
 from .predictions import ExplainedBoxes, level_predictions, matched_log_scores
@@ -284,11 +284,9 @@ def match_ground_truth(boxes: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarr
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     if not len(boxes) or not len(gt_boxes):
         return np.full(len(boxes), -1, dtype=np.int64)
-    ious = box_iou(boxes, gt_boxes)  # (K, G)
-    same = np.asarray(labels).reshape(-1, 1) == np.asarray(gt_labels).reshape(1, -1)
-    ious = np.where(same & (ious >= iou_thr), ious, -1.0)
+    ious = same_label_iou(boxes, labels, gt_boxes, gt_labels)  # (K, G), -1 across classes
     best = ious.argmax(axis=1)
-    return np.where(ious[np.arange(len(boxes)), best] >= 0, best, -1)
+    return np.where(ious[np.arange(len(boxes)), best] >= iou_thr, best, -1)
 
 
 def pointing_hits(maps: Tensor, gt_boxes: Tensor, tolerance: float = POINTING_TOLERANCE

@@ -53,6 +53,14 @@ def box_iou(boxes, refs, metric: str = 'iou'):
     return overlap.numpy() if as_numpy else overlap
 
 
+def same_label_iou(boxes, labels, refs, ref_labels) -> np.ndarray:
+    """:func:`box_iou` of every box with every reference (numpy, ``(N, K)``), and -1 where
+    their labels differ, so that no IoU threshold (>= 0) matches across classes. The one
+    class-aware overlap of the package's ground-truth and run-to-run matchings."""
+    iou = box_iou(boxes, refs)
+    same = np.asarray(labels).reshape(-1, 1) == np.asarray(ref_labels).reshape(1, -1)
+    return np.where(same, iou, -1.0)
+
 def _pair(value, name: str) -> Tuple[float, float]:
     if value is None:
         raise ValueError(f'sample metadata lacks {name!r}, which alignment needs')

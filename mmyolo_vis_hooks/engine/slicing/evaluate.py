@@ -9,7 +9,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.geometry import box_iou
+from ..core.geometry import box_iou, same_label_iou
 from .detections import Detections
 
 
@@ -105,17 +105,16 @@ def match_detections(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarr
     counts as a duplicate).
     """
     iou = box_iou(dets.bboxes, gt_boxes)
+    match_iou = (same_label_iou(dets.bboxes, dets.labels, gt_boxes, gt_labels) if class_aware
+                 else iou)
     taken = np.zeros(len(gt_boxes), bool)
     tp = dup = bg = 0
     for i in np.argsort(-dets.scores, kind='stable'):
-        overlaps = iou[i] >= iou_thr
-        candidates = overlaps & ~taken
-        if class_aware:
-            candidates &= gt_labels == dets.labels[i]
+        candidates = (match_iou[i] >= iou_thr) & ~taken
         if candidates.any():
-            taken[np.flatnonzero(candidates)[np.argmax(iou[i][candidates])]] = True
+            taken[np.flatnonzero(candidates)[np.argmax(match_iou[i][candidates])]] = True
             tp += 1
-        elif overlaps.any():
+        elif (iou[i] >= iou_thr).any():
             dup += 1
         else:
             bg += 1
@@ -124,19 +123,11 @@ def match_detections(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarr
 
 def matched_fraction(ref: Detections, other: Detections, iou_thr: float = 0.95) -> float:
     """Share of ``ref`` boxes with a one-to-one partner in ``other`` of the same label at
-    IoU >= ``iou_thr`` (how far two runs agree; 1.0 when both are empty)."""
+    IoU >= ``iou_thr`` (how far two runs agree; 1.0 when both are empty): ``other`` taken as
+    the ground truth of :func:`match_detections`."""
     if len(ref) == 0:
         return 1.0 if len(other) == 0 else 0.0
-    iou = box_iou(ref.bboxes, other.bboxes)
-    iou[ref.labels[:, None] != other.labels[None, :]] = 0
-    taken = np.zeros(len(other), bool)
-    hits = 0
-    for i in np.argsort(-ref.scores, kind='stable'):
-        free = np.where(taken, -1.0, iou[i])
-        if len(free) and free.max() >= iou_thr:
-            taken[int(free.argmax())] = True
-            hits += 1
-    return hits / len(ref)
+    return match_detections(ref, other.bboxes, other.labels, iou_thr).true_positives / len(ref)
 
 
 @dataclass

@@ -4,8 +4,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from ..core.checks import check_int, check_number
+from ..core.cpus import core_free_beside
 from .detections import Detections
 from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_picture,
                    read_window, slice_windows)
@@ -86,7 +88,7 @@ def resolve_patch_size(settings: SliceSettings, predictor: BatchPredictor) -> in
 def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSettings,
                    keep_slices: bool = False,
                    progress: Optional[Callable[[int], Any]] = None,
-                   pipelined: bool = True) -> SlicedResult:
+                   pipelined: Optional[bool] = None) -> SlicedResult:
     """Detects objects on a large image slice by slice.
 
     Slices are read from ``image`` one batch at a time (a numpy array or memmap of shape
@@ -99,9 +101,12 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
         settings (SliceSettings): Patch size, overlap, batch size, threshold, merge.
         keep_slices (bool): Also return each slice's unmerged boxes. Defaults to False.
         progress (callable, optional): Called with the number of slices done after each batch.
-        pipelined (bool): Read and preprocess the next batch and decode the previous one on a
-            helper thread while the network runs (the same boxes; faster when a core is free).
-            False runs every step in series on this thread. Defaults to True.
+        pipelined (bool, optional): Read and preprocess the next batch and decode the
+            previous one on a helper thread while the network runs (the same boxes); False
+            runs every step in series on this thread. None: only when a core is free beside
+            the model (``core.cpus.core_free_beside``: a model on a GPU, or torch on fewer
+            threads than usable CPUs), since a helper competing with the forward's own
+            threads slows it down. Defaults to None.
 
     Returns:
         SlicedResult: Merged boxes (and, if asked, the unmerged ones).
@@ -129,6 +134,8 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
         if progress is not None:
             progress(done)
 
+    if pipelined is None:
+        pipelined = core_free_beside(torch.device(predictor.model.data_preprocessor.device))
     with predictor.guard(), ThreadPoolExecutor(1, thread_name_prefix='slices') as pool:
         helper = pool if pipelined else _InThisThread()
         # A pipeline: while the network runs on batch k (this thread), the helper decodes

@@ -11,7 +11,7 @@ import torch
 
 from mmyolo_vis_hooks.engine.core.geometry import (box_iou, boxes_to_original, input_geometry,
                                                    map_to_original, original_size,
-                                                   stretch_to_original)
+                                                   same_label_iou, stretch_to_original)
 
 LETTERBOX = dict(ori_shape=(100, 200), img_shape=(320, 320), batch_input_shape=(320, 320),
                  scale_factor=(1.6, 1.6), pad_param=np.array([80., 80., 0., 0.]))
@@ -103,6 +103,13 @@ def test_box_iou_and_ios_by_hand():
     with pytest.raises(ValueError, match="metric must be 'iou' or 'ios', got 'giou'"):
         box_iou(a, refs, 'giou')
 
+
+def test_same_label_iou_is_minus_one_across_classes():
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 10]]
+    refs = [[5, 0, 15, 10], [0, 0, 10, 10]]
+    got = same_label_iou(boxes, [0, 1], refs, [0, 0])
+    np.testing.assert_allclose(got, [[50 / 150, 1.0], [-1.0, -1.0]])
+    assert same_label_iou(np.zeros((0, 4)), [], refs, [0, 0]).shape == (0, 2)
 
 def test_box_iou_on_tensors_keeps_batch_dims_and_gradients():
     boxes = torch.tensor([[[0., 0., 10., 10.], [0., 0., 20., 10.]],

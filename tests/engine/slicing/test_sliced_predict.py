@@ -148,7 +148,8 @@ def test_pipelined_equals_series_and_reports_on_the_calling_thread(predictor,
 
     predictor.model.train()
     try:
-        piped = sliced_predict(predictor, rgb, settings, keep_slices=True, progress=progress)
+        piped = sliced_predict(predictor, rgb, settings, keep_slices=True, progress=progress,
+                               pipelined=True)
         assert predictor.model.training and torch.is_grad_enabled()
     finally:
         predictor.model.eval()
@@ -185,3 +186,20 @@ def test_a_failing_window_read_is_raised(predictor, small_large_image, pipelined
     finally:
         counter.close()
     assert counter.batches == [3]  # batch 1 ran; batch 2 never did
+
+
+def test_helper_thread_only_when_a_core_is_free(monkeypatch):
+    """The pipeline's default: on beside a model on a GPU or a forward on fewer threads than
+    usable CPUs, off when torch's threads take every CPU."""
+    import torch
+    from mmyolo_vis_hooks.engine.core import cpus
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(cpus, 'usable_cpus', lambda: 4)
+    try:
+        torch.set_num_threads(4)
+        assert not cpus.core_free_beside(torch.device('cpu'))
+        assert cpus.core_free_beside(torch.device('cuda', 0))
+        torch.set_num_threads(3)
+        assert cpus.core_free_beside(torch.device('cpu'))
+    finally:
+        torch.set_num_threads(threads)
