@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..core.cpus import in_network_layout
 from ..core.geometry import original_size
 from ..core.layers import ActivationCapture, OutputSource, flatten_output, resolve_layer
 from ..core.model_state import preserved_model_state
@@ -483,9 +484,10 @@ class BoxCAM:
         return results
 
     def _predict(self, inputs: Tensor) -> FlatPredictions:
-        """Flat predictions of a batch (the caller sets eval mode and no_grad)."""
+        """Flat predictions of a batch (the caller sets eval mode and no_grad); the batch in
+        the network's fastest layout (no gradients flow here, so only speed changes)."""
         head = self.model.bbox_head
-        return flat_predictions(head, head(self.model.extract_feat(inputs)))
+        return flat_predictions(head, head(self.model.extract_feat(in_network_layout(inputs))))
 
     def _explain_input(self, inputs: Tensor) -> List[BoxCAMResult]:
         """Input-level methods: one map per box on the network input, as one layer."""

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.checks import check_choice, check_int, check_number, owned_by
+from ..core.cpus import in_network_layout
 from ..core.geometry import boxes_to_original, input_geometry, same_label_iou
 from ..core.model_state import preserved_model_state
 from .compose import energy_inside
@@ -270,7 +271,7 @@ class Faithfulness:
         """``(n, K)`` each box's own score in each image of ``batch`` (0 where lost)."""
         head = self.model.bbox_head
         candidate_thr = float((head.test_cfg or {}).get('score_thr', 0.001) or 0.0)
-        outputs = head(self.model.extract_feat(batch))
+        outputs = head(self.model.extract_feat(in_network_layout(batch)))
         per_level = level_predictions(head, outputs, classes=boxes.labels)
         log_scores = matched_log_scores(per_level, boxes, candidate_thr, self.match_iou_thr)
         return log_scores.exp()  # exp(-inf) = 0: the box is no longer detected

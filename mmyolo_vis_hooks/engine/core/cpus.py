@@ -1,4 +1,5 @@
-"""How many CPUs this process has, and whether torch leaves one free for a helper thread."""
+"""CPU-side choices: how many CPUs this process has, whether torch leaves one free for a
+helper thread, and the input layout the network runs fastest on."""
 import os
 
 import torch
@@ -22,3 +23,19 @@ def core_free_beside(device: torch.device) -> bool:
     1-thread forward it cost nothing.
     """
     return device.type != 'cpu' or torch.get_num_threads() < usable_cpus()
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether inputs go to the network in channels-last layout: on the CPU, where oneDNN's
+    convolutions run faster on it (YOLOv5-n: sliced inference about 27%, D-RISE's masked
+    batches 19%; ``benchmarks/``). Only the input's layout changes, never the parameters';
+    outputs differ by float rounding."""
+    return torch.device(device).type == 'cpu'
+
+
+def in_network_layout(inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` (N, C, H, W) in the layout :func:`prefers_channels_last` chooses for its
+    device (the same values)."""
+    if prefers_channels_last(inputs.device):
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs

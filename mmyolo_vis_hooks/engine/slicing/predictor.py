@@ -28,6 +28,7 @@ import torch
 from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 
+from ..core.cpus import prefers_channels_last
 from ..core.model_state import preserved_modes
 from ..core.pipeline import test_pipeline_cfg, without_loading
 from .detections import Detections
@@ -272,7 +273,7 @@ class BatchPredictor:
             raise TypeError(f'{type(self.model).__name__} has no bbox_head.predict_by_feat; '
                             'sliced inference supports single-stage (MMYOLO) detectors')
         if channels_last is None:
-            channels_last = torch.device(self.model.data_preprocessor.device).type == 'cpu'
+            channels_last = prefers_channels_last(self.model.data_preprocessor.device)
         elif not isinstance(channels_last, bool):
             raise TypeError(f'channels_last must be None or a bool, got {channels_last!r}')
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
