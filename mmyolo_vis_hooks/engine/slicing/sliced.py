@@ -75,8 +75,8 @@ class _InThisThread:
         future: Future = Future()
         try:
             future.set_result(func(*args))
-        except BaseException as err:  # noqa: B902 re-raised by result(), as from a pool
-            future.set_exception(err)
+        except Exception as err:  # noqa: B902 re-raised by result(), as from a pool
+            future.set_exception(err)  # (an interrupt propagates at once)
         return future
 
 
