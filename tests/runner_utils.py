@@ -9,6 +9,7 @@ import os.path as osp
 import signal
 import subprocess
 import sys
+import time
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
 
@@ -77,20 +78,33 @@ def load_tool(name: str) -> ModuleType:
     return module
 
 
+def run_bounded_together(cmds: Sequence[Sequence[str]], timeout: float,
+                         env: Optional[dict] = None) -> List[Tuple[int, str]]:
+    """Starts every command at once, each in its own process group; if they have not all
+    finished within ``timeout`` seconds, kills every group still running and fails. Returns
+    each one's exit code and output (stdout and stderr)."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, start_new_session=True) for cmd in cmds]
+    deadline = time.monotonic() + timeout
+    outs = []
+    try:
+        for proc in procs:
+            outs.append(proc.communicate(timeout=max(deadline - time.monotonic(), 0.01))[0])
+    except subprocess.TimeoutExpired:
+        late = [k for k, proc in enumerate(procs) if proc.poll() is None]
+        for k in late:
+            os.killpg(procs[k].pid, signal.SIGKILL)
+        out = procs[late[0]].communicate()[0]
+        pytest.fail(f'{[list(cmds[k][:3]) for k in late]} did not finish within {timeout} s '
+                    f'(a rank waiting on another?)\n{out[-4000:]}')
+    return [(proc.returncode, out) for proc, out in zip(procs, outs)]
+
+
 def run_bounded(cmd: Sequence[str], timeout: float, env: Optional[dict] = None
                 ) -> Tuple[int, str]:
     """Runs ``cmd`` in its own process group; on timeout kills that group (torchrun and its
     workers) and fails. Returns the exit code and the output (stdout and stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f'{cmd[:3]} did not finish within {timeout} s (a rank waiting on another?)'
-                    f'\n{out[-4000:]}')
-    return proc.returncode, out
+    return run_bounded_together([cmd], timeout, env)[0]
 
 
 def torchrun_launcher() -> List[str]:

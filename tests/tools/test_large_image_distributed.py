@@ -7,9 +7,7 @@ import json
 import os
 import os.path as osp
 import re
-import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -20,7 +18,7 @@ import torch
 import torch.distributed as torch_dist
 
 from conftest import DEMO_CONFIG, REPO_ROOT
-from runner_utils import run_bounded, torchrun_launcher
+from runner_utils import run_bounded, run_bounded_together, torchrun_launcher
 from mmyolo_vis_hooks.cli import large_image_infer as tool
 from mmyolo_vis_hooks.runtime.distributed import (DistContext, ResultExchange, run_sharded,
                                                   shard)
@@ -28,6 +26,7 @@ from mmyolo_vis_hooks.runtime.large_image import detection_documents
 
 PROG = 'large_image_infer'
 TIMEOUT = 300  # a hang fails the test instead of the suite
+TOOL = osp.join(REPO_ROOT, 'tools', 'large_image_infer.py')
 
 
 @pytest.fixture(scope='module')
@@ -48,22 +47,35 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _worker_env():
+    """torchrun workers on 1 thread, importing this checkout."""
+    return dict(os.environ, OMP_NUM_THREADS='1',
+                PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
+
+
 def _torchrun(args, timeout=TIMEOUT):
     """``torchrun --standalone --nproc_per_node 2 tools/large_image_infer.py <args>
     --launcher pytorch`` in its own process group (killed whole on timeout, which fails)."""
-    cmd = torchrun_launcher() + ['--standalone', '--nproc_per_node', '2',
-                                 osp.join(REPO_ROOT, 'tools', 'large_image_infer.py'), *args,
+    cmd = torchrun_launcher() + ['--standalone', '--nproc_per_node', '2', TOOL, *args,
                                  '--launcher', 'pytorch', '--no-progress']
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
     start = time.monotonic()
-    code, out = run_bounded(cmd, timeout, env)
+    code, out = run_bounded(cmd, timeout, _worker_env())
     return code, out, time.monotonic() - start
 
 
 def _read(path):
     with open(path, encoding='utf-8') as f:
         return json.load(f)
+
+
+def _crops(eval_set, folder, names):
+    """Small images for multi-process runs: 400x300 crops of an evaluation image, named
+    ``names`` in order (at different places)."""
+    folder.mkdir()
+    image = cv2.imread(osp.join(eval_set[0], 'large_eval_00000.png'))
+    for name, (y, x) in zip(names, ((0, 0), (300, 400), (500, 700))):
+        cv2.imwrite(str(folder / name), image[y:y + 300, x:x + 400])
+    return folder
 
 
 @pytest.fixture(scope='module')
@@ -147,11 +159,7 @@ def test_a_corrupt_image_is_reported_and_no_rank_hangs(eval_set, demo_checkpoint
     """A corrupt file in rank 1's share: rank 1 reports it with its path and goes on with its
     next image; rank 0 writes every other image and exits with code 3 (one process: the same
     report, the same documents, the same code)."""
-    folder = tmp_path / 'imgs'
-    folder.mkdir()
-    image = cv2.imread(osp.join(eval_set[0], 'large_eval_00000.png'))
-    for name, (y, x) in (('a.png', (0, 0)), ('c.png', (300, 400)), ('d.png', (500, 700))):
-        cv2.imwrite(str(folder / name), image[y:y + 300, x:x + 400])
+    folder = _crops(eval_set, tmp_path / 'imgs', ('a.png', 'c.png', 'd.png'))
     corrupt = folder / 'b_corrupt.png'
     corrupt.write_bytes(b'\x89PNG\r\n\x1a\n' + np.random.default_rng(0).bytes(2000))
     flags = [str(folder), DEMO_CONFIG, demo_checkpoint]
@@ -191,37 +199,16 @@ def test_two_machines_on_loopback_write_what_one_process_writes(eval_set, demo_c
     master's address), so both workers have LOCAL_RANK 0 and RANK 0/1, and each writes into
     its own output folder, as machines that share no disk would. Machine 0 writes the
     documents, equal to one process's; machine 1 only the picture of its own image."""
-    folder = tmp_path / 'imgs'
-    folder.mkdir()
-    image = cv2.imread(osp.join(eval_set[0], 'large_eval_00000.png'))
-    for name, (y, x) in (('a.png', (0, 0)), ('b.png', (300, 400)), ('c.png', (500, 700))):
-        cv2.imwrite(str(folder / name), image[y:y + 300, x:x + 400])
+    folder = _crops(eval_set, tmp_path / 'imgs', ('a.png', 'b.png', 'c.png'))
     flags = [str(folder), DEMO_CONFIG, demo_checkpoint, '--launcher', 'pytorch',
              '--no-progress']
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
     port = str(_free_port())
-    machines = []
-    for node in (0, 1):
-        cmd = torchrun_launcher() + [
-            '--nnodes', '2', '--nproc_per_node', '1', '--node_rank', str(node),
-            '--master_addr', '127.0.0.1', '--master_port', port,
-            osp.join(REPO_ROOT, 'tools', 'large_image_infer.py'), *flags,
-            '--out-dir', str(tmp_path / f'machine{node}')]
-        machines.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, text=True, env=env,
-                                         start_new_session=True))
-    outputs = []
-    try:
-        for proc in machines:
-            outputs.append(proc.communicate(timeout=TIMEOUT)[0])
-    except subprocess.TimeoutExpired:
-        pytest.fail(f'the two machines did not finish within {TIMEOUT} s')
-    finally:
-        for proc in machines:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    assert [proc.returncode for proc in machines] == [0, 0], '\n'.join(outputs)[-6000:]
+    machines = [torchrun_launcher() + [
+        '--nnodes', '2', '--nproc_per_node', '1', '--node_rank', str(node),
+        '--master_addr', '127.0.0.1', '--master_port', port, TOOL, *flags,
+        '--out-dir', str(tmp_path / f'machine{node}')] for node in (0, 1)]
+    results = run_bounded_together(machines, TIMEOUT, _worker_env())
+    assert [code for code, _ in results] == [0, 0], '\n'.join(out for _, out in results)[-6000:]
     single = tool.infer(flags[:3] + ['--out-dir', str(tmp_path / 'single'), '--no-progress'],
                         prog=PROG)
     assert len(single['annotations']) > 0
