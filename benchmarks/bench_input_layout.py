@@ -3,7 +3,7 @@ side by side with the standard layout in one run.
 
     .venv/bin/python benchmarks/bench_input_layout.py [--num-masks 200] [--k 4] [--rounds 4]
 
-``BoxCAM._predict`` hands its batches to the network through ``core.cpus.in_network_layout``
+``BoxCAM._predict`` hands its batches to the network through ``core.devices.in_network_layout``
 (channels-last on the CPU); the standard variant replaces that function by the identity for
 its runs. Rounds alternate the order of the two; the first round is a warm-up. Prints the
 median wall and CPU seconds, their ratio, and how far the maps of the two differ.

@@ -240,7 +240,7 @@ def main():
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
 
-    from mmyolo_vis_hooks.engine.core.cpus import core_free_beside
+    from mmyolo_vis_hooks.engine.core.devices import core_free_beside
     print(f'sliced_predict\'s helper thread by default (a core free beside the model): '
           f'{core_free_beside(torch.device("cpu"))}')
     print(f'image {osp.basename(args.image)} {width}x{height}, {len(windows)} slices of {patch} px '

@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 from .data.synthetic_shapes import generate_demo_data
-from .engine.core.cpus import usable_cpus
+from .engine.core.devices import usable_cpus
 
 # The main job's config (configs/demo/, installed as mmyolo_vis_hooks.configs); the test detector
 # (tests/assets) was trained with its base, yolov5_n_shapes.py (320 px, 30 epochs).

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 
 from mmengine.config import DictAction
 
+from ..engine.core.devices import default_device
 from ..engine.core.pipeline import ALIGN_MODES, config_input_size
 from ..runtime.checkpoint import UnsafeCheckpointError
 from ..runtime.tiff import MissingPackageError
@@ -71,12 +72,6 @@ def device_arg(value: str) -> str:
             raise argparse.ArgumentTypeError(
                 f'{value}: this machine has {torch.cuda.device_count()} CUDA device(s)')
     return value
-
-
-def default_device() -> str:
-    """``cuda:0`` where CUDA is available, else ``cpu`` (MMYOLO's demos default to cuda:0)."""
-    import torch
-    return 'cuda:0' if torch.cuda.is_available() else 'cpu'
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

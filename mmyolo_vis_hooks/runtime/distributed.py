@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..engine.core.checks import check_choice, check_number
+from ..engine.core.devices import default_device, resolve_device
 
 LAUNCHERS = ('none', 'pytorch')
 # What torchrun sets in every worker's environment (``--launcher pytorch`` needs them).
@@ -61,7 +62,8 @@ class DistContext:
     Args:
         rank (int): Global rank. Defaults to 0.
         world_size (int): Number of processes. Defaults to 1.
-        device (str): The device this rank's model runs on. Defaults to 'cpu'.
+        device (str): The device this rank's model runs on. Defaults to cuda:0 where CUDA
+            is available, else cpu.
         backend (str, optional): The process group's backend (gloo, nccl); None when
             single-process. Defaults to None.
         store: The job's key-value store (torch.distributed.Store); None when
@@ -71,7 +73,7 @@ class DistContext:
     """
     rank: int = 0
     world_size: int = 1
-    device: str = 'cpu'
+    device: str = field(default_factory=default_device)
     backend: Optional[str] = None
     store: object = None
     timeout: float = DEFAULT_TIMEOUT
@@ -119,7 +121,7 @@ class DistContext:
                 torch_dist.destroy_process_group()
 
 
-def init_distributed(launcher: str = 'none', device: str = 'cpu',
+def init_distributed(launcher: str = 'none', device: Optional[str] = None,
                      timeout: float = DEFAULT_TIMEOUT) -> DistContext:
     """Joins the job ``torchrun`` started (``launcher='pytorch'``) or returns a
     single-process context (``'none'``).
@@ -132,11 +134,13 @@ def init_distributed(launcher: str = 'none', device: str = 'cpu',
     Args:
         launcher (str): ``none`` or ``pytorch``. Defaults to 'none'.
         device (str): ``cpu``, ``cuda`` or ``cuda:<i>`` (the index is replaced by the local
-            rank under ``pytorch``). Defaults to 'cpu'.
+            rank under ``pytorch``); None means cuda where CUDA is available, else cpu
+            (``core.devices.default_device``). Defaults to None.
         timeout (float): Seconds for joining, and without a sign of life from a rank before
             rank 0 gives it up. Defaults to ``DEFAULT_TIMEOUT``.
     """
     check_launcher(launcher, timeout)
+    device = resolve_device(device)
     if launcher == 'none':
         return DistContext(device=device, timeout=timeout)
     import torch

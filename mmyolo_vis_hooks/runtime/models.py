@@ -6,6 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from ..engine.core.devices import resolve_device
 from ..engine.core.pipeline import (check_align, resize_only_pipeline, test_pipeline_cfg,
                                     transform_type)
 from .checkpoint import load_checkpoint_file, state_dict_of
@@ -35,14 +36,15 @@ def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) 
 
 
 def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
-                   device: str = 'cpu', cfg_options: Optional[Dict] = None,
+                   device: Optional[str] = None, cfg_options: Optional[Dict] = None,
                    unsafe_load: bool = False) -> torch.nn.Module:
     """Builds an MMYOLO detector in eval mode, optionally with weights.
 
     Args:
         config (str | Config): Config path, ``mmyolo::`` name or object.
         checkpoint (str, optional): Checkpoint path; random init when None.
-        device (str): Device. Defaults to 'cpu'.
+        device (str, optional): Device; None means cuda:0 where CUDA is available, else
+            cpu (``core.devices.default_device``). Defaults to None.
         cfg_options (dict, optional): Overrides merged into the config before building.
         unsafe_load (bool): Allow unpickling arbitrary objects. Defaults to False.
 
@@ -68,7 +70,7 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
         meta = dict(dataset_cfg.get('metainfo', {}))
     model.cfg = cfg
     model.dataset_meta = meta
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def build_image_loader(cfg: Config, align: str = 'letterbox') -> Callable[[str, int], dict]:

@@ -183,12 +183,13 @@ def test_device_defaults_to_cuda_where_available(monkeypatch):
     """No --device: cuda:0 where CUDA is available (MMYOLO's demos' default), else cpu; the
     tools see the resolved device."""
     from mmyolo_vis_hooks.cli import common, featmap_vis
+    from mmyolo_vis_hooks.engine.core import devices
     seen = []
     argv = ['img.png', DEMO_CONFIG]
     common.run_tool(featmap_vis.build_parser('featmap_vis'), seen.append, argv)
     assert seen[-1].device == ('cuda:0' if torch.cuda.is_available() else 'cpu')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    assert common.default_device() == 'cuda:0'
+    assert devices.default_device() == 'cuda:0'
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     common.run_tool(featmap_vis.build_parser('featmap_vis'), seen.append, argv)
     assert seen[-1].device == 'cpu'

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..core.cpus import in_network_layout
+from ..core.devices import in_network_layout
 from ..core.geometry import original_size
 from ..core.layers import ActivationCapture, OutputSource, flatten_output, resolve_layer
 from ..core.model_state import preserved_model_state

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.checks import check_choice, check_int, check_number, owned_by
-from ..core.cpus import in_network_layout
+from ..core.devices import in_network_layout
 from ..core.geometry import boxes_to_original, input_geometry, same_label_iou
 from ..core.model_state import preserved_model_state
 from .compose import energy_inside

@@ -28,7 +28,7 @@ import torch
 from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 
-from ..core.cpus import prefers_channels_last
+from ..core.devices import prefers_channels_last
 from ..core.model_state import preserved_modes
 from ..core.pipeline import test_pipeline_cfg, without_loading
 from .detections import Detections

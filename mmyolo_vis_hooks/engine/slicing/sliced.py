@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..core.checks import check_int, check_number
-from ..core.cpus import core_free_beside
+from ..core.devices import core_free_beside
 from .detections import Detections
 from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_picture,
                    read_window, slice_windows)
@@ -104,7 +104,7 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
         pipelined (bool, optional): Read and preprocess the next batch and decode the
             previous one on a helper thread while the network runs (the same boxes); False
             runs every step in series on this thread. None: only when a core is free beside
-            the model (``core.cpus.core_free_beside``: a model on a GPU, or torch on fewer
+            the model (``core.devices.core_free_beside``: a model on a GPU, or torch on fewer
             threads than usable CPUs), since a helper competing with the forward's own
             threads slows it down. Defaults to None.
 

@@ -1,8 +1,19 @@
-"""CPU-side choices: how many CPUs this process has, whether torch leaves one free for a
-helper thread, and the input layout the network runs fastest on."""
+"""Where the work runs: the default device, how many CPUs this process has, whether torch
+leaves one free for a helper thread, and the input layout the network runs fastest on."""
 import os
+from typing import Optional, Union
 
 import torch
+
+
+def default_device() -> str:
+    """``cuda:0`` where CUDA is available, else ``cpu`` (MMYOLO's demos default to cuda:0)."""
+    return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> str:
+    """``device`` as a string; None means :func:`default_device`."""
+    return default_device() if device is None else str(device)
 
 
 def usable_cpus() -> int:
