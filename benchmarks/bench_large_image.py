@@ -25,7 +25,8 @@ Prints, measured in ONE run, each variant timed once per round with the variants
 Then the phases of (b), each timed on its own in the same rounds (``--no-phases`` skips them):
 PNG decode, slicing + preprocessing, the forward, the head's decoding (the batched replacement
 the tool uses, and the head's own per-image ``predict_by_feat`` for comparison), merging,
-drawing, writing the annotated PNG; each as a share of (a2).
+drawing, writing the annotated PNG (the tool's stored-PNG writer, and OpenCV's for comparison);
+each as a share of (a2).
 
 Notes (quiet 2-core AMD EPYC, load about 1; the README has the table): with ``--threads 1``,
 (b)/(a2) 1.07-1.15 wall and (e)/(8x(a2)) 1.04-1.07 in four runs (AVX-512 and AVX2 kernels):
@@ -222,6 +223,9 @@ def main():
                         merged, model.dataset_meta['classes'])
         timed('write annotated PNG (stored)', write_rgb, osp.join(out_root, 'phase.png'),
               picture, 0)
+        timed('  the same by OpenCV (libpng level 0)', cv2.imwrite,
+              osp.join(out_root, 'phase_cv2.png'), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
+              [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE])
 
     if not args.no_phases:
         variants.append(('p', 'phases of (b) one by one (not a variant)', time_phases))

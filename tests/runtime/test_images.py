@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mmyolo_vis_hooks.runtime.images import list_images, read_image, read_rgb, write_rgb
+from mmyolo_vis_hooks.runtime.images import (list_images, read_image, read_rgb, write_rgb,
+                                             write_stored_png)
 
 
 def _write(path, pixels):
@@ -81,6 +82,34 @@ def test_read_refuses_missing_corrupt_and_float_files(tmp_path):
     _write(tmp_path / 'f.tiff', np.ones((4, 4), np.float32))
     with pytest.raises(ValueError, match=r'unsupported pixel type float32 .*8- or 16-bit'):
         read_image(str(tmp_path / 'f.tiff'))
+
+
+@pytest.mark.parametrize('channels', [None, 1, 2, 3, 4])
+def test_stored_png_is_a_valid_png_of_the_same_pixels(tmp_path, channels):
+    """Grey, grey+alpha, RGB, RGBA; several row bands with a partial last one; read back by
+    OpenCV and Pillow (whose verify() checks every chunk's CRC)."""
+    from PIL import Image
+    shape = (130, 37) if channels is None else (130, 37, channels)
+    pixels = np.random.default_rng(channels or 0).integers(0, 256, shape, dtype=np.uint8)
+    path = str(tmp_path / 'p.png')
+    write_stored_png(path, pixels, rows_per_chunk=64)
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert np.array_equal(np.asarray(im), pixels.reshape(shape[:2]) if channels == 1
+                              else pixels)
+    expected = pixels[..., 0] if channels == 1 else pixels
+    if channels == 2:  # OpenCV reads grey+alpha as RGBA
+        expected = pixels[..., [0, 0, 0, 1]]
+    assert np.array_equal(read_image(path), expected)  # RGB(A) order, as written
+
+
+def test_stored_png_refuses_what_png_cannot_hold(tmp_path):
+    for bad in (np.zeros((4, 4), np.uint16), np.zeros((4, 4, 5), np.uint8),
+                np.zeros((2, 4, 4, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r'expected uint8 pixels \(H, W\) or \(H, W, 1-4\)'):
+            write_stored_png(str(tmp_path / 'x.png'), bad)
+    assert not (tmp_path / 'x.png').exists()
 
 
 def test_write_rgb_round_trip_and_compression(tmp_path):

@@ -18,7 +18,8 @@ from slicing_utils import same_detections as _same
 @pytest.mark.parametrize('kwargs, error, message', [
     (dict(patch_size=0), ValueError, 'patch size must be a positive'),
     (dict(patch_size=-320), ValueError, 'patch size must be a positive'),
-    (dict(patch_size=320.5), TypeError, r'patch size must be a positive number of pixels \(an int\)'),
+    (dict(patch_size=320.5), TypeError,
+     r'patch size must be a positive number of pixels \(an int\)'),
     (dict(overlap_ratio=1.0), ValueError, r'overlap ratio must be a number in \[0, 1\)'),
     (dict(overlap_ratio=-0.1), ValueError, r'overlap ratio must be a number in \[0, 1\)'),
     (dict(batch_size=0), ValueError, 'batch size must be a positive int'),
