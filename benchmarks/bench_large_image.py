@@ -29,10 +29,11 @@ drawing, writing the annotated PNG (the tool's stored-PNG writer, and OpenCV's f
 each as a share of (a2).
 
 Notes (quiet 2-core AMD EPYC, load about 1; the README has the table): with ``--threads 1``,
-(b)/(a2) 1.07-1.15 wall and (e)/(8x(a2)) 1.04-1.07 in four runs (AVX-512 and AVX2 kernels):
-the targets are met or at the edge; with ``--threads 2`` (every core in the forward) 1.32-1.36
-and 1.30: not met, the PNG decode and encode alone are 15% of that forward. (b0p) (the helper
-thread forced on) at 2 threads: 1.52 vs 1.14 in series, hence ``sliced_predict``'s default.
+(b)/(a2) 1.07-1.15 wall and (e)/(8x(a2)) 1.04-1.07 in five runs (AVX-512 and AVX2 kernels):
+the targets are met or at the edge; with ``--threads 2`` (every core in the forward) 1.26-1.36
+and 1.20-1.30: not met, the single image's PNG decode alone is 10% of that forward and cannot
+overlap it. (b0p) (the helper thread forced on) at 2 threads: 1.39-1.52 vs 1.11-1.14 in series,
+hence ``sliced_predict``'s default.
 
 Then how many boxes agree (same label, IoU >= 0.95, one-to-one) between (b) and (c), and (b)
 and (d); and recall/precision against the image's ground truth (IoU >= 0.5, same label) for
