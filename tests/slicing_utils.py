@@ -1,6 +1,6 @@
 """Helpers of the sliced-inference tests (engine, tool, sahi adapter): comparing detections,
-counting forwards, and the ``model``/``predictor`` fixtures the engine tests share (import
-them into a test module to use them)."""
+counting forwards, and the ``model``/``predictor``/``demo_detector`` fixtures the engine
+tests share (import them into a test module to use them)."""
 import numpy as np
 import pytest
 
@@ -17,6 +17,14 @@ def model(random_demo_detector):
 @pytest.fixture(scope='module')
 def predictor(model):
     return BatchPredictor(model)
+
+
+@pytest.fixture(scope='module')
+def demo_detector(demo_config, demo_checkpoint):
+    """The trained demo detector: its scores are far apart, where a random-init model's
+    tie within float rounding (which boxes make the top-k then depends on the kernels)."""
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    return build_detector(demo_config, demo_checkpoint)
 
 
 def same_detections(a: Detections, b: Detections, atol=1e-3):

@@ -14,6 +14,7 @@ from mmyolo_vis_hooks.engine.slicing import BatchPredictor
 from mmyolo_vis_hooks.engine.slicing.predictor import (_nms_keep, batched_predict_by_feat,
                                                        has_standard_decoding)
 from mmyolo_vis_hooks.runtime.images import read_rgb
+from slicing_utils import demo_detector  # noqa: F401 - shared fixture
 
 
 def _assert_same_as_head(head, outs, metas, cfg):
@@ -27,12 +28,6 @@ def _assert_same_as_head(head, outs, metas, cfg):
     assert torch.equal(scores, torch.cat([r.scores for r in ref]))
     assert torch.equal(labels.long(), torch.cat([r.labels.long() for r in ref]))
     return sum(counts)
-
-
-@pytest.fixture(scope='module')
-def demo_detector(demo_config, demo_checkpoint):
-    from mmyolo_vis_hooks.runtime.models import build_detector
-    return build_detector(demo_config, demo_checkpoint)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from mmyolo_vis_hooks.engine.slicing import BatchPredictor, Detections
 from slicing_utils import LOW_THR
 from slicing_utils import ForwardCounter as _ForwardCounter
 from mmyolo_vis_hooks.runtime.images import read_rgb as _rgb
-from slicing_utils import model, predictor  # noqa: F401 - shared fixtures
+from slicing_utils import demo_detector, model, predictor  # noqa: F401 - shared fixtures
 from slicing_utils import same_detections as _same
 
 pytestmark = pytest.mark.slow
@@ -45,23 +45,30 @@ def test_preprocess_is_the_data_preprocessor_on_the_test_pipeline(model, predict
 
 
 @pytest.mark.parametrize('size', [320, 500, 200])
-def test_batched_predictions_match_mmdet_inference(model, predictor, small_large_image, size):
+def test_batched_predictions_match_mmdet_inference(demo_detector, small_large_image, size):
     """One batched forward == mmdet's inference_detector image by image, for slices at the
-    input size (no resize) and letterboxed down (500) or padded (200)."""
+    input size (no resize) and letterboxed down (500) or padded (200). The trained detector:
+    a random-init one scores 100+ boxes within 1e-3 of each other, so which of them make the
+    top 100 is float rounding (it differed on AVX2 kernels)."""
     from mmdet.apis import inference_detector
     from mmengine.registry import init_default_scope
+    model, score_thr = demo_detector, 0.3
     img = _rgb(small_large_image[0])
     crops = [np.ascontiguousarray(img[y:y + size, x:x + size]) for x, y in [(0, 0), (480, 300)]]
     counter = _ForwardCounter(model)
     try:
-        ours = predictor.predict(crops, score_thr=LOW_THR)
+        ours = BatchPredictor(model).predict(crops, score_thr=score_thr)
     finally:
         counter.close()
     assert counter.batches == [2]
     init_default_scope('mmyolo')  # the autouse fixture cleared it; inference_detector needs it
     refs = inference_detector(model, [c[..., ::-1].copy() for c in crops])
     for det, ref in zip(ours, refs):
-        keep = ref.pred_instances.scores > LOW_THR
+        # Meaningful only away from ties: no score at the threshold, the top-k cut below it.
+        scores = ref.pred_instances.scores
+        assert (scores - score_thr).abs().min() > 1e-4
+        assert len(scores) < model.cfg.model.test_cfg.max_per_img or scores.min() < score_thr
+        keep = ref.pred_instances.scores > score_thr
         expected = Detections(ref.pred_instances.bboxes[keep].numpy(),
                               ref.pred_instances.scores[keep].numpy(),
                               ref.pred_instances.labels[keep].numpy())
@@ -105,11 +112,12 @@ def test_channels_last_inputs_give_the_standard_outputs(family, small_large_imag
     for a, b in zip(outs_std, outs_cl):
         # Float rounding of differently ordered sums, amplified by these random heads: the
         # distribution integrals of YOLOv8/PPYOLOE turn a near-tie of two bins into up to 1.1e-3
-        # of the scale (PPYOLOE under ONEDNN_MAX_CPU_ISA=AVX2: 0.018 of 16). So: almost every
-        # value within 1e-3 of the scale, none beyond 1e-2.
+        # of the scale (PPYOLOE under ONEDNN_MAX_CPU_ISA=AVX2: 0.018 and 0.045 of 16, 99.87% of
+        # values within 1e-3 of it). A layout mix-up would spoil nearly every value. So: 99.5%
+        # of the values within 1e-3 of the scale, none beyond 1e-2.
         scale = a.abs().max()
         diff = (a - b).abs()
-        assert (diff <= 1e-3 * scale).float().mean() >= 0.999, (family, diff.max())
+        assert (diff <= 1e-3 * scale).float().mean() >= 0.995, (family, diff.max())
         assert diff.max() <= 1e-2 * scale, (family, diff.max())
     assert all(p.is_contiguous() for p in model.parameters())
 
