@@ -144,7 +144,8 @@ def wandb_page(vis: str, out: str, sample: str) -> str:
              'h1{font-size:18px}h2{font-size:14px;margin:12px 0 4px}',
              '.row{display:flex;gap:10px;flex-wrap:wrap}.card{border:1px solid #ccc;padding:6px}',
              '.card img{height:150px}.cap{font-size:11px;color:#333}',
-             'table{font-size:11px;border-collapse:collapse}td,th{padding:2px 6px;border:1px solid #ddd}',
+             'table{font-size:11px;border-collapse:collapse}',
+             'td,th{padding:2px 6px;border:1px solid #ddd}',
              '</style></head><body>',
              f'<h1>WandB offline run {html.escape(osp.basename(osp.dirname(run_file)))}: '
              'its own files rendered locally (not the W&amp;B UI)</h1>',

@@ -378,4 +378,5 @@ def detections_on_original(boxes: ExplainedBoxes, meta: Dict) -> Tensor:
 __all__ = ['BASELINES', 'POINTING_TOLERANCE', 'GT_MATCH_IOU', 'Faithfulness',
            'FaithfulnessCurves', 'GroundTruthScores', 'baseline_image',
            'check_faithfulness_options', 'content_region', 'curve_auc', 'detections_on_original',
-           'energy_shares', 'ground_truth_scores', 'match_ground_truth', 'pointing_hits', 'saliency_ranks']
+           'energy_shares', 'ground_truth_scores', 'match_ground_truth', 'pointing_hits',
+           'saliency_ranks']
