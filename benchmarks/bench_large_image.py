@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 import torch
 
+from mmyolo_vis_hooks.engine.core.devices import core_free_beside
 from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeConfig,
                                              SliceSettings, draw_detections,
                                              load_coco_ground_truth, match_detections,
@@ -245,9 +246,8 @@ def main():
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
 
-    from mmyolo_vis_hooks.engine.core.devices import core_free_beside
     print(f'sliced_predict\'s helper thread by default (a core free beside the model): '
-          f'{core_free_beside(torch.device("cpu"))}')
+          f'{core_free_beside(predictor.device)}')
     print(f'image {osp.basename(args.image)} {width}x{height}, {len(windows)} slices of {patch} px '
           f'(overlap {args.overlap}), batch size {args.batch_size}, torch threads '
           f'{torch.get_num_threads()}, checkpoint: '

@@ -273,7 +273,7 @@ class BatchPredictor:
             raise TypeError(f'{type(self.model).__name__} has no bbox_head.predict_by_feat; '
                             'sliced inference supports single-stage (MMYOLO) detectors')
         if channels_last is None:
-            channels_last = prefers_channels_last(self.model.data_preprocessor.device)
+            channels_last = prefers_channels_last(self.device)
         elif not isinstance(channels_last, bool):
             raise TypeError(f'channels_last must be None or a bool, got {channels_last!r}')
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -286,6 +286,11 @@ class BatchPredictor:
         self._guard_depth = 0
         probe = self._transform(np.zeros((_PROBE_SIDE, _PROBE_SIDE, 3), np.uint8))[0]
         self.input_size: Tuple[int, int] = tuple(probe.shape[:2])
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (its data preprocessor's device)."""
+        return torch.device(self.model.data_preprocessor.device)
 
     def _transform(self, rgb: np.ndarray) -> Tuple[np.ndarray, dict]:
         # The test pipeline expects what LoadImageFromFile yields: BGR.
@@ -323,7 +328,7 @@ class BatchPredictor:
             return None
         if dp._enable_normalize and (dp.mean.numel() != 3 or dp.std.numel() != 3):
             return None
-        if torch.device(dp.device).type == 'cpu':
+        if self.device.type == 'cpu':
             # Each slice (often a strided view of the large image) converted to float straight
             # into the batch: one pass over its pixels, no uint8 stack in between.
             pixels = torch.empty((len(images), height, width, 3), dtype=torch.float32)

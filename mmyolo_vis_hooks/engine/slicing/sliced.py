@@ -4,7 +4,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from ..core.checks import check_int, check_number
 from ..core.devices import core_free_beside
@@ -135,7 +134,7 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
             progress(done)
 
     if pipelined is None:
-        pipelined = core_free_beside(torch.device(predictor.model.data_preprocessor.device))
+        pipelined = core_free_beside(predictor.device)
     with predictor.guard(), ThreadPoolExecutor(1, thread_name_prefix='slices') as pool:
         helper = pool if pipelined else _InThisThread()
         # A pipeline: while the network runs on batch k (this thread), the helper decodes

@@ -1,6 +1,8 @@
-"""engine/core/devices.py: the input layout the network gets (channels-last on the CPU only)."""
+"""engine/core/devices.py: the default device, whether a helper thread has a core free beside
+the model, and the input layout the network gets (channels-last on the CPU only)."""
 import torch
 
+from mmyolo_vis_hooks.engine.core import devices
 from mmyolo_vis_hooks.engine.core.devices import in_network_layout, prefers_channels_last
 
 
@@ -27,3 +29,18 @@ def test_no_device_means_cuda_where_available(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert resolve_device(None) == 'cpu'
     assert init_distributed('none').device == 'cpu'
+
+
+def test_helper_thread_only_when_a_core_is_free(monkeypatch):
+    """The pipeline's default: on beside a model on a GPU or a forward on fewer threads than
+    usable CPUs, off when torch's threads take every CPU."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(devices, 'usable_cpus', lambda: 4)
+    try:
+        torch.set_num_threads(4)
+        assert not devices.core_free_beside(torch.device('cpu'))
+        assert devices.core_free_beside(torch.device('cuda', 0))
+        torch.set_num_threads(3)
+        assert devices.core_free_beside(torch.device('cpu'))
+    finally:
+        torch.set_num_threads(threads)

@@ -187,20 +187,3 @@ def test_a_failing_window_read_is_raised(predictor, small_large_image, pipelined
     finally:
         counter.close()
     assert counter.batches == [3]  # batch 1 ran; batch 2 never did
-
-
-def test_helper_thread_only_when_a_core_is_free(monkeypatch):
-    """The pipeline's default: on beside a model on a GPU or a forward on fewer threads than
-    usable CPUs, off when torch's threads take every CPU."""
-    import torch
-    from mmyolo_vis_hooks.engine.core import devices
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(devices, 'usable_cpus', lambda: 4)
-    try:
-        torch.set_num_threads(4)
-        assert not devices.core_free_beside(torch.device('cpu'))
-        assert devices.core_free_beside(torch.device('cuda', 0))
-        torch.set_num_threads(3)
-        assert devices.core_free_beside(torch.device('cpu'))
-    finally:
-        torch.set_num_threads(threads)
