@@ -23,10 +23,9 @@ boxam_vis_hook = dict(
     type='BoxAMVisHook',
     interval=1,
     num_images=4,
-    # GradCAM: the cheapest of the faithful methods (tools/boxam_eval.py on the demo detector:
-    # deletion AUC 0.061, insertion AUC 0.839, like AblationCAM and D-RISE), with the most map
-    # energy in the box among them. LayerCAM stays on the box's prior cell but fails insertion
-    # (0.338, below a flat map's 0.391). See README, "Which method to trust".
+    # GradCAM: the cheapest of the faithful methods, with the most map energy in the box among
+    # them; LayerCAM stays on the box's prior cell but fails the insertion test. Measured with
+    # tools/boxam_eval.py on the demo detector: docs/cams.md, "Which method to trust".
     method='gradcam',
     target_layers=None,  # every neck.out_layers[i]: each box on its own pyramid level
     topk=3,
