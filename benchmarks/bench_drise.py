@@ -29,8 +29,9 @@ import warnings
 import numpy as np
 import torch
 
-from mmyolo_vis_hooks.engine.cam import BoxCAM, flat_predictions, select_boxes
+from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.cam.methods import DRISE
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.testing.cam_reference import correlation, demo_input
 
@@ -54,15 +55,14 @@ def det_matrix(preds, index=slice(None)) -> np.ndarray:
 class Reference:
     """xaitk-saliency's black-box D-RISE on our masks: one masked image per forward."""
 
-    def __init__(self, model, image: torch.Tensor, masks: np.ndarray) -> None:
+    def __init__(self, detector, image: torch.Tensor, masks: np.ndarray) -> None:
         from xaitk_saliency.impls.gen_detector_prop_sal.drise_scoring import DRISEScoring
-        self.model, self.image, self.masks = model, image, masks
+        self.detector, self.image, self.masks = detector, image, masks
         self.scoring = DRISEScoring()
 
     @torch.no_grad()
     def detect(self, masked: torch.Tensor) -> np.ndarray:
-        head = self.model.bbox_head
-        return det_matrix(flat_predictions(head, head(self.model.extract_feat(masked))))
+        return det_matrix(self.detector.candidates(masked))
 
     def __call__(self, reference_dets: np.ndarray) -> np.ndarray:
         perturbed = np.stack([self.detect(self.image * torch.from_numpy(mask)[None, None])
@@ -85,7 +85,7 @@ def main() -> None:
     warnings.filterwarnings('ignore')
     torch.set_num_threads(args.threads)
     model = build_detector(DEMO_CONFIG, DEMO_CHECKPOINT)
-    head = model.bbox_head
+    detector = explainable_detector(model)
     method = DRISE(args.num_masks, args.grid_size, 0.5, args.batch_size, seed=0)
     cam = BoxCAM(model, method, topk=args.k)
     print(f'D-RISE, YOLOv5-n demo detector at 320 px, N={args.num_masks} masks (grid '
@@ -101,10 +101,10 @@ def main() -> None:
     for seed in range(args.images):
         inputs = demo_input(model, 320, seed=3 + seed)
         with torch.no_grad():
-            base = flat_predictions(head, head(model.extract_feat(inputs)))
-        dets = select_boxes(base, head.test_cfg, 0.3, args.k)[0]
+            base = detector.candidates(inputs)
+        dets = detector.select(base, 0.3, args.k)[0]
         masks = method.masks((320, 320)).masks(0, args.num_masks).numpy()
-        reference = Reference(model, inputs, masks)
+        reference = Reference(detector, inputs, masks)
         ref_dets = det_matrix(base, dets.priors)
         times = {'ours': [], 'xaitk all boxes': [], 'xaitk per box': []}
         for repeat in range(args.repeats + 1):  # run 0: warm-up

@@ -85,10 +85,7 @@ class MMYOLODetectionModel(DetectionModel):
         self.model = model
         self.predictor = BatchPredictor(model)
         if self.category_mapping is None:
-            classes = (getattr(model, 'dataset_meta', None) or {}).get('classes')
-            if not classes:
-                num_classes = getattr(getattr(model, 'bbox_head', None), 'num_classes', 0)
-                classes = [str(i) for i in range(num_classes)]
+            classes = self.predictor.detector.class_names
             self.category_mapping = {str(i): str(name) for i, name in enumerate(classes)}
 
     @property

@@ -44,8 +44,9 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
                         'cannot underflow); log_score = the log of its score (underflows for very '
                         'confident boxes). Ignored by eigencam, ablationcam and drise')
     parser.add_argument('--target-layers', nargs='+', default=None,
-                        help='layer paths; default: every neck.out_layers[i] (each box is '
-                        'explained on its own pyramid level); drise ignores them')
+                        help='layer paths; default: every neck.out_layers[i] (MMYOLO) or the '
+                        'neck\'s outputs (MMDetection): each box is explained on its own '
+                        'pyramid level; drise ignores them')
     parser.add_argument('--topk', type=int, default=8,
                         help='explain the k best boxes per image (-1: every box above '
                         '--score-thr)')

@@ -58,8 +58,9 @@ class BoxAMVisHook(BaseVisHook):
             ``xgradcam``, ``layercam``, ``eigengradcam``, ``eigencam``, ``ablationcam``,
             ``drise`` (D-RISE: black box, random masks of the input; ignores
             ``target_layers``). Defaults to 'gradcam'.
-        target_layers (Sequence[str], optional): Layer paths; every ``neck.out_layers[i]``
-            when None (each box is then explained on its own pyramid level). Each must give a
+        target_layers (Sequence[str], optional): Layer paths; the detector's default when
+            None: every ``neck.out_layers[i]`` (MMYOLO) or the ``neck``'s outputs
+            (MMDetection), so each box is explained on its own pyramid level. Each must give a
             4-D (N, C, H, W) output (or a tuple/list of them) that the head's box scores are
             computed from: backbone and neck layers, or the head's classification/objectness
             branch. A layer the scores do not depend on (a side branch whose output is
@@ -167,17 +168,17 @@ class BoxAMVisHook(BaseVisHook):
             self._faithfulness = Faithfulness(model, steps=self.faithfulness_steps)
 
     def _check_score_dependence(self, model, cam: BoxCAM) -> None:
-        """One 64x64 eval forward with the target layers as graph nodes (the model is restored
+        """One small eval forward of zeros with the target layers as graph nodes (the model is restored
         afterwards): the same layers serve every method, so one probe covers them all."""
         try:
-            problems = cam.probe_target_layers((64, 64))
+            problems = cam.probe_target_layers()
         except Exception as err:  # noqa: BLE001 - an unusual model: gradient methods still
             # refuse such layers at drawing
-            self.fail('could not check with a 64x64 dummy forward that the box scores depend '
-                      'on the target layers', err)
+            self.fail('could not check with a small dummy forward that the box scores '
+                      'depend on the target layers', err)
             return
         if problems:
-            raise ValueError(f'BoxAMVisHook: {target_layer_error(model, problems)}')
+            raise ValueError(f'BoxAMVisHook: {target_layer_error(cam.detector, problems)}')
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not self.is_due(runner):

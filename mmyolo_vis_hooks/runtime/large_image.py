@@ -210,8 +210,7 @@ class LargeImageRunner:
         # sliced inference, drawing, waiting for the picture writer at the end.
         self.timings: Dict[str, float] = {}
         meta = getattr(predictor.model, 'dataset_meta', None) or {}
-        num_classes = getattr(predictor.model.bbox_head, 'num_classes', 0)
-        self.class_names = list(meta.get('classes') or [str(i) for i in range(num_classes)])
+        self.class_names = predictor.detector.class_names
         self.palette = meta.get('palette')
 
     def _write(self, path: str, rgb: np.ndarray) -> None:

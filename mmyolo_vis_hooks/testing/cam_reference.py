@@ -8,6 +8,8 @@ from torch import nn
 def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0) -> None:
     """Random weights give exploding logits with BN's default running stats; refit the stats
     on random inputs (a random-init model that behaves like a network)."""
+    from mmdet.models.detectors import DetectionTransformer
+    from mmyolo_vis_hooks.engine.detectors.base import default_metas, samples_of
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -16,7 +18,11 @@ def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0
     model.train()
     with torch.no_grad():
         for _ in range(batches):
-            model.bbox_head(model.extract_feat(torch.rand(*shape, generator=gen) * 2 - 1))
+            inputs = torch.rand(*shape, generator=gen) * 2 - 1
+            if isinstance(model, DetectionTransformer):  # its train-mode forward wants labels
+                model.extract_feat(inputs)  # (the transformer has LayerNorms, no BN)
+            else:  # two-stage forwards read the image geometry from data samples
+                model(inputs, samples_of(default_metas(shape[0], *shape[2:])), mode='tensor')
     model.eval()
 
 
@@ -41,18 +47,28 @@ class _Tap(nn.Module):
 
 
 class FlatScoresModel(nn.Module):
-    """grad-cam's model: the detector's flat ``(B, N, C)`` scores (``engine.cam.predictions``)."""
+    """grad-cam's model: the detector's flat ``(B, N, C)`` candidate scores
+    (``ExplainableDetector.candidates``), with a tap on each level's features (the head's
+    inputs) to hook grad-cam's target layers on."""
 
     def __init__(self, detector: nn.Module) -> None:
+        from mmyolo_vis_hooks.engine.detectors import explainable_detector
         super().__init__()
-        self.detector = detector
-        self.taps = nn.ModuleList(_Tap() for _ in detector.neck.out_layers)
+        self.adapter = explainable_detector(detector)
+        self.detector = self.adapter.model
+        param = next(self.detector.parameters())
+        with torch.no_grad():
+            levels = len(self.adapter.extract_feat(torch.zeros(1, 3, 64, 64,
+                                                               device=param.device)))
+        self.taps = nn.ModuleList(_Tap() for _ in range(levels))
 
     def forward(self, x):
-        from mmyolo_vis_hooks.engine.cam.predictions import flat_predictions
-        feats = self.detector.extract_feat(x)
+        from mmyolo_vis_hooks.engine.detectors import FlatPredictions
+        from mmyolo_vis_hooks.engine.detectors.base import default_metas
+        feats = self.adapter.extract_feat(x)
         feats = tuple(tap(f) for tap, f in zip(self.taps, feats))
-        return flat_predictions(self.detector.bbox_head, self.detector.bbox_head(feats)).scores
+        metas = default_metas(x.shape[0], *x.shape[-2:])
+        return FlatPredictions.cat(self.adapter.level_candidates(feats, metas=metas)).scores
 
 
 class BoxScoreTarget:

@@ -1,27 +1,23 @@
-"""Box-level class activation maps for MMYOLO detectors (issue #4).
+"""Box-level class activation maps for every detector of ``engine.detectors``.
 
 ``BoxCAM(model, method='gradcam')(inputs)`` explains the top-k boxes of each image with one map
 per box; ``compose`` turns them into image maps (``norm_in_boxes``, ``merge_box_maps``).
 """
 from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_boxes,
                       normalize_maps)
-from .engine import (DEFAULT_TARGET, TARGETS, BoxCAM, BoxCAMResult, default_target_layers,
-                     target_layer_error)
+from .engine import DEFAULT_TARGET, TARGETS, BoxCAM, BoxCAMResult, target_layer_error
 from .methods import (DRISE, METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod,
                       EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, InputContext,
                       InputMethod, LayerCAM, LayerContext, XGradCAM, build_method)
-from .predictions import (SUPPORTED_HEADS, ExplainedBoxes, FlatPredictions, detector_family,
-                          flat_predictions, select_boxes)
 from .projection import first_component_projection
 from .reliability import NOISE_FACTOR, at_noise_level, box_reasons
 
 __all__ = [
-    'BoxCAM', 'BoxCAMResult', 'DEFAULT_TARGET', 'TARGETS', 'default_target_layers',
+    'BoxCAM', 'BoxCAMResult', 'DEFAULT_TARGET', 'TARGETS',
     'target_layer_error', 'NOISE_FACTOR', 'at_noise_level', 'box_reasons', 'METHODS',
     'BoxCAMMethod', 'ChannelWeightedMethod', 'GradCAM', 'GradCAMPlusPlus', 'XGradCAM', 'LayerCAM',
     'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'DRISE', 'InputMethod', 'InputContext',
     'LayerContext', 'build_method',
-    'SUPPORTED_HEADS', 'ExplainedBoxes', 'FlatPredictions', 'detector_family', 'flat_predictions',
-    'select_boxes', 'first_component_projection', 'compose_box_maps', 'energy_inside',
+    'first_component_projection', 'compose_box_maps', 'energy_inside',
     'merge_box_maps', 'norm_in_boxes', 'normalize_maps'
 ]

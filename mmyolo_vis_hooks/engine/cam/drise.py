@@ -17,7 +17,7 @@ network saw least signal in during training, and no pixel-space round trip (whic
 the letterbox geometry inverted for every mask) is needed.
 
 Weight of mask ``i`` for box ``t``: the best match among ALL the masked image's predictions
-(every prior, before any threshold or NMS, from ``predictions.flat_predictions``):
+(every candidate, before any threshold or NMS: the detector's ``candidates``):
 
     w_i,t = max_j IoU(L_t, L_j) x cos(P_t, P_j) x O_j
 
@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ..core.checks import check_choice, check_int, check_number
 from ..core.geometry import box_iou
-from .predictions import ExplainedBoxes, FlatPredictions
+from ..detectors.base import ExplainedBoxes, FlatPredictions
 
 NORMALIZATIONS = ('coverage', 'expected')
 MISSING_OBJECTNESS = ('one', 'confidence')

@@ -24,8 +24,8 @@ their ``(K, H, W)`` maps on the network input into :class:`BoxCAMResult` as one 
 ``input``, so alignment and drawing work unchanged.
 """
 import itertools
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,8 +38,9 @@ from .compose import box_masks, compose_box_maps
 from ..core.checks import check_choice, check_int, check_number, check_str_list, owned_by
 from .methods import (DRISE, METHODS, AblationCAM, BoxCAMMethod, InputContext, LayerContext,
                       build_method)
-from .predictions import (ExplainedBoxes, FlatPredictions, detector_family, flat_predictions,
-                          level_predictions, matched_log_scores, select_boxes)
+from ..detectors import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
+                         explainable_detector)
+from ..detectors.base import default_metas
 from .reliability import at_noise_level, box_reasons
 
 # What a gradient method differentiates for a box (see BoxCAM's ``target``).
@@ -47,40 +48,26 @@ TARGETS = ('logit', 'log_score')
 DEFAULT_TARGET = 'logit'
 
 
-def default_target_layers(model: nn.Module) -> List[str]:
-    """``neck.out_layers[i]`` for every level of the detector's neck.
-
-    Raises:
-        ValueError: The neck has no ``out_layers`` (pass target layers explicitly).
-    """
-    neck = getattr(model, 'neck', None)
-    out_layers = getattr(neck, 'out_layers', None)
-    if not isinstance(out_layers, nn.ModuleList) or not len(out_layers):
-        raise ValueError(f'{type(neck).__name__} has no out_layers: pass target_layers '
-                         f'explicitly (e.g. "neck", or "backbone.stage4")')
-    return [f'neck.out_layers[{i}]' for i in range(len(out_layers))]
-
-
-def target_layer_error(model: nn.Module, problems: Dict[str, str]) -> str:
+def target_layer_error(detector: ExplainableDetector, problems: Dict[str, str]) -> str:
     """The message for target layers (or ``layer[i]`` outputs) that cannot carry a box CAM:
     each one with its reason, then what is accepted."""
     listed = '; '.join(f'{key!r} {why}' for key, why in problems.items())
     try:
         examples = 'backbone and neck layers such as ' + ', '.join(
-            repr(p) for p in default_target_layers(model)) + ' (the default)'
+            repr(p) for p in detector.default_target_layers()) + ' (the default)'
     except ValueError:
         examples = 'backbone and neck layers such as "backbone.stage4"'
     return (f'these target layers cannot be explained by box CAMs: {listed}. A box CAM shows '
             f'how a layer the box score is computed from contributes to it (for every method: '
             f'on another layer EigenCAM and AblationCAM maps say nothing about the boxes). '
             f'Accepted: layers with a 4-D (N, C, H, W) output that the scores of '
-            f'{type(model.bbox_head).__name__} depend on: {examples}, or layers of the head\'s '
+            f'{detector.head_name} depend on: {examples}, or layers of the head\'s '
             f'classification/objectness branch (not its box-regression branch). '
             f'--preview-model (tools/boxam_vis.py) lists every layer.')
 
 
-def _not_depending_reason(model: nn.Module) -> str:
-    return (f'does not feed the box scores (the scores of {type(model.bbox_head).__name__} do '
+def _not_depending_reason(detector: ExplainableDetector) -> str:
+    return (f'does not feed the box scores (the scores of {detector.head_name} do '
             f'not depend on its output)')
 
 
@@ -197,6 +184,7 @@ class BoxCAMResult:
     layer_noise: Tensor
     reasons: List[str]
     target: str = DEFAULT_TARGET
+    _maps_cache: list = field(default_factory=list, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.detections)
@@ -221,7 +209,18 @@ class BoxCAMResult:
     def box_maps(self, meta: Optional[Dict] = None,
                  out_size: Optional[Tuple[int, int]] = None) -> Tensor:
         """``(K, H, W)`` maps in [0, 1] on the original image (``meta`` given) or the input;
-        layers at noise level are left out, and an unreliable box's map is zero."""
+        layers at noise level are left out, and an unreliable box's map is zero.
+
+        Computed once per ``(meta, out_size)``: the drawing, the energy scalar and the
+        faithfulness metrics of one image share the maps (treat them as read-only)."""
+        for cached_meta, cached_size, maps in self._maps_cache:
+            if cached_meta is meta and cached_size == out_size:
+                return maps
+        maps = self._compose(meta, out_size)
+        self._maps_cache.append((meta, out_size, maps))
+        return maps
+
+    def _compose(self, meta: Optional[Dict], out_size: Optional[Tuple[int, int]]) -> Tensor:
         if len(self) == 0:
             if meta is None:
                 size = out_size or self.input_size
@@ -235,20 +234,24 @@ class BoxCAMResult:
 
 
 class BoxCAM:
-    """Per-box class activation maps for MMYOLO detectors.
+    """Per-box class activation maps for any detector with an adapter
+    (``engine.detectors``).
 
     Construction checks the model and the layers and builds nothing else; the model is only
     touched inside :meth:`__call__`, which runs it in eval mode and restores every module's
     mode, ``requires_grad``, ``.grad``, buffers and the RNG state afterwards.
 
     Args:
-        model (nn.Module): An (unwrapped) MMYOLO detector: YOLOv5, YOLOv6, YOLOv7, YOLOv8,
-            YOLOX, RTMDet or PPYOLOE.
+        model (nn.Module): A detector ``engine.detectors.explainable_detector`` accepts:
+            MMYOLO's YOLOv5, YOLOv6, YOLOv7, YOLOv8, YOLOX, RTMDet or PPYOLOE, or an
+            MMDetection single-stage detector whose dense head decodes like
+            ``BaseDenseHead`` (RetinaNet, FCOS, ATSS, ...).
         method (str | BoxCAMMethod): ``gradcam``, ``gradcam++``, ``xgradcam``, ``layercam``,
             ``eigengradcam``, ``eigencam``, ``ablationcam`` or ``drise`` (input-level, black
             box: ``methods.DRISE``). Defaults to 'gradcam'.
-        target_layers (Sequence[str], optional): Layer paths; all of ``neck.out_layers`` when
-            None. Ignored by ``drise``, which works on the input image. Defaults to None.
+        target_layers (Sequence[str], optional): Layer paths; the detector's default
+            (MMYOLO: all of ``neck.out_layers``; MMDetection: ``neck``) when None. Ignored by
+            ``drise``, which works on the input image. Defaults to None.
         score_thr (float): Explain boxes scoring above this. Defaults to 0.3.
         topk (int): Explain at most this many boxes per image (best first); ``<= 0`` for all.
             Defaults to 10.
@@ -296,7 +299,7 @@ class BoxCAM:
                  grid_size: int = 16,
                  keep_prob: float = 0.5,
                  mask_seed: Optional[int] = 0) -> None:
-        self.family = detector_family(model)
+        self.detector = explainable_detector(model)
         self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
                            match_iou_thr, target, num_masks=num_masks, grid_size=grid_size,
                            keep_prob=keep_prob, mask_seed=mask_seed)
@@ -314,12 +317,13 @@ class BoxCAM:
             self.target_layers: List[str] = []  # the input is what is perturbed
         else:
             if target_layers is None:
-                target_layers = default_target_layers(model)
+                target_layers = self.detector.default_target_layers()
             self.target_layers = check_str_list('target_layers', target_layers,
                                                 '"neck.out_layers[2]"')
         for path in self.target_layers:
             resolve_layer(model, path)  # raises with the nearest valid names
-        self.model = model
+        self.model = self.detector.model
+        self._unused: Optional[Set[str]] = None  # see _unused_outputs
         self.score_thr = float(score_thr)
         self.topk = topk
         self.match_iou_thr = float(match_iou_thr)
@@ -350,19 +354,31 @@ class BoxCAM:
             DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed)
 
     # ------------------------------------------------------------------ public
-    def __call__(self, inputs: Tensor) -> List[BoxCAMResult]:
+    def __call__(self, inputs: Tensor,
+                 metas: Optional[Sequence[dict]] = None) -> List[BoxCAMResult]:
         """CAMs for a preprocessed batch ``(B, 3, H, W)`` (the data preprocessor's output).
+
+        Args:
+            inputs (Tensor): The batch.
+            metas (Sequence[dict], optional): Each image's metainfo (``img_shape``,
+                ``scale_factor``, ...): detectors that clip or rescale boxes with it during
+                their post-processing select exactly their own detections. None: each image
+                fills the whole input. Defaults to None.
 
         Returns:
             list[BoxCAMResult]: One per image.
         """
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:
             raise ValueError('inputs must be a (B, 3, H, W) tensor from the data preprocessor')
+        metas = default_metas(inputs.shape[0], *inputs.shape[-2:]) if metas is None else \
+            [dict(m) for m in metas]
+        if len(metas) != inputs.shape[0]:
+            raise ValueError(f'{len(metas)} metainfo dicts for a batch of {inputs.shape[0]}')
         with preserved_model_state(self.model):  # modes, requires_grad, .grad, buffers, RNG
             self.model.eval()
             if self.method.works_on_input:
                 with torch.no_grad():
-                    return self._explain_input(inputs)
+                    return self._explain_input(inputs, metas)
             if self.method.uses_gradients:
                 # No parameter needs a gradient: autograd then records the graph only from the
                 # target layers on (their outputs become leaves, see _rebind), not through the
@@ -370,11 +386,12 @@ class BoxCAM:
                 for param in self.model.parameters():
                     param.requires_grad_(False)
                 with torch.enable_grad():
-                    return self._explain(inputs)
+                    return self._explain(inputs, metas)
             with torch.no_grad():
-                return self._explain(inputs)
+                return self._explain(inputs, metas)
 
-    def probe_target_layers(self, input_size: Tuple[int, int] = (64, 64)) -> Dict[str, str]:
+    def probe_target_layers(self, input_size: Optional[Tuple[int, int]] = None
+                            ) -> Dict[str, str]:
         """Which target layers cannot carry a box CAM, and why, from ONE forward of zeros.
 
         The forward runs as a gradient method's does (eval mode, parameters frozen, the target
@@ -383,16 +400,33 @@ class BoxCAM:
         scores depend on is one the autograd graph of all the head's scores reaches.
 
         Args:
-            input_size (tuple[int, int]): ``(H, W)`` of the zero input; a multiple of the
-                largest stride. Defaults to (64, 64).
+            input_size (tuple[int, int], optional): ``(H, W)`` of the zero input; a multiple
+                of the largest stride. Defaults to None: the detector's ``probe_size``
+                (64 x 64; 256 x 256 for DETRs).
 
         Returns:
             dict[str, str]: Per layer (or ``layer[i]`` output) that did not run, gave no 4-D
             map, or that the scores do not depend on, the reason; empty when all are usable
-            (always for input-level methods, which have no target layers).
+            (always for input-level methods, which have no target layers). A layer with
+            several outputs is refused only when the scores depend on none of them; the
+            outputs they do not depend on are left out of the maps.
         """
         if not self.target_layers:
             return {}
+        missing, keys, sources, unused = self._probe_dependence(input_size)
+        problems: Dict[str, str] = {}  # in the order of target_layers
+        for path in self.target_layers:
+            if path in missing:
+                problems[path] = missing[path]
+            path_keys = [key for key, source in zip(keys, sources) if source.path == path]
+            if all(key in unused for key in path_keys):  # else its unused outputs are dropped
+                problems.update({key: _not_depending_reason(self.detector) for key in path_keys})
+        return problems
+
+    def _probe_dependence(self, input_size: Optional[Tuple[int, int]]):
+        """One forward of zeros as a gradient method runs it: the layers that gave no map,
+        and the output keys, sources and the keys the scores' graph does not reach."""
+        input_size = input_size or self.detector.probe_size
         param = next(self.model.parameters(), None)
         inputs = torch.zeros((1, 3, *input_size), device=param.device if param is not None
                              else 'cpu')
@@ -401,25 +435,29 @@ class BoxCAM:
             for p in self.model.parameters():
                 p.requires_grad_(False)
             with torch.enable_grad(), _GradientCapture(self.model, self.target_layers) as cap:
-                scores = flat_predictions(self.model.bbox_head, self.model.bbox_head(
-                    self.model.extract_feat(inputs))).log_scores
+                scores = self.detector.candidates(inputs).log_scores
             missing = cap.missing_maps()
             keys, sources, acts = _layer_outputs(cap)
-            unused = set(_not_depending(scores, keys, acts))
-        problems: Dict[str, str] = {}  # in the order of target_layers
-        for path in self.target_layers:
-            if path in missing:
-                problems[path] = missing[path]
-            problems.update({key: _not_depending_reason(self.model)
-                             for key, source in zip(keys, sources)
-                             if source.path == path and key in unused})
-        return problems
+            with torch.enable_grad():  # also when a gradient-free method runs this
+                unused = set(_not_depending(scores, keys, acts))
+        return missing, keys, sources, unused
 
-    def check_target_layers(self, input_size: Tuple[int, int] = (64, 64)) -> None:
+    def _unused_outputs(self, sources: Sequence[OutputSource]) -> Set[str]:
+        """Outputs of multi-output target layers that the box scores do not depend on (the
+        FPN level only Faster R-CNN's RPN reads): left out of every method's maps. Found once
+        per engine with one small forward, and only where a target layer returns several
+        maps."""
+        if self._unused is None:
+            several = any(sum(s.path == path for s in sources) > 1
+                          for path in self.target_layers)
+            self._unused = self._probe_dependence(None)[3] if several else set()
+        return self._unused
+
+    def check_target_layers(self, input_size: Optional[Tuple[int, int]] = None) -> None:
         """Raises ValueError naming every target layer :meth:`probe_target_layers` rejects."""
         problems = self.probe_target_layers(input_size)
         if problems:
-            raise ValueError(target_layer_error(self.model, problems))
+            raise ValueError(target_layer_error(self.detector, problems))
 
     def explain_data(self, data: dict) -> Tuple[List[BoxCAMResult], List[dict]]:
         """CAMs for a collated batch straight from a test pipeline (``pseudo_collate``): the
@@ -430,29 +468,32 @@ class BoxCAM:
         """
         processed = self.model.data_preprocessor(data, False)
         metas = [dict(sample.metainfo) for sample in processed['data_samples']]
-        return self(processed['inputs']), metas
+        return self(processed['inputs'], metas), metas
 
     # ------------------------------------------------------------------ internals
-    def _forward(self, inputs: Tensor):
+    def _forward(self, inputs: Tensor, metas: Optional[List[dict]]):
         model = self.model
         capture = _GradientCapture(model, self.target_layers) if self.method.uses_gradients \
             else ActivationCapture(model, self.target_layers, detach=True, to_cpu=False)
         with capture:
-            feats = model.extract_feat(inputs)
-            preds = flat_predictions(model.bbox_head, model.bbox_head(feats))
+            feats = self.detector.extract_feat(inputs)
+            preds = FlatPredictions.cat(self.detector.level_candidates(feats, metas=metas))
         missing = capture.missing_maps()
         if missing:
-            raise ValueError(target_layer_error(model, missing))
+            raise ValueError(target_layer_error(self.detector, missing))
         keys, sources, acts = _layer_outputs(capture)
+        unused = self._unused_outputs(sources)
+        if unused:
+            kept = [i for i, key in enumerate(keys) if key not in unused]
+            keys, sources, acts = ([v[i] for i in kept] for v in (keys, sources, acts))
         empty = {key: tuple(act.shape) for key, act in zip(keys, acts) if 0 in act.shape[-2:]}
         if empty:
             raise ValueError(f'empty feature maps (no pixels) from the target layers: {empty}')
         return feats, preds, keys, sources, acts
 
-    def _explain(self, inputs: Tensor) -> List[BoxCAMResult]:
-        feats, preds, keys, sources, acts = self._forward(inputs)
-        head = self.model.bbox_head
-        dets = select_boxes(preds, head.test_cfg, self.score_thr, self.topk)
+    def _explain(self, inputs: Tensor, metas: Optional[List[dict]]) -> List[BoxCAMResult]:
+        feats, preds, keys, sources, acts = self._forward(inputs, metas)
+        dets = self.detector.select(preds, self.score_thr, self.topk, metas)
         grads = self._box_gradients(preds, dets, keys, acts) \
             if self.method.uses_gradients else None
         results = []
@@ -470,7 +511,8 @@ class BoxCAM:
                     grads=None if grads is None else grads[li][b],
                     box_mask=box_masks(det.boxes, (h, w), (width / w, height / h)))
                 if self.method.needs_rescoring:
-                    ctx.rescore = self._rescorer(inputs, feats, sources[li], b, det)
+                    ctx.rescore = self._rescorer(inputs, feats, sources[li], b, det, metas,
+                                                 preds.proposals)
                     ctx.base_log_scores = preds.log_scores[b, det.priors, det.labels].detach()
                 raw, magnitude = self.method.map_and_magnitude(ctx)
                 layer_maps.append(raw.detach())
@@ -483,16 +525,16 @@ class BoxCAM:
                                         noise, box_reasons(noise, grad_peak), self.target))
         return results
 
-    def _predict(self, inputs: Tensor) -> FlatPredictions:
+    def _predict(self, inputs: Tensor, metas: Optional[List[dict]] = None) -> FlatPredictions:
         """Flat predictions of a batch (the caller sets eval mode and no_grad); the batch in
-        the network's fastest layout (no gradients flow here, so only speed changes)."""
-        head = self.model.bbox_head
-        return flat_predictions(head, head(self.model.extract_feat(in_network_layout(inputs))))
+        the network's fastest layout (no gradients flow here, so only speed changes). A batch
+        of ``n`` modified copies of one image takes that image's ``metas``."""
+        return self.detector.candidates(in_network_layout(inputs), metas)
 
-    def _explain_input(self, inputs: Tensor) -> List[BoxCAMResult]:
+    def _explain_input(self, inputs: Tensor, metas: Optional[List[dict]]) -> List[BoxCAMResult]:
         """Input-level methods: one map per box on the network input, as one layer."""
-        preds = self._predict(inputs)
-        dets = select_boxes(preds, self.model.bbox_head.test_cfg, self.score_thr, self.topk)
+        preds = self._predict(inputs, metas)
+        dets = self.detector.select(preds, self.score_thr, self.topk, metas)
         height, width = inputs.shape[-2:]
         results = []
         for b, det in enumerate(dets):
@@ -500,12 +542,9 @@ class BoxCAM:
                 raw = inputs.new_zeros((0, height, width))
                 noise = torch.zeros((0, 1), dtype=torch.bool)
             else:
-                obj = preds.objectness
-                image_preds = FlatPredictions(
-                    preds.scores[b:b + 1], preds.log_scores[b:b + 1], preds.logits[b:b + 1],
-                    preds.boxes[b:b + 1], preds.levels, None if obj is None else obj[b:b + 1])
-                ctx = InputContext(image=inputs[b], boxes=det, predictions=image_preds,
-                                   predict=self._predict)
+                image_metas = None if metas is None else [metas[b]]
+                ctx = InputContext(image=inputs[b], boxes=det, predictions=preds.image(b),
+                                   predict=lambda batch, m=image_metas: self._predict(batch, m))
                 raw, magnitude = self.method.input_map_and_magnitude(ctx)
                 noise = at_noise_level(raw, magnitude).cpu()[:, None]
             results.append(BoxCAMResult(det, [raw.detach()], ['input'], (height, width),
@@ -540,9 +579,10 @@ class BoxCAM:
         total = targets.numel()
         try:
             eye = torch.eye(total, dtype=targets.dtype, device=targets.device)
+            # retain_graph: a failing batched pass must leave the graph for the fallback
             flat = torch.autograd.grad(targets, acts, grad_outputs=eye, is_grads_batched=True,
-                                       allow_unused=True)
-        except RuntimeError:  # an op without a batching rule: one VJP per box
+                                       allow_unused=True, retain_graph=True)
+        except RuntimeError:  # an op without a batching rule (mmcv's RoIAlign): one VJP a box
             per_box = [torch.autograd.grad(targets[k], acts, retain_graph=True,
                                            allow_unused=True) for k in range(total)]
             flat = [None if per_box[0][li] is None else
@@ -564,18 +604,19 @@ class BoxCAM:
         return out
 
     def _raise_not_depending(self, keys: Sequence[str]) -> None:
-        reason = _not_depending_reason(self.model)
-        raise ValueError(target_layer_error(self.model, {key: reason for key in keys}))
+        reason = _not_depending_reason(self.detector)
+        raise ValueError(target_layer_error(self.detector, {key: reason for key in keys}))
 
     def _rescorer(self, inputs: Tensor, feats, source: OutputSource, b: int,
-                  det: ExplainedBoxes) -> Callable[[Tensor], Tensor]:
+                  det: ExplainedBoxes, metas: Optional[List[dict]],
+                  proposals: Optional[Tensor] = None) -> Callable[[Tensor], Tensor]:
         """Scores of the boxes when one layer output of image ``b`` is replaced by a batch."""
-        model = self.model
-        head = model.bbox_head
-        candidate_thr = float((head.test_cfg or {}).get('score_thr', 0.001) or 0.0)
+        detector = self.detector
         path, index, num_outputs = source.path, source.index, source.num_outputs
-        module = resolve_layer(model, path)
-        level = self._head_input_level(module, num_outputs)
+        module = resolve_layer(self.model, path)
+        level = detector.head_input_level(module, index, num_outputs)
+        image_metas = None if metas is None else [metas[b]]
+        image_proposals = None if proposals is None else proposals[b:b + 1]
 
         def rescore(batch: Tensor) -> Tensor:
             n = batch.shape[0]
@@ -585,23 +626,11 @@ class BoxCAM:
                 # independently, so their batch sizes need not match).
                 new_feats = [f[b:b + 1] for f in feats]
                 new_feats[level] = batch
-                outputs = head(tuple(new_feats))
             else:
                 with _ReplaceOutput(module, index, source.call) as swap:
                     swap.value = batch
-                    outputs = head(model.extract_feat(
-                        inputs[b:b + 1].expand(n, *inputs.shape[1:])))
-            per_level = level_predictions(head, outputs, classes=det.labels)
-            return matched_log_scores(per_level, det, candidate_thr, self.match_iou_thr)
+                    new_feats = detector.extract_feat(
+                        inputs[b:b + 1].expand(n, *inputs.shape[1:]))
+            return detector.rescore(new_feats, det.labels, det, self.match_iou_thr,
+                                    image_metas, image_proposals)
         return rescore
-
-    def _head_input_level(self, module: nn.Module, num_outputs: int) -> Optional[int]:
-        """``i`` when ``module`` is ``neck.out_layers[i]`` (its output is head input ``i`` and
-        feeds nothing else), else None."""
-        out_layers = getattr(getattr(self.model, 'neck', None), 'out_layers', None)
-        if num_outputs != 1 or not isinstance(out_layers, nn.ModuleList):
-            return None
-        for level, layer in enumerate(out_layers):
-            if layer is module:
-                return level
-        return None

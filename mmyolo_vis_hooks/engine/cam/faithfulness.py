@@ -11,7 +11,7 @@
 - **The box's own score** after a perturbation: the score, for the box's class, of the
   prediction that overlaps the original box most (``engine.core.geometry.box_iou``), among the
   head's candidates (score above the head's ``test_cfg.score_thr``) with an IoU of at least
-  ``match_iou_thr`` (``predictions.matched_log_scores``, AblationCAM's matching). **A box the
+  ``match_iou_thr`` (``detectors.matched_log_scores``, AblationCAM's matching). **A box the
   model no longer detects at all** (no such candidate) **scores 0**: the curve is always
   defined and finite, so an AUC is never NaN.
 - **Pointing game** (Zhang et al., "Top-down neural attention by excitation backprop",
@@ -44,8 +44,8 @@ from ..core.checks import check_choice, check_int, check_number, owned_by
 from ..core.devices import in_network_layout
 from ..core.geometry import boxes_to_original, input_geometry, same_label_iou
 from ..core.model_state import preserved_model_state
+from ..detectors import ExplainedBoxes, explainable_detector
 from .compose import energy_inside
-from .predictions import ExplainedBoxes, level_predictions, matched_log_scores
 
 BASELINES = ('blur', 'mean')
 # Zhang et al. 2016: a hit within 15 pixels of the ground-truth box.
@@ -204,7 +204,8 @@ class Faithfulness:
                  match_iou_thr: float = 0.5) -> None:
         with owned_by('Faithfulness'):
             check_faithfulness_options(steps, baseline, blur_sigma, batch_size, match_iou_thr)
-        self.model = model
+        self.detector = explainable_detector(model)
+        self.model = self.detector.model
         self.steps = steps
         self.baseline = baseline
         self.blur_sigma = float(blur_sigma)
@@ -240,7 +241,7 @@ class Faithfulness:
         counts = torch.round(fractions * count).long().tolist()
         with preserved_model_state(self.model), torch.no_grad():
             self.model.eval()
-            ends = self._scores(torch.stack([image, substrate]), boxes)  # (2, K)
+            ends = self._scores(torch.stack([image, substrate]), boxes, meta)  # (2, K)
             # Inner steps: (box, step) pairs; deletion first, then insertion.
             jobs = [(mode, k, i) for mode in (0, 1) for k in range(num)
                     for i in range(1, self.steps)]
@@ -251,7 +252,7 @@ class Faithfulness:
                     torch.where(ranks[k] < counts[i], substrate, image) if mode == 0 else
                     torch.where(ranks[k] < counts[i], image, substrate)
                     for mode, k, i in chunk])
-                scores = self._scores(batch, boxes)  # (n, K)
+                scores = self._scores(batch, boxes, meta)  # (n, K)
                 own = torch.tensor([k for _, k, _ in chunk], device=scores.device)
                 inner[start:start + len(chunk)] = scores[torch.arange(len(chunk)), own].cpu()
         ends = ends.cpu()
@@ -267,13 +268,12 @@ class Faithfulness:
         meta = dict(processed['data_samples'][0].metainfo)
         return self(processed['inputs'], result.detections, result.box_maps(), meta)
 
-    def _scores(self, batch: Tensor, boxes: ExplainedBoxes) -> Tensor:
+    def _scores(self, batch: Tensor, boxes: ExplainedBoxes,
+                meta: Optional[dict] = None) -> Tensor:
         """``(n, K)`` each box's own score in each image of ``batch`` (0 where lost)."""
-        head = self.model.bbox_head
-        candidate_thr = float((head.test_cfg or {}).get('score_thr', 0.001) or 0.0)
-        outputs = head(self.model.extract_feat(in_network_layout(batch)))
-        per_level = level_predictions(head, outputs, classes=boxes.labels)
-        log_scores = matched_log_scores(per_level, boxes, candidate_thr, self.match_iou_thr)
+        feats = self.detector.extract_feat(in_network_layout(batch))
+        log_scores = self.detector.rescore(feats, boxes.labels, boxes, self.match_iou_thr,
+                                           None if meta is None else [meta])
         return log_scores.exp()  # exp(-inf) = 0: the box is no longer detected
 
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..core.checks import check_choice, check_int, check_number
 from .drise import (MISSING_OBJECTNESS, NORMALIZATIONS, RiseMasks, check_drise_options,
                     drise_maps)
-from .predictions import ExplainedBoxes, FlatPredictions
+from ..detectors.base import ExplainedBoxes, FlatPredictions
 from .projection import first_component_projection
 
 

@@ -4,11 +4,10 @@ Per image, the config's own test transforms run on the pixels (what ``LoadImageF
 have produced: BGR uint8), so each slice gets exactly MMYOLO's test-time letterbox. A slice that
 already has the model's input size passes through them untouched (no resize, no pad), which is
 both exact and free. The batch then goes through the model's data preprocessor (channel order,
-mean/std, size-divisor padding) as ONE stacked tensor, one forward (``mode='tensor'``), and the
-head's decoding maps boxes back to each image's pixels: for every MMYOLO detection family
-(whose heads use ``YOLOv5Head.predict_by_feat``) :func:`batched_predict_by_feat` decodes the
-whole batch at once with exactly that method's boxes (tested bit for bit), other heads use
-their own ``predict_by_feat``. The score threshold is handed to the decoding (never lowered
+mean/std, size-divisor padding) as ONE stacked tensor, one forward, and the detector's own
+decoding (``ExplainableDetector.decode`` of ``engine.detectors``: for MMYOLO's detection
+families the whole batch at once, bit for bit the boxes of ``YOLOv5Head.predict_by_feat``)
+maps boxes back to each image's pixels. The score threshold is handed to the decoding (never lowered
 below the config's), which drops boxes before its NMS; boxes above the threshold come out the
 same as with the config's threshold, because only higher-scored boxes can suppress or outrank
 them.
@@ -31,6 +30,7 @@ from mmengine.model import is_model_wrapper
 from ..core.devices import prefers_channels_last
 from ..core.model_state import preserved_modes
 from ..core.pipeline import test_pipeline_cfg, without_loading
+from ..detectors import explainable_detector
 from .detections import Detections
 
 _PROBE_SIDE = 2048
@@ -53,190 +53,15 @@ def inference_mode(model: torch.nn.Module) -> Iterator[None]:
 
 def _fast_preprocessor_types() -> tuple:
     from mmdet.models.data_preprocessors import DetDataPreprocessor
-    from mmyolo.models.data_preprocessors import YOLOv5DetDataPreprocessor
+    try:
+        from mmyolo.models.data_preprocessors import YOLOv5DetDataPreprocessor
+    except ImportError:  # MMYOLO is optional
+        return (DetDataPreprocessor, )
     return DetDataPreprocessor, YOLOv5DetDataPreprocessor
 
 
-def _standard_predict_by_feat():
-    from mmyolo.models.dense_heads import YOLOv5Head
-    return YOLOv5Head.predict_by_feat
-
-
-def has_standard_decoding(head: torch.nn.Module) -> bool:
-    """Whether ``head`` decodes with ``YOLOv5Head.predict_by_feat`` (all 7 MMYOLO detection
-    families do; instance/rotated/pose heads override it), which
-    :func:`batched_predict_by_feat` reproduces."""
-    return getattr(type(head), 'predict_by_feat', None) is _standard_predict_by_feat()
-
-
-def _nms_keep(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-              nms_cfg: Optional[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``mmcv.ops.batched_nms(boxes, scores, labels, nms_cfg)``'s kept indices and scores.
-
-    For the plain ``nms`` type it computes the same class-offset boxes with the same float ops
-    and calls the same C++ NMS directly, without batched_nms's per-call Python (its ``eval``,
-    argument inspection and autograd Function cost ~6x the NMS itself on a slice's boxes);
-    anything else goes through batched_nms itself.
-    """
-    from mmcv.ops import batched_nms
-    from mmcv.ops.nms import ext_module
-    cfg = dict(nms_cfg) if nms_cfg is not None else None
-    plain = (cfg is not None and cfg.get('type', 'nms') == 'nms'
-             and set(cfg) <= {'type', 'iou_threshold', 'iou_thr', 'offset', 'class_agnostic',
-                              'split_thr'}
-             and len(boxes) < cfg.get('split_thr', 10000))
-    if not plain:
-        dets, keep = batched_nms(boxes, scores, labels, cfg)
-        return keep, dets[:, -1]
-    if cfg.get('class_agnostic', False):
-        boxes_for_nms = boxes
-    else:
-        offsets = labels.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
-        boxes_for_nms = boxes + offsets[:, None]
-    iou_thr = cfg.get('iou_threshold', cfg.get('iou_thr'))
-    keep = ext_module.nms(boxes_for_nms, scores, iou_threshold=float(iou_thr),
-                          offset=int(cfg.get('offset', 0)))
-    return keep, scores[keep]
-
-
-def batched_predict_by_feat(head: torch.nn.Module, cls_scores: Sequence[torch.Tensor],
-                            bbox_preds: Sequence[torch.Tensor],
-                            objectnesses: Optional[Sequence[torch.Tensor]] = None, *,
-                            batch_img_metas: List[dict], cfg: dict
-                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[int]]:
-    """``YOLOv5Head.predict_by_feat(..., rescale=True, with_nms=True)`` for a whole batch,
-    with the same boxes, scores and labels bit for bit (tested on several families) in the
-    same order, as flat tensors.
-
-    Why it is exact: every op that rounds (sigmoid, the box coder) runs, as in the original,
-    once on the whole batch's tensors of the same shapes; after that only selections,
-    comparisons and correctly rounded elementwise ops (products, differences, quotients,
-    clamps), whose results do not depend on how many rows are processed together, are batched;
-    the per-image sort and NMS (whose tie order depends on their input) run per image on the
-    same values in the same order. What it saves is the per-image Python of the original
-    (``InstanceData``, a deep copy of the config, mmcv's ``batched_nms`` wrapper): about 5x
-    faster on a batch of 8 slices.
-
-    Args:
-        head (nn.Module): A head for which :func:`has_standard_decoding` holds.
-        cls_scores, bbox_preds, objectnesses (Sequence[Tensor]): The head's outputs.
-        batch_img_metas (list[dict]): Per image ``ori_shape``, ``scale_factor`` and
-            optionally ``pad_param``.
-        cfg (dict): The test config (``head.test_cfg`` with its score threshold).
-
-    Returns:
-        tuple: ``bboxes`` (K, 4), ``scores`` (K,), ``labels`` (K,) of all images, image after
-        image, and the number of boxes of each image.
-    """
-    from mmengine.config import ConfigDict
-    multi_label = bool(cfg.get('multi_label', False)) and head.num_classes > 1
-    num_imgs = len(batch_img_metas)
-    # --- as YOLOv5Head.predict_by_feat, on the whole batch (same ops, same shapes) ---
-    featmap_sizes = [cls_score.shape[2:] for cls_score in cls_scores]
-    if featmap_sizes != head.featmap_sizes:
-        head.mlvl_priors = head.prior_generator.grid_priors(
-            featmap_sizes, dtype=cls_scores[0].dtype, device=cls_scores[0].device)
-        head.featmap_sizes = featmap_sizes
-    flatten_priors = torch.cat(head.mlvl_priors)
-    flatten_stride = torch.cat([
-        flatten_priors.new_full((size.numel() * head.num_base_priors, ), stride)
-        for size, stride in zip(featmap_sizes, head.featmap_strides)])
-    flatten_cls_scores = torch.cat([
-        s.permute(0, 2, 3, 1).reshape(num_imgs, -1, head.num_classes) for s in cls_scores],
-        dim=1).sigmoid()
-    flatten_bbox_preds = torch.cat([
-        b.permute(0, 2, 3, 1).reshape(num_imgs, -1, 4) for b in bbox_preds], dim=1)
-    flatten_boxes = head.bbox_coder.decode(flatten_priors[None], flatten_bbox_preds,
-                                           flatten_stride)
-    score_thr = cfg.get('score_thr', -1)
-    yolox_style = cfg.get('yolox_style', False)
-    # --- per image in the original; here batched where that cannot change a bit ---
-    if objectnesses is not None:
-        objectness = torch.cat([o.permute(0, 2, 3, 1).reshape(num_imgs, -1)
-                                for o in objectnesses], dim=1).sigmoid()
-        if score_thr > 0 and not yolox_style:
-            img_idx, prior_idx = (objectness > score_thr).nonzero(as_tuple=True)
-        else:
-            img_idx, prior_idx = torch.ones_like(objectness, dtype=torch.bool).nonzero(
-                as_tuple=True)
-        scores = flatten_cls_scores[img_idx, prior_idx] * objectness[img_idx, prior_idx, None]
-    else:
-        img_idx, prior_idx = torch.ones(flatten_cls_scores.shape[:2], dtype=torch.bool,
-                                        device=flatten_cls_scores.device).nonzero(as_tuple=True)
-        scores = flatten_cls_scores[img_idx, prior_idx]
-    boxes = flatten_boxes[img_idx, prior_idx]
-    # filter_scores_and_topk's mask and nonzero, for all images at once (row-major order
-    # keeps each image's candidates together and in the original order).
-    if multi_label:
-        valid = scores > score_thr
-        cand, labels = valid.nonzero(as_tuple=True)
-        cand_scores = scores[valid]
-    else:
-        best, labels = scores.max(1, keepdim=True)
-        valid = best > score_thr
-        cand, _ = valid.nonzero(as_tuple=True)
-        cand_scores = best[valid]
-        labels = labels[:, 0][cand]
-    cand_img = img_idx[cand]
-    cand_boxes = boxes[cand]
-    # rescale=True: pad and scale factor per candidate (one value per image, as the
-    # original's new_tensor of the meta values, in the same float type).
-    # (x - 0 is x, bit for bit, for an image without padding)
-    if any('pad_param' in m for m in batch_img_metas):
-        pads = cand_boxes.new_tensor([
-            [m['pad_param'][2], m['pad_param'][0]] * 2 if 'pad_param' in m else [0.0] * 4
-            for m in batch_img_metas])
-        cand_boxes = cand_boxes - pads[cand_img]
-    scales = cand_boxes.new_tensor([list(m['scale_factor']) * 2 for m in batch_img_metas])
-    cand_boxes = cand_boxes / scales[cand_img]
-    min_size = cfg.get('min_bbox_size', -1)
-    if min_size >= 0:
-        wide = ((cand_boxes[:, 2] - cand_boxes[:, 0]) > min_size) & (
-            (cand_boxes[:, 3] - cand_boxes[:, 1]) > min_size)
-    counts = torch.bincount(cand_img, minlength=num_imgs).tolist()
-    nms_pre = cfg.get('nms_pre', 100000)
-    max_per_img = cfg.get('max_per_img')
-    nms_cfg = cfg.get('nms')
-    if isinstance(nms_cfg, ConfigDict):
-        nms_cfg = nms_cfg.to_dict()
-    out_index, out_scores, out_counts = [], [], []
-    start = 0
-    for img, count in enumerate(counts):
-        stop = start + count
-        if count == 0:
-            out_counts.append(0)
-            continue
-        img_scores, order = cand_scores[start:stop].sort(descending=True)
-        order = order[:min(nms_pre, count)] + start
-        img_scores = img_scores[:len(order)]
-        if min_size >= 0:
-            keep_wide = wide[order]
-            if not bool(keep_wide.all()):
-                order, img_scores = order[keep_wide], img_scores[keep_wide]
-        if len(order):
-            keep, img_scores = _nms_keep(cand_boxes[order], img_scores, labels[order], nms_cfg)
-            order = order[keep]
-            if max_per_img is not None and not yolox_style:
-                order, img_scores = order[:max_per_img], img_scores[:max_per_img]
-        out_index.append(order)
-        out_scores.append(img_scores)
-        out_counts.append(len(order))
-        start = stop
-    if not out_index:
-        empty = flatten_boxes.new_zeros((0, 4))
-        return empty, empty[:, 0], labels.new_zeros(0), out_counts
-    index = torch.cat(out_index)
-    out_boxes = cand_boxes[index]
-    out_img = cand_img[index]
-    # clamp to each image's ori_shape (a clamp is exact, so one call when they agree)
-    limits = torch.tensor([[m['ori_shape'][1], m['ori_shape'][0]] * 2
-                           for m in batch_img_metas], dtype=out_boxes.dtype)
-    out_boxes = torch.minimum(out_boxes.clamp_(min=0), limits.to(out_boxes.device)[out_img])
-    return out_boxes, torch.cat(out_scores), labels[index], out_counts
-
-
 class BatchPredictor:
-    """Runs an MMYOLO detector on a batch of RGB images with its test-time semantics.
+    """Runs a detector on a batch of RGB images with its test-time semantics.
 
     Two routes give the same tensor (``tests/test_large_image.py`` checks it bit for bit):
 
@@ -253,25 +78,21 @@ class BatchPredictor:
         channels_last (bool, optional): Give the network channels-last inputs. None: on when
             the data preprocessor's device is the CPU (where it is measured faster).
             Defaults to None.
-        batched_decode (bool): Decode the whole batch at once with
-            :func:`batched_predict_by_feat` when the head allows it (the same boxes as its
+        batched_decode (bool): Decode with the detector's own batched decoding
+            (``ExplainableDetector.decode``: for MMYOLO heads the same boxes as their
             ``predict_by_feat``, bit for bit, about 5x faster); False: the head's own
             ``predict_by_feat``. Defaults to True.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Optional[Config] = None,
                  channels_last: Optional[bool] = None, batched_decode: bool = True) -> None:
-        from mmengine.registry import init_default_scope
-        from mmyolo.registry import TRANSFORMS
+        from mmengine.registry import TRANSFORMS, init_default_scope
         self.model = model.module if is_model_wrapper(model) else model
         cfg = cfg if cfg is not None else getattr(self.model, 'cfg', None)
         if cfg is None:
             raise ValueError('the model carries no config (model.cfg); build it with '
                              'engine.inference.build_detector or pass cfg=')
-        head = getattr(self.model, 'bbox_head', None)
-        if head is None or not hasattr(head, 'predict_by_feat'):
-            raise TypeError(f'{type(self.model).__name__} has no bbox_head.predict_by_feat; '
-                            'sliced inference supports single-stage (MMYOLO) detectors')
+        self.detector = explainable_detector(self.model)
         if channels_last is None:
             channels_last = prefers_channels_last(self.device)
         elif not isinstance(channels_last, bool):
@@ -405,30 +226,21 @@ class BatchPredictor:
     def forward(self, inputs: torch.Tensor) -> tuple:
         """The network alone (backbone, neck, head) on a preprocessed batch."""
         with self.guard():
-            return self.model(inputs, mode='tensor')
+            return self.detector.forward(inputs)
 
     def decode_flat(self, outs: tuple, metas: List[dict], score_thr: float = 0.0
                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The head's decoding + NMS for a batch, as flat arrays: boxes in each image's pixels
         (K, 4), scores (K,) above ``score_thr``, labels (K,), and each box's image index (K,),
-        images in order. Heads decoding with ``YOLOv5Head.predict_by_feat`` (every MMYOLO
-        detection family) go through :func:`batched_predict_by_feat` (the same boxes, bit for
-        bit) unless ``batched_decode`` is off; others through their own ``predict_by_feat``."""
-        head = self.model.bbox_head
-        test_cfg = copy.deepcopy(head.test_cfg)
+        images in order: the detector's own decoding (``ExplainableDetector.decode``), or
+        with ``batched_decode`` off its head's ``predict_by_feat``."""
+        test_cfg = copy.deepcopy(self.detector.test_cfg)
         if test_cfg is not None:
             test_cfg['score_thr'] = max(float(test_cfg.get('score_thr', 0.0)), float(score_thr))
         with self.guard():
-            if self.batched_decode and test_cfg is not None and has_standard_decoding(head):
-                bboxes, scores, labels, counts = batched_predict_by_feat(
-                    head, *outs, batch_img_metas=metas, cfg=test_cfg)
-            else:
-                results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=test_cfg,
-                                               rescale=True)
-                counts = [len(res) for res in results]
-                bboxes = torch.cat([res.bboxes for res in results])
-                scores = torch.cat([res.scores for res in results])
-                labels = torch.cat([res.labels for res in results])
+            decode = self.detector.decode if self.batched_decode else \
+                self.detector.decode_unbatched
+            bboxes, scores, labels, counts = decode(outs, metas, test_cfg)
         image_index = np.repeat(np.arange(len(metas)), counts)
         bboxes, scores = bboxes.float().cpu().numpy(), scores.float().cpu().numpy()
         keep = scores > score_thr

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import DEMO_CONFIG
-from mmyolo_vis_hooks.engine.cam import BoxCAM, flat_predictions
+from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.methods import GradCAM, LayerContext
 from mmyolo_vis_hooks.engine.cam.reliability import (FLOAT32_TINY, at_noise_level,
                                                      box_reasons)
@@ -66,7 +67,7 @@ def test_logit_target_is_the_sum_of_the_logits_behind_the_score(demo_model):
     inputs = demo_input(demo_model, 160)
     with torch.no_grad():
         outputs = demo_model.bbox_head(demo_model.extract_feat(inputs))
-        preds = flat_predictions(demo_model.bbox_head, outputs)
+        preds = explainable_detector(demo_model).candidates(inputs)
     cls, obj = outputs[0][0], outputs[2][0]  # level 0: (B, A*C, h, w), (B, A, h, w)
     cls = cls.permute(0, 2, 3, 1).reshape(1, -1, 3)
     obj = obj.permute(0, 2, 3, 1).reshape(1, -1, 1)

@@ -16,8 +16,8 @@ from torch import nn
 
 from conftest import DEMO_CONFIG, packaged_config
 from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
-                                         flat_predictions, merge_box_maps, norm_in_boxes,
-                                         select_boxes)
+                                         merge_box_maps, norm_in_boxes)
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams, maps_on_image
 from mmyolo_vis_hooks.runtime.models import build_detector
 
@@ -105,13 +105,14 @@ def test_flat_predictions_are_the_heads_own_predictions(family):
     inputs = random_inputs()
     with torch.no_grad():
         outputs = model.bbox_head(model.extract_feat(inputs))
-        preds = flat_predictions(model.bbox_head, outputs)
+        detector = explainable_detector(model)
+        preds = detector.candidates(inputs)
         thr = float(preds.scores.max()) * 0.5
         cfg = ConfigDict(dict(model.bbox_head.test_cfg, score_thr=thr, max_per_img=10))
         metas = [dict(ori_shape=INPUT[2:], img_shape=INPUT[2:], scale_factor=(1.0, 1.0))] * 2
         theirs = model.bbox_head.predict_by_feat(*outputs, batch_img_metas=metas, cfg=cfg,
                                                  rescale=False)
-        ours = select_boxes(preds, model.bbox_head.test_cfg, thr, 10)
+        ours = detector.select(preds, thr, 10)
     height, width = INPUT[2:]
     for det, ref in zip(ours, theirs):
         n = min(len(det), 10)
@@ -273,10 +274,10 @@ def _check_layer_refusals(model, method):
 def test_unsupported_model_fails_at_construction():
     # A real MMYOLO detector whose head is not supported: RTMDet-Ins (instance masks).
     model = build_detector(packaged_config('rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py'))
-    # The message names the refused head and the supported ones (wording: detector_family).
+    # The message names the refused head and the supported ones (engine.detectors).
     with pytest.raises(ValueError, match='(?s)(?=.*RTMDetInsSepBNHead)(?=.*YOLOv5Head)'):
         BoxCAM(model)
-    with pytest.raises(ValueError, match='single-stage MMYOLO detector'):
+    with pytest.raises(ValueError, match='box CAMs support .*; Conv2d has no bbox_head'):
         BoxCAM(nn.Conv2d(3, 3, 1))
 
 

@@ -10,7 +10,8 @@ from mmengine.runner import Runner
 
 from conftest import DEMO_CONFIG
 from runner_utils import read_events, tiny_train_cfg
-from mmyolo_vis_hooks.engine.cam import BoxCAM, flat_predictions
+from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.compose import box_masks
 from mmyolo_vis_hooks.engine.cam.faithfulness import (Faithfulness, baseline_image,
                                                       content_region, curve_auc,
@@ -159,8 +160,7 @@ def test_a_box_lost_after_masking_scores_zero_and_the_model_is_untouched(demo_mo
     faith = Faithfulness(demo_model, steps=4, baseline='mean')
     flat = baseline_image(inputs[0], content_region(meta, inputs.shape[-2:]), 'mean')
     with torch.no_grad():
-        preds = flat_predictions(demo_model.bbox_head,
-                                 demo_model.bbox_head(demo_model.extract_feat(flat[None])))
+        preds = explainable_detector(demo_model).candidates(flat[None])
     candidate_thr = demo_model.bbox_head.test_cfg['score_thr']
     ious = box_iou(preds.boxes[0], det.boxes)  # (N, K)
     lost = [not ((preds.scores[0, :, label] > candidate_thr) & (ious[:, k] >= 0.5)).any()

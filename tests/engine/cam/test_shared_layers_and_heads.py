@@ -1,11 +1,14 @@
 """Box CAMs on a layer that runs once per pyramid level (RTMDet's shared head convolutions), and
-the head check: MMYOLO's own head classes only, not MMDetection's namesakes or subclasses."""
+which adapter a head gets: by its class hierarchy, not its name."""
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from conftest import packaged_config
-from mmyolo_vis_hooks.engine.cam import BoxCAM, detector_family
+from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.engine import _ReplaceOutput
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.testing.cam_reference import calibrate_batchnorm
@@ -80,29 +83,42 @@ def test_ablation_replaces_only_the_chosen_call():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('head_type', ['YOLOXHead', 'RTMDetHead'])
-def test_mmdetection_heads_of_the_same_name_are_refused(rtmdet, head_type):
-    """MMDetection's YOLOXHead/RTMDetHead share the names of MMYOLO's heads but not their
-    outputs: a clear ValueError at construction (the name check let them through to an
-    AttributeError)."""
+def test_mmdetection_heads_of_the_same_name_get_their_own_kind(rtmdet):
+    """MMDetection's RTMDetHead/YOLOXHead share the names of MMYOLO's heads but not their
+    outputs: the class hierarchy, not the name, picks the adapter. MMDetection's RTMDetHead
+    decodes like BaseDenseHead (MMDetection's dense kind); its YOLOXHead has a decoding of its
+    own without an adapter: refused at construction, naming it."""
     from mmdet.models import dense_heads as mmdet_heads
     from mmengine.registry import DefaultScope
+    from mmyolo_vis_hooks.engine.detectors.mmdet_dense import MMDetDenseDetector
+    from mmyolo_vis_hooks.engine.detectors.mmyolo_dense import MMYOLODenseDetector
     model = build_detector(packaged_config(RTMDET))
     with DefaultScope.overwrite_default_scope('mmdet'):  # its losses are mmdet's
-        model.bbox_head = getattr(mmdet_heads, head_type)(num_classes=80, in_channels=96)
+        model.bbox_head = mmdet_heads.RTMDetHead(num_classes=80, in_channels=96)
+    assert isinstance(explainable_detector(model), MMDetDenseDetector)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model.bbox_head = mmdet_heads.YOLOXHead(num_classes=80, in_channels=96)
     with pytest.raises(ValueError, match=(
-            rf"box CAMs support exactly MMYOLO's heads .*; mmdet\.models\.dense_heads\.\w+\."
-            rf"{head_type} is not MMYOLO's mmyolo\.models\.dense_heads\.\w+\.{head_type} "
-            rf"\(same name, other outputs and box decoding\)")):
+            r"box CAMs support MMYOLO's dense heads .*; mmdet\.models\.dense_heads\.\w+\."
+            r"YOLOXHead decodes with YOLOXHead's own predict_by_feat, which has no adapter")):
         BoxCAM(model)
-    assert detector_family(rtmdet) == 'rtmdet'
+    assert isinstance(explainable_detector(rtmdet), MMYOLODenseDetector)
 
 
 @pytest.mark.slow
-def test_subclasses_of_mmyolo_heads_are_refused():
-    model = build_detector(packaged_config(RTMDET))
+def test_subclasses_of_mmyolo_heads_are_explained_like_their_base(rtmdet):
+    """A user's subclass of a supported head gets its base's adapter (same boxes, same maps);
+    a subclass with a decoding of its own (as mask, rotated and pose heads have) is refused."""
+    model = copy.deepcopy(rtmdet)
     head_type = type(model.bbox_head)
-    model.bbox_head.__class__ = type('RTMDetPoseLikeHead', (head_type, ), {})
-    with pytest.raises(ValueError, match=r'RTMDetPoseLikeHead subclasses RTMDetHead, but a '
-                                         r'subclass may return more outputs'):
+    model.bbox_head.__class__ = type('MyRTMDetHead', (head_type, ), {})
+    inputs = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ours = BoxCAM(model, score_thr=0.0, topk=3)(inputs)[0]
+    base = BoxCAM(rtmdet, score_thr=0.0, topk=3)(inputs)[0]
+    assert torch.equal(ours.detections.priors, base.detections.priors)
+    assert all(torch.equal(a, b) for a, b in zip(ours.layer_maps, base.layer_maps))
+    model.bbox_head.__class__ = type('RTMDetPoseLikeHead', (head_type, ), {
+        'predict_by_feat': lambda self, *args, **kwargs: None})
+    with pytest.raises(ValueError, match=r'RTMDetPoseLikeHead subclasses RTMDetHead with a '
+                                         r'decoding of its own'):
         BoxCAM(model)

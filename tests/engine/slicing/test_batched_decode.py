@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mmyolo_vis_hooks.engine.slicing import BatchPredictor
-from mmyolo_vis_hooks.engine.slicing.predictor import (_nms_keep, batched_predict_by_feat,
-                                                       has_standard_decoding)
+from mmyolo_vis_hooks.engine.detectors.mmyolo_dense import (_nms_keep, batched_predict_by_feat,
+                                                            has_standard_decoding)
 from mmyolo_vis_hooks.runtime.images import read_rgb
 from slicing_utils import demo_detector  # noqa: F401 - shared fixture
 

@@ -1,0 +1,105 @@
+"""Detectors we can explain: one contract (:mod:`.base`), one file per detector kind.
+
+:func:`explainable_detector` finds a model's adapter from the class hierarchy of its head: the
+nearest supported class in the head's MRO decides, so a user's subclass of a supported head is
+explained like its base, unless it replaces the head's decoding (instance masks, rotated boxes
+and keypoints subclass the box heads with other outputs). Every other detector is refused with
+one line naming its kind and what is supported.
+"""
+from typing import Tuple
+
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
+                   UnsupportedDetectorError, matched_log_scores)
+
+SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, YOLOv8Head, '
+                   'YOLOXHead, RTMDetHead, PPYOLOEHead) and MMDetection\'s dense heads that '
+                   'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
+                   'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
+                   'variants), and MMDetection\'s two-stage detectors with a standard or '
+                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
+                   'Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR family '
+                   '(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
+
+
+def _qualified_name(cls: type) -> str:
+    return f'{cls.__module__}.{cls.__qualname__}'
+
+
+def _mmyolo_heads() -> Tuple[type, ...]:
+    try:
+        from .mmyolo_dense import head_classes
+        return head_classes()
+    except ImportError:  # MMYOLO is optional
+        return ()
+
+
+def _kind_of_other(model: nn.Module) -> str:
+    """What a detector without a supported dense head is, for the refusal."""
+    name = type(model).__name__
+    if getattr(model, 'roi_head', None) is not None or hasattr(model, 'rpn_head'):
+        return f'{name} is a two-stage (RoI) detector'
+    if hasattr(model, 'decoder') and hasattr(model, 'bbox_head') and \
+            hasattr(model, 'num_queries'):
+        return f'{name} is a DETR-style (query) detector'
+    if getattr(model, 'bbox_head', None) is None:
+        return f'{name} has no bbox_head'
+    return f'{name}\'s head {_qualified_name(type(model.bbox_head))} is not one of them'
+
+
+def explainable_detector(model: nn.Module) -> ExplainableDetector:
+    """The adapter that explains ``model`` (wrappers are unwrapped).
+
+    Raises:
+        UnsupportedDetectorError: No adapter for the model's kind (the message names the kind
+            and what is supported).
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    from mmdet.models.detectors import TwoStageDetector as MMDetTwoStage
+    if isinstance(model, MMDetTwoStage) and getattr(model, 'with_rpn', False) and \
+            getattr(model, 'with_bbox', False):
+        from .two_stage import TwoStageDetector, roi_head_kind
+        if roi_head_kind(model.roi_head) is not None:
+            return TwoStageDetector(model)
+        raise UnsupportedDetectorError(
+            f'box CAMs support {SUPPORTED_KINDS}; {type(model).__name__}\'s RoI head '
+            f'{_qualified_name(type(model.roi_head))} predicts boxes its own way (no adapter '
+            f'yet)')
+    from mmdet.models.detectors import DetectionTransformer
+    if isinstance(model, DetectionTransformer):
+        from .detr import DETRDetector
+        return DETRDetector(model)
+    head = getattr(model, 'bbox_head', None)
+    if head is None or not hasattr(model, 'extract_feat') or \
+            getattr(model, 'roi_head', None) is not None or hasattr(model, 'num_queries'):
+        raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
+                                       f'{_kind_of_other(model)}')
+    mmyolo_heads = _mmyolo_heads()
+    for cls in type(head).__mro__:
+        if cls in mmyolo_heads:
+            from .mmyolo_dense import MMYOLODenseDetector, has_standard_decoding
+            if not has_standard_decoding(head):
+                raise UnsupportedDetectorError(
+                    f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
+                    f'subclasses {cls.__name__} with a decoding of its own (instance masks, '
+                    f'rotated boxes or keypoints are not supported yet)')
+            return MMYOLODenseDetector(model)
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    if isinstance(head, BaseDenseHead):
+        from .mmdet_dense import MMDetDenseDetector, uses_base_decoding
+        if uses_base_decoding(type(head)):
+            return MMDetDenseDetector(model)
+        own = next(c for c in type(head).__mro__ if 'predict_by_feat' in vars(c) or
+                   '_predict_by_feat_single' in vars(c))
+        raise UnsupportedDetectorError(
+            f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} decodes with '
+            f'{own.__name__}\'s own predict_by_feat, which has no adapter yet')
+    raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
+                                   f'{_kind_of_other(model)}')
+
+
+__all__ = ['ExplainableDetector', 'ExplainedBoxes', 'FlatPredictions', 'SUPPORTED_KINDS',
+           'UnsupportedDetectorError', 'explainable_detector', 'matched_log_scores']

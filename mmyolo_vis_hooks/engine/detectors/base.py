@@ -1,0 +1,344 @@
+"""The detector contract: what every consumer (the CAM methods, D-RISE, faithfulness, both
+hooks, the sliced predictor, the sahi adapter, the tools) may ask of a detector.
+
+A detector we can explain is an MMEngine detector wrapped in an :class:`ExplainableDetector`,
+found by :func:`~mmyolo_vis_hooks.engine.detectors.explainable_detector` from the class
+hierarchy of its head. One subclass per detector kind, one file each in this folder; nothing
+outside this folder reads ``bbox_head`` or tests a head's class.
+
+The contract, for a preprocessed batch ``inputs`` ``(B, 3, H, W)`` (the data preprocessor's
+output) and optionally its metainfo ``metas`` (one dict per image: ``img_shape``,
+``scale_factor``, ``pad_param`` ...; built from the input size when absent):
+
+- :meth:`~ExplainableDetector.extract_feat` ``(inputs) -> feats``: what the prediction part
+  reads (the neck's levels for dense heads); opaque to consumers.
+- :meth:`~ExplainableDetector.level_candidates` ``(feats, classes=None) -> [FlatPredictions]``:
+  EVERY candidate (prior, RoI or query) of the batch, before any threshold or NMS, with its
+  differentiable class logits, scores and log scores and its decoded box in network-input
+  pixels, one entry per feature level (a kind without levels returns one). The kind's own
+  decoding is reused (priors, box coder), never re-derived. Levels may have different batch
+  sizes (a perturbed level for ``n`` copies beside unchanged ones at 1).
+- :meth:`~ExplainableDetector.select` ``(preds, score_thr, topk, metas) -> [ExplainedBoxes]``:
+  the detector's own post-processing (thresholds, pre-NMS top-k, NMS, max per image) on those
+  candidates; each final detection keeps the candidate index and label behind it, so its
+  target is ``preds.<scores|logits|log_scores>[image, candidate, label]``.
+- Re-scoring the same candidate after the input or a layer changed: run
+  :meth:`level_candidates` again on the changed features, restricted to the boxes' classes,
+  and :func:`matched_log_scores` finds, per box, the best IoU-matched candidate above
+  :attr:`candidate_thr` (the IoU match keeps working where a perturbation moves the box to
+  a neighbouring prior). :meth:`head_input_level` says when a layer output is exactly one
+  level's head input, so only that level needs to run again.
+- :attr:`num_classes`, :attr:`class_names`, :meth:`default_target_layers` (the layers whose
+  outputs feed the scores, one per level) and :attr:`kind` (a short name for messages).
+- Batched inference for slicing: :meth:`forward` ``(inputs) -> outs`` (what needs no
+  metainfo: the whole network for dense heads) and
+  :meth:`decode` ``(outs, metas, cfg) -> (bboxes, scores, labels, counts)`` with the boxes in
+  each image's original pixels, as the detector's ``predict`` would give them.
+
+Adapters never change the model: they run it in whatever mode the caller set (consumers use
+``core.model_state.preserved_model_state`` and eval mode).
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..core.geometry import box_iou
+
+
+class UnsupportedDetectorError(ValueError):
+    """A detector whose kind has no adapter (yet): the message names the kind and what is
+    supported. A ValueError, so the tools print it in one line and the hooks raise it early."""
+
+
+@dataclass
+class FlatPredictions:
+    """All candidate predictions of a batch, before any threshold or NMS.
+
+    Attributes:
+        scores (Tensor): ``(B, N, num_classes)`` confidences in [0, 1] (the values the head's
+            own post-processing thresholds and sorts), differentiable.
+        log_scores (Tensor): ``(B, N, num_classes)`` their logarithms computed stably from the
+            logits (``logsigmoid``/``log_softmax``). In float32 ``sigmoid`` rounds to 1 for
+            logits above ~17 and its gradient to 0; ``score * grad(log_score)`` is the same
+            gradient without that underflow up to logits of ~87.
+        logits (Tensor): ``(B, N, num_classes)`` the sum of the logits behind each score: the
+            class logit, plus the candidate's objectness (or centerness) logit where the score
+            is a product with one. Its gradient has no saturating function at the end.
+        boxes (Tensor): ``(B, N, 4)`` xyxy boxes in network-input pixels.
+        levels (Tensor): ``(N,)`` feature level of each candidate.
+        objectness (Tensor, optional): ``(B, N)`` objectness probability of each candidate for
+            heads with an objectness branch, else None. ``scores`` already include it (D-RISE
+            weighs it separately).
+        score_factors (Tensor, optional): ``(B, N)`` a factor the head multiplies into the
+            class scores AFTER its candidate threshold (FCOS/ATSS centerness); ``scores``
+            already include it. None when there is none.
+        class_scores (Tensor, optional): ``(B, N, num_classes)`` the scores before
+            ``score_factors`` (what such a head thresholds); None without score factors.
+        class_boxes (Tensor, optional): ``(B, N, num_classes, 4)`` a box per class where the
+            box depends on the class (RoI heads regress one per class); ``boxes`` is then the
+            box of each candidate's best class. None where a candidate has one box.
+        proposals (Tensor, optional): ``(B, N, 4)`` the region each candidate was pooled from
+            (two-stage detectors): handing them back to ``level_candidates`` re-scores the
+            same candidates on changed features.
+        valid (Tensor, optional): ``(B, N)`` bool, False for padding where images have
+            different candidate counts (padding scores 0); None when all are real.
+    """
+    scores: Tensor
+    log_scores: Tensor
+    logits: Tensor
+    boxes: Tensor
+    levels: Tensor
+    objectness: Optional[Tensor] = None
+    score_factors: Optional[Tensor] = None
+    class_scores: Optional[Tensor] = None
+    class_boxes: Optional[Tensor] = None
+    proposals: Optional[Tensor] = None
+    valid: Optional[Tensor] = None
+
+    def image(self, b: int) -> 'FlatPredictions':
+        """The predictions of image ``b`` as a batch of one."""
+        def pick(t: Optional[Tensor]) -> Optional[Tensor]:
+            return None if t is None else t[b:b + 1]
+        return FlatPredictions(pick(self.scores), pick(self.log_scores), pick(self.logits),
+                               pick(self.boxes), self.levels, pick(self.objectness),
+                               pick(self.score_factors), pick(self.class_scores),
+                               pick(self.class_boxes), pick(self.proposals), pick(self.valid))
+
+    @staticmethod
+    def cat(per_level: Sequence['FlatPredictions']) -> 'FlatPredictions':
+        """The levels of :meth:`ExplainableDetector.level_candidates` as one candidate list
+        (level order: a candidate index addresses the same prediction in the head's own
+        flattened decoding)."""
+        if len(per_level) == 1:
+            return per_level[0]
+
+        def cat_optional(name: str) -> Optional[Tensor]:
+            values = [getattr(p, name) for p in per_level]
+            return None if values[0] is None else torch.cat(values, dim=1)
+        return FlatPredictions(
+            scores=torch.cat([p.scores for p in per_level], dim=1),
+            log_scores=torch.cat([p.log_scores for p in per_level], dim=1),
+            logits=torch.cat([p.logits for p in per_level], dim=1),
+            boxes=torch.cat([p.boxes for p in per_level], dim=1),
+            levels=torch.cat([p.levels for p in per_level]),
+            objectness=cat_optional('objectness'),
+            score_factors=cat_optional('score_factors'),
+            class_scores=cat_optional('class_scores'))
+
+
+@dataclass
+class ExplainedBoxes:
+    """The boxes chosen in one image, each tied to the candidate that produced it.
+
+    Attributes:
+        boxes (Tensor): ``(K, 4)`` xyxy in network-input pixels.
+        scores (Tensor): ``(K, )`` confidences.
+        labels (Tensor): ``(K, )`` class indices.
+        priors (Tensor): ``(K, )`` candidate index into :class:`FlatPredictions` (the target
+            of a box is ``scores[image, prior, label]``).
+        levels (Tensor): ``(K, )`` feature level of each box's candidate.
+    """
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    priors: Tensor
+    levels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+
+def matched_log_scores(per_level: Sequence[FlatPredictions], dets: ExplainedBoxes,
+                       candidate_thr: float, match_iou_thr: float) -> Tensor:
+    """Target scores for gradient-free methods: per perturbed copy and box, the (log) score of
+    the best IoU-matched prediction of the box's class.
+
+    Args:
+        per_level (Sequence[FlatPredictions]): Predictions of ONE image's perturbed copies,
+            per level, decoded for the box labels only (``level_candidates(...,
+            classes=dets.labels)``: column k is box k's class). A level's batch is ``n`` or 1
+            (unchanged by the perturbation).
+        dets (ExplainedBoxes): The ``K`` boxes being explained.
+        candidate_thr (float): A candidate counts as a prediction of the class when its score
+            exceeds this (the detector's own candidate threshold).
+        match_iou_thr (float): Minimum IoU with the explained box; below it the box is lost.
+
+    Returns:
+        Tensor: ``(n, K)`` log scores; ``-inf`` where the box is lost.
+    """
+    n = max(p.scores.shape[0] for p in per_level)
+    num_boxes = len(dets)
+    best_iou = per_level[0].scores.new_full((n, num_boxes), -1.0)
+    best_log = per_level[0].log_scores.new_full((n, num_boxes), float('-inf'))
+    for preds in per_level:
+        if preds.class_boxes is not None:  # column k holds box k's class: its own box
+            ious = box_iou(preds.class_boxes, dets.boxes).diagonal(dim1=-2, dim2=-1)
+        else:
+            ious = box_iou(preds.boxes, dets.boxes)  # (n_l, N_l, K)
+        valid = (preds.scores > candidate_thr) & (ious >= match_iou_thr)
+        level_iou, where = torch.where(valid, ious, ious.new_full((), -1.0)).max(dim=1)
+        level_log = preds.log_scores.gather(1, where[:, None, :])[:, 0]  # (n_l, K)
+        level_iou, level_log = level_iou.expand(n, -1), level_log.expand(n, -1)
+        better = level_iou > best_iou
+        best_iou = torch.where(better, level_iou, best_iou)
+        best_log = torch.where(better, level_log, best_log)
+    return best_log
+
+
+def feature_input_level(model: nn.Module, module: nn.Module, index: int) -> Optional[int]:
+    """Output ``index`` of the module whose outputs are the detector's features (the neck, or
+    a neck-less backbone) is feature level ``index``; None for any other module."""
+    feeder = model.neck if getattr(model, 'with_neck', False) else \
+        getattr(model, 'backbone', None)
+    return index if module is feeder else None
+
+
+def samples_of(metas: Sequence[dict]) -> list:
+    """``DetDataSample``s carrying ``metas`` (the forwards of two-stage and DETR detectors
+    read the image geometry from them)."""
+    from mmdet.structures import DetDataSample
+    return [DetDataSample(metainfo=dict(meta)) for meta in metas]
+
+
+def decode_by_predict(model: nn.Module, cfg_owner: nn.Module, inputs: Tensor,
+                      metas: List[dict], cfg: dict) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+    """The detector's own ``predict(..., rescale=True)`` of a preprocessed batch with the test
+    config ``cfg`` set on ``cfg_owner`` for the call, as flat tensors."""
+    from mmengine.config import ConfigDict
+    saved = cfg_owner.test_cfg
+    cfg_owner.test_cfg = ConfigDict(cfg)
+    try:
+        results = model.predict(inputs, samples_of(metas), rescale=True)
+    finally:
+        cfg_owner.test_cfg = saved
+    inst = [r.pred_instances for r in results]
+    return (torch.cat([i.bboxes for i in inst]), torch.cat([i.scores for i in inst]),
+            torch.cat([i.labels for i in inst]), [len(i) for i in inst])
+
+
+def default_metas(batch: int, height: int, width: int) -> List[dict]:
+    """Metainfo of a batch given without any: each image fills the whole input, unscaled."""
+    return [dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1.0, 1.0),
+                 pad_shape=(height, width), batch_input_shape=(height, width))
+            for _ in range(batch)]
+
+
+def decode_with_predict_by_feat(head: nn.Module, outs, metas: List[dict], cfg: dict
+                                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+    """A dense head's own ``predict_by_feat(..., rescale=True)``, as flat tensors."""
+    results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
+    return (torch.cat([res.bboxes for res in results]),
+            torch.cat([res.scores for res in results]),
+            torch.cat([res.labels for res in results]), [len(res) for res in results])
+
+
+class ExplainableDetector:
+    """Base of the per-kind adapters (the contract is this module's docstring).
+
+    Args:
+        model (nn.Module): The unwrapped detector.
+    """
+
+    #: Short name of the kind, for messages.
+    kind: str = 'detector'
+    #: ``(H, W)`` of the zero input that structural checks run (a multiple of every stride).
+    probe_size: Tuple[int, int] = (64, 64)
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    # ------------------------------------------------------------ what the detector is
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def class_names(self) -> List[str]:
+        """The dataset's class names, or the class indices as strings."""
+        meta = getattr(self.model, 'dataset_meta', None) or {}
+        return list(meta.get('classes') or [str(i) for i in range(self.num_classes)])
+
+    @property
+    def test_cfg(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def candidate_thr(self) -> float:
+        """A candidate is a prediction of a class above this score (the head's own
+        ``test_cfg.score_thr``)."""
+        return float((self.test_cfg or {}).get('score_thr', 0.001) or 0.0)
+
+    def default_target_layers(self) -> List[str]:
+        """Layer paths whose outputs feed the box scores, one output per level."""
+        raise NotImplementedError
+
+    @property
+    def head_name(self) -> str:
+        """The class name of the part that scores the boxes, for messages."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ candidates
+    def extract_feat(self, inputs: Tensor):
+        return self.model.extract_feat(inputs)
+
+    def level_candidates(self, feats, classes: Optional[Tensor] = None,
+                         metas: Optional[Sequence[dict]] = None,
+                         proposals: Optional[Tensor] = None) -> List[FlatPredictions]:
+        """Every candidate of ``feats`` (see the module docstring); ``classes`` restricts the
+        class columns (column j is class ``classes[j]``); ``proposals`` (two-stage kinds)
+        re-scores the candidates of an earlier call instead of proposing new ones."""
+        raise NotImplementedError
+
+    def candidates(self, inputs: Tensor, metas: Optional[Sequence[dict]] = None
+                   ) -> FlatPredictions:
+        """Every candidate of a batch (:meth:`level_candidates` of its features, joined);
+        without ``metas`` each image fills the whole input."""
+        if metas is None:
+            metas = default_metas(inputs.shape[0], *inputs.shape[-2:])
+        return FlatPredictions.cat(self.level_candidates(self.extract_feat(inputs),
+                                                         metas=metas))
+
+    def select(self, preds: FlatPredictions, score_thr: float, topk: int,
+               metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
+        raise NotImplementedError
+
+    def head_input_level(self, module: nn.Module, index: int, num_outputs: int
+                         ) -> Optional[int]:
+        """The level whose head input is exactly output ``index`` of ``module`` (and that
+        output feeds nothing else), or None."""
+        return None
+
+    def rescore(self, feats, classes: Tensor, dets: ExplainedBoxes, match_iou_thr: float,
+                metas: Optional[Sequence[dict]] = None,
+                proposals: Optional[Tensor] = None) -> Tensor:
+        """``(n, K)`` log scores of the boxes ``dets`` in (perturbed) features ``feats``
+        of ``n`` copies of one image: the best IoU-matched candidate of each box's class
+        (among the given ``proposals``' candidates where the kind has them)."""
+        per_level = self.level_candidates(feats, classes=classes, metas=metas,
+                                          proposals=proposals)
+        return matched_log_scores(per_level, dets, self.candidate_thr, match_iou_thr)
+
+    # ------------------------------------------------------------ batched inference
+    def forward(self, inputs: Tensor):
+        """The part of batched inference that needs no metainfo (dense heads: the whole
+        network) on a preprocessed batch; :meth:`decode` takes its result."""
+        return self.model(inputs, mode='tensor')
+
+    def decode(self, outs, metas: List[dict], cfg: dict
+               ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+        """The detector's own decoding + NMS with ``cfg`` (its test config, possibly with a
+        raised threshold), boxes in each image's original pixels.
+
+        Returns:
+            tuple: ``bboxes`` (K, 4), ``scores`` (K,), ``labels`` (K,) of all images, image
+            after image, and the number of boxes of each image.
+        """
+        raise NotImplementedError
+
+    def decode_unbatched(self, outs, metas: List[dict], cfg: dict
+                         ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+        """:meth:`decode` through the head's own ``predict_by_feat`` image by image (the
+        reference a faster :meth:`decode` is tested against)."""
+        return self.decode(outs, metas, cfg)

@@ -1,0 +1,245 @@
+"""MMDetection's two-stage (RoI) detectors: Faster R-CNN and the box branch of Mask R-CNN,
+Libra, Dynamic, Double-Head, PISA, MS R-CNN, PointRend (``StandardRoIHead``), and the cascades
+(Cascade R-CNN / Cascade Mask R-CNN, HTC, SCNet: ``CascadeRoIHead``).
+
+How MMDetection predicts (``TwoStageDetector.predict``): the RPN proposes boxes
+(``rpn_head.predict``, no gradient: its boxes are detached), ``bbox2roi`` batches them, the RoI
+head pools each proposal's features (RoIAlign) and its ``bbox_head`` returns ``(R, C + 1)``
+class logits (the last column is the background) and per-class box deltas; ``BBoxHead.
+_predict_by_feat_single`` takes the softmax, decodes every class's box with ``bbox_coder``
+(clipped to ``img_shape``), rescales, and ``multiclass_nms`` keeps the (RoI, class) pairs above
+``score_thr`` after class-wise NMS. A cascade runs its stages one after another
+(``CascadeRoIHead._refine_roi``: each stage re-pools the boxes the previous one regressed) and
+scores with the MEAN of the stages' class logits, boxes from the last stage.
+
+Here the candidates are the RoIs of one image: ``scores`` = that softmax without the background
+column, ``logits`` = the class logit (for a cascade: the stages' mean logit, the value its
+softmax is taken of), ``class_boxes`` every class's decoded box, ``proposals`` the RPN boxes
+they came from. :meth:`TwoStageDetector.select` runs ``multiclass_nms(..., return_inds=True)``
+on exactly the head's inputs, so each detection keeps its RoI and class. A box's CAM therefore
+explains its OWN class logit from its own RoI, with the proposals fixed: it shows which
+features the RoI head used to classify that region, not why the RPN proposed it (the proposal
+step is not differentiable in MMDetection). Gradient-free re-scoring (AblationCAM) keeps the
+unmasked image's proposals too; D-RISE and the faithfulness metrics re-detect from scratch
+(black box), as the detector would.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
+                   decode_by_predict, default_metas, feature_input_level, samples_of)
+
+
+def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
+    """``'standard'`` or ``'cascade'`` when the RoI head predicts boxes like
+    ``StandardRoIHead``/``CascadeRoIHead`` with a standard ``BBoxHead`` decoding, else None."""
+    from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
+    from mmdet.models.roi_heads.bbox_heads import BBoxHead
+    cls = type(roi_head)
+    if isinstance(roi_head, CascadeRoIHead):
+        kind, reference = 'cascade', CascadeRoIHead
+        bbox_heads = list(roi_head.bbox_head)
+    elif isinstance(roi_head, StandardRoIHead):
+        kind, reference = 'standard', StandardRoIHead
+        bbox_heads = [roi_head.bbox_head]
+    else:
+        return None
+    if cls.predict_bbox is not reference.predict_bbox:
+        return None
+    for head in bbox_heads:
+        if not isinstance(head, BBoxHead) or \
+                type(head)._predict_by_feat_single is not BBoxHead._predict_by_feat_single:
+            return None
+    return kind
+
+
+class TwoStageDetector(ExplainableDetector):
+    """MMDetection's ``TwoStageDetector`` with a standard or cascade RoI head."""
+
+    kind = 'MMDetection two-stage detector'
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.roi_head = model.roi_head
+        self.roi_kind = roi_head_kind(self.roi_head)
+        if self.roi_kind is None:
+            raise UnsupportedDetectorError(
+                f'{type(model).__name__}\'s RoI head {type(self.roi_head).__name__} predicts '
+                f'boxes its own way; two-stage box CAMs support StandardRoIHead and '
+                f'CascadeRoIHead with BBoxHead decoding (Faster/Mask/Cascade R-CNN, HTC, ...)')
+        self.bbox_head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
+            else self.roi_head.bbox_head
+        if self.bbox_head.custom_cls_channels:
+            raise UnsupportedDetectorError(
+                f'{type(self.bbox_head.loss_cls).__name__} turns logits into scores with its '
+                f'own activation; box CAMs support softmax classifiers')
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.bbox_head.num_classes)
+
+    @property
+    def test_cfg(self) -> dict:
+        return self.roi_head.test_cfg or {}
+
+    @property
+    def head_name(self) -> str:
+        return type(self.roi_head).__name__
+
+    def default_target_layers(self) -> List[str]:
+        """The neck's outputs (each RoI pools from one level), or the backbone's."""
+        return ['neck'] if getattr(self.model, 'with_neck', False) else ['backbone']
+
+    def head_input_level(self, module: nn.Module, index: int, num_outputs: int
+                         ) -> Optional[int]:
+        """Output ``i`` of the neck (or of a neck-less backbone) is feature level ``i``: a
+        changed level is re-scored without running the backbone again."""
+        return feature_input_level(self.model, module, index)
+
+    def propose(self, feats, metas: Sequence[dict]) -> List[Tensor]:
+        """The RPN's boxes per image, in network-input pixels (no gradient)."""
+        with torch.no_grad():
+            results = self.model.rpn_head.predict(tuple(feats), samples_of(metas),
+                                                  rescale=False)
+        return [res.bboxes for res in results]
+
+    def _roi_outputs(self, feats, proposals: List[Tensor], metas: Sequence[dict]
+                     ) -> Tuple[List[Tensor], List[Tensor], List[Optional[Tensor]]]:
+        """Per image: the final RoIs, class logits ``(R, C + 1)`` and box deltas."""
+        from mmdet.structures.bbox import bbox2roi
+        rois = bbox2roi(proposals)
+        counts = tuple(len(p) for p in proposals)
+        if self.roi_kind == 'cascade':
+            rois, cls_scores, bbox_preds = self.roi_head._refine_roi(
+                x=tuple(feats), rois=rois, batch_img_metas=list(metas),
+                num_proposals_per_img=counts)
+            return list(rois), list(cls_scores), list(bbox_preds)
+        results = self.roi_head._bbox_forward(tuple(feats), rois)
+        bbox_pred = results['bbox_pred']
+        return (list(rois.split(counts)), list(results['cls_score'].split(counts)),
+                list(bbox_pred.split(counts)) if bbox_pred is not None else [None] * len(counts))
+
+    def level_candidates(self, feats, classes: Optional[Tensor] = None,
+                         metas: Optional[Sequence[dict]] = None,
+                         proposals: Optional[Tensor] = None) -> List[FlatPredictions]:
+        # levels given at batch 1 beside a changed level of n copies (AblationCAM's re-scoring)
+        batch = max(f.shape[0] for f in feats)
+        feats = [f.expand(batch, *f.shape[1:]) if f.shape[0] != batch else f for f in feats]
+        if metas is None:
+            stride = self.model.rpn_head.prior_generator.strides[0]
+            metas = default_metas(batch, feats[0].shape[-2] * stride[1],
+                                  feats[0].shape[-1] * stride[0])
+        metas = list(metas)
+        if len(metas) != batch:  # n changed copies of one image
+            metas = metas[:1] * batch
+        if proposals is None:
+            boxes = self.propose(feats, metas)
+        else:  # fixed (B or 1, R, 4): the unmasked image's proposals (padding rows: NaN)
+            boxes = [proposals[min(b, len(proposals) - 1)] for b in range(batch)]
+            boxes = [p[~p.isnan().any(dim=1)] for p in boxes]
+        rois, cls_scores, bbox_preds = self._roi_outputs(feats, boxes, metas)
+        per_image = [self._decode(roi, cls, pred, meta, classes)
+                     for roi, cls, pred, meta in zip(rois, cls_scores, bbox_preds, metas)]
+        preds = _stack_padded(per_image)
+        preds.proposals = _pad(boxes, float('nan'))
+        return [preds]
+
+    def _decode(self, roi: Tensor, cls: Tensor, pred: Optional[Tensor], meta: dict,
+                classes: Optional[Tensor]) -> dict:
+        """One image's RoIs as ``BBoxHead._predict_by_feat_single`` decodes them, unfiltered."""
+        head = self.bbox_head
+        num_rois, num_classes = cls.shape[0], head.num_classes
+        if pred is not None:
+            per_class = 1 if head.reg_class_agnostic else num_classes
+            boxes = head.bbox_coder.decode(roi[:, 1:].repeat_interleave(per_class, dim=0),
+                                           pred.reshape(-1, head.bbox_coder.encode_size),
+                                           max_shape=meta['img_shape'])
+            boxes = boxes.reshape(num_rois, per_class, 4).expand(num_rois, num_classes, 4)
+        else:  # a head without regression (Grid R-CNN's): the RoI itself, clipped
+            boxes = roi[:, 1:].clone()
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, meta['img_shape'][1])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, meta['img_shape'][0])
+            boxes = boxes[:, None].expand(num_rois, num_classes, 4)
+        logits = cls[:, :num_classes]
+        scores = F.softmax(cls, dim=-1)[:, :num_classes]
+        log_scores = F.log_softmax(cls, dim=-1)[:, :num_classes]
+        best = scores.detach().argmax(dim=1)
+        top_boxes = boxes[torch.arange(num_rois, device=boxes.device), best]
+        if classes is not None:
+            logits, scores, log_scores = logits[:, classes], scores[:, classes], \
+                log_scores[:, classes]
+            boxes = boxes[:, classes]
+        return dict(scores=scores, log_scores=log_scores, logits=logits, boxes=top_boxes,
+                    class_boxes=boxes)
+
+    def select(self, preds: FlatPredictions, score_thr: float, topk: int,
+               metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
+        """``multiclass_nms`` of the head (``rcnn`` test config) on each image's RoIs, with
+        the kept (RoI, class) indices; then the detections above ``score_thr``, the ``topk``
+        best (``<= 0``: all)."""
+        from mmdet.models.layers import multiclass_nms
+        from mmdet.structures.bbox import scale_boxes
+        cfg = self.test_cfg
+        out = []
+        for b in range(preds.scores.shape[0]):
+            valid = preds.valid[b] if preds.valid is not None else slice(None)
+            scores = preds.scores[b][valid].detach()
+            boxes = preds.class_boxes[b][valid].detach()
+            num_rois, num_classes = scores.shape
+            meta = None if metas is None else metas[b]
+            if meta is not None and meta.get('scale_factor') is not None:
+                boxes = scale_boxes(boxes.reshape(-1, 4), [1 / s for s in meta['scale_factor']])
+            # multiclass_nms drops the last score column (the background)
+            with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
+            dets, labels, inds = multiclass_nms(boxes.reshape(num_rois, -1), with_bg,
+                                                cfg['score_thr'], cfg['nms'],
+                                                cfg['max_per_img'], return_inds=True)
+            rois, labels = inds // num_classes, labels
+            det_scores = dets[:, -1]
+            above = det_scores > score_thr
+            rois, labels, det_scores = rois[above], labels[above], det_scores[above]
+            if topk > 0:
+                rois, labels, det_scores = rois[:topk], labels[:topk], det_scores[:topk]
+            out.append(ExplainedBoxes(boxes=preds.class_boxes[b, rois, labels].detach(),
+                                      scores=det_scores, labels=labels, priors=rois,
+                                      levels=torch.zeros_like(rois)))
+        return out
+
+    def forward(self, inputs: Tensor):
+        """The network with the default metainfo (slicing: every slice fills the input)."""
+        return inputs
+
+    def decode(self, outs, metas: List[dict], cfg: dict
+               ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+        """MMDetection's own prediction (RPN, RoI head, NMS) of the batch ``outs`` (the
+        preprocessed inputs: a two-stage detector needs the metainfo in its forward)."""
+        return decode_by_predict(self.model, self.roi_head, outs, metas, cfg)
+
+
+def _pad(tensors: Sequence[Tensor], value: float) -> Tensor:
+    """``(B, max R, ...)`` from per-image ``(R_b, ...)`` tensors, padded with ``value``."""
+    size = max(t.shape[0] for t in tensors)
+    return torch.stack([F.pad(t, [0, 0] * (t.dim() - 1) + [0, size - t.shape[0]], value=value)
+                        for t in tensors])
+
+
+def _stack_padded(per_image: Sequence[dict]) -> FlatPredictions:
+    """One FlatPredictions for images with different RoI counts: padded RoIs score 0 (log
+    score and logit -inf) and are marked invalid."""
+    counts = [d['scores'].shape[0] for d in per_image]
+    size = max(counts)
+    valid = torch.zeros((len(counts), size), dtype=torch.bool,
+                        device=per_image[0]['scores'].device)
+    for b, count in enumerate(counts):
+        valid[b, :count] = True
+    return FlatPredictions(
+        scores=_pad([d['scores'] for d in per_image], 0.0),
+        log_scores=_pad([d['log_scores'] for d in per_image], float('-inf')),
+        logits=_pad([d['logits'] for d in per_image], float('-inf')),
+        boxes=_pad([d['boxes'] for d in per_image], 0.0),
+        levels=torch.zeros(size, dtype=torch.long, device=valid.device),
+        class_boxes=_pad([d['class_boxes'] for d in per_image], 0.0),
+        valid=None if all(c == size for c in counts) else valid)
