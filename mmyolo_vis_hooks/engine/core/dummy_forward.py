@@ -20,11 +20,13 @@ def dummy_batch(model: nn.Module, input_size: Tuple[int, int] = (64, 64),
                 batch_size: int = 1) -> dict:
     """A batch of black images as a test pipeline and ``model.data_preprocessor`` give it.
 
-    Each image is packed by MMDetection's ``PackDetInputs`` with the metainfo a test pipeline
-    gives an image it did not need to resize: ``ori_shape`` = ``img_shape`` = ``input_size``,
-    ``scale_factor`` (1.0, 1.0), no flip. The model's data preprocessor then normalizes it,
-    pads the batch to its ``pad_size_divisor`` and adds ``pad_shape`` and
-    ``batch_input_shape``, exactly as in ``test_step``.
+    Each image is packed by MMDetection's ``PackDetInputs`` as a test pipeline (with its
+    ``LoadAnnotations``) packs an image without objects that it did not need to resize:
+    ``ori_shape`` = ``img_shape`` = ``input_size``, ``scale_factor`` (1.0, 1.0), no flip, and
+    empty ground truth (boxes, labels, masks): the tensor-mode forward of single-stage
+    instance segmentors (CondInst, YOLACT) runs its box head's ``loss`` on it. The model's
+    data preprocessor then normalizes the batch, pads it to its ``pad_size_divisor`` and adds
+    ``pad_shape`` and ``batch_input_shape``, exactly as in ``test_step``.
 
     Args:
         model (nn.Module): An MMEngine model with a ``data_preprocessor`` (an MMDetection or
@@ -37,14 +39,18 @@ def dummy_batch(model: nn.Module, input_size: Tuple[int, int] = (64, 64),
         ``data_samples`` (list[DetDataSample]).
     """
     from mmdet.datasets.transforms import PackDetInputs
+    from mmdet.structures.mask import BitmapMasks
     from mmengine.dataset import pseudo_collate
 
     height, width = (int(v) for v in input_size)
     pack = PackDetInputs()
     packed = [
-        pack.transform(dict(img=np.zeros((height, width, 3), np.uint8), img_id=index,
-                            ori_shape=(height, width), img_shape=(height, width),
-                            scale_factor=(1.0, 1.0), flip=False, flip_direction=None))
+        pack.transform(dict(
+            img=np.zeros((height, width, 3), np.uint8), img_id=index,
+            ori_shape=(height, width), img_shape=(height, width), scale_factor=(1.0, 1.0),
+            flip=False, flip_direction=None, gt_bboxes=np.zeros((0, 4), np.float32),
+            gt_bboxes_labels=np.zeros((0, ), np.int64), gt_ignore_flags=np.zeros((0, ), bool),
+            gt_masks=BitmapMasks(np.zeros((0, height, width), np.uint8), height, width)))
         for index in range(batch_size)
     ]
     return model.data_preprocessor(pseudo_collate(packed), False)
