@@ -25,6 +25,8 @@ import mmdet
 import numpy as np
 from mmengine.config import Config
 
+from runner_utils import replace_key
+
 MMDET_CONFIGS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
 KINDS = {
     'retinanet': 'retinanet/retinanet_r18_fpn_1x_coco.py',
@@ -95,19 +97,6 @@ def write_wave_dataset(root: str) -> Dict[str, str]:
     return dict(data_root=root + '/', ann_file='annotations.json', images=names)
 
 
-def _replace_key(node, key, value) -> None:
-    """Sets ``key`` to ``value`` wherever it occurs in a nested config."""
-    if isinstance(node, dict):
-        for name in node:
-            if name == key:
-                node[name] = value
-            else:
-                _replace_key(node[name], key, value)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            _replace_key(item, key, value)
-
-
 def _drop_pretrained(node) -> None:
     """Removes every ``init_cfg=dict(type='Pretrained', ...)`` (a download)."""
     if isinstance(node, dict):
@@ -134,7 +123,7 @@ def small_kind_cfg(kind: str) -> Config:
     cfg = Config.fromfile(mmdet_config(KINDS[kind]))
     model = cfg.model
     _drop_pretrained(model)
-    _replace_key(model, 'num_classes', len(CLASSES))
+    replace_key(model, 'num_classes', len(CLASSES))
     model.backbone.depth = 18
     if kind == 'retinanet':
         model.neck.update(in_channels=[64, 128, 256, 512], out_channels=64)
@@ -197,7 +186,7 @@ def runner_cfg(kind: str, dataset: Dict[str, str], work_dir: str,
     return cfg
 
 
-def batch_layout(kind_divisor: int) -> Tuple[Tuple[int, int], List[Tuple[int, int]]]:
+def batch_layout(divisor: int) -> Tuple[Tuple[int, int], List[Tuple[int, int]]]:
     """The validation batch of the two alignment images at ``SCALE``: its padded ``(H, W)``
     (largest image, then ``pad_size_divisor``) and each image's resized ``(h, w)``, from
     MMCV's own keep-ratio rule (``mmcv.rescale_size``)."""
@@ -205,5 +194,4 @@ def batch_layout(kind_divisor: int) -> Tuple[Tuple[int, int], List[Tuple[int, in
     sizes = [mmcv.rescale_size((w, h), SCALE)[::-1] for w, h in IMAGE_SIZES]
     height = max(h for h, _ in sizes)
     width = max(w for _, w in sizes)
-    pad = kind_divisor
-    return ((-(-height // pad) * pad, -(-width // pad) * pad), sizes)
+    return ((-(-height // divisor) * divisor, -(-width // divisor) * divisor), sizes)

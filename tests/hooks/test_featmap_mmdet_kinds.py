@@ -106,7 +106,6 @@ def test_featmap_hook_aligns_exactly_on_every_kind(tmp_path, kind, align, fast_c
         assert rest[1:] == []  # both hooks reused the validation forward
 
 
-@pytest.mark.slow
 def test_a_naive_stretch_would_fail_this_check(tmp_path):
     """The same comparison on the input stretched over the padded batch (what the naive tools
     draw) misses by far more than the tolerance: the check above can fail."""
