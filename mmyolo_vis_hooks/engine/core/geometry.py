@@ -7,6 +7,11 @@ each original pixel is traced through the sample's own metadata (``scale_factor`
 ``batch_input_shape``) to its spot in the feature map and sampled there: one bilinear sampling,
 no intermediate upsampled copy. (The other way, ``engine.core.pipeline.resize_only_pipeline``,
 replaces the letterbox steps with a plain resize, so only a scale remains to undo.)
+
+MMDetection's test pipelines resize keeping the ratio (``scale_factor`` is the exact per-axis
+ratio of the resized to the original size) and its data preprocessor pads at the bottom/right
+to the batch's largest image and to ``pad_size_divisor`` (``batch_input_shape``): the same
+tracing inverts them, with no ``pad_param``.
 """
 from typing import Dict, Optional, Tuple
 
