@@ -50,6 +50,20 @@ def tiny_train_cfg(data_root: str, work_dir: str, epochs: int = 2,
     return cfg
 
 
+def replace_key(node, key, value) -> None:
+    """Sets ``key`` to ``value`` wherever it occurs in a nested config (e.g. ``num_classes`` in
+    a head and its assigners)."""
+    if isinstance(node, dict):
+        for name in node:
+            if name == key:
+                node[name] = value
+            else:
+                replace_key(node[name], key, value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            replace_key(item, key, value)
+
+
 def read_events(work_dir: str):
     """The TensorBoard EventAccumulator of the single event file under ``work_dir``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

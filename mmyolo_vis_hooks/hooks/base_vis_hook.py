@@ -42,7 +42,10 @@ class BaseVisHook(Hook):
         seed (int): Seed of the image choice (fixed across epochs and runs). Defaults to 0.
         align (str): ``'letterbox'`` maps each map back through the sample's letterbox
             metadata; ``'resize'`` runs a copy of the validation pipeline whose letterbox steps
-            are replaced by a plain resize. Defaults to 'letterbox'.
+            are replaced by a plain resize. MMDetection's test pipelines do not letterbox
+            (keep-ratio ``Resize``; the data preprocessor pads at the bottom/right): in both
+            modes maps go back exactly through ``scale_factor`` and ``batch_input_shape``.
+            Defaults to 'letterbox'.
         alpha (float): Opacity of the heat overlay, in [0, 1]. Defaults to 0.5.
         score_thr (float, optional): Draw predicted boxes above this score; None draws no
             boxes. Defaults to 0.3.

@@ -49,7 +49,9 @@ class FeatMapVisHook(BaseVisHook):
             such tensors (each drawn as ``<layer>[i]``; other elements are skipped). Every call
             of a module that runs several times is drawn (``<layer>@<c>``). Anything
             else (a loss module, a head returning lists per level, a 2-D/3-D tensor) is
-            refused before training, found by one 64x64 eval forward. Defaults to ('neck',).
+            refused before training, found by one eval forward of a blank 64x64 image, run as
+            MMDetection runs the detector (with data samples; larger for DETRs that select
+            their queries from the encoder). Defaults to ('neck',).
         channel_reduction (str, optional): ``'squeeze_mean'``, ``'select_max'`` or None
             (then ``topk`` channels). Defaults to 'squeeze_mean'.
         topk (int): With ``channel_reduction=None``, how many of the most active channels to
@@ -86,7 +88,7 @@ class FeatMapVisHook(BaseVisHook):
 
     def check_model(self, model) -> None:
         """What the target layers output is only known from a forward: the engine's probe
-        (one 64x64 eval forward, the model restored afterwards) raises before training
+        (one small eval forward, the model restored afterwards) raises before training
         instead of drawing nothing. With ``topk=-1`` and no reduction each map is drawn as it
         is, which needs 1 or 3 channels."""
         try:
@@ -94,8 +96,8 @@ class FeatMapVisHook(BaseVisHook):
         except ValueError:
             raise
         except Exception as err:  # noqa: BLE001 - an unusual model: warn, draw what comes
-            self.fail('could not check the outputs of the target layers with a 64x64 dummy '
-                      'forward', err)
+            self.fail('could not check the outputs of the target layers with a dummy forward',
+                      err)
             return
         if self.channel_reduction is not None or self.topk > 0:
             return

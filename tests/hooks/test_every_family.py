@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 
 from conftest import packaged_config
 from family_models import FAMILIES
-from runner_utils import image_steps, read_events
+from runner_utils import image_steps, read_events, replace_key
 from mmyolo_vis_hooks.engine.core.pipeline import transform_type
 from mmyolo_vis_hooks.engine.core.pipeline import \
     test_pipeline_cfg as packaged_test_pipeline  # not a test: renamed for pytest
@@ -28,19 +28,6 @@ SIZE = 96
 CLASSES = ('circle', 'square', 'triangle')
 # RTMDet's head applies this conv to every level (share_conv=True): one map per call.
 RTMDET_SHARED_CONV = 'bbox_head.head_module.cls_convs[0][0].conv'
-
-
-def _replace_key(node, key, value):
-    """Sets ``key`` to ``value`` wherever it occurs in a nested config."""
-    if isinstance(node, dict):
-        for name in node:
-            if name == key:
-                node[name] = value
-            else:
-                _replace_key(node[name], key, value)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            _replace_key(item, key, value)
 
 
 def _at_size(steps, size):
@@ -59,7 +46,7 @@ def family_train_cfg(family, data_root, work_dir, align):
     cfg = Config.fromfile(packaged_config(FAMILY_CONFIGS[family]))
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=0)
-    _replace_key(cfg.model, 'num_classes', len(CLASSES))  # head and assigners
+    replace_key(cfg.model, 'num_classes', len(CLASSES))  # head and assigners
     if cfg.model.backbone.get('init_cfg', {}).get('type') == 'Pretrained':
         cfg.model.backbone.init_cfg = None  # RTMDet's ImageNet weights: no downloads here
     for augment in cfg.model.data_preprocessor.get('batch_augments') or []:

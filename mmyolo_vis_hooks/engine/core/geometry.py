@@ -7,6 +7,11 @@ each original pixel is traced through the sample's own metadata (``scale_factor`
 ``batch_input_shape``) to its spot in the feature map and sampled there: one bilinear sampling,
 no intermediate upsampled copy. (The other way, ``engine.core.pipeline.resize_only_pipeline``,
 replaces the letterbox steps with a plain resize, so only a scale remains to undo.)
+
+MMDetection's test pipelines resize keeping the ratio (``scale_factor`` is the exact per-axis
+ratio of the resized to the original size) and its data preprocessor pads at the bottom/right
+to the batch's largest image and to ``pad_size_divisor`` (``batch_input_shape``): the same
+tracing inverts them, with no ``pad_param``.
 """
 from typing import Dict, Optional, Tuple
 
@@ -91,9 +96,23 @@ def input_geometry(meta: Dict) -> Dict[str, float]:
                 ori_h=ori_h, ori_w=ori_w)
 
 
+def _inside_content(coords: torch.Tensor, extent: float) -> torch.Tensor:
+    """Input-pixel coordinates clamped to the centres of the content's first and last pixels
+    (``extent`` pixels of content; unchanged when it is under one pixel)."""
+    return coords.clamp(0.5, extent - 0.5) if extent >= 1 else coords
+
+
 def map_to_original(featmap: torch.Tensor, meta: Dict,
                     out_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Samples a map of the network input onto the original image (letterbox inverted).
+
+    The input may be padded before the content (``pad_param``: MMYOLO's centred letterbox)
+    and after it (bottom/right: ``mmdet.Pad`` and the data preprocessor's batch padding to
+    the largest image and to ``pad_size_divisor``, read from ``batch_input_shape``).
+    Sampling points never leave the content: where an original pixel's centre lies within
+    half an input pixel of the content's edge (the outer ring of a downscaled image) the
+    content's edge pixel is read, as the resize itself replicates the edge (OpenCV's
+    bilinear rule), instead of blending in the padding.
 
     Args:
         featmap (Tensor): ``(C, h, w)`` or ``(h, w)`` map covering the whole network input
@@ -110,11 +129,14 @@ def map_to_original(featmap: torch.Tensor, meta: Dict,
     squeeze = featmap.dim() == 2
     maps = featmap[None] if squeeze else featmap
     out_h, out_w = out_size or (geo['ori_h'], geo['ori_w'])
-    # Centre of each output pixel -> original pixel coords -> input pixel coords -> [-1, 1].
+    # Centre of each output pixel -> original pixel coords -> input pixel coords (inside the
+    # content) -> [-1, 1].
     xs = (torch.arange(out_w, dtype=torch.float64) + 0.5) * (geo['ori_w'] / out_w)
     ys = (torch.arange(out_h, dtype=torch.float64) + 0.5) * (geo['ori_h'] / out_h)
-    u = 2 * (xs * geo['scale_x'] + geo['left']) / geo['in_w'] - 1
-    v = 2 * (ys * geo['scale_y'] + geo['top']) / geo['in_h'] - 1
+    x_in = _inside_content(xs * geo['scale_x'], geo['ori_w'] * geo['scale_x']) + geo['left']
+    y_in = _inside_content(ys * geo['scale_y'], geo['ori_h'] * geo['scale_y']) + geo['top']
+    u = 2 * x_in / geo['in_w'] - 1
+    v = 2 * y_in / geo['in_h'] - 1
     grid = torch.stack(torch.meshgrid(v, u, indexing='ij')[::-1], dim=-1)
     sampled = F.grid_sample(
         maps[None].float(), grid[None].to(maps.device, torch.float32), mode='bilinear',

@@ -11,6 +11,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .dummy_forward import prepare_dummy_forward
 from .model_state import preserved_modes
 
 _TOKEN = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]|(\d+)')
@@ -241,28 +242,29 @@ def describe_layers(model: nn.Module, input_shape: Tuple[int, int, int, int],
                     max_depth: Optional[int] = None) -> List[Tuple[str, int, str, int]]:
     """Layer preview: for every layer, (path, depth, output shapes, parameter count).
 
-    Runs one forward of zeros of ``input_shape`` through ``model`` (a callable taking the
-    batch tensor, e.g. ``detector._forward``'s feature part) in eval mode without gradients;
-    every submodule's mode is restored afterwards. A module that runs more than once shows
+    Runs one forward of blank images of ``input_shape`` (``(N, C, H, W)``) through ``model``
+    in eval mode without gradients: a detector the way MMDetection runs it, with data samples
+    and its data preprocessor's padding (``core.dummy_forward``; the data preprocessor runs
+    before recording starts, so it shows as not run), any other module on a zero tensor.
+    Every submodule's mode is restored afterwards. A module that runs more than once shows
     every call: ``@0 1x96x8x8 | @1 1x96x4x4 | ...`` (the ``<layer>@<call>`` maps of
     :func:`output_key`).
     """
     calls: Dict[str, List[str]] = {}
     handles = []
     named = [(canonical_name(n), m) for n, m in model.named_modules() if n]
-    for name, module in named:
-        def record(mod, inp, out, name=name):
-            calls.setdefault(name, []).append(', '.join(
-                'x'.join(str(s) for s in t.shape) for t in flatten_output(out)) or '-')
-        handles.append(module.register_forward_hook(record))
-    try:
-        with preserved_modes(model, training=False), torch.no_grad():
-            param = next(model.parameters(), None)
-            device = param.device if param is not None else 'cpu'
-            model(torch.zeros(input_shape, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with preserved_modes(model, training=False), torch.no_grad():
+        forward = prepare_dummy_forward(model, input_shape)
+        for name, module in named:
+            def record(mod, inp, out, name=name):
+                calls.setdefault(name, []).append(', '.join(
+                    'x'.join(str(s) for s in t.shape) for t in flatten_output(out)) or '-')
+            handles.append(module.register_forward_hook(record))
+        try:
+            forward()
+        finally:
+            for handle in handles:
+                handle.remove()
     rows = []
     for name, module in named:
         depth = name.count('.') + name.count('[')

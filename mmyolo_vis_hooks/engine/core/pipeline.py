@@ -11,6 +11,13 @@ Every MMYOLO family letterboxes differently at test time (packaged configs):
 The resize-only variant swaps all of them for one resize to the same input size that does not
 keep the ratio, with the interpolation the replaced step would have used, so input and image
 share their aspect.
+
+MMDetection's own test pipelines do not letterbox: ``Resize(scale=(1333, 800),
+keep_ratio=True)`` (``scale`` bounds the long and the short side) gives each image its own input
+size, and only the data preprocessor pads, at the bottom and right, to the batch's largest
+image and to ``pad_size_divisor``. There is no fixed input to stretch into, so their resize-only
+variant is the pipeline itself: in both align modes a map is carried back through
+``scale_factor`` and ``batch_input_shape`` (``engine.core.geometry.map_to_original``).
 """
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -115,6 +122,20 @@ class YOLOv5StretchResize(Resize):
         super()._resize_img(results)
 
 
+def _pads_to_size_divisor_only(step: Dict) -> bool:
+    """A ``Pad`` to a multiple of ``size_divisor`` (bottom/right), not to a fixed size."""
+    return transform_type(step) == 'Pad' and step.get('size') is None and \
+        not step.get('pad_to_square')
+
+
+def letterboxes(pipeline: Sequence[Dict]) -> bool:
+    """Whether a test pipeline fits images into one fixed input size (resize with or without
+    the ratio, then pad): MMYOLO's pipelines do; MMDetection's ``Resize(keep_ratio=True)``,
+    with at most a ``Pad(size_divisor=...)``, does not."""
+    return any(transform_type(s) in LETTERBOX_TRANSFORMS and not _pads_to_size_divisor_only(s)
+               for s in pipeline)
+
+
 def _resize_only_step(step: Dict, scale: Tuple[int, int]) -> Dict:
     """The plain resize replacing a letterbox step, interpolating as that step does."""
     if transform_type(step) == 'YOLOv5KeepRatioResize':
@@ -133,7 +154,10 @@ def resize_only_pipeline(pipeline: Sequence[Dict],
     keep_ratio=False)`` with that step's interpolation (``YOLOv5KeepRatioResize``, which picks
     it per image, becomes :class:`YOLOv5StretchResize`); the other letterbox steps are dropped.
     ``scale_factor`` is then per axis and there is no padding, so maps need only be rescaled.
-    The given pipeline is not modified.
+    A pipeline that does not letterbox (:func:`letterboxes`: MMDetection's keep-ratio
+    ``Resize``, whose only padding is the data preprocessor's, at the bottom/right) is
+    returned as it is (with ``scale``, when given, as its resize's bound). The given pipeline
+    is not modified.
 
     Args:
         pipeline (list[dict]): Transform configs (e.g. ``cfg.val_dataloader.dataset.pipeline``).
@@ -144,10 +168,20 @@ def resize_only_pipeline(pipeline: Sequence[Dict],
         ValueError: No scale is given and none can be read from the pipeline, or the pipeline
             does not load images.
     """
+    explicit_scale = scale
     scale = scale or input_scale(pipeline)
     if scale is None:
         raise ValueError('cannot find the input scale in the pipeline (no resize step with '
                          'scale= or width=/height=); pass scale=(w, h)')
+    if not any('LoadImage' in transform_type(s) for s in pipeline):
+        raise ValueError('the pipeline has no image loading step (e.g. LoadImageFromFile)')
+    keep_ratio = [i for i, s in enumerate(pipeline)
+                  if transform_type(s) in RESIZES and s.get('keep_ratio')]
+    if keep_ratio and not letterboxes(pipeline):
+        out = [copy.deepcopy(dict(s)) for s in pipeline]
+        if explicit_scale is not None:
+            out[keep_ratio[0]]['scale'] = tuple(explicit_scale)
+        return out
     out: List[Dict] = []
     replaced = False
     for step in pipeline:
@@ -162,8 +196,6 @@ def resize_only_pipeline(pipeline: Sequence[Dict],
             keys = tuple(k for k in step.get('meta_keys', ()) if k != 'pad_param')
             step['meta_keys'] = keys + tuple(k for k in ('scale_factor', ) if k not in keys)
         out.append(step)
-    if not any('LoadImage' in transform_type(s) for s in out):
-        raise ValueError('the pipeline has no image loading step (e.g. LoadImageFromFile)')
     if not replaced:
         out.insert(1, dict(type='mmdet.Resize', scale=tuple(scale), keep_ratio=False))
     return out

@@ -16,12 +16,19 @@ def check_alpha(alpha: float) -> float:
     return check_number('alpha', alpha, 0, 1)
 
 
+# Spreads of a few float32 roundings of the values: no signal. A constant sampled bilinearly
+# onto the image (weights summing to 1 in float32) varies by about 1e-7 of its value.
+_FLAT_RTOL = 64 * float(np.finfo(np.float32).eps)
+
+
 def normalize_map(heat: torch.Tensor) -> np.ndarray:
-    """Min-max normalises a map to [0, 1] (a flat map becomes all zeros); NaN/Inf are zeroed."""
+    """Min-max normalises a map to [0, 1]; NaN/Inf are zeroed. A flat map, also one whose
+    values differ only by float32 rounding, becomes all zeros (normalising would blow the
+    rounding up into noise)."""
     arr = heat.detach().float().cpu().numpy()
     arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(arr.min()), float(arr.max())
-    if hi - lo < 1e-12:
+    if hi - lo < max(1e-12, _FLAT_RTOL * max(abs(lo), abs(hi))):
         return np.zeros_like(arr, dtype=np.float32)
     return ((arr - lo) / (hi - lo)).astype(np.float32)
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.dummy_forward import prepare_dummy_forward
 from ..core.layers import ActivationCapture, resolve_layer
 from ..core.model_state import preserved_model_state
 
@@ -77,9 +78,11 @@ def probe_feature_layers(model: nn.Module, target_layers: Sequence[str], owner: 
     """Checks target layers before any image is drawn: each path must name a layer (nearest
     valid names otherwise) that runs in the network's forward and gives a 4-D map.
 
-    One forward of zeros of ``input_size`` (``(H, W)``, a multiple of the largest stride) in
-    eval mode without gradients; every module's mode, the buffers and the RNG states are
-    restored afterwards. The hook and the featmap tool probe layers the same way.
+    One forward of a blank image of ``input_size`` (``(H, W)``, a multiple of the largest
+    stride; larger for DETRs that need more positions) in eval mode without gradients, run
+    the way MMDetection runs its detectors (``engine.core.dummy_forward``); every module's
+    mode, the buffers and the RNG states are restored afterwards. The hook and the featmap
+    tool probe layers the same way.
 
     Returns:
         dict[str, tuple]: Per output key (``layer``, ``layer[i]``, ``layer@call``), the CHW
@@ -91,11 +94,10 @@ def probe_feature_layers(model: nn.Module, target_layers: Sequence[str], owner: 
     """
     for path in target_layers:
         resolve_layer(model, path)
-    param = next(model.parameters(), None)
-    dummy = torch.zeros(1, 3, *input_size, device=param.device if param is not None else 'cpu')
-    with preserved_model_state(model), torch.no_grad(), ActivationCapture(
-            model, target_layers) as capture:
+    with preserved_model_state(model), torch.no_grad():
         model.eval()
-        model(dummy, mode='tensor')
+        forward = prepare_dummy_forward(model, (1, 3, *input_size))
+        with ActivationCapture(model, target_layers) as capture:
+            forward()
     check_feature_maps(capture, owner)
     return {key: tuple(m.shape) for key, m in capture.maps().items()}

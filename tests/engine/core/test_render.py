@@ -13,6 +13,12 @@ def test_normalize_map_min_max_flat_and_non_finite():
     out = normalize_map(torch.tensor([[1., 3.], [5., 9.]]))
     assert out.dtype == np.float32 and out.tolist() == [[0, 0.25], [0.5, 1]]
     assert normalize_map(torch.full((2, 3), 7.)).tolist() == [[0] * 3] * 2  # flat: zeros
+    # A constant sampled onto the image differs from itself by float32 rounding only: flat,
+    # not noise blown up to [0, 1]; a real spread of 1e-4 of the value is kept.
+    rounded = torch.tensor([-1.8045, -1.8045], dtype=torch.float64) * torch.tensor([1, 1 + 2e-7])
+    assert rounded.float()[0] != rounded.float()[1]
+    assert normalize_map(rounded.float()).tolist() == [0, 0]
+    assert normalize_map(torch.tensor([-1.8045, -1.8045 * (1 + 1e-4)])).tolist() == [1, 0]
     # NaN and +-Inf become 0 before the min-max
     odd = normalize_map(torch.tensor([[float('nan'), 2.], [float('inf'), 4.]]))
     assert odd.tolist() == [[0, 0.5], [0, 1]]
