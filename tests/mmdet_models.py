@@ -1,11 +1,10 @@
 """Random-init MMDetection detectors from its packaged configs, small enough for the CPU: BN
 statistics refitted on random inputs (a random network whose scores vary), cached per session.
 Building never calls ``init_weights``, so the configs' pretrained ``init_cfg`` download nothing."""
-import os.path as osp
-
 import torch
 from torch import nn
 
+from mmdet_kinds import mmdet_config
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.testing.cam_reference import calibrate_batchnorm
 
@@ -37,11 +36,6 @@ R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512]}
 CONFIGS = dict(DENSE, **TWO_STAGE, **DETR)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
-
-
-def mmdet_config(relpath: str) -> str:
-    import mmdet
-    return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', relpath)
 
 
 def random_mmdet_model(name: str) -> nn.Module:

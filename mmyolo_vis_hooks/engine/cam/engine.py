@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.devices import in_network_layout
+from ..core.dummy_forward import dummy_batch, dummy_input_size
 from ..core.geometry import original_size
 from ..core.layers import ActivationCapture, OutputSource, flatten_output, resolve_layer
 from ..core.model_state import preserved_model_state
@@ -401,8 +402,8 @@ class BoxCAM:
 
         Args:
             input_size (tuple[int, int], optional): ``(H, W)`` of the zero input; a multiple
-                of the largest stride. Defaults to None: the detector's ``probe_size``
-                (64 x 64; 256 x 256 for DETRs).
+                of the largest stride. Defaults to None: 64 x 64, grown where the detector
+                needs more (``core.dummy_forward.dummy_input_size``).
 
         Returns:
             dict[str, str]: Per layer (or ``layer[i]`` output) that did not run, gave no 4-D
@@ -426,16 +427,16 @@ class BoxCAM:
     def _probe_dependence(self, input_size: Optional[Tuple[int, int]]):
         """One forward of zeros as a gradient method runs it: the layers that gave no map,
         and the output keys, sources and the keys the scores' graph does not reach."""
-        input_size = input_size or self.detector.probe_size
-        param = next(self.model.parameters(), None)
-        inputs = torch.zeros((1, 3, *input_size), device=param.device if param is not None
-                             else 'cpu')
         with preserved_model_state(self.model):
+            # blank images with their metainfo, grown for DETRs that pick queries from them
+            data = dummy_batch(self.model, dummy_input_size(self.model, input_size or (64, 64)))
+            inputs = data['inputs']
+            metas = [dict(sample.metainfo) for sample in data['data_samples']]
             self.model.eval()
             for p in self.model.parameters():
                 p.requires_grad_(False)
             with torch.enable_grad(), _GradientCapture(self.model, self.target_layers) as cap:
-                scores = self.detector.candidates(inputs).log_scores
+                scores = self.detector.candidates(inputs, metas).log_scores
             missing = cap.missing_maps()
             keys, sources, acts = _layer_outputs(cap)
             with torch.enable_grad():  # also when a gradient-free method runs this

@@ -56,7 +56,7 @@ from .compose import box_masks
 from .engine import BoxCAM
 from .faithfulness import (POINTING_TOLERANCE, Faithfulness, check_faithfulness_options,
                            detections_on_original, ground_truth_scores)
-from .predictions import ExplainedBoxes
+from ..detectors import ExplainedBoxes
 
 METRICS = (  # key, heading, better
     ('deletion_auc', 'deletion AUC', 'lower'),

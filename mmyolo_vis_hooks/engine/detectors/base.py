@@ -243,8 +243,6 @@ class ExplainableDetector:
 
     #: Short name of the kind, for messages.
     kind: str = 'detector'
-    #: ``(H, W)`` of the zero input that structural checks run (a multiple of every stride).
-    probe_size: Tuple[int, int] = (64, 64)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -43,9 +43,6 @@ class DETRDetector(ExplainableDetector):
     """MMDetection's ``DetectionTransformer`` models with a ``DETRHead`` decoding."""
 
     kind = 'MMDetection DETR-style detector'
-    # two-stage variants pick their queries among the encoder's tokens: 900 queries need as
-    # many (256 x 256 gives 1,360 on 4 levels)
-    probe_size = (256, 256)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)

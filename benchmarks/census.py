@@ -1,0 +1,206 @@
+"""Census: every config file MMDetection and MMYOLO ship, through every capability, at a small
+input with random weights.
+
+    .venv/bin/python benchmarks/census.py [--packages mmdet mmyolo] [--match REGEX]
+        [--shard I/N] [--jsonl out.jsonl] [--resume]
+
+Per config file: read it; refuse it in one line where a tool would (``runtime.models``: no
+model, a package or download it needs, a kind we do not support: these are the EXCLUSIONS,
+each with its reason); else build the detector (random weights, no ``init_weights``: nothing is
+downloaded) and run, on one generated image at ``--size`` pixels (blank images packed and
+preprocessed as a test pipeline would, ``core.dummy_forward``, plus noise so that boxes vary):
+
+- feature maps: the probe of the default feature layer (``neck``, else ``backbone``),
+- GradCAM, AblationCAM (2% of the channels) and D-RISE (8 masks) of the best box,
+- the sliced predictor (``engine.slicing.BatchPredictor``) on a 2 x 2-slice image, its test
+  pipeline's resize set to ``--size``.
+
+A config PASSES when every step gives its result (maps of the right shape, finite; boxes from
+the sliced predictor need not exist: random weights). Results go to ``--jsonl`` one line per
+config as they come (``--resume`` skips those already there), and a table per config family
+(the first folder of the path) with the share passing, by config count, is printed at the end:
+passing / (all - excluded).
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import re
+import sys
+import time
+import traceback
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+STEPS = ('build', 'featmap', 'gradcam', 'ablationcam', 'drise', 'sliced')
+
+
+def config_files(package: str) -> list:
+    module = __import__(package)
+    root = osp.join(osp.dirname(module.__file__), '.mim', 'configs')
+    return [(package, osp.relpath(p, root), p)
+            for p in sorted(glob.glob(osp.join(root, '**', '*.py'), recursive=True))]
+
+
+def small_pipeline(cfg, size: int) -> None:
+    """Every ``scale``/``img_scale`` of the test pipeline set to ``size`` (keeps the steps)."""
+    from mmyolo_vis_hooks.engine.core.pipeline import test_pipeline_cfg
+    try:
+        pipeline = test_pipeline_cfg(cfg)
+    except ValueError:
+        return
+    for step in pipeline:
+        for key in ('scale', 'img_scale'):
+            if key in step:
+                step[key] = (size, size)
+        if 'width' in step and 'height' in step:
+            step['width'] = step['height'] = size
+    if (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline'):
+        cfg.test_dataloader.dataset.pipeline = pipeline
+    cfg.test_pipeline = pipeline
+
+
+def first_line(err: BaseException) -> str:
+    text = ' '.join(str(err).split()) or type(err).__name__
+    return f'{type(err).__name__}: {text}'[:300]
+
+
+def run_config(path: str, size: int) -> dict:
+    from mmyolo_vis_hooks.engine.cam import BoxCAM
+    from mmyolo_vis_hooks.engine.core.dummy_forward import dummy_batch, dummy_input_size
+    from mmyolo_vis_hooks.engine.detectors import explainable_detector
+    from mmyolo_vis_hooks.engine.featmap.capture import probe_feature_layers
+    from mmyolo_vis_hooks.engine.slicing.predictor import BatchPredictor
+    from mmyolo_vis_hooks.runtime.models import build_detector, load_config
+    times = {}
+    step = 'build'
+    try:
+        start = time.perf_counter()
+        cfg = load_config(path)
+        small_pipeline(cfg, size)
+        model = build_detector(cfg, device='cpu')
+        times['build'] = time.perf_counter() - start
+        step = 'featmap'
+        layer = 'neck' if getattr(model, 'with_neck', False) else 'backbone'
+        start = time.perf_counter()
+        probe_feature_layers(model, [layer], 'census', (size, size))
+        times[step] = time.perf_counter() - start
+        gen = torch.Generator().manual_seed(0)
+        data = dummy_batch(model, dummy_input_size(model, (size, size)))
+        inputs = data['inputs'] + torch.randn(data['inputs'].shape, generator=gen)
+        metas = [dict(s.metainfo) for s in data['data_samples']]
+        explainable_detector(model)  # the kind's one-line refusal comes first
+        for step, options in (('gradcam', {}),
+                              ('ablationcam', dict(ratio_channels_to_ablate=0.02,
+                                                   batch_size=64)),
+                              ('drise', dict(num_masks=8, batch_size=8))):
+            start = time.perf_counter()
+            result = BoxCAM(model, step, score_thr=0.0, topk=1, **options)(inputs, metas)[0]
+            maps = result.box_maps()
+            if len(result) != 1 or maps.shape[-2:] != inputs.shape[-2:] or \
+                    not torch.isfinite(maps).all():
+                raise ValueError(f'{len(result)} boxes, maps {tuple(maps.shape)}')
+            times[step] = time.perf_counter() - start
+        step = 'sliced'
+        start = time.perf_counter()
+        predictor = BatchPredictor(model, cfg)
+        image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        predictor.predict([image, image[::-1]], score_thr=0.0)
+        times[step] = time.perf_counter() - start
+        return dict(status='pass', times=times)
+    except Exception as err:  # noqa: BLE001 - the census records every failure
+        if os.environ.get('CENSUS_DEBUG'):
+            traceback.print_exc()
+        return dict(status='fail', step=step, error=first_line(err), times=times)
+
+
+def classify(path: str):
+    """The one-line refusal the tools give for this config before building, or None."""
+    try:
+        from mmyolo_vis_hooks.runtime.models import config_refusal
+    except ImportError:  # an older package without the pre-build check
+        return None
+    return config_refusal(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--packages', nargs='+', default=['mmdet', 'mmyolo'])
+    parser.add_argument('--match', default=None, help='only config paths matching this regex')
+    parser.add_argument('--shard', default='0/1', help='I/N: every N-th config from the I-th')
+    parser.add_argument('--size', type=int, default=128, help='input side in pixels')
+    parser.add_argument('--jsonl', default='census.jsonl', help='results, one line a config')
+    parser.add_argument('--resume', action='store_true', help='skip configs already in --jsonl')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads')
+    args = parser.parse_args()
+    warnings.filterwarnings('ignore')
+    torch.set_num_threads(args.threads)
+    index, count = (int(v) for v in args.shard.split('/'))
+    files = [f for package in args.packages for f in config_files(package)]
+    if args.match:
+        files = [f for f in files if re.search(args.match, f'{f[0]}::{f[1]}')]
+    files = files[index::count]
+    done = {}
+    if args.resume and osp.exists(args.jsonl):
+        with open(args.jsonl) as f:
+            for line in f:
+                row = json.loads(line)
+                done[(row['package'], row['config'])] = row
+    with open(args.jsonl, 'a') as out:
+        for n, (package, rel, path) in enumerate(files):
+            if (package, rel) in done:
+                continue
+            start = time.perf_counter()
+            refusal = classify(path)
+            row = dict(status='excluded', reason=refusal) if refusal else run_config(
+                path, args.size)
+            row.update(package=package, config=rel, seconds=time.perf_counter() - start)
+            done[(package, rel)] = row
+            out.write(json.dumps(row) + '\n')
+            out.flush()
+            print(f'[{n + 1}/{len(files)}] {package}::{rel}: {row["status"]} '
+                  f'{row.get("step", "")} {row.get("error", row.get("reason", ""))}'[:200],
+                  flush=True)
+    report(list(done.values()))
+
+
+def report(rows) -> None:
+    families = defaultdict(lambda: defaultdict(int))
+    reasons = defaultdict(int)
+    failures = defaultdict(int)
+    for row in rows:
+        family = f'{row["package"]}::{row["config"].split(os.sep)[0]}'
+        families[family][row['status']] += 1
+        if row['status'] == 'excluded':
+            reasons[row['reason'].split(':')[0][:90]] += 1
+        elif row['status'] == 'fail':
+            failures[f'{row["step"]}: {row["error"][:90]}'] += 1
+    print(f'\n{"family":<40} {"configs":>7} {"pass":>5} {"fail":>5} {"excluded":>8}')
+    for family in sorted(families):
+        c = families[family]
+        print(f'{family:<40} {sum(c.values()):>7} {c["pass"]:>5} {c["fail"]:>5} '
+              f'{c["excluded"]:>8}')
+    total = defaultdict(int)
+    for c in families.values():
+        for key, value in c.items():
+            total[key] += value
+    considered = total['pass'] + total['fail']
+    share = 100.0 * total['pass'] / considered if considered else float('nan')
+    print(f'\n{sum(total.values())} config files: {total["pass"]} pass, {total["fail"]} fail, '
+          f'{total["excluded"]} excluded; {share:.1f}% of the {considered} detection configs '
+          f'considered pass')
+    print('\nexclusions by reason:')
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f'{n:>5}  {reason}')
+    print('\nfailures by step and error:')
+    for failure, n in sorted(failures.items(), key=lambda kv: -kv[1])[:40]:
+        print(f'{n:>5}  {failure}')
+    sys.stdout.flush()
+
+
+if __name__ == '__main__':
+    main()
