@@ -132,8 +132,8 @@ def drise_run(demo_model):
     recorded = []
     predict = cam._predict
 
-    def recording_predict(batch):
-        preds = predict(batch)
+    def recording_predict(batch, metas=None):
+        preds = predict(batch, metas)
         recorded.append(preds)
         return preds
     cam._predict = recording_predict
