@@ -3,7 +3,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmyolo.registry import HOOKS
+from mmengine.registry import HOOKS
 
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
 from ..engine.cam.faithfulness import Faithfulness
