@@ -58,16 +58,6 @@ def mmyolo_available() -> bool:
     return True
 
 
-def require_mmyolo(what: str = 'this') -> None:
-    """An ImportError saying how to install MMYOLO unless it is available.
-
-    Args:
-        what (str): What needs MMYOLO, for the message. Defaults to 'this'.
-    """
-    if not mmyolo_available():
-        raise ImportError(f'{what} needs MMYOLO, which is not installed; {INSTALL_HINT}')
-
-
 def check_mmyolo() -> bool:
     """Checks the OpenMMLab stack at import: a broken MMYOLO or an mmcv without compiled ops
     becomes an ImportError saying what is installed and what works. A missing MMYOLO is fine

@@ -10,7 +10,7 @@ from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
 from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
 from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
-from ..engine.core.model_state import preserved_model_state
+from ..engine.core.model_state import checkpointing_off, preserved_model_state
 from ..engine.core.render import display_image
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
@@ -188,7 +188,7 @@ class BoxAMVisHook(BaseVisHook):
         aucs: Dict[str, Dict[str, List[float]]] = {
             kind: {method: [] for method in self.methods} for kind in ('deletion', 'insertion')}
         # The guard also covers loading (pipelines may draw random numbers).
-        with preserved_model_state(model):
+        with preserved_model_state(model), checkpointing_off(model):
             for sample in self.samples:
                 try:
                     data = self.load_batch(sample)

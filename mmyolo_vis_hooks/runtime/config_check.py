@@ -44,15 +44,22 @@ REASONS = ('no model', 'deployment', 'test-time augmentation', 'partial model',
            'classification', 'distillation', 'video/tracking', 're-identification',
            'text-grounded', 'missing package', 'unregistered type', 'download')
 
-# How to get an optional package next to mmcv 2.1 / mmdet 3.3 (checked on PyPI: each
-# distribution's own version asserts at import accept this stack unless said otherwise).
+# How to get an optional package next to torch 2.14 / mmcv 2.1 / mmdet 3.3, each command tried
+# in a venv on top of this stack (the distributions' own version asserts at import decide).
 INSTALL_HINTS = {
     'mmyolo': f'MMYOLO: {MMYOLO_INSTALL_HINT}',
     # mmrotate==1.0.0rc1, the only mmrotate 1.x release, asserts mmdet<3.1 at import.
     'mmrotate': 'mmrotate 1.x: pip install mmrotate-dev==1.0.1 (mmrotate\'s dev-1.x branch; '
                 'mmrotate==1.0.0rc1 asserts mmdet<3.1)',
-    'mmpose': 'mmpose 1.x: pip install mmpose==1.3.2',
-    'mmrazor': 'mmrazor 1.x: pip install mmrazor==1.0.0',
+    # xtcocotools' PyPI wheel is built for numpy 1: under numpy 2 its import raises
+    # "numpy.dtype size changed", and MMYOLO's models (which try mmpose) stop importing too.
+    'mmpose': 'mmpose 1.x: pip install mmpose==1.3.2 --no-binary xtcocotools (xtcocotools\' '
+              'wheel is built for numpy 1 and fails to import under numpy 2)',
+    # mmrazor==1.0.0 installs and imports, but its models import torch.ao.quantization helpers
+    # (fuser_method_mappings.reverse2, ...) that torch 2.14 no longer has.
+    'mmrazor': 'mmrazor 1.x, which cannot run on this torch: mmrazor==1.0.0, the last release, '
+               'fails to import its models on torch 2.14 (torch.ao.quantization helpers it '
+               'imports are gone); MMRazor configs are not supported here',
     'mmpretrain': 'mmpretrain: pip install mmpretrain==1.2.0',
     # mmcls 1.0.0rc6, the last mmcls 1.x, asserts mmcv<2.1.0; mmpretrain is its successor.
     'mmcls': 'mmcls 1.x: pip install mmcls==1.0.0rc6 (it asserts mmcv<2.1.0; with mmcv 2.1 '
@@ -283,15 +290,35 @@ def _type_name(model: dict) -> Tuple[str, str]:
     return scope, name
 
 
-def _kind_refusal(model: dict, scope: str, name: str) -> Optional[UnsupportedConfigError]:
+def model_kind_refusal(cfg: Optional[Config], model) -> Optional[UnsupportedConfigError]:
+    """The refusals by kind (:func:`_kind_refusal`) for a model a Runner has built: decided
+    from its config's model dict and its class (from the class alone when the Runner was
+    given a module instead of a dict).
+
+    Args:
+        cfg (Config, optional): The Runner's config.
+        model (nn.Module): The built model, unwrapped.
+    """
+    model_cfg = cfg.get('model') if cfg is not None else None
+    if not isinstance(model_cfg, dict):
+        model_cfg = {'type': type(model).__name__}
+    scope = cfg.get('default_scope') if cfg is not None else None
+    name = config_name(cfg) if cfg is not None else 'the config'
+    return _kind_refusal(model_cfg, scope or default_scope(), name, type(model))
+
+
+def _kind_refusal(model: dict, scope: str, name: str,
+                  cls: Optional[type] = None) -> Optional[UnsupportedConfigError]:
     """Refusals by what the model is (classifier, distiller, tracker, text-grounded), decided
-    from its type and keys alone, so that they hold whether or not the package is installed."""
+    from its type and keys alone, so that they hold whether or not the package is installed;
+    ``cls``: the model's class when known (else looked up in the registries)."""
     type_scope, type_name = _type_name(model)
     scope = type_scope or model.get('_scope_') or scope
-    cls = _resolve(f'{type_scope}.{type_name}' if type_scope else type_name,
-                   model.get('_scope_') or scope)
-    if type_name.endswith('Classifier') or scope in ('mmcls', 'mmpretrain') and (
-            'bbox_head' not in model and 'head' in model):
+    if cls is None:
+        cls = _resolve(f'{type_scope}.{type_name}' if type_scope else type_name,
+                       model.get('_scope_') or scope)
+    if type_name.endswith('Classifier') or (scope in ('mmcls', 'mmpretrain')
+                                            and 'head' in model and 'bbox_head' not in model):
         return UnsupportedConfigError(
             f'{name} is an image classification / backbone pretraining config (model type '
             f'{type_name}): not a detector; pass a detector config that uses this backbone',
@@ -304,8 +331,8 @@ def _kind_refusal(model: dict, scope: str, name: str) -> Optional[UnsupportedCon
                 'teacher_ckpt)')
         return UnsupportedConfigError(
             f'{name} is a distillation config (model type {type_name}: a student trained from '
-            f'a teacher, which would be built and downloaded too); the tools explain one '
-            f'detector: {hint}', 'distillation')
+            f'a teacher, built too from a downloaded checkpoint); feature maps and box CAMs '
+            f'explain one detector: {hint}', 'distillation')
     if _is_video_model(cls, type_name, model):
         detector = model.get('detector')
         detector = _type_name(detector)[1] if isinstance(detector, dict) else None
@@ -313,7 +340,7 @@ def _kind_refusal(model: dict, scope: str, name: str) -> Optional[UnsupportedCon
                 if detector else 'pass an image detector config')
         return UnsupportedConfigError(
             f'{name} is a video/tracking model ({type_name}: detections linked across video '
-            f'frames): not supported, the tools explain image detectors; {hint}',
+            f'frames): not supported, feature maps and box CAMs explain image detectors; {hint}',
             'video/tracking')
     if type_name == 'BaseReID' or _subclass_of(cls, 'mmdet.models.reid', 'BaseReID'):
         return UnsupportedConfigError(
@@ -478,14 +505,15 @@ def build_errors_explained(cfg: Config):
         yield
     except UnsupportedConfigError:
         raise
-    except ImportError as err:
+    except (ImportError, RuntimeError) as err:  # ByteTracker: RuntimeError('lap is not ...')
         package = _package_named_by(err)
         if not package or is_importable(package):
             raise
         raise missing_package_error(package, f'{name} (building its model imports {package})'
                                     ) from err
     except (KeyError, AssertionError) as err:
-        match = re.search(r'(\S+) is not in the (\S+?)::(\w+) registry', str(err))
+        # mmengine re-raises with the failing class in front; a KeyError's str() quotes.
+        match = re.search(r'([\w.]+) is not in the (\w+)::(\w+) registry', str(err))
         if not match:
             raise
         raise UnsupportedConfigError(
@@ -503,11 +531,12 @@ def build_errors_explained(cfg: Config):
             f'config at local copies', 'download') from err
 
 
-def _package_named_by(err: ImportError) -> Optional[str]:
-    """The missing package behind an ImportError of a build: the module of a
-    ModuleNotFoundError (MMEngine re-raises it with its class in front, which drops ``name``),
-    or an optional package the message tells to install (mmyolo's OksLoss: 'Please run "mim
-    install -r requirements/mmpose.txt"')."""
+def _package_named_by(err: Exception) -> Optional[str]:
+    """The missing package behind an error of a build: the module of a ModuleNotFoundError
+    (MMEngine re-raises it with its class in front, which drops ``name``), or an optional
+    package the message tells to install (mmyolo's OksLoss: 'Please run "mim install -r
+    requirements/mmpose.txt"'; mmdet's ByteTracker: 'lap is not installed, please install
+    it by: pip install lap')."""
     missing = _missing_module(err)
     if missing:
         return missing[0]
@@ -515,6 +544,8 @@ def _package_named_by(err: ImportError) -> Optional[str]:
     match = re.search(r"No module named '([\w.]+)'", text)
     if match:
         return match.group(1).split('.')[0]
+    if 'install' not in text:
+        return None
     return next((package for package in INSTALL_HINTS
                  if re.search(rf'\b{package}\b', text) and not is_importable(package)), None)
 
