@@ -78,9 +78,9 @@ def check_mmyolo() -> bool:
             raise
         raise ImportError(f'the installed mmcv=={_version("mmcv")} has no compiled ops '
                           f'({err.name} is missing; mmcv-lite and MMCV_WITH_OPS=0 builds have '
-                          f'none), and the detectors of MMDetection and MMYOLO need them: install a full mmcv '
-                          f'(OpenMMLab\'s wheels for your torch/CUDA, or `pip install mmcv` '
-                          f'which compiles them)') from None
+                          f'none), and the detectors of MMDetection and MMYOLO need them: '
+                          f'install a full mmcv (OpenMMLab\'s wheels for your torch/CUDA, or '
+                          f'`pip install mmcv` which compiles them)') from None
     distributions = installed_mmyolo_distributions()
     if len(distributions) > 1:
         import warnings

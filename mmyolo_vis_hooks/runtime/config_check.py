@@ -18,7 +18,7 @@ import importlib
 import importlib.util
 import os.path as osp
 import re
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 
@@ -79,8 +79,6 @@ DISTILL_KEYS = ('teacher_config', 'teacher_ckpt', 'teacher', 'distiller')
 # Video/tracking types, for when their class cannot be resolved (the package is missing).
 VIDEO_TYPES = ('ByteTrack', 'OCSORT', 'QDTrack', 'DeepSORT', 'StrongSORT', 'MaskTrackRCNN',
                'Mask2FormerVideo', 'SORT')
-# Types whose value is a function name, not a registered class (``batched_nms`` evals it).
-UNREGISTERED_KEYS = ('nms', )
 _URL = re.compile(r'^(https?|ftp)://')
 
 
@@ -402,8 +400,7 @@ def _walk(node, path: str) -> Iterator[Tuple[str, dict]]:
         if 'type' in node:
             yield path, node
         for key, value in node.items():
-            if key not in UNREGISTERED_KEYS:
-                yield from _walk(value, f'{path}.{key}')
+            yield from _walk(value, f'{path}.{key}')
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
             yield from _walk(value, f'{path}[{i}]')
