@@ -268,7 +268,8 @@ def _no_model_refusal(cfg: Config, name: str) -> UnsupportedConfigError:
             f'with it (e.g. mmyolo::yolov5/yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py)',
             'deployment')
     if any(key in cfg for key in TTA_KEYS):
-        folder = osp.basename(osp.dirname(cfg.filename)) if cfg.filename else None
+        folder = osp.basename(osp.dirname(cfg.filename)) if cfg.filename else ''
+        folder = '' if folder.startswith('_') else folder  # a _base_ file serves every folder
         return UnsupportedConfigError(
             f'{name} is a test-time-augmentation snippet (tta_model/tta_pipeline): it holds no '
             f'model; pass the detector config it is merged into'
@@ -472,23 +473,31 @@ def _registered_hint(type_: str, scope: str) -> str:
 
 # ------------------------------------------------------------------ building
 def explanation_model_cfg(cfg: Config) -> dict:
-    """A copy of the config's model for explanation: activation checkpointing
-    (``with_cp=True``) off everywhere. Checkpointing recomputes activations in the backward
-    pass instead of storing them; it changes no weight, but it is incompatible with
-    ``torch.autograd.grad`` (what the box CAMs use) and only saves memory in training."""
+    """A copy of the config's model for explanation, with what needs training or several
+    processes turned off; neither changes a weight's name or value:
+
+    - activation checkpointing (``with_cp=True``): it recomputes activations in the backward
+      pass instead of storing them, only saves memory in training, and
+      ``torch.autograd.grad`` (what the box CAMs take) fails through it;
+    - mmcv's ``MMSyncBN`` becomes ``BN``: it asks for the process group's size when it is
+      built, so a single process cannot even build it (``revert_sync_batchnorm`` would turn
+      it into BN afterwards; torch's ``SyncBN`` builds and is reverted so).
+    """
     model = copy.deepcopy(cfg.model)
 
-    def off(node):
+    def change(node):
         if isinstance(node, dict):
             if node.get('with_cp') is True:
                 node['with_cp'] = False
+            if isinstance(node.get('type'), str) and node['type'].rpartition('.')[2] == 'MMSyncBN':
+                node['type'] = 'BN'
             for value in node.values():
-                off(value)
+                change(value)
         elif isinstance(node, (list, tuple)):
             for value in node:
-                off(value)
+                change(value)
 
-    off(model)
+    change(model)
     return model
 
 

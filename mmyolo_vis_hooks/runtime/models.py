@@ -64,8 +64,9 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
     The config is checked before anything is built (``config_check.check_config``): a file
     that holds no detector, or needs a package that is not installed, is refused in one
     sentence saying what to pass or install. Activation checkpointing (``with_cp``) is turned
-    off: it changes no weight and breaks the gradients of the box CAMs. MMYOLO is imported
-    only for configs in its scope.
+    off (it breaks the gradients of the box CAMs) and SyncBN becomes BN (one process); neither
+    changes a weight (``config_check.explanation_model_cfg``). MMYOLO is imported only for
+    configs in its scope.
 
     Args:
         config (str | Config): Config path, ``mmyolo::``/``mmdet::`` name or object.

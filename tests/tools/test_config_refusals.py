@@ -209,6 +209,21 @@ def test_with_cp_config_works_without_checkpointing(tmp_path, shapes_data):
 
 
 @pytest.mark.slow
+def test_syncbn_configs_build_in_one_process():
+    """mmcv's MMSyncBN asks for the process group when it is built; the explanation build
+    makes it BN (as revert_sync_batchnorm would afterwards), torch's SyncBN is reverted."""
+    from mmcv.ops import SyncBatchNorm as MMSyncBN
+    config = mmdet_config('simple_copy_paste/mask-rcnn_r50_fpn_rpn-2conv_4conv1fc_syncbn-all_'
+                          '32xb2-ssj-90k_coco.py')
+    cfg = Config.fromfile(config)
+    assert cfg.model.roi_head.bbox_head.norm_cfg.type == 'MMSyncBN'
+    assert cfg.model.backbone.norm_cfg.type == 'SyncBN'
+    model = build_detector(config, device='cpu')
+    assert not [m for m in model.modules()
+                if isinstance(m, (MMSyncBN, torch.nn.SyncBatchNorm))]
+
+
+@pytest.mark.slow
 def test_hooks_refuse_a_tracking_model_before_training(tmp_path, shapes_data,
                                                        fast_config_dump):
     """A Runner that built a video model (QDTrack: Faster R-CNN + a tracking head): the hook
