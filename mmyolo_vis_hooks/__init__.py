@@ -1,8 +1,10 @@
 """Feature-map and box-CAM visualization for MMYOLO training.
 
-Importing the package registers its hooks and VisBackends into MMYOLO's registries (so configs
-with ``default_scope='mmyolo'`` name them bare) and allow-lists the globals that MMEngine
-checkpoints carry, so that ``torch.load(weights_only=True)`` can resume a run.
+Importing the package registers its hooks and VisBackends into MMEngine's root registries, so
+that configs name them bare in every scope (``default_scope='mmyolo'`` or ``'mmdet'``: a scope's
+registry falls back on its root), and allow-lists the globals that MMEngine checkpoints carry,
+so that ``torch.load(weights_only=True)`` can resume a run. MMYOLO is optional: without it the
+package works on MMDetection's detectors.
 """
 import warnings
 
@@ -12,7 +14,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 
 from .requirements import check_mmyolo  # noqa: E402
 
-check_mmyolo()  # a clear ImportError before the registries below import mmyolo
+# A clear ImportError for a broken MMYOLO or an mmcv without ops; a missing MMYOLO is fine.
+check_mmyolo()
 
 from .backends import ActivationStatsVisBackend  # noqa: E402
 from .hooks import FeatMapVisHook  # noqa: E402

@@ -4,7 +4,8 @@ Two distributions install the same ``mmyolo`` module: the official ``mmyolo`` 0.
 import asserts mmcv < 2.1.0 (the usual GPU set-up with OpenMMLab's mmcv 2.0.x wheels), and
 ``mmyolo-open`` 0.6.1, the same code accepting mmcv 2.1.0 (what builds against recent torch).
 The wheel requires neither, so installing it never adds a second distribution of the
-``mmyolo`` module to a user's environment.
+``mmyolo`` module to a user's environment; without MMYOLO the package works on MMDetection's
+configs alone.
 """
 from importlib import metadata
 from typing import List, Optional
@@ -33,20 +34,20 @@ def _version(name: str) -> Optional[str]:
         return None
 
 
-def check_mmyolo() -> None:
-    """Imports ``mmyolo`` and turns a missing or incompatible installation into an ImportError
-    saying what is installed and what works.
+def mmyolo_available() -> bool:
+    """Whether MMYOLO can be used: True when it imports, False when it is not installed (the
+    package then works with MMDetection alone).
 
     Raises:
-        ImportError: No MMYOLO, or its import refuses the installed mmcv/mmengine/mmdet.
+        ImportError: MMYOLO is installed but its import refuses the installed mmcv/mmengine/
+            mmdet; the message says what is installed and what works.
     """
     try:
         import mmyolo  # noqa: F401
     except ModuleNotFoundError as err:
         if err.name != 'mmyolo':
             raise
-        raise ImportError(f'mmyolo_vis_hooks needs MMYOLO, which is not installed; '
-                          f'{INSTALL_HINT}') from None
+        return False
     except AssertionError as err:  # mmyolo's own version asserts at import
         installed = ', '.join(installed_mmyolo_distributions()) or 'an mmyolo module'
         stack = ', '.join(f'{name}=={_version(name)}' for name in ('mmcv', 'mmengine', 'mmdet')
@@ -54,6 +55,22 @@ def check_mmyolo() -> None:
         raise ImportError(f'{installed} cannot work with the installed {stack}: {err}. '
                           f'For mmcv 2.1.0 use mmyolo-open==0.6.1 instead of mmyolo; for '
                           f'mmyolo==0.6.0 use mmcv>=2.0.0,<2.1.0') from None
+    return True
+
+
+def check_mmyolo() -> bool:
+    """Checks the OpenMMLab stack at import: a broken MMYOLO or an mmcv without compiled ops
+    becomes an ImportError saying what is installed and what works. A missing MMYOLO is fine
+    (MMDetection configs work without it).
+
+    Returns:
+        bool: Whether MMYOLO is available.
+
+    Raises:
+        ImportError: MMYOLO's import refuses the installed mmcv/mmengine/mmdet, or mmcv has no
+            compiled ops.
+    """
+    available = mmyolo_available()
     try:
         import mmcv.ops  # noqa: F401  (mmdet's models import it; an mmcv without ops fails there)
     except ModuleNotFoundError as err:
@@ -61,11 +78,12 @@ def check_mmyolo() -> None:
             raise
         raise ImportError(f'the installed mmcv=={_version("mmcv")} has no compiled ops '
                           f'({err.name} is missing; mmcv-lite and MMCV_WITH_OPS=0 builds have '
-                          f'none), and MMYOLO\'s detectors need them: install a full mmcv '
-                          f'(OpenMMLab\'s wheels for your torch/CUDA, or `pip install mmcv` '
-                          f'which compiles them)') from None
+                          f'none), and the detectors of MMDetection and MMYOLO need them: '
+                          f'install a full mmcv (OpenMMLab\'s wheels for your torch/CUDA, or '
+                          f'`pip install mmcv` which compiles them)') from None
     distributions = installed_mmyolo_distributions()
     if len(distributions) > 1:
         import warnings
         warnings.warn(f'{" and ".join(distributions)} are both installed and write the same '
                       f'`mmyolo` module; uninstall one of them', RuntimeWarning)
+    return available

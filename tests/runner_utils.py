@@ -3,6 +3,7 @@ events back, loading the tools as modules and running commands under a time limi
 tests)."""
 import copy
 import glob
+import importlib
 import importlib.util
 import os
 import os.path as osp
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
 
@@ -90,6 +92,30 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_tool_in_process(name: str, args: Sequence[str], capsys) -> types.SimpleNamespace:
+    """What running ``tools/<name>.py args`` gives (``returncode``, ``stderr``), from the tool's
+    ``main`` called in this process (a fresh process costs seconds of imports); for calls that
+    end in an error (``SystemExit``)."""
+    capsys.readouterr()
+    main = importlib.import_module(f'mmyolo_vis_hooks.cli.{name}').main
+    with pytest.raises(SystemExit) as info:
+        main(list(args), prog=f'{name}.py')
+    return types.SimpleNamespace(returncode=info.value.code, stderr=capsys.readouterr().err)
+
+
+def assert_one_line_error(result, tool: str, *fragments: str) -> str:
+    """Asserts the tool's one-line error: exit code 2, one stderr line
+    ``<tool>.py: error: ...`` holding every fragment, no traceback. Returns the line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f'{tool}.py: error: '), lines[0]
+    assert 'Traceback' not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 def run_bounded_together(cmds: Sequence[Sequence[str]], timeout: float,

@@ -1,8 +1,10 @@
-"""The package: importing it registers every hook and backend into MMYOLO's registries and
-extends torch's ``weights_only`` allow-list."""
+"""The package: importing it registers every hook and backend into MMEngine's root registries
+(found by bare name in the mmdet and mmyolo scopes) and extends torch's ``weights_only``
+allow-list."""
 import inspect
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -22,7 +24,7 @@ def test_package_imports_registers_and_allow_lists():
     assert all(obj in allowed for obj in safe_globals())
     assert np.ndarray in allowed and np.dtype in allowed
 
-    # every concrete hook / backend the package exports is registered into mmyolo's registries
+    # every concrete hook / backend the package exports is found through mmyolo's registries
     for module, base, registry in ((hooks, Hook, HOOKS), (backends, BaseVisBackend, VISBACKENDS)):
         for name in getattr(module, '__all__', []):
             obj = getattr(module, name)
@@ -30,3 +32,19 @@ def test_package_imports_registers_and_allow_lists():
                     and not inspect.isabstract(obj)):
                 assert registry.get(name) is obj, f'{name} is not registered in mmyolo {registry}'
 
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmyolo'])
+def test_configs_of_either_scope_name_hooks_and_backends_bare(tmp_path, scope):
+    """What a Runner does with ``custom_hooks`` and ``visualizer.vis_backends``: build by bare
+    name under the config's default scope (a scope's registry falls back on MMEngine's root,
+    where the package registers; not on a sibling scope's)."""
+    from mmengine.registry import HOOKS, VISBACKENDS, DefaultScope
+
+    from mmyolo_vis_hooks import backends, hooks
+    with DefaultScope.overwrite_default_scope(scope):
+        for name in ('FeatMapVisHook', 'BoxAMVisHook'):
+            assert type(HOOKS.build(dict(type=name))) is getattr(hooks, name)
+        backend = VISBACKENDS.build(dict(type='ActivationStatsVisBackend',
+                                         save_dir=str(tmp_path)))
+        assert type(backend) is backends.ActivationStatsVisBackend

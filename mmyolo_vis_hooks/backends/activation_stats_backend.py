@@ -2,8 +2,8 @@
 from typing import Dict, Optional
 
 import numpy as np
+from mmengine.registry import VISBACKENDS
 from mmengine.visualization import TensorboardVisBackend
-from mmyolo.registry import VISBACKENDS
 
 from .activation_stats_mixin import ActivationStatsMixin
 from .tensorboard_crc import install_fast_event_crc

@@ -9,9 +9,9 @@ from typing import Dict, Optional
 
 import numpy as np
 from mmengine.logging import MMLogger
+from mmengine.registry import VISBACKENDS
 from mmengine.visualization import MLflowVisBackend
 from mmengine.visualization.vis_backend import force_init_env
-from mmyolo.registry import VISBACKENDS
 
 from .activation_stats_mixin import (ActivationStatsMixin, histogram_table, quantile_metrics,
                                      tolerant)

@@ -2,9 +2,9 @@
 from typing import Dict, Optional, Union
 
 import numpy as np
+from mmengine.registry import VISBACKENDS
 from mmengine.visualization import WandbVisBackend
 from mmengine.visualization.vis_backend import force_init_env
-from mmyolo.registry import VISBACKENDS
 
 from .activation_stats_mixin import ActivationStatsMixin, tolerant
 

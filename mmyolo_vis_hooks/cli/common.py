@@ -82,7 +82,8 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """config, checkpoint, --device, --cfg-options, --unsafe-load."""
-    parser.add_argument('config', help='config file (or mmyolo::<path> of a packaged config)')
+    parser.add_argument('config', help='config file, or mmyolo::<path> / mmdet::<path> of a '
+                        'config shipped with MMYOLO / MMDetection')
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint file; random weights when omitted')
     add_device_arg(parser)

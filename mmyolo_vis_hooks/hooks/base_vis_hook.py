@@ -15,10 +15,12 @@ from torch import nn
 from .. import mmengine_compat
 from ..backends.tensorboard_crc import install_fast_event_crc
 from ..engine.core.checks import check_bool, check_int, check_number, owned_by
+from ..engine.core.model_state import checkpointing_off
 from ..engine.core.pipeline import check_align, resize_only_pipeline
 from ..engine.core.render import check_alpha
 from ..engine.core.selection import (SampleRef, check_selection, load_through_pipeline,
                                      sample_refs, select_indices)
+from ..runtime.config_check import UnsupportedConfigError, model_kind_refusal
 
 
 class VisualizationWarning(UserWarning):
@@ -100,9 +102,27 @@ class BaseVisHook(Hook):
     def check_model(self, model: nn.Module) -> None:
         """Override: validate the model (layers, family) early; raise ValueError."""
 
+    def check_config(self, cfg, model: nn.Module) -> None:
+        """Refuses, before training, a model that is no single image detector, with the
+        sentence the tools give for its config (``runtime.config_check``): a distiller, a
+        video/tracking or re-identification model, a classifier, a text-grounded detector.
+        What the Runner could not build never gets here: its own error comes first.
+
+        Raises:
+            UnsupportedConfigError: A ValueError naming the hook, what the model is and what
+                is supported.
+        """
+        refusal = model_kind_refusal(cfg, model)
+        if refusal is not None:
+            raise UnsupportedConfigError(f'{type(self).__name__}: {refusal}', refusal.reason)
+
     def before_run(self, runner) -> None:
-        """Checks the model and chooses the images before the first iteration."""
-        self.check_model(self.unwrap(runner.model))
+        """Checks the config and the model and chooses the images before the first
+        iteration."""
+        model = self.unwrap(runner.model)
+        self.check_config(runner.cfg, model)
+        with checkpointing_off(model):  # the checks' forwards may take gradients
+            self.check_model(model)
         # TensorBoard's pure-Python record checksum would make every logged picture stall
         # the training loop (see backends/tensorboard_crc.py); same bytes, C speed.
         install_fast_event_crc()

@@ -3,14 +3,14 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmyolo.registry import HOOKS
+from mmengine.registry import HOOKS
 
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
 from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
 from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
 from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
-from ..engine.core.model_state import preserved_model_state
+from ..engine.core.model_state import checkpointing_off, preserved_model_state
 from ..engine.core.render import display_image
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
@@ -189,7 +189,7 @@ class BoxAMVisHook(BaseVisHook):
         aucs: Dict[str, Dict[str, List[float]]] = {
             kind: {method: [] for method in self.methods} for kind in ('deletion', 'insertion')}
         # The guard also covers loading (pipelines may draw random numbers).
-        with preserved_model_state(model):
+        with preserved_model_state(model), checkpointing_off(model):
             for sample in self.samples:
                 try:
                     data = self.load_batch(sample)

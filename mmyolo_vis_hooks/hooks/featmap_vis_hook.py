@@ -2,7 +2,7 @@
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-from mmyolo.registry import HOOKS
+from mmengine.registry import HOOKS
 
 from ..engine.core.checks import check_bool, check_str_list, owned_by
 from ..engine.core.layers import ActivationCapture

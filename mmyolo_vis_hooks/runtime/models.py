@@ -1,4 +1,5 @@
 """Building a detector for offline tools: config (+ overrides) and a checkpoint, loaded safely."""
+import importlib
 import os.path as osp
 from typing import Callable, Dict, Optional, Union
 
@@ -10,26 +11,46 @@ from ..engine.core.devices import resolve_device
 from ..engine.core.pipeline import (check_align, resize_only_pipeline, test_pipeline_cfg,
                                     transform_type)
 from .checkpoint import load_checkpoint_file, state_dict_of
+from .config_check import (build_errors_explained, check_config, config_scope,
+                           explanation_model_cfg, is_importable, missing_package_error,
+                           read_config)
 
-MMYOLO_CONFIG_PREFIX = 'mmyolo::'
+# ``<package>::<path>``: a config shipped inside an installed package (``.mim/configs``).
+CONFIG_PACKAGES = ('mmyolo', 'mmdet')
+
+
+def packaged_config_path(name: str) -> str:
+    """The file of ``mmyolo::<path>`` or ``mmdet::<path>`` (what mmengine resolves only in
+    ``_base_``); other names are returned unchanged.
+
+    Raises:
+        UnsupportedConfigError: The package is not installed (how to get it).
+    """
+    package, sep, relpath = name.partition('::')
+    if not sep or package not in CONFIG_PACKAGES:
+        return name
+    if not is_importable(package):
+        raise missing_package_error(package, name)
+    module = importlib.import_module(package)
+    return osp.join(osp.dirname(module.__file__), '.mim', 'configs', relpath)
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) -> Config:
-    """Reads a config (a path, ``mmyolo::`` name or ``Config``) and merges ``cfg_options``.
+    """Reads a config (a path, ``mmyolo::``/``mmdet::`` name or ``Config``) and merges
+    ``cfg_options``.
 
     The options are merged into the config the model is then built from, so they really reach
     the model (MMYOLO's demos merge them into a copy and build from the path).
+
+    Raises:
+        FileNotFoundError: No such config file.
+        UnsupportedConfigError: The file cannot be read here (a ``pkg::`` base or a
+            custom import of a package that is not installed), with what to do.
     """
     if isinstance(config, Config):
         cfg = config.copy()
     else:
-        if config.startswith(MMYOLO_CONFIG_PREFIX):  # Config.fromfile knows it only in _base_
-            import mmyolo
-            config = osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs',
-                              config[len(MMYOLO_CONFIG_PREFIX):])
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file not found: {config}')
-        cfg = Config.fromfile(config)
+        cfg = read_config(packaged_config_path(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
@@ -38,10 +59,17 @@ def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) 
 def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
                    device: Optional[str] = None, cfg_options: Optional[Dict] = None,
                    unsafe_load: bool = False) -> torch.nn.Module:
-    """Builds an MMYOLO detector in eval mode, optionally with weights.
+    """Builds an MMYOLO or MMDetection detector in eval mode, optionally with weights.
+
+    The config is checked before anything is built (``config_check.check_config``): a file
+    that holds no detector, or needs a package that is not installed, is refused in one
+    sentence saying what to pass or install. Activation checkpointing (``with_cp``) is turned
+    off (it breaks the gradients of the box CAMs) and SyncBN becomes BN (one process); neither
+    changes a weight (``config_check.explanation_model_cfg``). MMYOLO is imported only for
+    configs in its scope.
 
     Args:
-        config (str | Config): Config path, ``mmyolo::`` name or object.
+        config (str | Config): Config path, ``mmyolo::``/``mmdet::`` name or object.
         checkpoint (str, optional): Checkpoint path; random init when None.
         device (str, optional): Device; None means cuda:0 where CUDA is available, else
             cpu (``core.devices.default_device``). Defaults to None.
@@ -50,13 +78,18 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
 
     Returns:
         nn.Module: The model, with ``model.cfg`` and ``model.dataset_meta`` set.
+
+    Raises:
+        UnsupportedConfigError: A config the tools cannot run (``reason`` says which kind).
     """
     from mmengine.model import revert_sync_batchnorm
-    from mmyolo.registry import MODELS
+    from mmengine.registry import MODELS
 
     cfg = load_config(config, cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmyolo'))
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    check_config(cfg)
+    init_default_scope(config_scope(cfg))
+    with build_errors_explained(cfg):
+        model = revert_sync_batchnorm(MODELS.build(explanation_model_cfg(cfg)))
     meta = None
     if checkpoint:
         ckpt = load_checkpoint_file(checkpoint, 'cpu', unsafe_load=unsafe_load)

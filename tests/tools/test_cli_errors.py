@@ -5,17 +5,16 @@ scripts in ``tools/`` in a fresh process, once per tool and kind of failure; the
 checks run the same ``main`` in this process (a fresh process costs seconds of imports each).
 """
 import glob
-import importlib
 import os
 import os.path as osp
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
 
 from conftest import DEMO_CONFIG, REPO_ROOT
+from runner_utils import assert_one_line_error, run_tool_in_process
 
 pytestmark = pytest.mark.slow
 TOOLS = ('featmap_vis', 'boxam_vis', 'boxam_eval', 'large_image_infer')
@@ -25,26 +24,6 @@ def _run_tool(name, args, env=None):
     return subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', f'{name}.py'), *args],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
-
-
-def _run_in_process(name, args, capsys):
-    """What ``_run_tool`` gives, from the tool's ``main`` called here."""
-    capsys.readouterr()
-    main = importlib.import_module(f'mmyolo_vis_hooks.cli.{name}').main
-    with pytest.raises(SystemExit) as info:
-        main(list(args), prog=f'{name}.py')
-    return types.SimpleNamespace(returncode=info.value.code, stderr=capsys.readouterr().err)
-
-
-def _assert_one_line_error(result, tool, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
-    assert len(lines) == 1, result.stderr[-3000:]
-    assert lines[0].startswith(f'{tool}.py: error: '), lines[0]
-    assert 'Traceback' not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 class _RunsCode:
@@ -122,7 +101,7 @@ if not torch.cuda.is_available():
 def test_bad_arguments_end_in_one_line(tmp_path, shapes_data, capsys, tool, extra, fragments):
     args = _tool_commands(_val_image(shapes_data), str(tmp_path / 'missing.pth'),
                           str(tmp_path / 'out'))[tool]
-    _assert_one_line_error(_run_in_process(tool, args + extra, capsys), tool, *fragments)
+    assert_one_line_error(run_tool_in_process(tool, args + extra, capsys), tool, *fragments)
     assert not (tmp_path / 'out').exists()  # refused before any work
 
 
@@ -131,13 +110,13 @@ def test_missing_files_end_in_one_line(tmp_path, shapes_data, capsys, tool):
     image = _val_image(shapes_data)
     out = str(tmp_path / 'out')
     missing_image = _tool_commands(str(tmp_path / 'nope.png'), 'x.pth', out)[tool]
-    _assert_one_line_error(_run_tool(tool, missing_image), tool, 'nope.png')
+    assert_one_line_error(_run_tool(tool, missing_image), tool, 'nope.png')
     missing_config = _tool_commands(image, 'x.pth', out)[tool]
     missing_config[1] = str(tmp_path / 'no_config.py')
-    _assert_one_line_error(_run_in_process(tool, missing_config, capsys), tool,
+    assert_one_line_error(run_tool_in_process(tool, missing_config, capsys), tool,
                            'config file not found', 'no_config.py')
     missing_checkpoint = _tool_commands(image, str(tmp_path / 'missing.pth'), out)[tool]
-    _assert_one_line_error(_run_in_process(tool, missing_checkpoint, capsys), tool,
+    assert_one_line_error(run_tool_in_process(tool, missing_checkpoint, capsys), tool,
                            'missing.pth')
 
 
@@ -145,7 +124,7 @@ def test_missing_files_end_in_one_line(tmp_path, shapes_data, capsys, tool):
 def test_unknown_layer_ends_in_one_line_with_the_nearest_names(tmp_path, shapes_data, tool):
     args = [_val_image(shapes_data), DEMO_CONFIG, '--target-layers', 'neck.out_layer[2]',
             '--out-dir', str(tmp_path / 'out')]
-    line = _assert_one_line_error(_run_tool(tool, args), tool, "unknown layer 'neck.out_layer[2]'")
+    line = assert_one_line_error(_run_tool(tool, args), tool, "unknown layer 'neck.out_layer[2]'")
     assert 'neck.out_layers[2]' in line
 
 
@@ -156,7 +135,7 @@ def test_tools_refuse_code_running_checkpoint(tmp_path, shapes_data, tool):
     torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=_RunsCode(marker)), checkpoint)
     commands = _tool_commands(_val_image(shapes_data), checkpoint, str(tmp_path / 'out'))
     result = _run_tool(tool, commands[tool])
-    _assert_one_line_error(result, tool, f'Refusing to load {checkpoint}', '--unsafe-load')
+    assert_one_line_error(result, tool, f'Refusing to load {checkpoint}', '--unsafe-load')
     assert not marker.exists()
 
 

@@ -63,3 +63,20 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
             torch.cuda.set_rng_state_all(cuda_rng)
         np.random.set_state(np_rng)
         random.setstate(py_rng)
+
+
+@contextmanager
+def checkpointing_off(model: nn.Module) -> Iterator[nn.Module]:
+    """Turns activation checkpointing (the ``with_cp`` flag of MMDetection's and MMPretrain's
+    ResNet, Swin, ConvNeXt ... blocks, read at every forward) off for the block and back on
+    afterwards. Checkpointing recomputes activations during the backward pass instead of
+    storing them: it changes no result, but ``torch.autograd.grad`` through it fails
+    ("torch.utils.checkpoint is incompatible with .grad()"), which is what box CAMs take."""
+    flagged = [m for m in model.modules() if getattr(m, 'with_cp', None) is True]
+    for module in flagged:
+        module.with_cp = False
+    try:
+        yield model
+    finally:
+        for module in flagged:
+            module.with_cp = True

@@ -23,8 +23,8 @@ import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmdet.datasets.transforms import Resize
-from mmyolo.datasets.transforms import YOLOv5KeepRatioResize
-from mmyolo.registry import TRANSFORMS
+
+from ...requirements import mmyolo_available
 
 ALIGN_MODES = ('letterbox', 'resize')
 
@@ -97,7 +97,6 @@ def config_input_size(cfg, default: Tuple[int, int] = (640, 640)) -> Tuple[int, 
         return default
 
 
-@TRANSFORMS.register_module()
 class YOLOv5StretchResize(Resize):
     """``mmdet.Resize(scale, keep_ratio=False)`` that interpolates as ``YOLOv5KeepRatioResize``
     would on the same image: ``'area'`` when its keep-ratio resize shrinks the image,
@@ -115,11 +114,17 @@ class YOLOv5StretchResize(Resize):
         super().__init__(scale=scale, keep_ratio=False, **kwargs)
 
     def _resize_img(self, results: dict) -> None:
+        from mmyolo.datasets.transforms import YOLOv5KeepRatioResize
         image = results.get('img')
         if image is not None:
             ratio = YOLOv5KeepRatioResize._get_rescale_ratio(image.shape[:2], self.scale)
             self.interpolation = 'area' if ratio < 1 else 'bilinear'
         super()._resize_img(results)
+
+
+if mmyolo_available():  # MMYOLO is optional; only its letterbox steps are replaced by this one
+    from mmyolo.registry import TRANSFORMS
+    TRANSFORMS.register_module(module=YOLOv5StretchResize)
 
 
 def _pads_to_size_divisor_only(step: Dict) -> bool:

@@ -1,6 +1,7 @@
 """The model-state guards (engine/core/model_state.py) on a small torch model: every
 submodule's mode comes back (not only the top module's), and preserved_model_state restores
-gradients, ``requires_grad``, buffers, the grad-enabled flag and every RNG."""
+gradients, ``requires_grad``, buffers, the grad-enabled flag and every RNG; checkpointing_off
+lets gradients be taken through MMDetection blocks built with ``with_cp=True``."""
 import random
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmyolo_vis_hooks.engine.core.model_state import preserved_model_state, preserved_modes
+from mmyolo_vis_hooks.engine.core.model_state import (checkpointing_off, preserved_model_state,
+                                                      preserved_modes)
 
 
 def _model():
@@ -102,3 +104,29 @@ def test_preserved_model_state_restores_after_an_error():
             raise ValueError('drawing failed')
     assert torch.equal(model[1].running_mean, mean)
     assert _modes(model) == [True, True, True, True, True, False]
+
+
+def test_checkpointing_off_lets_autograd_grad_through_with_cp_blocks():
+    """mmdet's ResNet-18 built with ``with_cp=True`` (as some packaged configs set it):
+    ``torch.autograd.grad`` on an inner activation fails through activation checkpointing;
+    inside the guard it works, and the flags come back."""
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    model = ResNet(depth=18, with_cp=True, out_indices=(3, ))
+    model.eval()  # mmdet's ResNet.train() returns None
+
+    def grad_of_first_stage():
+        captured = []
+        handle = model.layer1.register_forward_hook(lambda m, a, out: captured.append(out))
+        try:
+            with torch.enable_grad():
+                out = model(torch.rand(1, 3, 64, 64))[-1]
+                return torch.autograd.grad(out.sum(), captured[0])[0]
+        finally:
+            handle.remove()
+
+    with pytest.raises(RuntimeError, match='checkpoint'):
+        grad_of_first_stage()
+    with checkpointing_off(model):
+        assert grad_of_first_stage().abs().sum() > 0
+    assert all(block.with_cp for block in model.layer1)
