@@ -28,7 +28,7 @@ the tool uses, and the head's own per-image ``predict_by_feat`` for comparison),
 drawing, writing the annotated PNG (the tool's stored-PNG writer, and OpenCV's for comparison);
 each as a share of (a2).
 
-Notes (quiet 2-core AMD EPYC, load about 1; the README has the table): with ``--threads 1``,
+Notes (quiet 2-core AMD EPYC, load about 1; docs/benchmarks.md has the table): with ``--threads 1``,
 (b)/(a2) 1.07-1.15 wall and (e)/(8x(a2)) 1.04-1.07 in five runs (AVX-512 and AVX2 kernels):
 the targets are met or at the edge; with ``--threads 2`` (every core in the forward) 1.26-1.36
 and 1.20-1.30: not met, the single image's PNG decode alone is 10% of that forward and cannot

@@ -32,7 +32,7 @@ def auto_threads(num_workers: int, cpus: Optional[int] = None) -> int:
 
     The rule depends only on the machine (affinity mask) and the config, never on the current
     load, so a seed gives the same run on the same machine. On a 2-core machine with 2 workers it
-    gives 1 thread: the workers take the other core (see README, the main job, for the
+    gives 1 thread: the workers take the other core (see docs/demo.md, for the
     measurements behind it).
     """
     cpus = usable_cpus() if cpus is None else cpus

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds mmcv (with its compiled CPU ops) once and keeps the wheel in a cache outside the clone.
 # PyPI ships only mmcv sources; torch 2.14 headers need C++20, mmcv 2.1.0 asks for C++17, so the
-# three -std flags in its setup.py are raised before building (see README "Set-up").
+# three -std flags in its setup.py are raised before building (see docs/install.md).
 # Usage: build_mmcv_wheel.sh PYTHON MMCV_VERSION OUT_DIR
 set -euo pipefail
 PY="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")" MMCV_VERSION=$2 OUT=$3

@@ -1,4 +1,4 @@
-"""Screenshots of each tracker's view of a short demo run (the README's first section).
+"""Screenshots of each tracker's view of a short demo run (docs/trackers.md).
 
 Not part of the test suite. Run from the repository root with the project's venv:
 

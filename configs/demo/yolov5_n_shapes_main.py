@@ -1,7 +1,7 @@
 # The main job (tools/run_demo.py): the demo detector's config (yolov5_n_shapes.py, which trained
 # tests/assets at 320 px for 30 epochs) made cheap enough for every CPU of this machine kind:
 # 256 px, 20 epochs, the last 12 without mosaic (on these shapes the val mAP rises in the
-# no-mosaic epochs: 20 epochs with 5 of them gave mAP@50 0.82, with 12 gave 0.94; README, the
+# no-mosaic epochs: 20 epochs with 5 of them gave mAP@50 0.82, with 12 gave 0.94; docs/demo.md, the
 # main job). Everything else is inherited; the pipelines are the base's at the new size.
 _base_ = './yolov5_n_shapes.py'
 from mmyolo_vis_hooks.demo import with_input_size  # noqa: E402

@@ -168,8 +168,8 @@ class BoxAMVisHook(BaseVisHook):
             self._faithfulness = Faithfulness(model, steps=self.faithfulness_steps)
 
     def _check_score_dependence(self, model, cam: BoxCAM) -> None:
-        """One small eval forward of zeros with the target layers as graph nodes (the model is restored
-        afterwards): the same layers serve every method, so one probe covers them all."""
+        """One small eval forward of zeros with the target layers as graph nodes (the model is
+        restored afterwards): the same layers serve every method, so one probe covers them."""
         try:
             problems = cam.probe_target_layers()
         except Exception as err:  # noqa: BLE001 - an unusual model: gradient methods still

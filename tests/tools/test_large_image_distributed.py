@@ -194,7 +194,7 @@ def _free_port():
 @pytest.mark.slow
 def test_two_machines_on_loopback_write_what_one_process_writes(eval_set, demo_checkpoint,
                                                                 tmp_path, one_thread):
-    """The multi-machine line of the README, with both "machines" on this host: two torchrun
+    """The multi-machine line of docs/sliced.md, with both "machines" on this host: two torchrun
     agents (``--nnodes 2 --node_rank 0/1``, one process each, static rendezvous at the
     master's address), so both workers have LOCAL_RANK 0 and RANK 0/1, and each writes into
     its own output folder, as machines that share no disk would. Machine 0 writes the

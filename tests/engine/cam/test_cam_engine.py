@@ -402,8 +402,8 @@ def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_v
     gradient of the less saturated factor dominates (objectness, class-agnostic, for confident
     boxes): every map >= 1.4x the objects' area share (measured 1.87-3.76x on these images).
     With 'logit' class and objectness logits weigh alike: maps are more local to their own box
-    on average (README table) but a few spread further: every map >= 1.1x (measured 1.18-4.14x),
-    the mean >= 1.4x (measured about 2.1x)."""
+    on average (docs/cams.md table) but a few spread further: every map >= 1.1x (measured
+    1.18-4.14x), the mean >= 1.4x (measured about 2.1x)."""
     from mmyolo_vis_hooks.engine.cam.compose import box_masks
     cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=-1, target=target)
     ratios = []
