@@ -38,6 +38,22 @@ INPUT = (2, 3, 128, 160)
 _MODELS = {}
 
 
+def initialize_without_downloads(model: nn.Module) -> None:
+    """``init_weights`` with the ``Pretrained`` entries dropped: parameters that MMDetection
+    creates uninitialized (DETRs' ``torch.Tensor(...)`` level embeddings, Sparse R-CNN's
+    proposal boxes) get their documented random init instead of whatever memory held (NaN
+    once deterministic algorithms are on: PyTorch then fills uninitialized memory with NaN)."""
+    def pretrained(entry) -> bool:
+        return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
+    for module in model.modules():
+        cfg = getattr(module, 'init_cfg', None)
+        if pretrained(cfg):
+            module.init_cfg = None
+        elif isinstance(cfg, list):
+            module.init_cfg = [entry for entry in cfg if not pretrained(entry)]
+    model.init_weights()
+
+
 def random_mmdet_model(name: str) -> nn.Module:
     """A random-init model of ``CONFIGS[name]`` (cached; tests must leave it as they found
     it)."""
@@ -52,6 +68,7 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name == 'dino':  # 900 queries; 100 keep the code path and the CPU time small
             options['model.num_queries'] = 100
         model = build_detector(mmdet_config(CONFIGS[name]), device='cpu', cfg_options=options)
+        initialize_without_downloads(model)
         calibrate_batchnorm(model, INPUT)
         _MODELS[name] = model
     return _MODELS[name]

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from mmengine.registry import HOOKS
 
+from ..engine.detectors import explainable_detector
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
 from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
@@ -153,9 +154,11 @@ class BoxAMVisHook(BaseVisHook):
 
     def check_model(self, model) -> None:
         """Builds the engines: an unsupported detector, an unknown layer or a layer the box
-        scores do not depend on fails here, before training starts."""
+        scores do not depend on fails here, before training starts. The engines share one
+        detector adapter (and so its one check of the layers)."""
+        detector = explainable_detector(model)
         self._cams = {
-            method: BoxCAM(model, method, self.target_layers, score_thr=self.score_thr,
+            method: BoxCAM(detector, method, self.target_layers, score_thr=self.score_thr,
                            topk=self.topk, batch_size=self.batch_size,
                            ratio_channels_to_ablate=self.ratio_channels_to_ablate,
                            target=self.target, **self._drise_options)
@@ -165,7 +168,7 @@ class BoxAMVisHook(BaseVisHook):
         if layer_cams:  # input-level methods (drise) have no layers to probe
             self._check_score_dependence(model, layer_cams[0])
         if self.log_faithfulness:
-            self._faithfulness = Faithfulness(model, steps=self.faithfulness_steps)
+            self._faithfulness = Faithfulness(detector, steps=self.faithfulness_steps)
 
     def _check_score_dependence(self, model, cam: BoxCAM) -> None:
         """One small eval forward of zeros with the target layers as graph nodes (the model is

@@ -11,6 +11,7 @@ from torch import nn
 
 from conftest import packaged_config
 from runner_utils import tiny_train_cfg
+from mmyolo_vis_hooks.engine.detectors import UnsupportedDetectorError
 
 from mmyolo.models.backbones import YOLOv5CSPDarknet
 from mmyolo.models.dense_heads import YOLOv5Head
@@ -158,7 +159,7 @@ BOXAM_BAD_CONFIGS = [
      r'method must name at least one item, e\.g\. gradcam, gradcam\+\+, .*got an empty list'),
     (dict(), _custom_head,
      r"box CAMs support MMYOLO's dense heads \(YOLOv5Head, .*CustomYOLOv5Head subclasses "
-     r'YOLOv5Head with a decoding of its own'),
+     r'YOLOv5Head with a decoding of its own', UnsupportedDetectorError),
     (dict(target_layers=['neck.out_layer[2]']), None,
      r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
     (dict(target_layers=[]), None,

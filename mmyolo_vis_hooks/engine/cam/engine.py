@@ -322,9 +322,8 @@ class BoxCAM:
             self.target_layers = check_str_list('target_layers', target_layers,
                                                 '"neck.out_layers[2]"')
         for path in self.target_layers:
-            resolve_layer(model, path)  # raises with the nearest valid names
+            resolve_layer(self.detector.model, path)  # raises with the nearest valid names
         self.model = self.detector.model
-        self._unused: Optional[Set[str]] = None  # see _unused_outputs
         self.score_thr = float(score_thr)
         self.topk = topk
         self.match_iou_thr = float(match_iou_thr)
@@ -415,6 +414,7 @@ class BoxCAM:
         if not self.target_layers:
             return {}
         missing, keys, sources, unused = self._probe_dependence(input_size)
+        self.detector.unused_outputs[tuple(self.target_layers)] = unused
         problems: Dict[str, str] = {}  # in the order of target_layers
         for path in self.target_layers:
             if path in missing:
@@ -446,13 +446,15 @@ class BoxCAM:
     def _unused_outputs(self, sources: Sequence[OutputSource]) -> Set[str]:
         """Outputs of multi-output target layers that the box scores do not depend on (the
         FPN level only Faster R-CNN's RPN reads): left out of every method's maps. Found once
-        per engine with one small forward, and only where a target layer returns several
-        maps."""
-        if self._unused is None:
+        per detector adapter and set of target layers (engines sharing an adapter share it)
+        with one small forward, and only where a target layer returns several maps."""
+        key = tuple(self.target_layers)
+        if key not in self.detector.unused_outputs:
             several = any(sum(s.path == path for s in sources) > 1
                           for path in self.target_layers)
-            self._unused = self._probe_dependence(None)[3] if several else set()
-        return self._unused
+            self.detector.unused_outputs[key] = \
+                self._probe_dependence(None)[3] if several else set()
+        return self.detector.unused_outputs[key]
 
     def check_target_layers(self, input_size: Optional[Tuple[int, int]] = None) -> None:
         """Raises ValueError naming every target layer :meth:`probe_target_layers` rejects."""

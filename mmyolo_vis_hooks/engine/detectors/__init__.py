@@ -56,6 +56,8 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
         UnsupportedDetectorError: No adapter for the model's kind (the message names the kind
             and what is supported).
     """
+    if isinstance(model, ExplainableDetector):  # engines may share one adapter
+        return model
     if is_model_wrapper(model):
         model = model.module
     from mmdet.models.detectors import TwoStageDetector as MMDetTwoStage

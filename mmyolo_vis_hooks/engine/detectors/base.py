@@ -39,7 +39,7 @@ Adapters never change the model: they run it in whatever mode the caller set (co
 ``core.model_state.preserved_model_state`` and eval mode).
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -246,6 +246,9 @@ class ExplainableDetector:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        # Per tuple of target layers: the output keys the box scores do not depend on, found
+        # once by BoxCAM's probe (engines built on one adapter share it).
+        self.unused_outputs: Dict[Tuple[str, ...], Set[str]] = {}
 
     # ------------------------------------------------------------ what the detector is
     @property
