@@ -110,16 +110,16 @@ def _drop_pretrained(node) -> None:
             _drop_pretrained(item)
 
 
-def _at_scale(pipeline: List[dict]) -> List[dict]:
+def _at_scale(pipeline: List[dict], scale: Tuple[int, int]) -> List[dict]:
     for step in pipeline:
         if step['type'].split('.')[-1] == 'Resize':
-            step['scale'] = SCALE
+            step['scale'] = scale
     return pipeline
 
 
-def small_kind_cfg(kind: str) -> Config:
+def small_kind_cfg(kind: str, scale: Tuple[int, int] = SCALE) -> Config:
     """The packaged config of ``kind`` shrunk for the CPU (see the module docstring), with
-    ``len(CLASSES)`` classes."""
+    ``len(CLASSES)`` classes; its pipelines resize to ``scale`` ``(w, h)``."""
     cfg = Config.fromfile(mmdet_config(KINDS[kind]))
     model = cfg.model
     _drop_pretrained(model)
@@ -148,17 +148,17 @@ def small_kind_cfg(kind: str) -> Config:
     else:
         raise ValueError(f'unknown kind {kind!r}; expected one of {sorted(KINDS)}')
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        _at_scale(cfg[loader].dataset.pipeline)
+        _at_scale(cfg[loader].dataset.pipeline, scale)
     if cfg.get('test_pipeline'):
-        _at_scale(cfg.test_pipeline)
+        _at_scale(cfg.test_pipeline, scale)
     return cfg
 
 
 def runner_cfg(kind: str, dataset: Dict[str, str], work_dir: str,
-               custom_hooks: List[dict]) -> Config:
-    """``small_kind_cfg(kind)`` on the alignment images: one training iteration (batch 2, the
-    test-time resize), then one validation epoch with both images in one batch."""
-    cfg = small_kind_cfg(kind)
+               custom_hooks: List[dict], scale: Tuple[int, int] = SCALE) -> Config:
+    """``small_kind_cfg(kind, scale)`` on the alignment images: one training iteration (batch
+    2, the test-time resize), then one validation epoch with both images in one batch."""
+    cfg = small_kind_cfg(kind, scale)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=0)
     val_pipeline = cfg.val_dataloader.dataset.pipeline

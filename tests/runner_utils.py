@@ -1,6 +1,6 @@
 """Building small real Runner configs on the generated shapes data, reading their TensorBoard
-events back, loading the tools as modules and running commands under a time limit (imported by
-tests)."""
+events back, comparing training states bit for bit, loading the tools as modules and running
+commands under a time limit (imported by tests)."""
 import copy
 import glob
 import importlib
@@ -15,7 +15,9 @@ import types
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 
 import pytest
 
@@ -80,6 +82,46 @@ def read_events(work_dir: str):
 
 def image_steps(acc, tag: str) -> List[int]:
     return [event.step for event in acc.Images(tag)]
+
+
+def clone_tree(obj):
+    """A copy of a nested state (state dicts, optimizer state) with every tensor cloned."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: clone_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(clone_tree(v) for v in obj)
+    return obj
+
+
+def assert_same_tree(a, b, where=''):
+    """Asserts two nested states are equal bit for bit (tensors with ``torch.equal``, same
+    dtype and shape), naming the first item that differs."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f'{where} differs (max abs diff ' \
+            f'{(a.double() - b.double()).abs().max().item()})'
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tree(a[key], b[key], f'{where}.{key}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, f'{where}: {a!r} != {b!r}'
+
+
+class MetricsRecorder(Hook):
+    """Keeps the validation metrics of every epoch (register it at priority ``LOWEST``)."""
+
+    def __init__(self):
+        self.metrics = []
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics.append(dict(metrics or {}))
 
 
 def load_tool(name: str) -> ModuleType:

@@ -28,7 +28,8 @@ from mmengine.visualization.vis_backend import BaseVisBackend
 from torch import nn
 
 from conftest import DEMO_CONFIG, REPO_ROOT
-from runner_utils import run_bounded as _run_bounded, tiny_train_cfg, torchrun_launcher
+from runner_utils import (MetricsRecorder, assert_same_tree, clone_tree,
+                          run_bounded as _run_bounded, tiny_train_cfg, torchrun_launcher)
 
 from mmyolo.registry import VISBACKENDS
 from mmyolo_vis_hooks.hooks import VisualizationWarning
@@ -100,43 +101,6 @@ def _hook_of(runner, type_name):
     return next(h for h in runner.hooks if type(h).__name__ == type_name)
 
 
-def _clone_tree(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone_tree(v) for v in obj)
-    return obj
-
-
-def _assert_same_tree(a, b, where=''):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), f'{where} differs (max abs diff ' \
-            f'{(a.double() - b.double()).abs().max().item()})'
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_same_tree(a[key], b[key], f'{where}.{key}')
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same_tree(x, y, f'{where}[{i}]')
-    else:
-        assert a == b, f'{where}: {a!r} != {b!r}'
-
-
-class _MetricsRecorder(Hook):
-    """Keeps the validation metrics of every epoch."""
-
-    def __init__(self):
-        self.metrics = []
-
-    def after_val_epoch(self, runner, metrics=None):
-        self.metrics.append(dict(metrics or {}))
-
-
 # --------------------------------------------------------------------------- bit for bit
 
 
@@ -154,13 +118,13 @@ def test_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, rese
         cfg.work_dir = str(tmp_path / work)
         cfg.custom_hooks += hooks
         runner = Runner.from_cfg(cfg)
-        recorder = _MetricsRecorder()
+        recorder = MetricsRecorder()
         runner.register_hook(recorder, priority='LOWEST')
         runner.train()
         ema = _hook_of(runner, 'EMAHook')
-        return dict(model=_clone_tree(runner.model.state_dict()),
-                    ema=_clone_tree(ema.ema_model.state_dict()),
-                    optimizer=_clone_tree(runner.optim_wrapper.state_dict()),
+        return dict(model=clone_tree(runner.model.state_dict()),
+                    ema=clone_tree(ema.ema_model.state_dict()),
+                    optimizer=clone_tree(runner.optim_wrapper.state_dict()),
                     metrics=recorder.metrics,
                     torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state()[1].copy())
 
@@ -181,9 +145,9 @@ def test_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, rese
     assert not all(torch.equal(plain['model'][k], plain['ema'][f'module.{k}'])
                    for k in plain['model'] if f'module.{k}' in plain['ema'])
 
-    _assert_same_tree(plain['model'], hooked['model'], 'state_dict')
-    _assert_same_tree(plain['ema'], hooked['ema'], 'ema_state_dict')
-    _assert_same_tree(plain['optimizer'], hooked['optimizer'], 'optimizer')
+    assert_same_tree(plain['model'], hooked['model'], 'state_dict')
+    assert_same_tree(plain['ema'], hooked['ema'], 'ema_state_dict')
+    assert_same_tree(plain['optimizer'], hooked['optimizer'], 'optimizer')
     assert plain['metrics'] == hooked['metrics']
     assert torch.equal(plain['torch_rng'], hooked['torch_rng'])
     assert np.array_equal(plain['numpy_rng'], hooked['numpy_rng'])

@@ -208,7 +208,8 @@ class BoxAMVisHook(BaseVisHook):
                                       f'with them zeroed')
                         if len(result) == 0:
                             self.fail(f'{method}: no box above score_thr={self.score_thr} on '
-                                      f'{sample.name}; the plain image is logged')
+                                      f'{sample.name}{self._head_thr_note(cam)}; the plain '
+                                      f'image is logged')
                         for line in result.unreliable_messages(self._class_names):
                             self.fail(f'{method}: image {sample.name}: {line}; drawn without '
                                       f'heat')
@@ -236,6 +237,16 @@ class BoxAMVisHook(BaseVisHook):
                         if values and np.isfinite(values).all()})
         if scalars:
             self.log_scalars(runner, scalars, step)
+
+    def _head_thr_note(self, cam: BoxCAM) -> str:
+        """Where the detector's own post-processing threshold is the higher one, says so: a
+        lower ``score_thr`` cannot bring back boxes the detector itself drops (e.g. RetinaNet's
+        ``test_cfg.score_thr=0.05`` with random weights, whose scores start near 0.01)."""
+        head_thr = cam.detector.selection_thr
+        if head_thr <= self.score_thr:
+            return ''
+        return (f' (the detector\'s own test_cfg score_thr={head_thr:g} drops its boxes '
+                f'first)')
 
     def _gt_boxes(self, sample) -> np.ndarray:
         """The image's ground-truth xyxy boxes in original pixels (ignored ones left out)."""

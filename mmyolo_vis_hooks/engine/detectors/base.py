@@ -271,6 +271,13 @@ class ExplainableDetector:
         ``test_cfg.score_thr``)."""
         return float((self.test_cfg or {}).get('score_thr', 0.001) or 0.0)
 
+    @property
+    def selection_thr(self) -> float:
+        """The score threshold :meth:`select` applies itself, as the detector's own
+        post-processing does, before the caller's ``score_thr``: a lower ``score_thr`` cannot
+        bring back boxes below it. 0 where :meth:`select` applies none."""
+        return 0.0
+
     def default_target_layers(self) -> List[str]:
         """Layer paths whose outputs feed the box scores, one output per level."""
         raise NotImplementedError

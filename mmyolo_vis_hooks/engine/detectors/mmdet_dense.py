@@ -59,6 +59,11 @@ class MMDetDenseDetector(ExplainableDetector):
         return self.head.test_cfg or {}
 
     @property
+    def selection_thr(self) -> float:
+        """``test_cfg.score_thr``: ``filter_scores_and_topk`` keeps the candidates above it."""
+        return float(self.test_cfg.get('score_thr', 0) or 0)
+
+    @property
     def head_name(self) -> str:
         return type(self.head).__name__
 

@@ -86,6 +86,11 @@ class TwoStageDetector(ExplainableDetector):
         return self.roi_head.test_cfg or {}
 
     @property
+    def selection_thr(self) -> float:
+        """The ``rcnn`` ``test_cfg.score_thr``: ``multiclass_nms`` keeps the scores above it."""
+        return float(self.test_cfg.get('score_thr', 0) or 0)
+
+    @property
     def head_name(self) -> str:
         return type(self.roi_head).__name__
 
@@ -110,6 +115,10 @@ class TwoStageDetector(ExplainableDetector):
                      ) -> Tuple[List[Tensor], List[Tensor], List[Optional[Tensor]]]:
         """Per image: the final RoIs, class logits ``(R, C + 1)`` and box deltas."""
         from mmdet.structures.bbox import bbox2roi
+        # mmcv's RoIAlign reads contiguous NCHW memory whatever the strides: channels-last
+        # features (CPU inputs in the network layout) or a broadcast batch (AblationCAM's
+        # unchanged levels) would pool the wrong values, even beyond the tensor's storage.
+        feats = [f.contiguous() for f in feats]
         rois = bbox2roi(proposals)
         counts = tuple(len(p) for p in proposals)
         if self.roi_kind == 'cascade':
@@ -215,8 +224,10 @@ class TwoStageDetector(ExplainableDetector):
     def decode(self, outs, metas: List[dict], cfg: dict
                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
         """MMDetection's own prediction (RPN, RoI head, NMS) of the batch ``outs`` (the
-        preprocessed inputs: a two-stage detector needs the metainfo in its forward)."""
-        return decode_by_predict(self.model, self.roi_head, outs, metas, cfg)
+        preprocessed inputs: a two-stage detector needs the metainfo in its forward), given
+        contiguous: a channels-last batch would reach RoIAlign as channels-last features (see
+        :meth:`_roi_outputs`)."""
+        return decode_by_predict(self.model, self.roi_head, outs.contiguous(), metas, cfg)
 
 
 def _pad(tensors: Sequence[Tensor], value: float) -> Tensor:

@@ -114,3 +114,47 @@ def test_every_method_explains_faster_rcnn_boxes_and_leaves_the_model_alone():
     finally:
         cfg.update(saved)
         model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn'])
+def test_candidates_do_not_depend_on_the_features_memory_layout(name):
+    """mmcv's RoIAlign reads its input as contiguous NCHW memory whatever its strides. The
+    candidates and the batched decoding must not change with the layout of the features the
+    RoIs are pooled from: a channels-last input (D-RISE, faithfulness and the sliced predictor
+    on the CPU) and AblationCAM's re-scoring (unchanged levels given at batch 1 and broadcast
+    beside a changed level of n copies, a stride-0 batch dimension)."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    inputs = random_inputs(7)[:1]
+    with torch.no_grad():
+        reference = detector.candidates(inputs, METAS[:1])
+        channels_last = detector.candidates(
+            inputs.contiguous(memory_format=torch.channels_last), METAS[:1])
+        # the same proposals for every copy, as AblationCAM re-scores
+        feats = detector.extract_feat(inputs)
+        copies = 3
+        repeated = detector.level_candidates([f.repeat(copies, 1, 1, 1) for f in feats],
+                                             metas=METAS[:1], proposals=reference.proposals)[0]
+        broadcast = detector.level_candidates(
+            [f.repeat(copies, 1, 1, 1) if i == 1 else f for i, f in enumerate(feats)],
+            metas=METAS[:1], proposals=reference.proposals)[0]
+    assert reference.scores.shape[1] > 5
+    assert torch.allclose(channels_last.scores, reference.scores, atol=1e-5)
+    assert torch.allclose(channels_last.boxes, reference.boxes, atol=1e-3)
+    for b in range(copies):
+        assert torch.allclose(repeated.scores[b], reference.scores[0], atol=1e-5), b
+        assert torch.allclose(broadcast.scores[b], reference.scores[0], atol=1e-5), b
+    # the sliced predictor: detector.forward then detector.decode (the model's own predict)
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        with torch.no_grad():
+            ours, theirs = (detector.decode(detector.forward(x), METAS[:1], dict(cfg))
+                            for x in (inputs.contiguous(memory_format=torch.channels_last),
+                                      inputs))
+    finally:
+        cfg.update(saved)
+    assert ours[3] == theirs[3] and ours[3][0] > 5
+    assert torch.equal(ours[2], theirs[2])
+    assert torch.allclose(ours[1], theirs[1], atol=1e-6)
+    assert torch.allclose(ours[0], theirs[0], atol=1e-3)
