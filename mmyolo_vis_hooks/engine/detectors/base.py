@@ -246,6 +246,9 @@ class ExplainableDetector:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        # The module that scores the boxes (a dense or DETR head; a two-stage RoI head's last
+        # box head): where the defaults below read classes and the test config.
+        self.head: nn.Module = getattr(model, 'bbox_head', None)
         # Per tuple of target layers: the output keys the box scores do not depend on, found
         # once by BoxCAM's probe (engines built on one adapter share it).
         self.unused_outputs: Dict[Tuple[str, ...], Set[str]] = {}
@@ -253,7 +256,7 @@ class ExplainableDetector:
     # ------------------------------------------------------------ what the detector is
     @property
     def num_classes(self) -> int:
-        raise NotImplementedError
+        return int(self.head.num_classes)
 
     @property
     def class_names(self) -> List[str]:
@@ -263,7 +266,7 @@ class ExplainableDetector:
 
     @property
     def test_cfg(self) -> dict:
-        raise NotImplementedError
+        return self.head.test_cfg or {}
 
     @property
     def candidate_thr(self) -> float:
@@ -279,13 +282,14 @@ class ExplainableDetector:
         return 0.0
 
     def default_target_layers(self) -> List[str]:
-        """Layer paths whose outputs feed the box scores, one output per level."""
-        raise NotImplementedError
+        """Layer paths whose outputs feed the box scores, one output per level: the neck's
+        outputs, or the backbone's without a neck."""
+        return ['neck'] if getattr(self.model, 'with_neck', False) else ['backbone']
 
     @property
     def head_name(self) -> str:
         """The class name of the part that scores the boxes, for messages."""
-        raise NotImplementedError
+        return type(self.head).__name__
 
     # ------------------------------------------------------------ candidates
     def extract_feat(self, inputs: Tensor):
@@ -315,8 +319,9 @@ class ExplainableDetector:
     def head_input_level(self, module: nn.Module, index: int, num_outputs: int
                          ) -> Optional[int]:
         """The level whose head input is exactly output ``index`` of ``module`` (and that
-        output feeds nothing else), or None."""
-        return None
+        output feeds nothing else), or None: output ``i`` of the neck (or of a neck-less
+        backbone) is feature level ``i``."""
+        return feature_input_level(self.model, module, index)
 
     def rescore(self, feats, classes: Tensor, dets: ExplainedBoxes, match_iou_thr: float,
                 metas: Optional[Sequence[dict]] = None,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_by_predict, feature_input_level, samples_of)
+                   decode_by_predict, samples_of)
 
 
 def uses_detr_decoding(head: nn.Module) -> bool:
@@ -46,7 +46,6 @@ class DETRDetector(ExplainableDetector):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        self.head = model.bbox_head
         if not uses_detr_decoding(self.head):
             raise UnsupportedDetectorError(
                 f'{type(model).__name__}\'s head {type(self.head).__name__} decodes its '
@@ -56,30 +55,9 @@ class DETRDetector(ExplainableDetector):
         self._head_args = [name for name in inspect.signature(self.head.forward).parameters]
 
     @property
-    def num_classes(self) -> int:
-        return int(self.head.num_classes)
-
-    @property
-    def test_cfg(self) -> dict:
-        return self.head.test_cfg or {}
-
-    @property
     def candidate_thr(self) -> float:
         """DETR heads have no score threshold: every query of the top-k is a detection."""
         return float(self.test_cfg.get('score_thr', 0.0) or 0.0)
-
-    @property
-    def head_name(self) -> str:
-        return type(self.head).__name__
-
-    def default_target_layers(self) -> List[str]:
-        """The neck's outputs (the transformer's inputs), or the backbone's."""
-        return ['neck'] if getattr(self.model, 'with_neck', False) else ['backbone']
-
-    def head_input_level(self, module: nn.Module, index: int, num_outputs: int
-                         ) -> Optional[int]:
-        """Output ``i`` of the neck (or a neck-less backbone) is feature level ``i``."""
-        return feature_input_level(self.model, module, index)
 
     def level_candidates(self, feats, classes: Optional[Tensor] = None,
                          metas: Optional[Sequence[dict]] = None,

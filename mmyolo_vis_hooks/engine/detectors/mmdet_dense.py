@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_with_predict_by_feat, default_metas, feature_input_level)
+                   decode_with_predict_by_feat, default_metas)
 
 
 def uses_base_decoding(head_cls: type) -> bool:
@@ -42,7 +42,6 @@ class MMDetDenseDetector(ExplainableDetector):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        self.head = model.bbox_head
         # SSDHead has no loss_cls module (its loss is written out), so no custom activation
         if getattr(getattr(self.head, 'loss_cls', None), 'custom_cls_channels', False):
             raise UnsupportedDetectorError(
@@ -51,36 +50,20 @@ class MMDetDenseDetector(ExplainableDetector):
                 f'and softmax classifiers')
 
     @property
-    def num_classes(self) -> int:
-        return int(self.head.num_classes)
-
-    @property
-    def test_cfg(self) -> dict:
-        return self.head.test_cfg or {}
-
-    @property
     def selection_thr(self) -> float:
         """``test_cfg.score_thr``: ``filter_scores_and_topk`` keeps the candidates above it."""
         return float(self.test_cfg.get('score_thr', 0) or 0)
 
     @property
-    def head_name(self) -> str:
-        return type(self.head).__name__
-
-    @property
     def num_levels(self) -> int:
         return self.head.prior_generator.num_levels
-
-    def default_target_layers(self) -> List[str]:
-        """The neck's outputs (one per level), or the backbone's without a neck."""
-        return ['neck'] if getattr(self.model, 'with_neck', False) else ['backbone']
 
     def head_input_level(self, module: nn.Module, index: int, num_outputs: int
                          ) -> Optional[int]:
         """Output ``i`` of the neck (or of a neck-less backbone) is head input ``i``."""
         if num_outputs != self.num_levels:
             return None
-        return feature_input_level(self.model, module, index)
+        return super().head_input_level(module, index, num_outputs)
 
     def _scores(self, cls: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """scores, log scores and logits of ``(..., cls_out_channels)`` class logits."""

@@ -308,19 +308,6 @@ class MMYOLODenseDetector(ExplainableDetector):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        self.head = model.bbox_head
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.head.num_classes)
-
-    @property
-    def test_cfg(self) -> dict:
-        return self.head.test_cfg or {}
-
-    @property
-    def head_name(self) -> str:
-        return type(self.head).__name__
 
     @property
     def strides(self) -> List[int]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_by_predict, default_metas, feature_input_level, samples_of)
+                   decode_by_predict, default_metas, samples_of)
 
 
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
@@ -70,16 +70,12 @@ class TwoStageDetector(ExplainableDetector):
                 f'{type(model).__name__}\'s RoI head {type(self.roi_head).__name__} predicts '
                 f'boxes its own way; two-stage box CAMs support StandardRoIHead and '
                 f'CascadeRoIHead with BBoxHead decoding (Faster/Mask/Cascade R-CNN, HTC, ...)')
-        self.bbox_head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
+        self.head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
             else self.roi_head.bbox_head
-        if self.bbox_head.custom_cls_channels:
+        if self.head.custom_cls_channels:
             raise UnsupportedDetectorError(
-                f'{type(self.bbox_head.loss_cls).__name__} turns logits into scores with its '
+                f'{type(self.head.loss_cls).__name__} turns logits into scores with its '
                 f'own activation; box CAMs support softmax classifiers')
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.bbox_head.num_classes)
 
     @property
     def test_cfg(self) -> dict:
@@ -93,16 +89,6 @@ class TwoStageDetector(ExplainableDetector):
     @property
     def head_name(self) -> str:
         return type(self.roi_head).__name__
-
-    def default_target_layers(self) -> List[str]:
-        """The neck's outputs (each RoI pools from one level), or the backbone's."""
-        return ['neck'] if getattr(self.model, 'with_neck', False) else ['backbone']
-
-    def head_input_level(self, module: nn.Module, index: int, num_outputs: int
-                         ) -> Optional[int]:
-        """Output ``i`` of the neck (or of a neck-less backbone) is feature level ``i``: a
-        changed level is re-scored without running the backbone again."""
-        return feature_input_level(self.model, module, index)
 
     def propose(self, feats, metas: Sequence[dict]) -> List[Tensor]:
         """The RPN's boxes per image, in network-input pixels (no gradient)."""
@@ -159,7 +145,7 @@ class TwoStageDetector(ExplainableDetector):
     def _decode(self, roi: Tensor, cls: Tensor, pred: Optional[Tensor], meta: dict,
                 classes: Optional[Tensor]) -> dict:
         """One image's RoIs as ``BBoxHead._predict_by_feat_single`` decodes them, unfiltered."""
-        head = self.bbox_head
+        head = self.head
         num_rois, num_classes = cls.shape[0], head.num_classes
         if pred is not None:
             per_class = 1 if head.reg_class_agnostic else num_classes
