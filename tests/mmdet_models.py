@@ -73,3 +73,90 @@ def random_mmdet_model(name: str) -> nn.Module:
         calibrate_batchnorm(model, INPUT)
         _MODELS[name] = model
     return _MODELS[name]
+
+
+# ------------------------------------------------------------------ checks every kind shares
+# The images fill part of the input (bottom/right padding) and were resized: the detectors
+# clip boxes to img_shape and rescale them to the original image.
+METAS = [dict(img_shape=(120, 150), ori_shape=(240, 250), scale_factor=(0.6, 0.5),
+              batch_input_shape=INPUT[2:], pad_shape=INPUT[2:])] * INPUT[0]
+
+
+def random_inputs(seed: int = 1) -> torch.Tensor:
+    return torch.rand(INPUT, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def assert_gradcam_equals_grad_cam(model: nn.Module, inputs: torch.Tensor, levels=None,
+                                   topk: int = 3) -> None:
+    """Per box, our GradCAM (target ``log_score``: the gradient of the score) equals
+    grad-cam's ``GradCAM`` on the flat candidate scores with a target selecting the box's
+    (candidate, class), on the taps of feature ``levels`` (all when None)."""
+    import numpy as np
+    import pytorch_grad_cam as gc
+    from mmyolo_vis_hooks.engine.cam import BoxCAM
+    from mmyolo_vis_hooks.testing.cam_reference import BoxScoreTarget, FlatScoresModel
+    wrapper = FlatScoresModel(model)
+    try:
+        result = BoxCAM(model, 'gradcam', score_thr=0.0, topk=topk,
+                        target='log_score')(inputs)[0]
+        assert len(result) == topk
+        reference = gc.GradCAM(wrapper, list(wrapper.taps)[:levels])
+        for k, (candidate, label) in enumerate(zip(result.detections.priors,
+                                                   result.detections.labels)):
+            theirs = reference(inputs, targets=[BoxScoreTarget(int(candidate), int(label))])[0]
+            ours = result.box_maps()[k].numpy()
+            if not ours.any():  # a 1x1 level: its map is one value, zero for both
+                assert not theirs.any() and result.reasons[k], k
+                continue
+            corr = np.corrcoef(ours.ravel(), theirs.ravel())[0, 1]
+            assert corr > 0.999, (k, corr)
+        reference.activations_and_grads.release()
+    finally:
+        model.zero_grad(set_to_none=True)  # grad-cam's backward filled parameter .grad
+        model.eval()
+
+
+def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
+                                         methods, ratio_channels_to_ablate: float,
+                                         num_masks: int, reliable: bool = False) -> None:
+    """Each method explains 2 boxes with finite maps of the input's size (with ``reliable``,
+    at least one of them more than float noise), and the model's weights, buffers, modes and
+    ``.grad`` are as before."""
+    from mmyolo_vis_hooks.engine.cam import BoxCAM
+    model.train()  # a state to restore
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    try:
+        for method in methods:
+            options = dict(num_masks=num_masks, batch_size=16) if method == 'drise' else {}
+            if method == 'ablationcam':
+                options = dict(batch_size=64, ratio_channels_to_ablate=ratio_channels_to_ablate)
+            result = BoxCAM(model, method, score_thr=0.0, topk=2, **options)(inputs,
+                                                                             METAS[:1])[0]
+            assert len(result) == 2, method
+            maps = result.box_maps()
+            assert maps.shape == (2, *INPUT[2:]) and torch.isfinite(maps).all(), method
+            assert result.reliable.any() or not reliable, (method, result.reasons)
+        assert [m.training for m in model.modules()] == modes
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+        assert all(p.grad is None for p in model.parameters())
+    finally:
+        model.eval()
+
+
+def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Tensor) -> None:
+    """The detections chosen from the candidates = ``model.predict`` (rescaled): same count,
+    labels, scores and boxes; each box's score is its candidate's score of its class."""
+    from mmyolo_vis_hooks.engine.detectors.base import samples_of
+    with torch.no_grad():
+        theirs = model.predict(inputs, samples_of(METAS), rescale=True)
+        preds = detector.candidates(inputs, METAS)
+        ours = detector.select(preds, -1.0, 0, METAS)
+    for b, (det, ref) in enumerate(zip(ours, theirs)):
+        ref = ref.pred_instances
+        assert len(det) == len(ref) > 5
+        assert torch.equal(det.labels, ref.labels)
+        assert torch.allclose(det.scores, ref.scores, rtol=1e-5, atol=1e-7)
+        scale = torch.tensor(METAS[b]['scale_factor'] * 2)
+        assert torch.allclose(det.boxes / scale, ref.bboxes, atol=1e-3)
+        assert torch.allclose(preds.scores[b, det.priors, det.labels], det.scores, atol=1e-6)

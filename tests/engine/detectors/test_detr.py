@@ -1,112 +1,37 @@
 """MMDetection's DETR family behind the detector contract: candidates are the queries, the
 selection is the head's own last-layer top-k, and a box's CAM is the gradient of its query's
 class logit at the last decoder layer."""
-import numpy as np
 import pytest
-import torch
 
-from mmdet_models import INPUT, DETR, random_mmdet_model
-from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmdet_models import (DETR, assert_gradcam_equals_grad_cam,
+                          assert_methods_leave_the_model_alone, assert_selection_equals_predict,
+                          random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.detr import DETRDetector
-from mmyolo_vis_hooks.testing.cam_reference import BoxScoreTarget, FlatScoresModel
-
-METAS = [dict(img_shape=(120, 150), ori_shape=(240, 250), scale_factor=(0.6, 0.5),
-              batch_input_shape=INPUT[2:], pad_shape=INPUT[2:])] * INPUT[0]
-
-
-def random_inputs(seed: int = 1) -> torch.Tensor:
-    return torch.rand(INPUT, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def _loose_test_cfg(model):
-    """DETR heads keep their top-k queries whatever the score: nothing to loosen."""
-    cfg = model.bbox_head.test_cfg
-    return cfg, dict(cfg)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', list(DETR))
 def test_selection_is_the_detr_heads_own_prediction(name):
-    """The detections chosen from the query candidates = ``model.predict`` (last decoder
-    layer, top-k, rescaled): same count, labels, scores and boxes; each box's score is its
-    query's score of its class."""
-    from mmdet.structures import DetDataSample
+    """Last decoder layer, top-k: the same detections as ``model.predict``."""
     model = random_mmdet_model(name)
     detector = explainable_detector(model)
     assert isinstance(detector, DETRDetector)
-    inputs = random_inputs()
-    cfg, saved = _loose_test_cfg(model)
-    try:
-        with torch.no_grad():
-            theirs = model.predict(inputs, [DetDataSample(metainfo=m) for m in METAS],
-                                   rescale=True)
-            preds = detector.candidates(inputs, METAS)
-            ours = detector.select(preds, -1.0, 0, METAS)
-    finally:
-        cfg.update(saved)
-    for b, (det, ref) in enumerate(zip(ours, theirs)):
-        ref = ref.pred_instances
-        assert len(det) == len(ref) > 5
-        assert torch.equal(det.labels, ref.labels)
-        assert torch.allclose(det.scores, ref.scores, rtol=1e-5, atol=1e-7)
-        scale = torch.tensor(METAS[b]['scale_factor'] * 2)
-        assert torch.allclose(det.boxes / scale, ref.bboxes, atol=1e-3)
-        assert torch.allclose(preds.scores[b, det.priors, det.labels], det.scores, atol=1e-6)
+    assert_selection_equals_predict(model, detector, random_inputs())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['detr', 'deformable_detr'])
 def test_gradcam_equals_grad_cam_on_the_same_query(name):
-    """Per box, our GradCAM (target ``log_score``) = grad-cam's GradCAM on the query scores
-    with a target selecting the box's (query, class)."""
-    import pytorch_grad_cam as gc
-    model = random_mmdet_model(name)
-    inputs = random_inputs(3)[:1]
-    cfg, saved = _loose_test_cfg(model)
-    wrapper = FlatScoresModel(model)
-    try:
-        result = BoxCAM(model, 'gradcam', score_thr=0.0, topk=3, target='log_score')(inputs)[0]
-        assert len(result) == 3
-        reference = gc.GradCAM(wrapper, list(wrapper.taps))
-        for k, (query, label) in enumerate(zip(result.detections.priors,
-                                             result.detections.labels)):
-            theirs = reference(inputs, targets=[BoxScoreTarget(int(query), int(label))])[0]
-            ours = result.box_maps()[k].numpy()
-            if not ours.any():  # a 1x1 level: its map is one value, zero for both
-                assert not theirs.any() and result.reasons[k], k
-                continue
-            corr = np.corrcoef(ours.ravel(), theirs.ravel())[0, 1]
-            assert corr > 0.999, (k, corr)
-        reference.activations_and_grads.release()
-    finally:
-        cfg.update(saved)
-        model.zero_grad(set_to_none=True)
-        model.eval()
+    """grad-cam's target picks the box's (query, class) of the query scores."""
+    assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
 
 
 @pytest.mark.slow
 def test_every_method_explains_dino_boxes_and_leaves_the_model_alone():
-    model = random_mmdet_model('dino')
-    inputs = random_inputs(5)[:1]
-    cfg, saved = _loose_test_cfg(model)
-    model.train()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    modes = [m.training for m in model.modules()]
-    try:
-        # a transformer forward takes ~1 s here: one method of each code path (gradients are
-        # compared with grad-cam above), few ablations and masks
-        for method in ('gradcam++', 'eigencam', 'ablationcam', 'drise'):
-            options = dict(num_masks=16, batch_size=16) if method == 'drise' else {}
-            if method == 'ablationcam':
-                options = dict(batch_size=64, ratio_channels_to_ablate=0.02)
-            result = BoxCAM(model, method, score_thr=0.0, topk=2, **options)(inputs, METAS[:1])[0]
-            assert len(result) == 2, method
-            maps = result.box_maps()
-            assert maps.shape == (2, *INPUT[2:]) and torch.isfinite(maps).all(), method
-        assert [m.training for m in model.modules()] == modes
-        assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
-        assert all(p.grad is None for p in model.parameters())
-    finally:
-        cfg.update(saved)
-        model.eval()
+    # a transformer forward takes ~1 s here: one method of each code path (gradients are
+    # compared with grad-cam above), few ablations and masks
+    assert_methods_leave_the_model_alone(
+        random_mmdet_model('dino'), random_inputs(5)[:1],
+        ('gradcam++', 'eigencam', 'ablationcam', 'drise'), ratio_channels_to_ablate=0.02,
+        num_masks=16)
