@@ -79,7 +79,8 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     parser.add_argument('--target-layers', nargs='+', default=None,
                         help='layer paths; default: every neck.out_layers[i]')
     parser.add_argument('--batch-size', type=int, default=32,
-                        help='AblationCAM: ablated copies per forward')
+                        help='AblationCAM: ablated copies per forward; D-RISE: masked images '
+                        'per forward')
     parser.add_argument('--ratio-channels-to-ablate', type=float, default=1.0,
                         help='AblationCAM: share of channels ablated, in (0, 1]')
     add_drise_args(parser)

@@ -83,7 +83,8 @@ class BoxAMVisHook(BaseVisHook):
             logit of its label at its prior, plus the objectness logit for YOLOv5, YOLOv7 and
             YOLOX; cannot underflow) or ``'log_score'`` (the log of its score; the maps are
             those of the score's gradient, which underflows for very confident boxes). Ignored
-            by ``eigencam`` and ``ablationcam`` (see ``BoxCAM``). Defaults to 'logit'.
+            by ``eigencam``, ``ablationcam`` and ``drise`` (see ``BoxCAM``). Defaults to
+            'logit'.
         log_faithfulness (bool): Log the deletion and insertion AUC scalars. Costs
             ``2 * (faithfulness_steps - 1)`` forwards per box and method (batched) plus two
             per image. Defaults to False.
