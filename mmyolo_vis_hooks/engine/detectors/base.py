@@ -218,6 +218,21 @@ def decode_by_predict(model: nn.Module, cfg_owner: nn.Module, inputs: Tensor,
             torch.cat([i.labels for i in inst]), [len(i) for i in inst])
 
 
+def split_dense_outputs(head: nn.Module, outputs: Sequence, third: str) -> tuple:
+    """A dense head's eval-mode ``(cls_scores, bbox_preds[, <third>])`` per level, the third
+    (objectness or score factor) ``[None] * levels`` when absent.
+
+    Raises:
+        ValueError: Another number of outputs (a head in training mode returns more).
+    """
+    if len(outputs) not in (2, 3):
+        raise ValueError(f'{type(head).__name__} returned {len(outputs)} outputs; an '
+                         f'eval-mode dense head returns (cls, bbox[, {third}]). Is the head '
+                         f'in training mode?')
+    cls_scores, bbox_preds = outputs[0], outputs[1]
+    return cls_scores, bbox_preds, outputs[2] if len(outputs) == 3 else [None] * len(cls_scores)
+
+
 def default_metas(batch: int, height: int, width: int) -> List[dict]:
     """Metainfo of a batch given without any: each image fills the whole input, unscaled."""
     return [dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1.0, 1.0),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_with_predict_by_feat, default_metas)
+                   decode_with_predict_by_feat, default_metas, split_dense_outputs)
 
 
 def uses_base_decoding(head_cls: type) -> bool:
@@ -83,12 +83,7 @@ class MMDetDenseDetector(ExplainableDetector):
                            metas: Sequence[dict]) -> List[FlatPredictions]:
         """The candidates of the head's outputs, per level."""
         head = self.head
-        if len(outputs) not in (2, 3):
-            raise ValueError(f'{type(head).__name__} returned {len(outputs)} outputs; an '
-                             f'eval-mode dense head returns (cls, bbox[, score_factor]). Is the '
-                             f'head in training mode?')
-        cls_scores, bbox_preds = outputs[0], outputs[1]
-        factors = outputs[2] if len(outputs) == 3 else [None] * len(cls_scores)
+        cls_scores, bbox_preds, factors = split_dense_outputs(head, outputs, 'score_factor')
         device, dtype = cls_scores[0].device, cls_scores[0].dtype
         mlvl_priors = head.prior_generator.grid_priors(
             [c.shape[-2:] for c in cls_scores], dtype=dtype, device=device)

@@ -23,7 +23,7 @@ from mmengine.config import ConfigDict
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
-                   decode_with_predict_by_feat)
+                   decode_with_predict_by_feat, split_dense_outputs)
 
 # The heads this kind explains (mmyolo.models.dense_heads), by class name.
 HEAD_NAMES = ('YOLOv5Head', 'YOLOv6Head', 'YOLOv7Head', 'YOLOv8Head', 'YOLOXHead',
@@ -60,12 +60,7 @@ def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
     Returns:
         list[FlatPredictions]: One per level; ``levels`` holds the level index.
     """
-    if len(head_outputs) not in (2, 3):
-        raise ValueError(f'{type(head).__name__} returned {len(head_outputs)} outputs; an '
-                         f'eval-mode dense head returns (cls, bbox[, objectness]). Is the head '
-                         f'in training mode?')
-    cls_scores, bbox_preds = head_outputs[0], head_outputs[1]
-    objectnesses = head_outputs[2] if len(head_outputs) == 3 else [None] * len(cls_scores)
+    cls_scores, bbox_preds, objectnesses = split_dense_outputs(head, head_outputs, 'objectness')
     num_classes = head.num_classes
     device, dtype = cls_scores[0].device, cls_scores[0].dtype
     # grid_priors is pure; predict_by_feat's cached self.mlvl_priors is left alone.
