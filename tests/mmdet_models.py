@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mmdet_kinds import mmdet_config
-from mmyolo_vis_hooks.runtime.models import build_detector
+from mmyolo_vis_hooks.runtime.models import build_detector, initialize_without_downloads
 from mmyolo_vis_hooks.testing.cam_reference import calibrate_batchnorm
 
 # One config per code path of the MMDetection dense kind: anchors with sigmoid classes, points
@@ -36,22 +36,6 @@ R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512]}
 CONFIGS = dict(DENSE, **TWO_STAGE, **DETR)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
-
-
-def initialize_without_downloads(model: nn.Module) -> None:
-    """``init_weights`` with the ``Pretrained`` entries dropped: parameters that MMDetection
-    creates uninitialized (DETRs' ``torch.Tensor(...)`` level embeddings, Sparse R-CNN's
-    proposal boxes) get their documented random init instead of whatever memory held (NaN
-    once deterministic algorithms are on: PyTorch then fills uninitialized memory with NaN)."""
-    def pretrained(entry) -> bool:
-        return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
-    for module in model.modules():
-        cfg = getattr(module, 'init_cfg', None)
-        if pretrained(cfg):
-            module.init_cfg = None
-        elif isinstance(cfg, list):
-            module.init_cfg = [entry for entry in cfg if not pretrained(entry)]
-    model.init_weights()
 
 
 def random_mmdet_model(name: str) -> nn.Module:
