@@ -330,6 +330,12 @@ class ExplainableDetector:
         return float((self.test_cfg or {}).get('score_thr', 0.001) or 0.0)
 
     @property
+    def predicts_masks(self) -> bool:
+        """Whether :meth:`select` gives each detection its instance mask
+        (:attr:`ExplainedBoxes.masks`)."""
+        return False
+
+    @property
     def selection_thr(self) -> float:
         """The score threshold :meth:`select` applies itself, as the detector's own
         post-processing does, before the caller's ``score_thr``: a lower ``score_thr`` cannot

@@ -69,6 +69,10 @@ class MMYOLOInstanceDetector(MMYOLODenseDetector):
                 f'{type(self.head).__name__} decodes its masks its own way; MMYOLO instance '
                 f'masks support {", ".join(HEAD_NAMES)}')
 
+    @property
+    def predicts_masks(self) -> bool:
+        return True
+
     def level_candidates(self, feats, classes: Optional[Tensor] = None,
                          metas: Optional[Sequence[dict]] = None,
                          proposals: Optional[Tensor] = None) -> List[FlatPredictions]:

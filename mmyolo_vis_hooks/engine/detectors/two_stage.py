@@ -82,6 +82,10 @@ class TwoStageDetector(ExplainableDetector):
         return self.roi_head.test_cfg or {}
 
     @property
+    def predicts_masks(self) -> bool:
+        return self.with_mask
+
+    @property
     def with_mask(self) -> bool:
         """Whether the RoI head predicts instance masks (Mask R-CNN, Cascade Mask R-CNN,
         HTC, ...)."""
