@@ -87,9 +87,15 @@ class TwoStageDetector(ExplainableDetector):
 
     @property
     def with_mask(self) -> bool:
-        """Whether the RoI head predicts instance masks (Mask R-CNN, Cascade Mask R-CNN,
-        HTC, ...)."""
-        return bool(getattr(self.roi_head, 'with_mask', False))
+        """Whether the RoI head predicts instance masks with ``StandardRoIHead``'s or
+        ``CascadeRoIHead``'s own ``predict_mask`` (Mask R-CNN, Cascade Mask R-CNN, ...). RoI
+        heads with a mask prediction of their own (HTC's reads a semantic branch) are
+        explained by their boxes only."""
+        from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
+        if not getattr(self.roi_head, 'with_mask', False):
+            return False
+        own = type(self.roi_head).predict_mask
+        return own is StandardRoIHead.predict_mask or own is CascadeRoIHead.predict_mask
 
     @property
     def selection_thr(self) -> float:
@@ -203,7 +209,7 @@ class TwoStageDetector(ExplainableDetector):
             num_rois, num_classes = scores.shape
             meta = None if metas is None else metas[b]
             if meta is not None and meta.get('scale_factor') is not None and \
-                    not self.with_mask:
+                    not getattr(self.roi_head, 'with_mask', False):
                 boxes = scale_boxes(boxes.reshape(-1, 4), [1 / s for s in meta['scale_factor']])
             # multiclass_nms drops the last score column (the background)
             with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
