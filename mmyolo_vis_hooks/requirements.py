@@ -17,8 +17,8 @@ PYTHON_REQUIRES = '>=3.11'
 DECLARED_RANGES: Dict[str, str] = {
     'torch': '>=2.14.1',
     'mmcv': '>=2.0.1,<2.2.0',
-    'mmengine': '>=0.10.0,<0.11',
-    'mmdet': '>=3.0.0,<3.4',
+    'mmengine': '>=0.10.7,<0.11',
+    'mmdet': '>=3.3.0,<3.4',
 }
 # The official mmyolo 0.6.0 asserts mmcv < 2.1.0 at import.
 OFFICIAL_MMYOLO_MMCV = f'{DECLARED_RANGES["mmcv"].split(",")[0]},<2.1.0'

@@ -11,8 +11,7 @@
 # mmdet and mmengine versions pip picks, then this project's wheel built from the committed HEAD
 # (git archive), not from the working tree. Everything after the install runs from folders that
 # hold no copy of the package. Not part of the test suite; the measured output and timings are in
-# docs/official_mmyolo_check.md. Set SKIP_EXTRAS=1 to leave out the mmrotate/mmpose stage,
-# SKIP_LOWEST=1 the run on setup.cfg's lowest mmdet and mmengine.
+# docs/official_mmyolo_check.md. Set SKIP_EXTRAS=1 to leave out the mmrotate/mmpose stage.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${1:-/tmp/official_mmyolo_env}
@@ -226,23 +225,6 @@ EOF
   # mmrotate==1.0.0rc1 writes the same mmrotate module: take mmrotate-dev out first
   quiet_pip uninstall --quiet -y mmrotate-dev
   try_package mmrotate rtmdet/rotated/rtmdet-r_s_fast_1xb8-36e_dota.py 'mmrotate==1.0.0rc1'
-  failures=("${counted[@]}")
-fi
-
-if [ "${SKIP_LOWEST:-0}" != 1 ]; then
-  # setup.cfg's lower bounds of mmdet and mmengine: the unit tier and one tool on them (with
-  # mmcv 2.0.1, the lower bound of mmcv); printed, not counted (docs/install.md cites them).
-  echo "== the lowest mmdet and mmengine that setup.cfg declares"
-  counted=("${failures[@]}")
-  quiet_pip uninstall --quiet -y mmpose mmrotate mmrotate-dev
-  low=$(sed -n 's/^    \(mmdet\|mmengine\)>=\([0-9.]*\),.*$/\1==\2/p' "$WORK/src/setup.cfg" | tr '\n' ' ')
-  step "pip install $low" quiet_pip install --quiet $low
-  echo "-- $("${PIP[@]}" freeze | grep -iE '^(mmcv|mmdet|mmengine|mmyolo)==' | tr '\n' ' ');" \
-       "pip check: $("${PIP[@]}" check 2>&1 | tr '\n' ' ')"
-  cd "$WORK/tests_src"
-  step "unit tier (lowest)" "$BIN/pytest" tests -m "not slow" -q -p no:warnings
-  cd "$WORK/run"
-  tool mmyolo-boxam out/boxam_lowest four_val_images.txt "$CFG" "$CKPT" --method gradcam --topk 3
   failures=("${counted[@]}")
 fi
 
