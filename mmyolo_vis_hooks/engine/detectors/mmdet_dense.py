@@ -1,4 +1,4 @@
-"""MMDetection's dense one-stage heads that decode with ``BaseDenseHead``'s own post-processing.
+"""MMDetection's dense one-stage heads that decode level by level like ``BaseDenseHead``.
 
 That covers RetinaNet (and its FreeAnchor, PISA, GHM and SepBN variants), FCOS, NAS-FCOS, ATSS,
 FSAF, AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update and MMDetection's RTMDet: heads whose
@@ -14,8 +14,14 @@ under ``min_bbox_size``, runs ``batched_nms`` and keeps ``max_per_img``.
 Here the same pieces run on every prior (the head's ``prior_generator`` and ``bbox_coder``,
 mmdet's ``filter_scores_and_topk``, ``scale_boxes`` and ``batched_nms``) with the graph kept,
 and :meth:`MMDetDenseDetector.select` repeats the post-processing step by step while keeping
-the prior and class of every detection. Heads that override that decoding (GFL, TOOD, PAA,
-YOLOX, YOLOv3, CenterNet, RepPoints, FoveaBox, SABL, guided anchoring) are not this kind.
+the prior and class of every detection.
+
+Heads with a ``_predict_by_feat_single`` of their own on the same per-level structure are
+subclasses that replace only what differs: the box decoding (GFL/LD, FoveaBox, RepPoints),
+the scores (TOOD, whose class output is already a score) or the post-processing (PAA/LAD's
+geometric mean, ``multiclass_nms`` and score voting). MMDetection's YOLO heads select over all
+levels at once (``mmdet_yolo.py``). CenterNet, CornerNet/CentripetalNet, SABL and guided
+anchoring have no adapter.
 """
 from typing import List, Optional, Sequence, Tuple
 
