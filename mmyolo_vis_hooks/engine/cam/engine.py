@@ -532,7 +532,7 @@ class BoxCAM:
         """Flat predictions of a batch (the caller sets eval mode and no_grad); the batch in
         the network's fastest layout (no gradients flow here, so only speed changes). A batch
         of ``n`` modified copies of one image takes that image's ``metas``."""
-        return self.detector.candidates(in_network_layout(inputs), metas)
+        return self.detector.candidates(in_network_layout(inputs, self.model), metas)
 
     def _explain_input(self, inputs: Tensor, metas: Optional[List[dict]]) -> List[BoxCAMResult]:
         """Input-level methods: one map per box on the network input, as one layer."""
