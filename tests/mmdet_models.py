@@ -18,6 +18,20 @@ DENSE = {
     'ssdlite': 'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
     'rtmdet': 'rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
 }
+# Dense heads with a decoding of their own, one config per code path: GFL's distance
+# distributions, TOOD's geometric-mean scores and decoded boxes, PAA's geometric mean with
+# score voting, FoveaBox's and RepPoints' own box decoding, and MMDetection's YOLO heads with
+# objectness and a selection over all levels (YOLOv3's anchors, YOLOX's points). ResNet-50s
+# swapped for ResNet-18s.
+CUSTOM_DENSE = {
+    'gfl': 'gfl/gfl_r50_fpn_1x_coco.py',
+    'tood': 'tood/tood_r50_fpn_1x_coco.py',
+    'paa': 'paa/paa_r50_fpn_1x_coco.py',
+    'fovea': 'foveabox/fovea_r50_fpn_4xb4-1x_coco.py',
+    'reppoints': 'reppoints/reppoints-moment_r50_fpn-gn_head-gn_1x_coco.py',
+    'yolov3': 'yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py',
+    'yolox': 'yolox/yolox_tiny_8xb8-300e_coco.py',
+}
 # Two-stage: a standard RoI head, a cascade (mean of the stages' logits), and Mask R-CNN's box
 # branch.
 TWO_STAGE = {
@@ -34,8 +48,9 @@ DETR = {
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
-                'cascade_mask_rcnn': [64, 128, 256, 512]}
-CONFIGS = dict(DENSE, **TWO_STAGE, **DETR)
+                **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'gfl', 'tood',
+                                                          'paa', 'fovea', 'reppoints')}}
+CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **DETR)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
 
@@ -151,9 +166,12 @@ def assert_masks_equal_predict(model: nn.Module, detector, inputs: torch.Tensor)
         assert 0 < int(ref.masks.sum()) < ref.masks.numel()  # masks with content
 
 
-def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Tensor) -> None:
+def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Tensor,
+                                    by_class: bool = False) -> None:
     """The detections chosen from the candidates = ``model.predict`` (rescaled): same count,
-    labels, scores and boxes; each box's score is its candidate's score of its class."""
+    labels, scores and boxes; each box's score is its candidate's score of its class. With
+    ``by_class`` the model lists its detections class by class (PAA's score voting), ours
+    best first: ours are compared in that order (a stable sort by label)."""
     from mmyolo_vis_hooks.engine.detectors.base import samples_of
     with torch.no_grad():
         theirs = model.predict(inputs, samples_of(METAS), rescale=True)
@@ -161,6 +179,10 @@ def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Te
         ours = detector.select(preds, -1.0, 0, METAS)
     for b, (det, ref) in enumerate(zip(ours, theirs)):
         ref = ref.pred_instances
+        if by_class:
+            order = torch.sort(det.labels, stable=True)[1]
+            det = type(det)(*(getattr(det, f)[order] for f in
+                              ('boxes', 'scores', 'labels', 'priors', 'levels')))
         assert len(det) == len(ref) > 5
         assert torch.equal(det.labels, ref.labels)
         assert torch.allclose(det.scores, ref.scores, rtol=1e-5, atol=1e-7)

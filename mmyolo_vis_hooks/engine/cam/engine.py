@@ -542,7 +542,7 @@ class BoxCAM:
         """Flat predictions of a batch (the caller sets eval mode and no_grad); the batch in
         the network's fastest layout (no gradients flow here, so only speed changes). A batch
         of ``n`` modified copies of one image takes that image's ``metas``."""
-        return self.detector.candidates(in_network_layout(inputs), metas)
+        return self.detector.candidates(in_network_layout(inputs, self.model), metas)
 
     def _final(self, preds: FlatPredictions, metas: Optional[List[dict]]
                ) -> List[ExplainedBoxes]:

@@ -271,7 +271,7 @@ class Faithfulness:
     def _scores(self, batch: Tensor, boxes: ExplainedBoxes,
                 meta: Optional[dict] = None) -> Tensor:
         """``(n, K)`` each box's own score in each image of ``batch`` (0 where lost)."""
-        feats = self.detector.extract_feat(in_network_layout(batch))
+        feats = self.detector.extract_feat(in_network_layout(batch, self.model))
         log_scores = self.detector.rescore(feats, boxes.labels, boxes, self.match_iou_thr,
                                            None if meta is None else [meta])
         return log_scores.exp()  # exp(-inf) = 0: the box is no longer detected

@@ -36,17 +36,30 @@ def core_free_beside(device: torch.device) -> bool:
     return device.type != 'cpu' or torch.get_num_threads() < usable_cpus()
 
 
-def prefers_channels_last(device: torch.device) -> bool:
+def reads_contiguous_memory(model: Optional[torch.nn.Module]) -> bool:
+    """Whether ``model`` holds one of mmcv's compiled ops (``mmcv.ops``), which read their
+    inputs as contiguous NCHW memory whatever the strides: on a channels-last input
+    ``DeformConv2d`` raises ``input must be contiguous`` and ``ModulatedDeformConv2d``
+    silently computes other values (a max difference of 1.03 on random inputs here)."""
+    if model is None:
+        return False
+    return any(type(module).__module__.startswith('mmcv.ops') for module in model.modules())
+
+
+def prefers_channels_last(device: torch.device,
+                          model: Optional[torch.nn.Module] = None) -> bool:
     """Whether inputs go to the network in channels-last layout: on the CPU, where oneDNN's
     convolutions run faster on it (YOLOv5-n: sliced inference about 27%, D-RISE's masked
-    batches 19%; ``benchmarks/``). Only the input's layout changes, never the parameters';
-    outputs differ by float rounding."""
-    return torch.device(device).type == 'cpu'
+    batches 19%; ``benchmarks/``), unless ``model`` holds an op that reads contiguous memory
+    (:func:`reads_contiguous_memory`). Only the input's layout changes, never the
+    parameters'; outputs differ by float rounding."""
+    return torch.device(device).type == 'cpu' and not reads_contiguous_memory(model)
 
 
-def in_network_layout(inputs: torch.Tensor) -> torch.Tensor:
+def in_network_layout(inputs: torch.Tensor,
+                      model: Optional[torch.nn.Module] = None) -> torch.Tensor:
     """``inputs`` (N, C, H, W) in the layout :func:`prefers_channels_last` chooses for its
-    device (the same values)."""
-    if prefers_channels_last(inputs.device):
+    device and ``model`` (the same values)."""
+    if prefers_channels_last(inputs.device, model):
         return inputs.contiguous(memory_format=torch.channels_last)
     return inputs

@@ -20,10 +20,11 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    '(YOLOv5InsHead, RTMDetInsSepBNHead), and MMDetection\'s dense heads that '
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
-                   'variants), and MMDetection\'s two-stage detectors with a standard or '
-                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
-                   'Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR family '
-                   '(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
+                   'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, YOLOv3 '
+                   'or MMDetection\'s YOLOX, and MMDetection\'s two-stage detectors with a '
+                   'standard or cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, '
+                   'Dynamic, Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR '
+                   'family (DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
 
 
 def _qualified_name(cls: type) -> str:
@@ -104,14 +105,18 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             return MMYOLODenseDetector(model)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):
-        from .mmdet_dense import MMDetDenseDetector, uses_base_decoding
-        if uses_base_decoding(type(head)):
-            return MMDetDenseDetector(model)
-        own = next(c for c in type(head).__mro__ if 'predict_by_feat' in vars(c) or
-                   '_predict_by_feat_single' in vars(c))
+        from . import mmdet_dense, mmdet_yolo
+        adapters = {**mmdet_dense.adapter_classes(), **mmdet_yolo.adapter_classes()}
+        # the nearest head class with an adapter decides, if the head decodes like it
+        base = next(c for c in type(head).__mro__ if c in adapters)
+        if mmdet_dense.decodes_like(type(head), base):
+            return adapters[base](model)
+        own = next(c for c in type(head).__mro__ if any(
+            name in vars(c) for name in ('predict_by_feat', '_predict_by_feat_single',
+                                         '_bbox_post_process')))
         raise UnsupportedDetectorError(
             f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} decodes with '
-            f'{own.__name__}\'s own predict_by_feat, which has no adapter yet')
+            f'{own.__name__}\'s own post-processing, which has no adapter yet')
     raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
                                    f'{_kind_of_other(model)}')
 

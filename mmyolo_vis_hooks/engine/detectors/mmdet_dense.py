@@ -1,4 +1,4 @@
-"""MMDetection's dense one-stage heads that decode with ``BaseDenseHead``'s own post-processing.
+"""MMDetection's dense one-stage heads that decode level by level like ``BaseDenseHead``.
 
 That covers RetinaNet (and its FreeAnchor, PISA, GHM and SepBN variants), FCOS, NAS-FCOS, ATSS,
 FSAF, AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update and MMDetection's RTMDet: heads whose
@@ -14,8 +14,14 @@ under ``min_bbox_size``, runs ``batched_nms`` and keeps ``max_per_img``.
 Here the same pieces run on every prior (the head's ``prior_generator`` and ``bbox_coder``,
 mmdet's ``filter_scores_and_topk``, ``scale_boxes`` and ``batched_nms``) with the graph kept,
 and :meth:`MMDetDenseDetector.select` repeats the post-processing step by step while keeping
-the prior and class of every detection. Heads that override that decoding (GFL, TOOD, PAA,
-YOLOX, YOLOv3, CenterNet, RepPoints, FoveaBox, SABL, guided anchoring) are not this kind.
+the prior and class of every detection.
+
+Heads with a ``_predict_by_feat_single`` of their own on the same per-level structure are
+subclasses that replace only what differs: the box decoding (GFL/LD, FoveaBox, RepPoints),
+the scores (TOOD, whose class output is already a score) or the post-processing (PAA/LAD's
+geometric mean, ``multiclass_nms`` and score voting). MMDetection's YOLO heads select over all
+levels at once (``mmdet_yolo.py``). CenterNet, CornerNet/CentripetalNet, SABL and guided
+anchoring have no adapter.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -27,12 +33,52 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, Unsuppo
                    decode_with_predict_by_feat, default_metas, split_dense_outputs)
 
 
-def uses_base_decoding(head_cls: type) -> bool:
-    """Whether a dense head class decodes with ``BaseDenseHead``'s own post-processing."""
-    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
-    return (issubclass(head_cls, BaseDenseHead)
-            and head_cls.predict_by_feat is BaseDenseHead.predict_by_feat
-            and head_cls._predict_by_feat_single is BaseDenseHead._predict_by_feat_single)
+def _flat(output: Tensor, channels: int) -> Tensor:
+    """``(B, A * channels, H, W)`` per-level output as ``(B, H * W * A, channels)``, the
+    heads' own candidate order."""
+    return output.permute(0, 2, 3, 1).reshape(output.shape[0], -1, channels)
+
+
+def bbox_post_process(boxes: Tensor, scores: Tensor, labels: Tensor, priors: Tensor,
+                      factors: Optional[Tensor], meta: Optional[dict], cfg: dict
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
+    """``BaseDenseHead._bbox_post_process`` (``rescale=True``, with NMS) on the candidates
+    ``(scores, labels, priors)`` of one image whose boxes (all priors', network-input pixels)
+    are ``boxes``: rescale, times the score ``factors`` of the priors, ``min_bbox_size``,
+    ``batched_nms``, ``max_per_img``; the kept ``(scores, labels, priors)``, best first."""
+    from mmcv.ops import batched_nms
+    from mmdet.structures.bbox import scale_boxes
+    nms_boxes = boxes[priors]
+    if meta is not None and meta.get('scale_factor') is not None:
+        nms_boxes = scale_boxes(nms_boxes, [1 / s for s in meta['scale_factor']])
+    if factors is not None:
+        scores = scores * factors[priors]
+    if cfg.get('min_bbox_size', -1) >= 0:
+        w = nms_boxes[:, 2] - nms_boxes[:, 0]
+        h = nms_boxes[:, 3] - nms_boxes[:, 1]
+        valid = (w > cfg['min_bbox_size']) & (h > cfg['min_bbox_size'])
+        if not valid.all():
+            scores, labels, priors, nms_boxes = (
+                t[valid] for t in (scores, labels, priors, nms_boxes))
+    if nms_boxes.numel() > 0:
+        det, keep = batched_nms(nms_boxes, scores, labels, cfg['nms'])
+        scores, labels, priors = det[:, -1], labels[keep], priors[keep]
+        max_per_img = cfg.get('max_per_img')
+        if max_per_img is not None:
+            scores, labels, priors = (t[:max_per_img] for t in (scores, labels, priors))
+    return scores, labels, priors
+
+
+def explained_boxes(preds: FlatPredictions, b: int, scores: Tensor, labels: Tensor,
+                    priors: Tensor, score_thr: float, topk: int) -> ExplainedBoxes:
+    """Image ``b``'s detections (best first) scoring above ``score_thr``, the ``topk`` best
+    (``<= 0``: all), each with its candidate's box."""
+    above = scores > score_thr
+    scores, labels, priors = scores[above], labels[above], priors[above]
+    if topk > 0:
+        scores, labels, priors = scores[:topk], labels[:topk], priors[:topk]
+    return ExplainedBoxes(boxes=preds.boxes[b].detach()[priors], scores=scores, labels=labels,
+                          priors=priors, levels=preds.levels[priors])
 
 
 class MMDetDenseDetector(ExplainableDetector):
@@ -65,7 +111,7 @@ class MMDetDenseDetector(ExplainableDetector):
             return None
         return super().head_input_level(module, index, num_outputs)
 
-    def _scores(self, cls: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _scores(self, cls: Tensor, captured=None) -> Tuple[Tensor, Tensor, Tensor]:
         """scores, log scores and logits of ``(..., cls_out_channels)`` class logits."""
         if self.head.use_sigmoid_cls:
             return cls.sigmoid(), F.logsigmoid(cls), cls
@@ -80,8 +126,9 @@ class MMDetDenseDetector(ExplainableDetector):
         return self._output_candidates(self.head(tuple(feats)), classes, metas)
 
     def _output_candidates(self, outputs, classes: Optional[Tensor],
-                           metas: Sequence[dict]) -> List[FlatPredictions]:
-        """The candidates of the head's outputs, per level."""
+                           metas: Sequence[dict], level_logits=None) -> List[FlatPredictions]:
+        """The candidates of the head's outputs, per level (``level_logits``: what
+        :meth:`level_candidates` captured for :meth:`_scores`)."""
         head = self.head
         cls_scores, bbox_preds, factors = split_dense_outputs(head, outputs, 'score_factor')
         device, dtype = cls_scores[0].device, cls_scores[0].dtype
@@ -94,29 +141,41 @@ class MMDetDenseDetector(ExplainableDetector):
             metas_l = list(metas)
             if len(metas_l) != batch:  # n perturbed copies of one image
                 metas_l = metas_l[:1] * batch
-            logits = cls.permute(0, 2, 3, 1).reshape(batch, -1, head.cls_out_channels)
-            scores, log_scores, logits = self._scores(logits)
+            scores, log_scores, logits = self._scores(
+                _flat(cls, head.cls_out_channels),
+                None if level_logits is None else level_logits[level])
             if classes is not None:
                 scores, log_scores, logits = (t[..., classes] for t in
                                               (scores, log_scores, logits))
             score_factors = class_scores = None
             if factor is not None:
-                class_scores = scores
-                factor_logits = factor.permute(0, 2, 3, 1).reshape(batch, -1)
-                score_factors = factor_logits.sigmoid()
-                scores = scores * score_factors[..., None]
-                log_scores = log_scores + F.logsigmoid(factor_logits)[..., None]
-                logits = logits + factor_logits[..., None]
-            deltas = bbox.permute(0, 2, 3, 1).reshape(batch, -1, head.bbox_coder.encode_size)
-            boxes = torch.stack([
-                head.bbox_coder.decode(priors, deltas[b], max_shape=metas_l[b]['img_shape'])
-                for b in range(batch)])
+                scores, log_scores, logits, score_factors, class_scores = self._with_factor(
+                    scores, log_scores, logits, _flat(factor, 1)[..., 0])
+            boxes = self._boxes(level, priors, bbox, metas_l)
             levels = torch.full((priors.shape[0], ), level, dtype=torch.long, device=device)
             out.append(FlatPredictions(scores=scores, log_scores=log_scores, logits=logits,
                                        boxes=boxes, levels=levels,
                                        score_factors=score_factors,
                                        class_scores=class_scores))
         return out
+
+    def _with_factor(self, scores: Tensor, log_scores: Tensor, logits: Tensor,
+                     factor_logits: Tensor) -> Tuple[Tensor, ...]:
+        """Scores times ``sigmoid(score factor)``, as ``_bbox_post_process`` multiplies them
+        after the threshold: ``(scores, log_scores, logits, score_factors, class_scores)``."""
+        score_factors = factor_logits.sigmoid()
+        return (scores * score_factors[..., None],
+                log_scores + F.logsigmoid(factor_logits)[..., None],
+                logits + factor_logits[..., None], score_factors, scores)
+
+    def _boxes(self, level: int, priors: Tensor, bbox: Tensor, metas: Sequence[dict]
+               ) -> Tensor:
+        """``(B, N, 4)`` boxes of one level's ``(B, C, H, W)`` box output: the head's
+        ``bbox_coder.decode(priors, deltas, max_shape=img_shape)`` per image."""
+        coder = self.head.bbox_coder
+        deltas = _flat(bbox, coder.encode_size)
+        return torch.stack([coder.decode(priors, deltas[b], max_shape=metas[b]['img_shape'])
+                            for b in range(deltas.shape[0])])
 
     def _input_size(self, feats) -> Tuple[int, int]:
         """The network input's ``(H, W)`` from the finest level and its stride."""
@@ -131,57 +190,36 @@ class MMDetDenseDetector(ExplainableDetector):
         ``_bbox_post_process`` with ``rescale=True``) with its test config (or ``cfg``),
         keeping each detection's prior and class; then the detections scoring above
         ``score_thr``, the ``topk`` best (``<= 0``: all)."""
-        from mmcv.ops import batched_nms
-        from mmdet.models.utils import filter_scores_and_topk
-        from mmdet.structures.bbox import scale_boxes
         cfg = self.test_cfg if cfg is None else cfg
-        nms_pre = cfg.get('nms_pre', -1)
-        head_thr = cfg.get('score_thr', 0)
         batch = preds.scores.shape[0]
         metas = list(metas) if metas is not None else [None] * batch
         out = []
         for b in range(batch):
-            factors = None if preds.score_factors is None else preds.score_factors[b].detach()
-            # the head thresholds the class scores alone, before its score factors
-            pre_factor = (preds.scores if factors is None else preds.class_scores)[b].detach()
-            cand_scores, cand_labels, cand_priors = [], [], []
-            for level in range(int(preds.levels.max()) + 1 if preds.levels.numel() else 0):
-                index = (preds.levels == level).nonzero(as_tuple=True)[0]
-                scores, labels, keep, _ = filter_scores_and_topk(
-                    pre_factor[index], head_thr, nms_pre)
-                cand_scores.append(scores)
-                cand_labels.append(labels)
-                cand_priors.append(index[keep])
-            scores, labels, priors = (torch.cat(v) for v in
-                                      (cand_scores, cand_labels, cand_priors))
-            boxes = preds.boxes[b].detach()[priors]
-            nms_boxes = boxes
-            meta = metas[b]
-            if meta is not None and meta.get('scale_factor') is not None:
-                nms_boxes = scale_boxes(boxes, [1 / s for s in meta['scale_factor']])
-            if factors is not None:
-                scores = scores * factors[priors]
-            if cfg.get('min_bbox_size', -1) >= 0:
-                w = nms_boxes[:, 2] - nms_boxes[:, 0]
-                h = nms_boxes[:, 3] - nms_boxes[:, 1]
-                valid = (w > cfg['min_bbox_size']) & (h > cfg['min_bbox_size'])
-                if not valid.all():
-                    scores, labels, priors, nms_boxes = (
-                        t[valid] for t in (scores, labels, priors, nms_boxes))
-            if nms_boxes.numel() > 0:
-                det, keep = batched_nms(nms_boxes, scores, labels, cfg['nms'])
-                scores, labels, priors = det[:, -1], labels[keep], priors[keep]
-                max_per_img = cfg.get('max_per_img')
-                if max_per_img is not None:
-                    scores, labels, priors = (t[:max_per_img] for t in (scores, labels, priors))
-            above = scores > score_thr
-            scores, labels, priors = scores[above], labels[above], priors[above]
-            if topk > 0:
-                scores, labels, priors = scores[:topk], labels[:topk], priors[:topk]
-            out.append(ExplainedBoxes(boxes=preds.boxes[b].detach()[priors], scores=scores,
-                                      labels=labels, priors=priors,
-                                      levels=preds.levels[priors]))
+            scores, labels, priors, factors = self._filter(preds, b, cfg)
+            scores, labels, priors = bbox_post_process(preds.boxes[b].detach(), scores,
+                                                       labels, priors, factors, metas[b], cfg)
+            out.append(explained_boxes(preds, b, scores, labels, priors, score_thr, topk))
         return out
+
+    def _filter(self, preds: FlatPredictions, b: int, cfg: dict
+                ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """``_predict_by_feat_single``'s candidates of image ``b``: per level the (prior,
+        class) pairs above ``score_thr``, the ``nms_pre`` best (``filter_scores_and_topk``),
+        as ``(scores, labels, priors, score factors of all priors or None)``."""
+        from mmdet.models.utils import filter_scores_and_topk
+        factors = None if preds.score_factors is None else preds.score_factors[b].detach()
+        # the head thresholds the class scores alone, before its score factors
+        pre_factor = (preds.scores if factors is None else preds.class_scores)[b].detach()
+        cand_scores, cand_labels, cand_priors = [], [], []
+        for level in range(int(preds.levels.max()) + 1 if preds.levels.numel() else 0):
+            index = (preds.levels == level).nonzero(as_tuple=True)[0]
+            scores, labels, keep, _ = filter_scores_and_topk(
+                pre_factor[index], cfg.get('score_thr', 0), cfg.get('nms_pre', -1))
+            cand_scores.append(scores)
+            cand_labels.append(labels)
+            cand_priors.append(index[keep])
+        scores, labels, priors = (torch.cat(v) for v in (cand_scores, cand_labels, cand_priors))
+        return scores, labels, priors, factors
 
     def decode(self, outs, metas: List[dict], cfg: dict
                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
@@ -198,3 +236,195 @@ class MMDetDenseDetector(ExplainableDetector):
     def decode_unbatched(self, outs, metas: List[dict], cfg: dict
                          ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
         return decode_with_predict_by_feat(self.head, outs, metas, cfg)
+
+
+class GFLDetector(MMDetDenseDetector):
+    """GFL (and LD, whose head is GFL's): ``GFLHead._predict_by_feat_single`` is the base
+    decoding with its own boxes, the expectation of each side's distance distribution
+    (``head.integral``) times the level's stride, decoded from the anchor centers by the
+    head's distance ``bbox_coder``."""
+
+    kind = 'MMDetection GFL head'
+
+    def _boxes(self, level: int, priors: Tensor, bbox: Tensor, metas: Sequence[dict]
+               ) -> Tensor:
+        head = self.head
+        stride = head.prior_generator.strides[level][0]
+        distances = head.integral(bbox.permute(0, 2, 3, 1)).reshape(bbox.shape[0], -1, 4)
+        distances = distances * stride
+        centers = head.anchor_center(priors)
+        return torch.stack([head.bbox_coder.decode(centers, distances[b],
+                                                   max_shape=metas[b]['img_shape'])
+                            for b in range(bbox.shape[0])])
+
+
+class TOODDetector(MMDetDenseDetector):
+    """TOOD: the head's class output is already a score, ``sigmoid_geometric_mean`` of the
+    class logits (``tood_cls``) and a per-position probability logit (``cls_prob_module``),
+    ``sqrt(sigmoid(a) * sigmoid(b))``; its box output is the decoded box in stride units
+    (``TOODHead._predict_by_feat_single`` multiplies it by the stride, no clipping). The
+    scores are the head's own; both logits are read from the head's forward, so a box's
+    target is ``a + b`` (``'logit'``) or ``(logsigmoid(a) + logsigmoid(b)) / 2``
+    (``'log_score'``)."""
+
+    kind = 'MMDetection TOOD head'
+
+    def level_candidates(self, feats, classes: Optional[Tensor] = None,
+                         metas: Optional[Sequence[dict]] = None,
+                         proposals: Optional[Tensor] = None) -> List[FlatPredictions]:
+        if metas is None:
+            metas = default_metas(max(f.shape[0] for f in feats), *self._input_size(feats))
+        captured = {'cls': [], 'prob': []}
+        handles = [module.register_forward_hook(
+            lambda _module, _args, output, key=key: captured[key].append(output))
+            for key, module in (('cls', self.head.tood_cls),
+                                ('prob', self.head.cls_prob_module))]
+        try:
+            outputs = self.head(tuple(feats))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return self._output_candidates(outputs, classes, metas,
+                                       list(zip(captured['cls'], captured['prob'])))
+
+    def _scores(self, cls: Tensor, captured=None) -> Tuple[Tensor, Tensor, Tensor]:
+        if captured is None:  # batched decoding: only the scores are used
+            return cls, cls.log(), torch.logit(cls)
+        cls_logits, prob_logits = captured
+        channels = self.head.cls_out_channels
+        cls_logits = _flat(cls_logits, channels)
+        # one probability per position for all its anchors and classes
+        prob_logits = _flat(prob_logits.expand(-1, self.head.num_base_priors, -1, -1), 1)
+        return (cls, (F.logsigmoid(cls_logits) + F.logsigmoid(prob_logits)) / 2,
+                cls_logits + prob_logits)
+
+    def _boxes(self, level: int, priors: Tensor, bbox: Tensor, metas: Sequence[dict]
+               ) -> Tensor:
+        return _flat(bbox, 4) * self.head.prior_generator.strides[level][0]
+
+
+class FoveaDetector(MMDetDenseDetector):
+    """FoveaBox: the base decoding with the head's own ``_bbox_decode`` (exp distances times
+    the level's ``base_edge_list`` length, clipped to the image)."""
+
+    kind = 'MMDetection FoveaBox head'
+
+    def _boxes(self, level: int, priors: Tensor, bbox: Tensor, metas: Sequence[dict]
+               ) -> Tensor:
+        deltas = _flat(bbox, 4)
+        return torch.stack([self.head._bbox_decode(priors, deltas[b],
+                                                   self.head.base_edge_list[level],
+                                                   metas[b]['img_shape'])
+                            for b in range(deltas.shape[0])])
+
+
+class RepPointsDetector(MMDetDenseDetector):
+    """RepPoints: the base decoding with the head's own ``_bbox_decode`` (the refined points'
+    box, in eval mode the head's output, times the level's point stride from the point)."""
+
+    kind = 'MMDetection RepPoints head'
+
+    def _boxes(self, level: int, priors: Tensor, bbox: Tensor, metas: Sequence[dict]
+               ) -> Tensor:
+        deltas = _flat(bbox, 4)
+        return torch.stack([self.head._bbox_decode(priors, deltas[b],
+                                                   self.head.point_strides[level],
+                                                   metas[b]['img_shape'])
+                            for b in range(deltas.shape[0])])
+
+
+class PAADetector(MMDetDenseDetector):
+    """PAA (and LAD, whose head is PAA's): ATSS's outputs (class logits ``c``, boxes, an IoU
+    logit ``f``), scored by ``PAAHead._bbox_post_process`` as the geometric mean
+    ``sqrt(sigmoid(c) * sigmoid(f))``, which ``multiclass_nms`` thresholds and sorts. Per
+    level the ``nms_pre`` priors with the best score are kept, then ``multiclass_nms``; with
+    score voting the head's own ``score_voting`` moves each kept box to the score-weighted
+    mean of the same class's candidate boxes around it. A box's target is ``c + f``
+    (``'logit'``) or the log of its geometric mean (``'log_score'``).
+
+    :meth:`select` gives the detections in ``multiclass_nms``'s order (best first); the
+    head's own prediction lists them class by class (its score voting loops over the
+    classes), in that order within each class."""
+
+    kind = 'MMDetection PAA head'
+
+    def _with_factor(self, scores: Tensor, log_scores: Tensor, logits: Tensor,
+                     factor_logits: Tensor) -> Tuple[Tensor, ...]:
+        """The geometric mean, computed as ``_bbox_post_process`` does; no separate factor
+        (the threshold applies to the mean)."""
+        return ((scores * factor_logits.sigmoid()[..., None]).sqrt(),
+                (log_scores + F.logsigmoid(factor_logits)[..., None]) / 2,
+                logits + factor_logits[..., None], None, None)
+
+    def select(self, preds: FlatPredictions, score_thr: float, topk: int,
+               metas: Optional[Sequence[dict]] = None,
+               cfg: Optional[dict] = None) -> List[ExplainedBoxes]:
+        """``PAAHead._predict_by_feat_single`` then its ``_bbox_post_process`` with
+        ``rescale=True``, keeping each detection's prior and class; then the detections
+        above ``score_thr``, the ``topk`` best (``<= 0``: all)."""
+        from mmdet.models.layers import multiclass_nms
+        from mmdet.structures.bbox import scale_boxes
+        cfg = self.test_cfg if cfg is None else cfg
+        nms_pre = cfg.get('nms_pre', -1)
+        out = []
+        for b in range(preds.scores.shape[0]):
+            scores_all = preds.scores[b].detach()
+            priors = []
+            for level in range(int(preds.levels.max()) + 1 if preds.levels.numel() else 0):
+                index = (preds.levels == level).nonzero(as_tuple=True)[0]
+                if 0 < nms_pre < len(index):
+                    _, best = scores_all[index].max(dim=1)[0].topk(nms_pre)
+                    index = index[best]
+                priors.append(index)
+            priors = torch.cat(priors)
+            scores = scores_all[priors]
+            boxes = preds.boxes[b].detach()[priors]
+            meta = None if metas is None else metas[b]
+            scale = None if meta is None else meta.get('scale_factor')
+            if scale is not None:
+                boxes = boxes / boxes.new_tensor(scale).repeat((1, 2))
+            num_classes = scores.shape[1]
+            with_bg = torch.cat([scores, scores.new_zeros((len(scores), 1))], dim=1)
+            dets, labels, inds = multiclass_nms(boxes, with_bg, cfg['score_thr'], cfg['nms'],
+                                                cfg['max_per_img'], return_inds=True)
+            det_priors = priors[inds // num_classes]
+            det_boxes = preds.boxes[b].detach()[det_priors]
+            if self.head.with_score_voting and len(dets) > 0:
+                voted, _ = self.head.score_voting(dets, labels, boxes, with_bg,
+                                                  cfg['score_thr'])
+                # score_voting lists the detections class by class
+                by_class = torch.sort(labels, stable=True)[1]
+                det_boxes = torch.empty_like(det_boxes)
+                det_boxes[by_class] = voted[:, :4]
+                if scale is not None:
+                    det_boxes = det_boxes * det_boxes.new_tensor(scale).repeat((1, 2))
+            det_scores = dets[:, -1]
+            above = det_scores > score_thr
+            keep = above.nonzero(as_tuple=True)[0]
+            if topk > 0:
+                keep = keep[:topk]
+            out.append(ExplainedBoxes(boxes=det_boxes[keep], scores=det_scores[keep],
+                                      labels=labels[keep], priors=det_priors[keep],
+                                      levels=preds.levels[det_priors[keep]]))
+        return out
+
+    def decode(self, outs, metas: List[dict], cfg: dict
+               ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+        """The head's own ``predict_by_feat`` (score voting moves boxes after the NMS)."""
+        return self.decode_unbatched(outs, metas, cfg)
+
+
+def decodes_like(head_cls: type, reference: type) -> bool:
+    """Whether ``head_cls`` predicts with ``reference``'s own decoding and post-processing."""
+    return all(getattr(head_cls, name, None) is getattr(reference, name, None)
+               for name in ('predict_by_feat', '_predict_by_feat_single', '_bbox_post_process'))
+
+
+def adapter_classes() -> dict:
+    """MMDetection dense head class -> the adapter of heads that decode like it."""
+    from mmdet.models.dense_heads import (FoveaHead, GFLHead, PAAHead, RepPointsHead,
+                                          TOODHead)
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    return {GFLHead: GFLDetector, TOODHead: TOODDetector, PAAHead: PAADetector,
+            FoveaHead: FoveaDetector, RepPointsHead: RepPointsDetector,
+            BaseDenseHead: MMDetDenseDetector}

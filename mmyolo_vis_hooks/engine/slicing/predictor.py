@@ -76,8 +76,9 @@ class BatchPredictor:
         model (nn.Module): The detector (as built by ``engine.inference.build_detector``).
         cfg (Config, optional): Its config; ``model.cfg`` when None.
         channels_last (bool, optional): Give the network channels-last inputs. None: on when
-            the data preprocessor's device is the CPU (where it is measured faster).
-            Defaults to None.
+            the data preprocessor's device is the CPU (where it is measured faster) and the
+            model holds no mmcv op that reads contiguous memory
+            (``core.devices.reads_contiguous_memory``). Defaults to None.
         batched_decode (bool): Decode with the detector's own batched decoding
             (``ExplainableDetector.decode``: for MMYOLO heads the same boxes as their
             ``predict_by_feat``, bit for bit, about 5x faster); False: the head's own
@@ -94,7 +95,7 @@ class BatchPredictor:
                              'engine.inference.build_detector or pass cfg=')
         self.detector = explainable_detector(self.model)
         if channels_last is None:
-            channels_last = prefers_channels_last(self.device)
+            channels_last = prefers_channels_last(self.device, self.model)
         elif not isinstance(channels_last, bool):
             raise TypeError(f'channels_last must be None or a bool, got {channels_last!r}')
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -86,11 +86,13 @@ def test_ablation_replaces_only_the_chosen_call():
 def test_mmdetection_heads_of_the_same_name_get_their_own_kind(rtmdet):
     """MMDetection's RTMDetHead/YOLOXHead share the names of MMYOLO's heads but not their
     outputs: the class hierarchy, not the name, picks the adapter. MMDetection's RTMDetHead
-    decodes like BaseDenseHead (MMDetection's dense kind); its YOLOXHead has a decoding of its
-    own without an adapter: refused at construction, naming it."""
+    decodes like BaseDenseHead (MMDetection's dense kind), its YOLOXHead has an adapter of its
+    own; a head with a decoding of its own and no adapter (CenterNet's) is refused at
+    construction, naming it."""
     from mmdet.models import dense_heads as mmdet_heads
     from mmengine.registry import DefaultScope
     from mmyolo_vis_hooks.engine.detectors.mmdet_dense import MMDetDenseDetector
+    from mmyolo_vis_hooks.engine.detectors.mmdet_yolo import YOLOXDetector
     from mmyolo_vis_hooks.engine.detectors.mmyolo_dense import MMYOLODenseDetector
     model = build_detector(packaged_config(RTMDET))
     with DefaultScope.overwrite_default_scope('mmdet'):  # its losses are mmdet's
@@ -98,9 +100,14 @@ def test_mmdetection_heads_of_the_same_name_get_their_own_kind(rtmdet):
     assert isinstance(explainable_detector(model), MMDetDenseDetector)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model.bbox_head = mmdet_heads.YOLOXHead(num_classes=80, in_channels=96)
+    assert isinstance(explainable_detector(model), YOLOXDetector)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model.bbox_head = mmdet_heads.CenterNetHead(in_channels=96, feat_channels=16,
+                                                    num_classes=80)
     with pytest.raises(ValueError, match=(
             r"box CAMs support MMYOLO's dense heads .*; mmdet\.models\.dense_heads\.\w+\."
-            r"YOLOXHead decodes with YOLOXHead's own predict_by_feat, which has no adapter")):
+            r"CenterNetHead decodes with CenterNetHead's own post-processing, which has no "
+            r"adapter")):
         BoxCAM(model)
     assert isinstance(explainable_detector(rtmdet), MMYOLODenseDetector)
 

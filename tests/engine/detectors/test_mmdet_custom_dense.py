@@ -1,0 +1,63 @@
+"""MMDetection's dense heads with a decoding of their own (GFL, TOOD, PAA, FoveaBox, RepPoints,
+YOLOv3, MMDetection's YOLOX) behind the detector contract: the selection is the head's own
+prediction, the sliced predictor's batched decoding too, and box CAMs agree with
+pytorch-grad-cam on a target that selects the same candidate."""
+import pytest
+import torch
+
+from mmdet_models import (CUSTOM_DENSE, METAS, assert_gradcam_equals_grad_cam,
+                          assert_methods_leave_the_model_alone, assert_selection_equals_predict,
+                          random_inputs, random_mmdet_model)
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
+from mmyolo_vis_hooks.engine.detectors.base import samples_of
+from mmyolo_vis_hooks.engine.detectors.mmdet_dense import (FoveaDetector, GFLDetector,
+                                                           PAADetector, RepPointsDetector,
+                                                           TOODDetector)
+from mmyolo_vis_hooks.engine.detectors.mmdet_yolo import YOLOV3Detector, YOLOXDetector
+
+ADAPTERS = {'gfl': GFLDetector, 'tood': TOODDetector, 'paa': PAADetector,
+            'fovea': FoveaDetector, 'reppoints': RepPointsDetector, 'yolov3': YOLOV3Detector,
+            'yolox': YOLOXDetector}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', list(CUSTOM_DENSE))
+def test_selection_and_decoding_are_the_heads_own_prediction(name):
+    """The detections chosen from the candidates = ``model.predict`` (same count, labels,
+    scores and boxes, each box's score its candidate's), and the sliced predictor's decoding
+    (``forward`` then ``decode``) gives them too."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    assert type(detector) is ADAPTERS[name]
+    inputs = random_inputs()
+    # PAA lists its score-voted detections class by class
+    assert_selection_equals_predict(model, detector, inputs, by_class=name == 'paa')
+    with torch.no_grad():
+        theirs = [r.pred_instances for r in
+                  model.predict(inputs, samples_of(METAS), rescale=True)]
+        bboxes, scores, labels, counts = detector.decode(detector.forward(inputs), METAS,
+                                                         detector.test_cfg)
+    assert counts == [len(ref) for ref in theirs]
+    assert torch.equal(labels, torch.cat([ref.labels for ref in theirs]))
+    assert torch.allclose(scores, torch.cat([ref.scores for ref in theirs]), rtol=1e-5)
+    assert torch.allclose(bboxes, torch.cat([ref.bboxes for ref in theirs]), atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['gfl', 'tood', 'paa', 'yolov3', 'yolox'])
+def test_gradcam_equals_grad_cam_on_the_same_candidate(name):
+    """grad-cam's target picks the box's (prior, class) of the flat candidate scores: TOOD's
+    scores are the head's own output, PAA's a geometric mean, YOLOv3's and YOLOX's include
+    the objectness."""
+    assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_every_method_explains_tood_boxes_and_leaves_the_model_alone():
+    """TOOD's logits are read with forward hooks on its head: none may stay behind."""
+    model = random_mmdet_model('tood')
+    assert_methods_leave_the_model_alone(
+        model, random_inputs(5)[:1], ('gradcam', 'eigencam', 'ablationcam', 'drise'),
+        ratio_channels_to_ablate=0.1, num_masks=16)
+    assert not model.bbox_head.tood_cls._forward_hooks
+    assert not model.bbox_head.cls_prob_module._forward_hooks
