@@ -38,7 +38,7 @@ from mmyolo_vis_hooks.engine.cam import METHODS, TARGETS, BoxCAM
 from mmyolo_vis_hooks.engine.cam.compose import box_masks
 from mmyolo_vis_hooks.engine.cam.methods import BoxCAMMethod
 from mmyolo_vis_hooks.engine.cam.reliability import noise_threshold
-from mmyolo_vis_hooks.engine.cam.visualize import energy_in_boxes, maps_on_image
+from mmyolo_vis_hooks.engine.cam.draw import energy_in_boxes, maps_on_image
 from mmyolo_vis_hooks.engine.core.geometry import box_iou, original_size
 from mmyolo_vis_hooks.runtime.models import build_detector, build_image_loader
 from mmyolo_vis_hooks.testing.cam_reference import saturated_model

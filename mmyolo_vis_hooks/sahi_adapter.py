@@ -8,7 +8,7 @@ from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 
 from .runtime.models import build_detector
 from .engine.slicing import BatchPredictor, Detections
-from .engine.core.render import to_rgb
+from .engine.core.draw import to_rgb
 from .engine.slicing.grid import image_geometry
 
 

@@ -11,7 +11,7 @@ import os.path as osp
 
 from tqdm import tqdm
 
-from ..engine.core.render import check_alpha, display_image, make_grid
+from ..engine.core.draw import check_alpha, display_image, make_grid
 from ..engine.featmap.capture import forward_and_capture, probe_feature_layers
 from ..engine.featmap.draw import render_layer
 from ..engine.featmap.reduce import check_reduction

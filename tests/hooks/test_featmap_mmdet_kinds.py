@@ -115,7 +115,7 @@ def test_a_naive_stretch_would_fail_this_check(tmp_path):
 
     from mmdet.registry import MODELS
     from mmyolo_vis_hooks.engine.core.geometry import stretch_to_original
-    from mmyolo_vis_hooks.engine.core.render import overlay
+    from mmyolo_vis_hooks.engine.core.draw import overlay
 
     dataset = write_wave_dataset(str(tmp_path / 'data'))
     cfg = runner_cfg('retinanet', dataset, str(tmp_path / 'work'), [])

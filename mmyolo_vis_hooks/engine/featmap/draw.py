@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..core.geometry import map_to_original, original_size
-from ..core.render import draw_boxes, make_grid, overlay
+from ..core.draw import draw_boxes, make_grid, overlay
 from .capture import CapturedSample
 from .reduce import reduce_channels
 

@@ -18,7 +18,7 @@ from conftest import DEMO_CONFIG, packaged_config
 from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
                                          merge_box_maps, norm_in_boxes)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
-from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams, maps_on_image
+from mmyolo_vis_hooks.engine.cam.draw import draw_box_cams, maps_on_image
 from mmyolo_vis_hooks.runtime.models import build_detector
 
 from family_models import FAMILIES, INPUT, random_model  # noqa: E402

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..core.geometry import boxes_to_original, original_size
-from ..core.render import draw_boxes, make_grid, overlay
+from ..core.draw import draw_boxes, make_grid, overlay
 from .compose import energy_inside, merge_box_maps, norm_in_boxes
 from .engine import BoxCAMResult
 
