@@ -10,7 +10,7 @@ from .capture import CapturedSample
 from .reduce import reduce_channels
 
 
-def render_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSample,
+def draw_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSample,
                  channel_reduction: Optional[str], topk: int, arrangement: Tuple[int, int],
                  alpha: float, align: bool = True, score_thr: Optional[float] = 0.3,
                  class_names: Sequence[str] = ()) -> np.ndarray:
