@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> None:
         tiles, titles = [], []
         for key, featmap in captured.maps.items():
             tiles.append(draw_layer(image, featmap, captured, channel_reduction,
-                                      args.topk, tuple(args.arrangement), args.alpha,
-                                      score_thr=score_thr, class_names=class_names))
+                                    args.topk, tuple(args.arrangement), args.alpha,
+                                    score_thr=score_thr, class_names=class_names))
             titles.append(key)
         grid = make_grid(tiles, titles, ncols=min(args.ncols, len(tiles)))
         out = args.out_file or osp.join(args.out_dir,

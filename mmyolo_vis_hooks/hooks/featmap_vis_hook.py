@@ -5,12 +5,12 @@ import torch
 from mmengine.registry import HOOKS
 
 from ..engine.core.checks import check_bool, check_str_list, owned_by
+from ..engine.core.draw import display_image
 from ..engine.core.layers import ActivationCapture
 from ..engine.core.model_state import preserved_model_state
-from ..engine.core.draw import display_image
 from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
-                              check_reduction, forward_and_capture, probe_feature_layers,
-                              draw_layer)
+                              check_reduction, draw_layer, forward_and_capture,
+                              probe_feature_layers)
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 

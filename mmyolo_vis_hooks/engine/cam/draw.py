@@ -4,8 +4,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..core.geometry import boxes_to_original, original_size
 from ..core.draw import draw_boxes, make_grid, overlay
+from ..core.geometry import boxes_to_original, original_size
 from .compose import energy_inside, merge_box_maps, norm_in_boxes
 from .engine import BoxCAMResult
 

@@ -4,8 +4,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..core.geometry import map_to_original, original_size
 from ..core.draw import draw_boxes, make_grid, overlay
+from ..core.geometry import map_to_original, original_size
 from .capture import CapturedSample
 from .reduce import reduce_channels
 
