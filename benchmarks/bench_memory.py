@@ -11,7 +11,7 @@ left on the model. The hooks: FeatMapVisHook (maps of backbone + neck captured d
 validation forward, letterbox-aligned) and BoxAMVisHook (gradcam, gradients on its own forward).
 
 ``--variant hooks --json`` measures one variant in this process and prints JSON (used by
-``tests/test_reliability.py``).
+``tests/test_training_safety.py``).
 """
 import argparse
 import gc

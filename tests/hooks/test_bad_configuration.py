@@ -19,7 +19,7 @@ from mmyolo.registry import MODELS
 
 pytestmark = pytest.mark.slow
 
-TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch (as in test_reliability)
+TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch (as in test_training_safety)
 
 
 def _train_cfg(data_root, work_dir, epochs, hooks) -> Config:

@@ -2,7 +2,8 @@
 
 Errors raised in a real Runner before training (unknown layer, layers the box scores do not
 depend on, ...) are cases of
-tests/test_reliability.py::test_bad_configuration_fails_before_training, over both hooks.
+tests/hooks/test_bad_configuration.py::test_bad_configuration_fails_before_training, over both
+hooks.
 """
 import cv2
 import numpy as np

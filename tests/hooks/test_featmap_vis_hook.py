@@ -1,8 +1,9 @@
 """FeatMapVisHook and its engine: alignment, real Runner training, TensorBoard read-back.
 
 Errors raised in a real Runner before training (unknown layer, a layer without a 4-D output,
-...) are cases of tests/test_reliability.py::test_bad_configuration_fails_before_training,
-over both hooks.
+...) are cases of
+tests/hooks/test_bad_configuration.py::test_bad_configuration_fails_before_training, over both
+hooks.
 """
 import cv2
 import numpy as np

@@ -1,4 +1,4 @@
-"""Cross-cutting guarantees: the visualization hooks never disturb training.
+"""Training safety: the visualization hooks never disturb training.
 
 Real Runners on the generated shapes data: training is bit-for-bit the same with and without
 the hooks (EMA included); 2-process CPU training under torchrun with visualizations on rank 0
