@@ -81,8 +81,8 @@ def box_masks(boxes: Tensor, size: Tuple[int, int], scale: Tuple[float, float] =
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
-def norm_in_boxes(maps: Tensor, boxes: Tensor) -> Tensor:
-    """MMYOLO's ``norm_in_bbox`` per box: each map normalised to [0, 1] inside its own box
+def norm_in_bbox(maps: Tensor, boxes: Tensor) -> Tensor:
+    """MMYOLO's ``norm_in_bbox``: each map normalised to [0, 1] inside its own box
     and zero outside. A box smaller than one pixel keeps no heat.
 
     Args:
@@ -121,5 +121,5 @@ def energy_inside(heat: Tensor, boxes: Tensor) -> Optional[float]:
     return float(heat.clamp(min=0)[inside].sum()) / total
 
 
-__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_boxes', 'merge_box_maps',
+__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_bbox', 'merge_box_maps',
            'energy_inside']

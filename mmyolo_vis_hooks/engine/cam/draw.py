@@ -6,7 +6,8 @@ import torch
 
 from ..core.draw import draw_boxes, make_grid, overlay
 from ..core.geometry import boxes_to_original, original_size
-from .compose import energy_inside, merge_box_maps, norm_in_boxes
+from . import compose
+from .compose import energy_inside, merge_box_maps
 from .engine import BoxCAMResult
 
 
@@ -23,7 +24,7 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
     boxes = boxes_to_original(result.detections.boxes.detach().float().cpu(), meta)
     boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
     if norm_in_bbox and len(result):
-        maps = norm_in_boxes(maps, boxes)
+        maps = compose.norm_in_bbox(maps, boxes)
     return maps, boxes.numpy()
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from conftest import DEMO_CONFIG, packaged_config
 from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
-                                         merge_box_maps, norm_in_boxes)
+                                         merge_box_maps, norm_in_bbox)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.draw import draw_box_cams, maps_on_image
 from mmyolo_vis_hooks.runtime.models import build_detector
@@ -182,10 +182,10 @@ def test_eigen_projection_matches_grad_cam_up_to_its_arbitrary_sign():
             assert a.max() >= abs(a.min())  # our sign: the largest magnitude is positive
 
 
-def test_norm_in_boxes_merge_and_energy():
+def test_norm_in_bbox_merge_and_energy():
     maps = torch.rand(2, 40, 60) + 1.0
     boxes = torch.tensor([[5.0, 5.0, 20.0, 15.0], [30.0, 10.0, 59.0, 39.0]])
-    normed = norm_in_boxes(maps, boxes)
+    normed = norm_in_bbox(maps, boxes)
     for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
         inside = torch.zeros(40, 60, dtype=torch.bool)
         inside[y1:y2 + 1, x1:x2 + 1] = True
