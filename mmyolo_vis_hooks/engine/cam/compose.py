@@ -1,9 +1,9 @@
 """From raw per-layer maps to per-box heat maps on the image, as grad-cam composes them.
 
 grad-cam, per target layer: ReLU, min-max normalise, resize to the input; then the mean over
-layers, normalised again. Here the resize is the letterbox-aware sampling of ``engine.align``
-straight onto the original image (one bilinear sampling per layer), or a plain resize onto the
-network input when no metadata is given.
+layers, normalised again. Here the resize is the letterbox-aware sampling of
+``engine.core.geometry`` straight onto the original image (one bilinear sampling per layer), or
+a plain resize onto the network input when no metadata is given.
 """
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -41,7 +41,7 @@ def compose_box_maps(layer_maps: Sequence[Tensor], meta: Optional[Dict] = None,
     Args:
         layer_maps (Sequence[Tensor]): One ``(K, h_l, w_l)`` raw map stack per layer output.
         meta (dict, optional): Sample metainfo; the maps are sampled onto the original image
-            through its letterbox / resize geometry (``engine.align.map_to_original``).
+            through its letterbox / resize geometry (``engine.core.geometry.map_to_original``).
         input_size (tuple[int, int], optional): ``(H, W)`` of the network input; used when
             ``meta`` is None (the maps are then resized onto the input).
         out_size (tuple[int, int], optional): Output ``(h, w)``, e.g. a reduced size; defaults

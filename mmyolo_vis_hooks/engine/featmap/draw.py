@@ -20,7 +20,7 @@ def draw_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSample,
         image (np.ndarray): RGB original image, possibly scaled down for display.
         featmap (Tensor): The layer's CHW map over the network input.
         sample (CapturedSample): Metadata and predictions of the image.
-        channel_reduction, topk, arrangement: See ``engine.reduce``.
+        channel_reduction, topk, arrangement: See ``engine.featmap.reduce``.
         alpha (float): Heat opacity.
         align (bool): Trace the letterbox/resize geometry back (True) or stretch the map over
             the image (False, what naive tools do). Defaults to True.
