@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs this project's wheel into an environment that has the OFFICIAL mmyolo 0.6.0 and shows
-# that `pip check` stays clean and the `mmyolo` distribution is untouched (issue 11).
+# that `pip check` stays clean and the `mmyolo` distribution is untouched.
 #
 #   bash scripts/check_official_mmyolo_env.sh [WORK_DIR]      (default /tmp/official_mmyolo_env)
 #

@@ -320,7 +320,7 @@ def _explain_image(model, cam, path, align='letterbox'):
 
 # Map tolerance between kernel paths, on maps in [0, 1]: 100x the largest difference measured
 # between batch 1 and batch 2 (1.1e-5, XGradCAM; oneDNN AVX-512 and ONEDNN_MAX_CPU_ISA=AVX2,
-# 1 and 2 torch threads, AMD EPYC). A map built from noise differs by up to 1 (issue 10: 0.75).
+# 1 and 2 torch threads, AMD EPYC). A map built from noise differs by up to 1 (0.75 measured).
 MAP_ATOL = 1e-3
 
 
