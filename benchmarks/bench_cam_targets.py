@@ -23,7 +23,7 @@ Gradient-free methods (eigencam, ablationcam) ignore the target; they are measur
 
 Part 2, saturation: the same detector with the objectness bias and the class-0 bias of every
 prior raised by 200 (every prior then scores exactly 1.0 in float32 for class 0, as the
-random-init models of an earlier version did), first image, top 4 boxes: unreliable boxes per target.
+random-init test models once did), first image, top 4 boxes: unreliable boxes per target.
 """
 import argparse
 import json
