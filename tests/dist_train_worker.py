@@ -20,7 +20,7 @@ from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
 # Run as a script, Python puts this file's folder (tests/) first on sys.path.
-from runner_utils import tiny_train_cfg
+from helpers.runner import tiny_train_cfg
 
 
 def main() -> None:

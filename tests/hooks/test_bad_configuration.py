@@ -9,8 +9,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from torch import nn
 
-from conftest import packaged_config
-from runner_utils import tiny_train_cfg
+from helpers import packaged_config
+from helpers.runner import tiny_train_cfg
 from mmyolo_vis_hooks.engine.detectors import UnsupportedDetectorError
 
 from mmyolo.models.backbones import YOLOv5CSPDarknet

@@ -11,7 +11,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from runner_utils import image_steps, read_events, tiny_train_cfg
+from helpers.runner import image_steps, read_events, tiny_train_cfg
 from mmyolo_vis_hooks.hooks import BoxAMVisHook
 from mmyolo_vis_hooks.testing.cam_reference import write_saturated_checkpoint
 
