@@ -12,7 +12,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO_ROOT
 
 PACKAGE = 'mmyolo_vis_hooks'
 TEXT_FILES = ('mmyolo_vis_hooks/**/*.py', 'tests/**/*.py', 'benchmarks/*.py', 'tools/*.py',
@@ -22,8 +22,11 @@ FULL_NAME = re.compile(r'(?<![\w./-])(mmyolo_vis_hooks(?:\.[A-Za-z_]\w*)+)')
 # ``engine.cam.compose`` and the like: the package's sub-packages, cited without the prefix.
 RELATIVE_NAME = re.compile(
     r'`+((?:engine|hooks|backends|cli|runtime|data|testing)(?:\.[A-Za-z_]\w*)+)(?:\(\))?`')
-# ``engine/cam/draw.py``, ``tests/x.py::test_y``, ``scripts/test.sh``: a file of ours.
-PATH = re.compile(r'`+([\w./-]+\.(?:py|sh|js|md))(?:::(\w+))?`')
+# ``engine/cam/draw.py``, ``tests/x.py::test_y``, ``scripts/test.sh``: a file of ours; in
+# backticks, or anywhere when it starts with a folder of the repository or the package.
+PATH = re.compile(r'`+([\w./-]+\.(?:py|sh|js|md))(?:::(\w+))?`'
+                  r'|(?<![\w./-])((?:mmyolo_vis_hooks|tests|docs|tools|scripts|benchmarks|engine|'
+                  r'hooks|backends|cli|runtime)/[\w./-]*\w\.(?:py|sh|js|md))(?:::(\w+))?')
 # Top-level folders of the repository and the package's sub-packages: a slashed path starting
 # elsewhere (MMYOLO's ``demo/...``, ``site-packages/...``) is not a file of ours to check.
 OUR_FOLDERS = ('mmyolo_vis_hooks', 'tests', 'docs', 'tools', 'scripts', 'benchmarks', 'configs',
@@ -71,7 +74,7 @@ def cited_names(text: str) -> Iterator[Tuple[str, str]]:
     for match in RELATIVE_NAME.finditer(text):
         yield 'name', f'{PACKAGE}.{match.group(1)}'
     for match in PATH.finditer(text):
-        path, test = match.groups()
+        path, test = match.group(1, 2) if match.group(1) else match.group(3, 4)
         if path in THEIRS or ('/' in path and path.split('/')[0] not in OUR_FOLDERS):
             continue
         yield 'path', path + (f'::{test}' if test else '')
@@ -122,6 +125,8 @@ def test_every_cited_module_path_and_name_exists():
     ('`tests/test_doc_references.py::test_made_up`', ['tests/test_doc_references.py::'
                                                       'test_made_up']),
     ('MMYOLO\'s `demo/large_image_demo.py`', []),
+    ('(tests/helpers/mmyolo_models.py)', []),
+    ('(tests/family_models.py)', ['tests/family_models.py']),
 ])
 def test_made_up_names_are_found(text, missing):
     assert unresolved(text, 'docs/x.md', _repo_files()) == missing
