@@ -23,7 +23,7 @@ Gradient-free methods (eigencam, ablationcam) ignore the target; they are measur
 
 Part 2, saturation: the same detector with the objectness bias and the class-0 bias of every
 prior raised by 200 (every prior then scores exactly 1.0 in float32 for class 0, as the
-random-init models of issue 10 did), first image, top 4 boxes: unreliable boxes per target.
+random-init test models once did), first image, top 4 boxes: unreliable boxes per target.
 """
 import argparse
 import json
@@ -38,7 +38,7 @@ from mmyolo_vis_hooks.engine.cam import METHODS, TARGETS, BoxCAM
 from mmyolo_vis_hooks.engine.cam.compose import box_masks
 from mmyolo_vis_hooks.engine.cam.methods import BoxCAMMethod
 from mmyolo_vis_hooks.engine.cam.reliability import noise_threshold
-from mmyolo_vis_hooks.engine.cam.visualize import energy_in_boxes, maps_on_image
+from mmyolo_vis_hooks.engine.cam.draw import energy_in_boxes, maps_on_image
 from mmyolo_vis_hooks.engine.core.geometry import box_iou, original_size
 from mmyolo_vis_hooks.runtime.models import build_detector, build_image_loader
 from mmyolo_vis_hooks.testing.cam_reference import saturated_model

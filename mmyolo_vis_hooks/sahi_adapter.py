@@ -8,7 +8,7 @@ from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 
 from .runtime.models import build_detector
 from .engine.slicing import BatchPredictor, Detections
-from .engine.core.render import to_rgb
+from .engine.core.draw import to_rgb
 from .engine.slicing.grid import image_geometry
 
 
@@ -29,7 +29,7 @@ class MMYOLODetectionModel(DetectionModel):
       (``unsafe_load=True`` is the explicit opt-out); ``model_path=None`` keeps random weights.
       ``fuse_conv_bn=True`` fuses conv + BN (the model is then for inference only).
     - ``set_model(model)``: takes a built detector that carries its config (``model.cfg``, as
-      ``engine.inference.build_detector`` sets it). The model is not modified: its train/eval
+      ``runtime.models.build_detector`` sets it). The model is not modified: its train/eval
       flags are restored after every call and no gradients are recorded.
     - ``perform_inference(image)``: one image (H, W, 3) RGB uint8 (sahi's order; grey and RGBA
       are converted); a batch of one.

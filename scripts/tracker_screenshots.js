@@ -52,6 +52,32 @@ async function mlflow(page, job) {
   await page.waitForTimeout(3000);
 }
 
+async function dvclive(page, job) {
+  // DVCLive's report: one element per logged file (a table, a Vega chart or an image), each
+  // with an id made from the file's name. Only those matching job.keep stay, side by side,
+  // its pictures scaled down to fit.
+  await page.goto(job.url, { waitUntil: 'load' });
+  const kept = await page.evaluate((pattern) => {
+    const re = new RegExp(pattern);
+    const ids = [];
+    for (const el of Array.from(document.body.children)) {
+      if (el.tagName === 'SCRIPT') continue;
+      if (re.test(el.id || '')) ids.push(el.id); else el.style.display = 'none';
+    }
+    document.body.style.cssText = 'display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start';
+    const style = document.createElement('style');  // the pictures at most 520 px wide
+    style.textContent = 'img{max-width:520px;height:auto}';
+    document.head.appendChild(style);
+    return ids;
+  }, job.keep);
+  console.log(`dvclive report: kept ${kept.join(', ')}`);
+  await page.waitForFunction((n) => Array.from(document.querySelectorAll('.vega-embed')).filter(
+    (e) => e.offsetWidth > 0 && e.querySelector('svg, canvas')).length >= n,
+  job.minPlots || 1, { timeout: 60000 });
+  await imagesLoaded(page, job.minImages || 0);
+  await page.waitForTimeout(1000);
+}
+
 async function plain(page, job) {
   await page.goto(job.url, { waitUntil: 'load' });
   await imagesLoaded(page, job.minImages || 0);
@@ -65,7 +91,7 @@ async function plain(page, job) {
     for (const job of jobs) {
       const page = await browser.newPage({ viewport: { width: job.width || 1400,
         height: job.height || 1000 } });
-      const run = { tensorboard, mlflow, page: plain }[job.kind];
+      const run = { tensorboard, mlflow, dvclive, page: plain }[job.kind];
       try {
         await run(page, job);
       } catch (err) {  // keep what the page showed, to see why

@@ -13,8 +13,11 @@ Not part of the test suite. Run from the repository root with the project's venv
 3. WandB offline runs cannot be opened without a W&B server: the script renders the offline run's
    own files (``files/media/images/*.png`` and the history read by ``wandb leet inspect --json``)
    into a local HTML page and photographs that. It is not the W&B UI.
-DVCLive is not photographed: ``dvclive.report.make_report`` on a finished run fails on the
-custom (histogram) plots, which it looks up in the live run's memory.
+4. DVCLive writes its own HTML report (``report='html'``: ``report.html`` in its folder, made by
+   ``Live.end`` while the run's custom plots are still in memory). Its charts are Vega-Lite
+   specs whose three scripts the page loads from a CDN; the script photographs a copy whose
+   script tags point at the same packages installed from npm (``vega``, ``vega-lite``,
+   ``vega-embed`` in ``--node-dir``), showing only one image's and one layer's entries.
 
 The PNGs go to ``--images`` (default ``docs/images``); every other file stays in ``--out``.
 """
@@ -48,7 +51,8 @@ visualizer = dict(vis_backends=[
     dict(type='WandbActivationStatsVisBackend',
          init_kwargs=dict(mode='offline', project='mmyolo-vis-demo', settings=dict(console='off'))),
     dict(type='MLflowActivationStatsVisBackend', exp_name='mmyolo-vis-demo'),
-    dict(type='DVCLiveActivationStatsVisBackend', init_kwargs=dict(save_dvc_exp=False)),
+    dict(type='DVCLiveActivationStatsVisBackend',
+         init_kwargs=dict(save_dvc_exp=False, report='html')),
 ])
 '''
 
@@ -185,6 +189,31 @@ def wandb_page(vis: str, out: str, sample: str) -> str:
     return page
 
 
+def dvclive_page(vis: str, out: str, node_dir: str) -> str:
+    """A copy of DVCLive's ``report.html`` whose Vega scripts are the npm packages in
+    ``node_dir`` (the report loads them from a CDN, unreachable here), without its 5-second
+    refresh (the run is over)."""
+    (report, ) = glob.glob(osp.join(vis, '**', 'report.html'), recursive=True)
+    with open(report, encoding='utf-8') as f:
+        page = f.read()
+    modules = osp.join(node_dir, 'node_modules')
+    for name in ('vega', 'vega-lite', 'vega-embed'):
+        local = osp.join(modules, name, 'build', f'{name}.min.js')
+        if not osp.isfile(local):
+            raise SystemExit(f'tracker_screenshots.py: error: {local} is missing '
+                             f'(npm install --prefix {node_dir} {name})')
+        pattern = f'src="https://cdn.jsdelivr.net/npm/{name}@'
+        if pattern not in page:
+            raise SystemExit(f'tracker_screenshots.py: error: {report} loads no {name} script')
+        start = page.index(pattern) + len('src="')
+        page = page[:start] + 'file://' + local + page[page.index('"', start):]
+    page = page.replace('<meta http-equiv="refresh" content="5">', '')
+    copy = osp.join(out, 'dvclive_report.html')
+    with open(copy, 'w', encoding='utf-8') as f:
+        f.write(page)
+    return copy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog='tracker_screenshots.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,12 +230,12 @@ def main() -> None:
     out, images = osp.abspath(args.out), osp.abspath(args.images)
     if not osp.isdir(osp.join(args.node_dir, 'node_modules', 'playwright-core')):
         os.makedirs(args.node_dir, exist_ok=True)
-        subprocess.run(['npm', 'install', '--prefix', args.node_dir, 'playwright-core'],
-                       check=True)
+        subprocess.run(['npm', 'install', '--prefix', args.node_dir, 'playwright-core',
+                        'vega@5', 'vega-lite@5', 'vega-embed@6'], check=True)
     vis = vis_dir(out) if args.skip_train else train(out, args.epochs)
     os.makedirs(images, exist_ok=True)
 
-    tag = f'{args.sample}/(neck\\[0\\]|layercam|gradcam)|featmap_stats/neck\\[0\\]'
+    tag = f'{args.sample}/(neck\\[0\\]|gradcam)|featmap_stats/neck\\[0\\]'
     port = free_port()
     tb = [osp.join(BIN, 'tensorboard'), '--logdir', vis, '--host', '127.0.0.1', '--port',
           str(port), '--samples_per_plugin', 'images=100']
@@ -240,6 +269,17 @@ def main() -> None:
     shoot(args.node_dir, [dict(kind='page', url='file://' + wandb_page(vis, out, args.sample),
                                minImages=2, fullPage=True, width=1250,
                                png=osp.join(images, 'tracker_wandb_offline_files.png'))])
+
+    # The report's elements are named by their files, special characters made '_': keep the
+    # sample's last-epoch pictures, neck[0]'s statistics and its last histogram.
+    epoch = args.epochs
+    keep = (f'^(featmap_{args.sample}_neck_0_|boxam_{args.sample}_gradcam)_?{epoch}_png$'
+            r'|^static_featmap_stats_neck_0__(mean|std|dead_ratio|p50)$'
+            f'|^featmap_stats_neck_0__{epoch}$')
+    shoot(args.node_dir, [dict(kind='dvclive', url='file://' + dvclive_page(vis, out,
+                                                                            args.node_dir),
+                               keep=keep, minImages=2, minPlots=5, fullPage=True, width=1400,
+                               png=osp.join(images, 'tracker_dvclive_report.png'))])
     for png in sorted(glob.glob(osp.join(images, 'tracker_*.png'))):
         shrink(png)
         print(f'{png}: {osp.getsize(png) // 1024} KB')

@@ -1,39 +1,30 @@
-"""Shared fixtures. Every test runs in its own tmp dir so nothing lands in the work tree, and the
-MMEngine singletons (Visualizer, DefaultScope, MessageHub, MMLogger) are cleared between tests.
+"""Fixtures and pytest hooks only (helpers to import: ``tests/helpers``). Every test runs in its
+own tmp dir so nothing lands in the work tree, and the MMEngine singletons (Visualizer,
+DefaultScope, MessageHub, MMLogger) are cleared between tests.
 """
 import os
 import os.path as osp
 
 import pytest
-import mmyolo
 import torch
 
+from helpers import DEMO_CHECKPOINT, DEMO_CONFIG
 from mmyolo_vis_hooks.testing import clear_mmengine_singletons
 
-PACKAGED_CONFIGS = osp.join(osp.dirname(mmyolo.__file__), '.mim', 'configs')
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'demo', 'yolov5_n_shapes.py')
 
-# MMYOLO_VIS_TEST_THREADS runs the suite with another torch thread count (another kernel path):
-# numeric tests must pass with 1 and 2.
-torch.set_num_threads(int(os.environ.get('MMYOLO_VIS_TEST_THREADS', 0))
-                      or max(1, min(2, os.cpu_count() or 1)))
-
-
-def packaged_config(relpath: str) -> str:
-    """Path of a config shipped inside the mmyolo package, e.g. 'yolov8/yolov8_n_...py'."""
-    return osp.join(PACKAGED_CONFIGS, relpath)
-
-
-_clear_singletons = clear_mmengine_singletons
+def pytest_configure(config):
+    # MMYOLO_VIS_TEST_THREADS runs the suite with another torch thread count (another kernel
+    # path): numeric tests must pass with 1 and 2.
+    torch.set_num_threads(int(os.environ.get('MMYOLO_VIS_TEST_THREADS', 0))
+                          or max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _clear_singletons()
+    clear_mmengine_singletons()
     yield
-    _clear_singletons()
+    clear_mmengine_singletons()
 
 
 @pytest.fixture(scope='session')
@@ -46,9 +37,6 @@ def shapes_data(tmp_path_factory):
     return root + '/'
 
 
-DEMO_CHECKPOINT = osp.join(REPO_ROOT, 'tests', 'assets', 'yolov5_n_shapes.pth')
-
-
 @pytest.fixture(scope='session')
 def demo_config():
     """Path of the embedded demo config (YOLOv5-n, 3 shape classes, 320 px)."""
@@ -57,14 +45,29 @@ def demo_config():
 
 @pytest.fixture(scope='session')
 def demo_checkpoint():
-    """Path of the trained demo detector (weights only, fp16; see tests/assets/README.md).
-
-    Load it with ``mmyolo_vis_hooks.runtime.models.build_detector(demo_config, path)``.
-    """
+    """Path of the trained demo detector (weights only, fp16; see tests/assets/README.md)."""
     if not osp.isfile(DEMO_CHECKPOINT):
         raise FileNotFoundError(f'{DEMO_CHECKPOINT} is missing; tests/assets/README.md says '
                                 'how to produce it')
     return DEMO_CHECKPOINT
+
+
+@pytest.fixture(scope='session')
+def demo_detector(demo_checkpoint):
+    """The trained demo detector, built once per session (eval mode; every test leaves it as
+    it found it). Its scores are far apart, where a random-init model's tie within float
+    rounding (which boxes make the top-k then depends on the kernels)."""
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    return build_detector(DEMO_CONFIG, demo_checkpoint)
+
+
+@pytest.fixture(scope='session')
+def demo_image_loader(demo_detector):
+    """``(img_path, img_id) -> batch of one`` through the demo config's test pipeline."""
+    from mmengine.registry import init_default_scope
+    from mmyolo_vis_hooks.runtime.models import build_image_loader
+    init_default_scope(demo_detector.cfg.default_scope)  # the pipeline's transforms' registry
+    return build_image_loader(demo_detector.cfg)
 
 
 @pytest.fixture(scope='session')
@@ -108,4 +111,4 @@ def fast_config_dump(monkeypatch):
 def reset_singletons():
     """A callable that clears the MMEngine singletons, for tests that build several Runners
     (a second Runner would otherwise reuse the first one's Visualizer and its log dir)."""
-    return _clear_singletons
+    return clear_mmengine_singletons

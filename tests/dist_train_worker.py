@@ -1,4 +1,4 @@
-"""torchrun entry point of ``tests/test_reliability.py::test_distributed_cpu_training``.
+"""torchrun entry point of ``tests/test_training_safety.py::test_distributed_cpu_training``.
 
 Trains the shrunk demo config with the visualization hooks under the MMEngine ``pytorch``
 launcher on CPU (gloo), then writes ``rank<r>.json`` into the work dir: what this rank's hooks
@@ -20,7 +20,7 @@ from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
 # Run as a script, Python puts this file's folder (tests/) first on sys.path.
-from runner_utils import tiny_train_cfg
+from helpers.runner import tiny_train_cfg
 
 
 def main() -> None:

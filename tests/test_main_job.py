@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner_utils import load_tool
+from helpers.tools import load_tool
 
 
 @pytest.fixture(scope='module')

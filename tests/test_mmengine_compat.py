@@ -9,7 +9,7 @@ from mmengine.runner import BaseLoop, Runner
 from mmengine.visualization import LocalVisBackend, TensorboardVisBackend, Visualizer
 
 from mmyolo_vis_hooks import mmengine_compat
-from runner_utils import tiny_train_cfg
+from helpers.runner import tiny_train_cfg
 
 pytestmark = pytest.mark.slow
 

@@ -68,7 +68,7 @@ def _declared_in_setup_cfg():
     import configparser
     import os.path as osp
 
-    from conftest import REPO_ROOT
+    from helpers import REPO_ROOT
     parser = configparser.ConfigParser()
     parser.read(osp.join(REPO_ROOT, 'setup.cfg'), encoding='utf-8')
     options = parser['options']

@@ -2,13 +2,13 @@
 build the random-init demo detector."""
 import pytest
 
-from conftest import DEMO_CONFIG
+from helpers import DEMO_CONFIG
 from mmyolo_vis_hooks.engine.slicing import (BatchPredictor, Detections, MergeConfig,
                                              SliceSettings, sliced_predict)
-from slicing_utils import LOW_THR
-from slicing_utils import ForwardCounter as _ForwardCounter
+from helpers.slicing import LOW_THR
+from helpers.slicing import ForwardCounter as _ForwardCounter
 from mmyolo_vis_hooks.runtime.images import read_rgb as _rgb
-from slicing_utils import same_detections as _same
+from helpers.slicing import same_detections as _same
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import venv
 
 import pytest
 
-from conftest import DEMO_CHECKPOINT, REPO_ROOT
+from helpers import DEMO_CHECKPOINT, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

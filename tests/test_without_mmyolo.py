@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import DEMO_CONFIG, REPO_ROOT
+from helpers import DEMO_CONFIG, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

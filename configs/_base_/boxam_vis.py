@@ -23,10 +23,7 @@ boxam_vis_hook = dict(
     type='BoxAMVisHook',
     interval=1,
     num_images=4,
-    # GradCAM: the cheapest of the faithful methods, with the most map energy in the box among
-    # them; LayerCAM stays on the box's prior cell but fails the insertion test. Measured with
-    # tools/boxam_eval.py on the demo detector: docs/cams.md, "Which method to trust".
-    method='gradcam',
+    method='gradcam',  # why: docs/cams.md, "Which method to trust"; the others: docs/hooks.md
     target_layers=None,  # every neck.out_layers[i]: each box on its own pyramid level
     topk=3,
     score_thr=0.3,

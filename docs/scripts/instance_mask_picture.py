@@ -7,7 +7,7 @@ from conftest import packaged_config
 from mmengine.config import Config
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.engine.cam import BoxCAM
-from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams
+from mmyolo_vis_hooks.engine.cam.draw import draw_box_cams
 from mmyolo_vis_hooks.data.synthetic_shapes import render_image, CLASSES
 from mmdet.structures import DetDataSample
 

@@ -19,9 +19,9 @@ import sys
 from tqdm import tqdm
 
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM
-from ..engine.cam.visualize import draw_box_cams
+from ..engine.cam.draw import draw_box_cams
 from ..engine.core.checks import check_number
-from ..engine.core.render import check_alpha, display_image
+from ..engine.core.draw import check_alpha, display_image
 from ..runtime.images import list_images, read_rgb, write_rgb
 from ..runtime.models import build_detector, build_image_loader
 from .common import (ToolArgumentParser, add_align_arg, add_drise_args, add_model_args,

@@ -114,7 +114,7 @@ def add_preview_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def print_layer_preview(model, input_size=None, max_depth=None) -> None:
-    """Prints the layer preview table of ``engine.layers.describe_layers``."""
+    """Prints the layer preview table of ``engine.core.layers.describe_layers``."""
     from ..engine.core.layers import describe_layers
     input_size = config_input_size(model.cfg) if input_size is None else input_size
     rows = describe_layers(model, (1, 3, input_size[1], input_size[0]), max_depth)

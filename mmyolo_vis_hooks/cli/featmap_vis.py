@@ -11,9 +11,9 @@ import os.path as osp
 
 from tqdm import tqdm
 
-from ..engine.core.render import check_alpha, display_image, make_grid
+from ..engine.core.draw import check_alpha, display_image, make_grid
 from ..engine.featmap.capture import forward_and_capture, probe_feature_layers
-from ..engine.featmap.draw import render_layer
+from ..engine.featmap.draw import draw_layer
 from ..engine.featmap.reduce import check_reduction
 from ..runtime.images import list_images, read_rgb, write_rgb
 from ..runtime.models import build_detector, build_image_loader
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> None:
         image = display_image(read_rgb(path), args.max_size)
         tiles, titles = [], []
         for key, featmap in captured.maps.items():
-            tiles.append(render_layer(image, featmap, captured, channel_reduction,
-                                      args.topk, tuple(args.arrangement), args.alpha,
-                                      score_thr=score_thr, class_names=class_names))
+            tiles.append(draw_layer(image, featmap, captured, channel_reduction,
+                                    args.topk, tuple(args.arrangement), args.alpha,
+                                    score_thr=score_thr, class_names=class_names))
             titles.append(key)
         grid = make_grid(tiles, titles, ncols=min(args.ncols, len(tiles)))
         out = args.out_file or osp.join(args.out_dir,

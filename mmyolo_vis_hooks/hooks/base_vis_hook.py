@@ -15,9 +15,9 @@ from torch import nn
 from .. import mmengine_compat
 from ..backends.tensorboard_crc import install_fast_event_crc
 from ..engine.core.checks import check_bool, check_int, check_number, owned_by
+from ..engine.core.draw import check_alpha
 from ..engine.core.model_state import checkpointing_off
 from ..engine.core.pipeline import check_align, resize_only_pipeline
-from ..engine.core.render import check_alpha
 from ..engine.core.selection import (SampleRef, check_selection, load_through_pipeline,
                                      sample_refs, select_indices)
 from ..runtime.config_check import UnsupportedConfigError, model_kind_refusal

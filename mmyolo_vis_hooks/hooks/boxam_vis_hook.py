@@ -7,13 +7,13 @@ from mmengine.registry import HOOKS
 
 from ..engine.detectors import explainable_detector
 from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
+from ..engine.cam.draw import draw_box_cams, energy_in_boxes
 from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
-from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
 from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
+from ..engine.core.draw import display_image
 from ..engine.core.geometry import segmentation_masks
 from ..engine.core.model_state import checkpointing_off, preserved_model_state
-from ..engine.core.render import display_image
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 

@@ -5,12 +5,12 @@ import torch
 from mmengine.registry import HOOKS
 
 from ..engine.core.checks import check_bool, check_str_list, owned_by
+from ..engine.core.draw import display_image
 from ..engine.core.layers import ActivationCapture
 from ..engine.core.model_state import preserved_model_state
-from ..engine.core.render import display_image
 from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
-                              check_reduction, forward_and_capture, probe_feature_layers,
-                              render_layer)
+                              check_reduction, draw_layer, forward_and_capture,
+                              probe_feature_layers)
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 
@@ -177,7 +177,7 @@ class FeatMapVisHook(BaseVisHook):
                     if not torch.isfinite(featmap).all():
                         self.fail(f'layer {key} has NaN/Inf activations on {sample.name}; '
                                   f'drawn with them zeroed')
-                    drawn = render_layer(image, featmap, captured, self.channel_reduction,
+                    drawn = draw_layer(image, featmap, captured, self.channel_reduction,
                                          self.topk, self.arrangement, self.alpha,
                                          score_thr=self.score_thr,
                                          class_names=self._class_names)

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO, List, Union
 import cv2
 import numpy as np
 
-from ..engine.core.render import to_rgb
+from ..engine.core.draw import to_rgb
 from ..engine.slicing.grid import HUGE_IMAGE_PIXELS
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')

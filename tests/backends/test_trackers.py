@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from mmengine.runner import Runner
 
-from runner_utils import tiny_train_cfg
+from helpers.runner import tiny_train_cfg
 from mmyolo_vis_hooks.backends import TrackerWarning
 from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
 from mmyolo_vis_hooks.testing import clear_mmengine_singletons

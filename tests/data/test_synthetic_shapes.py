@@ -6,7 +6,7 @@ import os.path as osp
 
 import numpy as np
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def _tree_digest(root):

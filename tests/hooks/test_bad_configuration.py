@@ -9,8 +9,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from torch import nn
 
-from conftest import packaged_config
-from runner_utils import tiny_train_cfg
+from helpers import packaged_config
+from helpers.runner import tiny_train_cfg
 from mmyolo_vis_hooks.engine.detectors import UnsupportedDetectorError
 
 from mmyolo.models.backbones import YOLOv5CSPDarknet
@@ -19,7 +19,7 @@ from mmyolo.registry import MODELS
 
 pytestmark = pytest.mark.slow
 
-TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch (as in test_reliability)
+TRAIN_IMAGES = 8  # 2 iterations of batch 4 per epoch (as in test_training_safety)
 
 
 def _train_cfg(data_root, work_dir, epochs, hooks) -> Config:

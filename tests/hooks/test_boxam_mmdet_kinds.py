@@ -1,6 +1,6 @@
 """BoxAMVisHook and FeatMapVisHook together in real Runners of three kinds of MMDetection 3.x
 detectors: dense one-stage (RetinaNet), two-stage (Faster R-CNN) and DETR-like (DINO), small and
-with random weights (tests/mmdet_kinds.py).
+with random weights (tests/helpers/mmdet_models.py).
 
 Per kind, two deterministic runs of 2 epochs (one training iteration and one validation epoch
 each) from the same config, one with both hooks (strict: any visualization failure raises) and
@@ -20,17 +20,17 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from mmdet_kinds import IMAGE_SIZES, runner_cfg, wave_image, write_wave_dataset
-from runner_utils import (MetricsRecorder, assert_same_tree, clone_tree, image_steps,
-                          read_events, replace_key)
+from helpers.mmdet_models import IMAGE_SIZES, runner_cfg, wave_image, write_wave_dataset
+from helpers.runner import (MetricsRecorder, assert_same_tree, clone_tree, image_steps, read_events,
+                            replace_key)
 from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
 
 # The hooks are registered in MMYOLO's registry; under these configs' default scope 'mmdet' a
 # bare name is not found (KeyError): the scoped name reaches MMYOLO's registry from there.
 BOXAM, FEATMAP = 'mmyolo.BoxAMVisHook', 'mmyolo.FeatMapVisHook'
 EPOCHS = 2
-# Half of mmdet_kinds.SCALE: the pictures are drawn at the original size all the same, and
-# DINO still has more encoder tokens (about 400) than queries (100).
+# Half of helpers.mmdet_models.SCALE: the pictures are drawn at the original size all the same,
+# and DINO still has more encoder tokens (about 400) than queries (100).
 SCALE = (160, 120)
 # Beside Grad-CAM, a perturbation method with tiny settings: D-RISE with 8 masks (one masked
 # batch), AblationCAM on 10% of each neck level's 64 channels. Not D-RISE on Faster R-CNN: at

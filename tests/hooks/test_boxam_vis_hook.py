@@ -2,7 +2,8 @@
 
 Errors raised in a real Runner before training (unknown layer, layers the box scores do not
 depend on, ...) are cases of
-tests/test_reliability.py::test_bad_configuration_fails_before_training, over both hooks.
+tests/hooks/test_bad_configuration.py::test_bad_configuration_fails_before_training, over both
+hooks.
 """
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from runner_utils import image_steps, read_events, tiny_train_cfg
+from helpers.runner import image_steps, read_events, tiny_train_cfg
 from mmyolo_vis_hooks.hooks import BoxAMVisHook
 from mmyolo_vis_hooks.testing.cam_reference import write_saturated_checkpoint
 

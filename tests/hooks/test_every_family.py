@@ -14,15 +14,15 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import packaged_config
-from family_models import FAMILIES
-from runner_utils import image_steps, read_events, replace_key
+from helpers import packaged_config
+from helpers.mmyolo_models import FAMILIES
+from helpers.runner import image_steps, read_events, replace_key
 from mmyolo_vis_hooks.engine.core.pipeline import transform_type
 from mmyolo_vis_hooks.engine.core.pipeline import \
     test_pipeline_cfg as packaged_test_pipeline  # not a test: renamed for pytest
 from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
 
-# The smallest variant of each family (tests/family_models.py).
+# The smallest variant of each family (tests/helpers/mmyolo_models.py).
 FAMILY_CONFIGS = FAMILIES
 SIZE = 96
 CLASSES = ('circle', 'square', 'triangle')

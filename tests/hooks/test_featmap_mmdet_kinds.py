@@ -1,7 +1,7 @@
 """FeatMapVisHook in a real Runner on three kinds of MMDetection 3.x detectors: dense one-stage
 (RetinaNet), two-stage (Faster R-CNN) and DETR-like (DINO), small and with random weights
-(tests/mmdet_kinds.py), in both ``align`` modes: one training iteration, one validation epoch,
-the pictures read back from TensorBoard.
+(tests/helpers/mmdet_models.py), in both ``align`` modes: one training iteration, one
+validation epoch, the pictures read back from TensorBoard.
 
 Alignment is checked exactly, per kind. The target layer is an identity inserted before the
 backbone's stem convolution: its map is the network input itself (stride 1), so drawn as an
@@ -17,9 +17,9 @@ import pytest
 from mmengine.runner import Runner
 from torch import nn
 
-from mmdet_kinds import (IMAGE_SIZES, affine_mask, batch_layout, runner_cfg, wave_image,
-                         write_wave_dataset)
-from runner_utils import image_steps, read_events
+from helpers.mmdet_models import (IMAGE_SIZES, affine_mask, batch_layout, runner_cfg, wave_image,
+                                  write_wave_dataset)
+from helpers.runner import image_steps, read_events
 from mmyolo_vis_hooks.hooks import FeatMapVisHook
 
 INPUT_TAP = 'backbone.conv1[0]'
@@ -115,7 +115,7 @@ def test_a_naive_stretch_would_fail_this_check(tmp_path):
 
     from mmdet.registry import MODELS
     from mmyolo_vis_hooks.engine.core.geometry import stretch_to_original
-    from mmyolo_vis_hooks.engine.core.render import overlay
+    from mmyolo_vis_hooks.engine.core.draw import overlay
 
     dataset = write_wave_dataset(str(tmp_path / 'data'))
     cfg = runner_cfg('retinanet', dataset, str(tmp_path / 'work'), [])

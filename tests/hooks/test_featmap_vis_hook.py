@@ -1,8 +1,9 @@
 """FeatMapVisHook and its engine: alignment, real Runner training, TensorBoard read-back.
 
 Errors raised in a real Runner before training (unknown layer, a layer without a 4-D output,
-...) are cases of tests/test_reliability.py::test_bad_configuration_fails_before_training,
-over both hooks.
+...) are cases of
+tests/hooks/test_bad_configuration.py::test_bad_configuration_fails_before_training, over both
+hooks.
 """
 import cv2
 import numpy as np
@@ -12,8 +13,8 @@ from mmcv.transforms import Compose
 from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
 
-from conftest import DEMO_CONFIG, packaged_config
-from runner_utils import image_steps, read_events, tiny_train_cfg
+from helpers import DEMO_CONFIG, packaged_config
+from helpers.runner import image_steps, read_events, tiny_train_cfg
 from mmyolo_vis_hooks.engine.core.geometry import map_to_original, stretch_to_original
 from mmyolo_vis_hooks.engine.core.pipeline import resize_only_pipeline
 from mmyolo_vis_hooks.engine.featmap import forward_and_capture

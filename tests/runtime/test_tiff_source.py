@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_CONFIG
+from helpers import DEMO_CONFIG
 from mmyolo_vis_hooks.cli import large_image_infer as tool
 from mmyolo_vis_hooks.engine.slicing import read_window, slice_windows
 from mmyolo_vis_hooks.engine.slicing import grid
 from mmyolo_vis_hooks.runtime import images, large_image
 from mmyolo_vis_hooks.runtime.tiff import GeoReference, MissingPackageError, TiffImage
-from slicing_utils import LOW_THR
+from helpers.slicing import LOW_THR
 
 tifffile = pytest.importorskip('tifffile')
 

@@ -7,8 +7,8 @@ import re
 import cv2
 import pytest
 
-from conftest import DEMO_CONFIG
-from runner_utils import load_tool
+from helpers import DEMO_CONFIG
+from helpers.tools import load_tool
 from mmyolo_vis_hooks.cli import boxam_eval
 
 

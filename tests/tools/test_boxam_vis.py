@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_CONFIG, packaged_config
+from helpers import DEMO_CONFIG, packaged_config
 from mmyolo_vis_hooks.cli import boxam_vis
 from mmyolo_vis_hooks.testing.cam_reference import write_saturated_checkpoint
 

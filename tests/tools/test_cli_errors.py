@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from conftest import DEMO_CONFIG, REPO_ROOT
-from runner_utils import assert_one_line_error, run_tool_in_process
+from helpers import DEMO_CONFIG, REPO_ROOT
+from helpers.tools import assert_one_line_error, run_tool_in_process
 
 pytestmark = pytest.mark.slow
 TOOLS = ('featmap_vis', 'boxam_vis', 'boxam_eval', 'large_image_infer')

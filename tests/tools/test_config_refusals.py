@@ -13,8 +13,9 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import packaged_config
-from runner_utils import assert_one_line_error, run_tool_in_process, tiny_train_cfg
+from helpers import packaged_config
+from helpers.tools import assert_one_line_error, run_tool_in_process
+from helpers.runner import tiny_train_cfg
 from mmyolo_vis_hooks.runtime.config_check import (UnsupportedConfigError,
                                                     build_errors_explained, classify_file)
 from mmyolo_vis_hooks.runtime.models import build_detector

@@ -7,7 +7,7 @@ import sys
 import cv2
 import pytest
 
-from conftest import DEMO_CONFIG, REPO_ROOT
+from helpers import DEMO_CONFIG, REPO_ROOT
 
 pytestmark = pytest.mark.slow  # every test runs the tool in a subprocess
 

@@ -1,13 +1,13 @@
 """The featmap tool (``mmyolo-featmap``, ``mmyolo_vis_hooks.cli.featmap_vis``) on MMDetection's
 two-stage and DETR-like detectors, which need data samples in their forward (small configs with
-random weights: tests/mmdet_kinds.py). Run in this process."""
+random weights: tests/helpers/mmdet_models.py). Run in this process."""
 import math
 import re
 
 import cv2
 import pytest
 
-from mmdet_kinds import IMAGE_SIZES, small_kind_cfg, write_wave_dataset
+from helpers.mmdet_models import IMAGE_SIZES, small_kind_cfg, write_wave_dataset
 from mmyolo_vis_hooks.cli import featmap_vis
 
 pytestmark = pytest.mark.slow  # every test builds a detector

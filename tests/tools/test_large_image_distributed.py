@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 
-from conftest import DEMO_CONFIG, REPO_ROOT
-from runner_utils import run_bounded, run_bounded_together, torchrun_launcher
+from helpers import DEMO_CONFIG, REPO_ROOT
+from helpers.tools import run_bounded, run_bounded_together, torchrun_launcher
 from mmyolo_vis_hooks.cli import large_image_infer as tool
 from mmyolo_vis_hooks.runtime.distributed import (DistContext, ResultExchange, run_sharded,
                                                   shard)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_CONFIG
+from helpers import DEMO_CONFIG
 from mmyolo_vis_hooks.cli import large_image_infer as tool
 from mmyolo_vis_hooks.engine.slicing import (Detections, load_coco_ground_truth,
                                              match_detections, matched_fraction)
-from slicing_utils import LOW_THR
+from helpers.slicing import LOW_THR
 
 PROG = 'large_image_infer'
 

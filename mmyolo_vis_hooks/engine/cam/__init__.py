@@ -1,9 +1,9 @@
 """Box-level class activation maps for every detector of ``engine.detectors``.
 
 ``BoxCAM(model, method='gradcam')(inputs)`` explains the top-k boxes of each image with one map
-per box; ``compose`` turns them into image maps (``norm_in_boxes``, ``merge_box_maps``).
+per box; ``compose`` turns them into image maps (``norm_in_bbox``, ``merge_box_maps``).
 """
-from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_boxes,
+from .compose import (compose_box_maps, energy_inside, merge_box_maps, norm_in_bbox,
                       normalize_maps)
 from .engine import DEFAULT_TARGET, TARGETS, BoxCAM, BoxCAMResult, target_layer_error
 from .methods import (DRISE, METHODS, AblationCAM, BoxCAMMethod, ChannelWeightedMethod,
@@ -19,5 +19,5 @@ __all__ = [
     'EigenGradCAM', 'EigenCAM', 'AblationCAM', 'DRISE', 'InputMethod', 'InputContext',
     'LayerContext', 'build_method',
     'first_component_projection', 'compose_box_maps', 'energy_inside',
-    'merge_box_maps', 'norm_in_boxes', 'normalize_maps'
+    'merge_box_maps', 'norm_in_bbox', 'normalize_maps'
 ]

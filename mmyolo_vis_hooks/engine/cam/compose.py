@@ -1,9 +1,9 @@
 """From raw per-layer maps to per-box heat maps on the image, as grad-cam composes them.
 
 grad-cam, per target layer: ReLU, min-max normalise, resize to the input; then the mean over
-layers, normalised again. Here the resize is the letterbox-aware sampling of ``engine.align``
-straight onto the original image (one bilinear sampling per layer), or a plain resize onto the
-network input when no metadata is given.
+layers, normalised again. Here the resize is the letterbox-aware sampling of
+``engine.core.geometry`` straight onto the original image (one bilinear sampling per layer), or
+a plain resize onto the network input when no metadata is given.
 """
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -41,7 +41,7 @@ def compose_box_maps(layer_maps: Sequence[Tensor], meta: Optional[Dict] = None,
     Args:
         layer_maps (Sequence[Tensor]): One ``(K, h_l, w_l)`` raw map stack per layer output.
         meta (dict, optional): Sample metainfo; the maps are sampled onto the original image
-            through its letterbox / resize geometry (``engine.align.map_to_original``).
+            through its letterbox / resize geometry (``engine.core.geometry.map_to_original``).
         input_size (tuple[int, int], optional): ``(H, W)`` of the network input; used when
             ``meta`` is None (the maps are then resized onto the input).
         out_size (tuple[int, int], optional): Output ``(h, w)``, e.g. a reduced size; defaults
@@ -81,8 +81,8 @@ def box_masks(boxes: Tensor, size: Tuple[int, int], scale: Tuple[float, float] =
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
-def norm_in_boxes(maps: Tensor, boxes: Tensor) -> Tensor:
-    """MMYOLO's ``norm_in_bbox`` per box: each map normalised to [0, 1] inside its own box
+def norm_in_bbox(maps: Tensor, boxes: Tensor) -> Tensor:
+    """MMYOLO's ``norm_in_bbox``: each map normalised to [0, 1] inside its own box
     and zero outside. A box smaller than one pixel keeps no heat.
 
     Args:
@@ -99,9 +99,9 @@ def norm_in_boxes(maps: Tensor, boxes: Tensor) -> Tensor:
     return out
 
 
-def norm_in_masks(maps: Tensor, masks: Tensor) -> Tensor:
+def norm_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
     """Each map normalised to [0, 1] inside its own instance mask and zero outside (the
-    mask counterpart of :func:`norm_in_boxes`). An empty mask keeps no heat.
+    mask counterpart of :func:`norm_in_bbox`). An empty mask keeps no heat.
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps.
@@ -147,5 +147,5 @@ def energy_inside(heat: Tensor, boxes: Tensor, masks: Optional[Tensor] = None
     return float(heat.clamp(min=0)[inside].sum()) / total
 
 
-__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_boxes', 'norm_in_masks',
+__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_bbox', 'norm_in_mask',
            'merge_box_maps', 'energy_inside']

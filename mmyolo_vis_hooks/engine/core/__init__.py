@@ -1,2 +1,2 @@
 """Building blocks every engine shares: geometry, test pipelines, layer paths and capture,
-rendering, the model-state guard, image selection and argument checks."""
+drawing, the model-state guard, image selection and argument checks."""

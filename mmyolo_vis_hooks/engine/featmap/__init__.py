@@ -1,10 +1,10 @@
 """Feature maps: capture of target layers, channel reduction, drawing, statistics."""
 from .capture import (CapturedSample, captured_from_output, check_feature_maps,
                       forward_and_capture, probe_feature_layers)
-from .draw import render_layer
+from .draw import draw_layer
 from .reduce import check_reduction, reduce_channels
 from .stats import activation_stats
 
 __all__ = ['CapturedSample', 'captured_from_output', 'check_feature_maps',
-           'forward_and_capture', 'probe_feature_layers', 'render_layer', 'check_reduction',
+           'forward_and_capture', 'probe_feature_layers', 'draw_layer', 'check_reduction',
            'reduce_channels', 'activation_stats']

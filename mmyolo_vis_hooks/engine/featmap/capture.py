@@ -62,7 +62,7 @@ def forward_and_capture(model: nn.Module, data: dict, target_layers: Sequence[st
                         owner: str = 'feature maps') -> List[CapturedSample]:
     """Runs ``model.test_step`` on a collated batch and captures ``target_layers``.
 
-    The caller owns the model's mode (use ``engine.model_state.preserved_model_state``).
+    The caller owns the model's mode (use ``engine.core.model_state.preserved_model_state``).
 
     Raises:
         ValueError: A target layer did not run or gave no 4-D map (message from ``owner``).

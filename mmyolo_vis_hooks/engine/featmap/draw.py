@@ -4,13 +4,13 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..core.draw import draw_boxes, make_grid, overlay
 from ..core.geometry import map_to_original, original_size
-from ..core.render import draw_boxes, make_grid, overlay
 from .capture import CapturedSample
 from .reduce import reduce_channels
 
 
-def render_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSample,
+def draw_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSample,
                  channel_reduction: Optional[str], topk: int, arrangement: Tuple[int, int],
                  alpha: float, align: bool = True, score_thr: Optional[float] = 0.3,
                  class_names: Sequence[str] = ()) -> np.ndarray:
@@ -20,7 +20,7 @@ def render_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSampl
         image (np.ndarray): RGB original image, possibly scaled down for display.
         featmap (Tensor): The layer's CHW map over the network input.
         sample (CapturedSample): Metadata and predictions of the image.
-        channel_reduction, topk, arrangement: See ``engine.reduce``.
+        channel_reduction, topk, arrangement: See ``engine.featmap.reduce``.
         alpha (float): Heat opacity.
         align (bool): Trace the letterbox/resize geometry back (True) or stretch the map over
             the image (False, what naive tools do). Defaults to True.

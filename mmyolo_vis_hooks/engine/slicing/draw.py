@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..core.render import draw_boxes
+from ..core.draw import draw_boxes
 from .detections import Detections
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX

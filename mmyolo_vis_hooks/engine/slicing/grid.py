@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..core.checks import check_int, check_number
-from ..core.render import to_rgb
+from ..core.draw import to_rgb
 
 SUPPORTED_CHANNELS = (1, 3, 4)
 # Images above this many pixels (8192 x 8192; 192 MiB as RGB) are huge: they are never read

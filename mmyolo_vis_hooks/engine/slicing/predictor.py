@@ -63,7 +63,8 @@ def _fast_preprocessor_types() -> tuple:
 class BatchPredictor:
     """Runs a detector on a batch of RGB images with its test-time semantics.
 
-    Two routes give the same tensor (``tests/test_large_image.py`` checks it bit for bit):
+    Two routes give the same tensor (``tests/engine/slicing/test_predictor.py`` checks it bit
+    for bit):
 
     - exact route: per image, BGR pixels through the config's test transforms, then the model's
       data preprocessor on the stacked batch;
@@ -73,7 +74,7 @@ class BatchPredictor:
       normalised in one pass with the preprocessor's own mean, std and channel order.
 
     Args:
-        model (nn.Module): The detector (as built by ``engine.inference.build_detector``).
+        model (nn.Module): The detector (as built by ``runtime.models.build_detector``).
         cfg (Config, optional): Its config; ``model.cfg`` when None.
         channels_last (bool, optional): Give the network channels-last inputs. None: on when
             the data preprocessor's device is the CPU (where it is measured faster) and the
@@ -92,7 +93,7 @@ class BatchPredictor:
         cfg = cfg if cfg is not None else getattr(self.model, 'cfg', None)
         if cfg is None:
             raise ValueError('the model carries no config (model.cfg); build it with '
-                             'engine.inference.build_detector or pass cfg=')
+                             'runtime.models.build_detector or pass cfg=')
         self.detector = explainable_detector(self.model)
         if channels_last is None:
             channels_last = prefers_channels_last(self.device, self.model)

@@ -10,19 +10,12 @@ box branch.
 import pytest
 import torch
 
-from conftest import DEMO_CONFIG
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.methods import GradCAM, LayerContext
 from mmyolo_vis_hooks.engine.cam.reliability import (FLOAT32_TINY, at_noise_level,
                                                      box_reasons)
-from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.testing.cam_reference import demo_input, saturated_model
-
-
-@pytest.fixture(scope='module')
-def demo_model(demo_checkpoint):
-    return build_detector(DEMO_CONFIG, demo_checkpoint)
 
 
 def _channel_pairs(seed=0):
@@ -63,11 +56,11 @@ def test_box_reasons_name_the_failure():
 
 
 @pytest.mark.slow
-def test_logit_target_is_the_sum_of_the_logits_behind_the_score(demo_model):
-    inputs = demo_input(demo_model, 160)
+def test_logit_target_is_the_sum_of_the_logits_behind_the_score(demo_detector):
+    inputs = demo_input(demo_detector, 160)
     with torch.no_grad():
-        outputs = demo_model.bbox_head(demo_model.extract_feat(inputs))
-        preds = explainable_detector(demo_model).candidates(inputs)
+        outputs = demo_detector.bbox_head(demo_detector.extract_feat(inputs))
+        preds = explainable_detector(demo_detector).candidates(inputs)
     cls, obj = outputs[0][0], outputs[2][0]  # level 0: (B, A*C, h, w), (B, A, h, w)
     cls = cls.permute(0, 2, 3, 1).reshape(1, -1, 3)
     obj = obj.permute(0, 2, 3, 1).reshape(1, -1, 1)
@@ -78,11 +71,11 @@ def test_logit_target_is_the_sum_of_the_logits_behind_the_score(demo_model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['gradcam', 'layercam'])
-def test_saturated_boxes_log_score_is_refused_logit_is_not(demo_model, method):
-    inputs = demo_input(demo_model, 320)
+def test_saturated_boxes_log_score_is_refused_logit_is_not(demo_detector, method):
+    inputs = demo_input(demo_detector, 320)
     results = {}
     for shift in (100.0, 200.0):
-        model = saturated_model(demo_model, shift)
+        model = saturated_model(demo_detector, shift)
         for target in ('log_score', 'logit'):
             result = BoxCAM(model, method, score_thr=0.3, topk=3, target=target)(inputs)[0]
             assert len(result) == 3
@@ -107,8 +100,8 @@ def test_saturated_boxes_log_score_is_refused_logit_is_not(demo_model, method):
 
 
 @pytest.mark.slow
-def test_target_option_is_checked(demo_model):
+def test_target_option_is_checked(demo_detector):
     with pytest.raises(ValueError, match="target must be one of 'logit', 'log_score'"):
-        BoxCAM(demo_model, target='score')
+        BoxCAM(demo_detector, target='score')
     with pytest.raises(TypeError, match='target must be one of'):
         BoxCAM.check_options(target=None)

@@ -14,14 +14,14 @@ from mmengine.config import ConfigDict
 from mmengine.dataset import pseudo_collate
 from torch import nn
 
-from conftest import DEMO_CONFIG, packaged_config
+from helpers import packaged_config
 from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
-                                         merge_box_maps, norm_in_boxes)
+                                         merge_box_maps, norm_in_bbox)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
-from mmyolo_vis_hooks.engine.cam.visualize import draw_box_cams, maps_on_image
+from mmyolo_vis_hooks.engine.cam.draw import draw_box_cams, maps_on_image
 from mmyolo_vis_hooks.runtime.models import build_detector
 
-from family_models import FAMILIES, INPUT, random_model  # noqa: E402
+from helpers.mmyolo_models import FAMILIES, INPUT, random_model  # noqa: E402
 # The benchmark's helpers (one copy): grad-cam's model/target for the comparison.
 from mmyolo_vis_hooks.testing.cam_reference import BoxScoreTarget, FlatScoresModel  # noqa: E402
 
@@ -182,10 +182,10 @@ def test_eigen_projection_matches_grad_cam_up_to_its_arbitrary_sign():
             assert a.max() >= abs(a.min())  # our sign: the largest magnitude is positive
 
 
-def test_norm_in_boxes_merge_and_energy():
+def test_norm_in_bbox_merge_and_energy():
     maps = torch.rand(2, 40, 60) + 1.0
     boxes = torch.tensor([[5.0, 5.0, 20.0, 15.0], [30.0, 10.0, 59.0, 39.0]])
-    normed = norm_in_boxes(maps, boxes)
+    normed = norm_in_bbox(maps, boxes)
     for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
         inside = torch.zeros(40, 60, dtype=torch.bool)
         inside[y1:y2 + 1, x1:x2 + 1] = True
@@ -303,11 +303,6 @@ def test_no_box_above_threshold_gives_empty_results():
 
 # ----------------------------------------------------------------------------- trained demo
 @pytest.fixture(scope='module')
-def demo_model(demo_checkpoint):
-    return build_detector(DEMO_CONFIG, demo_checkpoint)
-
-
-@pytest.fixture(scope='module')
 def demo_val(tmp_path_factory):
     from mmyolo_vis_hooks.data.synthetic_shapes import SplitSpec, generate_split
     root = str(tmp_path_factory.mktemp('cam_shapes'))
@@ -333,23 +328,23 @@ def _explain_image(model, cam, path, align='letterbox'):
 
 # Map tolerance between kernel paths, on maps in [0, 1]: 100x the largest difference measured
 # between batch 1 and batch 2 (1.1e-5, XGradCAM; oneDNN AVX-512 and ONEDNN_MAX_CPU_ISA=AVX2,
-# 1 and 2 torch threads, AMD EPYC). A map built from noise differs by up to 1 (issue 10: 0.75).
+# 1 and 2 torch threads, AMD EPYC). A map built from noise differs by up to 1 (0.75 measured).
 MAP_ATOL = 1e-3
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('method', list(METHODS))
-def test_batch_independence_on_the_trained_detector(demo_model, demo_val, method):
+def test_batch_independence_on_the_trained_detector(demo_detector, demo_val, method):
     """An image explained alone and in a batch of two gives the same boxes (labels, boxes,
     scores, priors) and the same maps. Batch 1 and batch 2 run different oneDNN kernels (and
     AVX2 and AVX-512 machines others again): results differ in the last bits. The trained
     detector's scores are far from saturation and its maps far above the noise threshold
     (``bench_cam_targets.py``: margin), so those bits move a map by far less than MAP_ATOL."""
-    cam = BoxCAM(demo_model, method, score_thr=0.3, topk=3, batch_size=64,
+    cam = BoxCAM(demo_detector, method, score_thr=0.3, topk=3, batch_size=64,
                  ratio_channels_to_ablate=0.25, num_masks=32)
     paths = [f'{demo_val}val_0000{i}.png' for i in (1, 2)]
-    batch, _ = cam.explain_data(_load_images(demo_model, paths))
-    (alone, ), _ = cam.explain_data(_load_images(demo_model, paths[1:]))
+    batch, _ = cam.explain_data(_load_images(demo_detector, paths))
+    (alone, ), _ = cam.explain_data(_load_images(demo_detector, paths[1:]))
     ours, ref = alone.detections, batch[1].detections
     assert len(ours) == 3 and alone.reasons == batch[1].reasons == ['', '', '']
     assert torch.equal(ours.labels, ref.labels) and torch.equal(ours.priors, ref.priors)
@@ -374,7 +369,7 @@ def _peak_inside(box_map: torch.Tensor, box: np.ndarray, margin=(0.0, 0.0)) -> b
 @pytest.mark.slow
 @pytest.mark.parametrize('method, align', [('layercam', 'letterbox'), ('layercam', 'resize'),
                                            ('eigengradcam', 'letterbox')])
-def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model, demo_val,
+def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_detector, demo_val,
                                                                       method, align):
     """Element-wise gradient methods are box-local: each map, mapped back onto the original
     image through the letterbox (or the plain resize), peaks in its own box.
@@ -383,11 +378,11 @@ def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model
     and YOLOv5 places a box centre up to one stride from that cell's centre: the peak may fall
     just outside a box smaller than two strides. Half a stride (in original pixels) of margin
     allows for that and still rejects a peak on another object."""
-    cam = BoxCAM(demo_model, method, score_thr=0.3, topk=-1)
-    before = snapshot(demo_model)
+    cam = BoxCAM(demo_detector, method, score_thr=0.3, topk=-1)
+    before = snapshot(demo_detector)
     checked = 0
     for i in range(4):
-        result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png', align)
+        result, meta = _explain_image(demo_detector, cam, f'{demo_val}val_0000{i}.png', align)
         assert ('pad_param' in meta) == (align == 'letterbox')
         if len(result) < 2:
             continue
@@ -397,16 +392,16 @@ def test_trained_model_distant_boxes_differ_and_peak_in_their_own_box(demo_model
         assert float((maps[a] - maps[b]).abs().max()) > 0.5
         scale = np.asarray(meta['scale_factor'], np.float64).reshape(-1)[:2]
         for k in (a, b):
-            stride = demo_model.bbox_head.featmap_strides[int(result.detections.levels[k])]
+            stride = demo_detector.bbox_head.featmap_strides[int(result.detections.levels[k])]
             assert _peak_inside(maps[k], boxes[k], 0.5 * stride / scale), (i, k)
         checked += 1
     assert checked >= 3
-    assert_untouched(demo_model, before)
+    assert_untouched(demo_detector, before)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('target, every_box', [('log_score', 1.4), ('logit', 1.1)])
-def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_val, target,
+def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_detector, demo_val, target,
                                                               every_box):
     """Grad-CAM pools gradients over the whole level: with YOLOv5's 1x1 head a box's map is a
     channel-weighted sum over its whole level (its class and objectness score map), so it is
@@ -418,10 +413,10 @@ def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_v
     on average (docs/cams.md table) but a few spread further: every map >= 1.1x (measured
     1.18-4.14x), the mean >= 1.4x (measured about 2.1x)."""
     from mmyolo_vis_hooks.engine.cam.compose import box_masks
-    cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=-1, target=target)
+    cam = BoxCAM(demo_detector, 'gradcam', score_thr=0.3, topk=-1, target=target)
     ratios = []
     for i in range(4):
-        result, meta = _explain_image(demo_model, cam, f'{demo_val}val_0000{i}.png')
+        result, meta = _explain_image(demo_detector, cam, f'{demo_val}val_0000{i}.png')
         assert len(result) >= 2
         size = tuple(int(v) for v in meta['ori_shape'][:2])
         maps, boxes = maps_on_image(result, meta, size)
@@ -434,9 +429,9 @@ def test_trained_model_gradcam_maps_put_their_heat_on_objects(demo_model, demo_v
 
 
 @pytest.mark.slow
-def test_drawing_per_box_grid_and_merged(demo_model, demo_val):
-    cam = BoxCAM(demo_model, 'gradcam', score_thr=0.3, topk=2)
-    result, meta = _explain_image(demo_model, cam, f'{demo_val}val_00000.png')
+def test_drawing_per_box_grid_and_merged(demo_detector, demo_val):
+    cam = BoxCAM(demo_detector, 'gradcam', score_thr=0.3, topk=2)
+    result, meta = _explain_image(demo_detector, cam, f'{demo_val}val_00000.png')
     assert len(result) == 2
     size = tuple(int(v) for v in meta['ori_shape'][:2])
     image = np.full((*size, 3), 128, np.uint8)

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_CONFIG
+from helpers import DEMO_CONFIG
 from mmyolo_vis_hooks.cli import boxam_vis
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.cam.compose import box_masks
 from mmyolo_vis_hooks.engine.cam.drise import RiseMasks, drise_weights
 from mmyolo_vis_hooks.engine.cam.methods import DRISE
 from mmyolo_vis_hooks.hooks import BoxAMVisHook
-from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.testing.cam_reference import demo_input
 
 # Small enough for the test budget; grid 8 suits the demo's 50-100 px shapes at 320 px.
@@ -111,16 +110,11 @@ def test_engine_hook_and_tool_refuse_bad_drise_options_before_any_model(capsys):
 
 # ---------------------------------------------------------------- slow: the demo detector
 @pytest.fixture(scope='module')
-def demo_model(demo_checkpoint):
-    return build_detector(DEMO_CONFIG, demo_checkpoint)
-
-
-@pytest.fixture(scope='module')
-def drise_run(demo_model):
+def drise_run(demo_detector):
     """ONE D-RISE run on a generated 320-px shapes image, recording what every forward of the
     engine predicted (the unmasked image first, then each mask batch: the detections the xaitk
     reference gets), with the model and RNG states checked."""
-    model = demo_model
+    model = demo_detector
     inputs = demo_input(model, 320, seed=5)
     model.train()  # a mode the engine must restore
     params = [p.detach().clone() for p in model.parameters()]
@@ -226,7 +220,7 @@ def test_every_family(family):
     """Every MMYOLO family: objectness where the head has it (YOLOv5, YOLOv7, YOLOX), finite
     maps of the input's size, no target layer needed (random-init models: only the plumbing
     is checked)."""
-    from family_models import INPUT, random_model
+    from helpers.mmyolo_models import INPUT, random_model
     model = random_model(family)
     inputs = torch.rand(INPUT, generator=torch.Generator().manual_seed(1))[:1] * 2 - 1
     cam = BoxCAM(model, 'drise', target_layers=['no.such.layer'], score_thr=0.0, topk=2,

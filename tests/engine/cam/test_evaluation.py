@@ -4,7 +4,6 @@ demo detector called directly (paths and collated batches alike)."""
 import numpy as np
 import pytest
 
-from conftest import DEMO_CONFIG
 from mmyolo_vis_hooks.engine.cam.evaluation import (METRICS, REFERENCES, EvaluationOptions,
                                                     EvaluationReport, GroundTruth,
                                                     coco_ground_truth, evaluate_methods)
@@ -81,23 +80,15 @@ def test_best_methods_follow_the_numbers_and_skip_the_calibration_rows():
 
 
 # ---------------------------------------------------------------------- the demo detector
-@pytest.fixture(scope='module')
-def demo_model(demo_checkpoint):
-    from mmyolo_vis_hooks.runtime.models import build_detector, build_image_loader
-    model = build_detector(DEMO_CONFIG, demo_checkpoint)
-    model.load_image = build_image_loader(model.cfg)  # in the scope build_detector set
-    return model
-
-
 @pytest.mark.slow
-def test_evaluate_methods_on_the_demo_detector(demo_model, shapes_data):
+def test_evaluate_methods_on_the_demo_detector(demo_detector, demo_image_loader, shapes_data):
     paths, truth = coco_ground_truth(shapes_data + 'annotations/val.json',
-                                     class_names=demo_model.dataset_meta['classes'])
+                                     class_names=demo_detector.dataset_meta['classes'])
     assert len(paths) == len(truth) == 8 and isinstance(truth[0], GroundTruth)
     # A collated batch is used as is; a path goes through load_image.
-    images = [demo_model.load_image(paths[0], 0)] + paths[1:]
-    report = evaluate_methods(demo_model, images, ['layercam', 'GradCAM'],
-                              load_image=demo_model.load_image, ground_truth=truth,
+    images = [demo_image_loader(paths[0], 0)] + paths[1:]
+    report = evaluate_methods(demo_detector, images, ['layercam', 'GradCAM'],
+                              load_image=demo_image_loader, ground_truth=truth,
                               max_images=2, topk=2, steps=3, eval_batch_size=8)
     assert list(report.summary) == ['layercam', 'gradcam']
     assert report.fractions == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])

@@ -8,8 +8,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from conftest import DEMO_CONFIG
-from runner_utils import read_events, tiny_train_cfg
+from helpers.runner import read_events, tiny_train_cfg
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.compose import box_masks
@@ -20,7 +19,6 @@ from mmyolo_vis_hooks.engine.cam.faithfulness import (Faithfulness, baseline_ima
                                                       saliency_ranks)
 from mmyolo_vis_hooks.engine.core.geometry import box_iou
 from mmyolo_vis_hooks.hooks import BoxAMVisHook
-from mmyolo_vis_hooks.runtime.models import build_detector, build_image_loader
 
 LETTERBOX_META = dict(ori_shape=(157, 278), scale_factor=(1.1511, 1.1465),
                       pad_param=np.array([70., 70., 0., 0.], np.float32),
@@ -100,16 +98,9 @@ def test_auc_of_a_constant_and_a_linear_curve():
 
 
 # ---------------------------------------------------------------------- the demo detector
-@pytest.fixture(scope='module')
-def demo_model(demo_checkpoint):
-    model = build_detector(DEMO_CONFIG, demo_checkpoint)
-    model.load_image = build_image_loader(model.cfg)  # in the scope build_detector set
-    return model
-
-
-def _explained(model, path):
+def _explained(model, load_image, path):
     """(inputs, meta, BoxCAMResult) of a generated val image: its 3 best boxes, LayerCAM."""
-    data = model.load_image(path, 0)
+    data = load_image(path, 0)
     processed = model.data_preprocessor(data, False)
     meta = dict(processed['data_samples'][0].metainfo)
     result, = BoxCAM(model, 'layercam', topk=3, score_thr=0.3)(processed['inputs'])
@@ -117,14 +108,15 @@ def _explained(model, path):
 
 
 @pytest.mark.slow
-def test_the_box_itself_beats_a_uniform_map_and_another_object(demo_model, shapes_data):
+def test_the_box_itself_beats_a_uniform_map_and_another_object(demo_detector, demo_image_loader,
+                                                               shapes_data):
     """A map that is the box itself removes (reveals) the object first: its deletion AUC is
     lower and its insertion AUC higher than a uniform map's (random order) and than the map
     of another detected object, box by box, on two generated val images."""
-    faith = Faithfulness(demo_model, steps=6)
+    faith = Faithfulness(demo_detector, steps=6)
     rows = []
     for name in ('val_00000.png', 'val_00001.png'):
-        inputs, meta, result = _explained(demo_model, shapes_data + 'val/' + name)
+        inputs, meta, result = _explained(demo_detector, demo_image_loader, shapes_data + 'val/' + name)
         det = result.detections
         assert len(det) >= 2, name
         own = box_masks(det.boxes, inputs.shape[-2:]).float()
@@ -149,34 +141,35 @@ def test_the_box_itself_beats_a_uniform_map_and_another_object(demo_model, shape
 
 
 @pytest.mark.slow
-def test_a_box_lost_after_masking_scores_zero_and_the_model_is_untouched(demo_model,
+def test_a_box_lost_after_masking_scores_zero_and_the_model_is_untouched(demo_detector,
+                                                                         demo_image_loader,
                                                                          shapes_data):
     """With the mean baseline the fully deleted image is one flat colour. A box of which the
     detector has no candidate of its class overlapping it there (checked on its own
     predictions) gets the documented value 0 at that end of both curves (never NaN/-inf); a
     box still found gets its score. The model's state and the RNG are unchanged."""
-    inputs, meta, result = _explained(demo_model, shapes_data + 'val/val_00002.png')
+    inputs, meta, result = _explained(demo_detector, demo_image_loader, shapes_data + 'val/val_00002.png')
     det = result.detections
-    faith = Faithfulness(demo_model, steps=4, baseline='mean')
+    faith = Faithfulness(demo_detector, steps=4, baseline='mean')
     flat = baseline_image(inputs[0], content_region(meta, inputs.shape[-2:]), 'mean')
     with torch.no_grad():
-        preds = explainable_detector(demo_model).candidates(flat[None])
-    candidate_thr = demo_model.bbox_head.test_cfg['score_thr']
+        preds = explainable_detector(demo_detector).candidates(flat[None])
+    candidate_thr = demo_detector.bbox_head.test_cfg['score_thr']
     ious = box_iou(preds.boxes[0], det.boxes)  # (N, K)
     lost = [not ((preds.scores[0, :, label] > candidate_thr) & (ious[:, k] >= 0.5)).any()
             for k, label in enumerate(det.labels.tolist())]
     assert any(lost), 'every box is still detected on the flat image'
-    demo_model.train()  # a state to restore
-    state = {key: v.clone() for key, v in demo_model.state_dict().items()}
-    modes = [m.training for m in demo_model.modules()]
+    demo_detector.train()  # a state to restore
+    state = {key: v.clone() for key, v in demo_detector.state_dict().items()}
+    modes = [m.training for m in demo_detector.modules()]
     rng = torch.get_rng_state()
     try:
         curves = faith(inputs, det, result.box_maps(), meta)
-        assert [m.training for m in demo_model.modules()] == modes
+        assert [m.training for m in demo_detector.modules()] == modes
     finally:
-        demo_model.eval()
+        demo_detector.eval()
     assert torch.equal(torch.get_rng_state(), rng)
-    assert all(torch.equal(v, demo_model.state_dict()[key]) for key, v in state.items())
+    assert all(torch.equal(v, demo_detector.state_dict()[key]) for key, v in state.items())
     for k, is_lost in enumerate(lost):
         end = float(curves.deletion[k, -1])
         assert end == float(curves.insertion[k, 0])  # the same flat image

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import packaged_config
+from helpers import packaged_config
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.cam.engine import _ReplaceOutput

@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmdet_kinds import mmdet_config
+from helpers import mmdet_config
 from mmyolo_vis_hooks.engine.core.dummy_forward import (dummy_batch, dummy_input_size,
                                                         prepare_dummy_forward)
 from mmyolo_vis_hooks.engine.featmap import probe_feature_layers

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import packaged_config
+from helpers import packaged_config
 from mmyolo_vis_hooks.engine.core.layers import (ActivationCapture, describe_layers,
                                                  output_key)
 from mmyolo_vis_hooks.engine.featmap import probe_feature_layers

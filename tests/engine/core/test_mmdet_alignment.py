@@ -5,7 +5,7 @@ then the batch padding to the largest image and to ``pad_size_divisor``, at the 
 right. The network input itself (stride 1) carried back onto each original image must give the
 image's own pixels.
 
-The images (tests/mmdet_kinds.py) are affine between known kinks, so bilinear resizing and
+The images (tests/helpers/mmdet_models.py) are affine between known kinks, so bilinear resizing and
 sampling reproduce them up to uint8 rounding, and steep enough that half an input pixel off
 misses by more than the tolerance.
 """
@@ -18,8 +18,9 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from mmdet_kinds import (IMAGE_SIZES, KINDS, SCALE, affine_mask, mmdet_config, small_kind_cfg,
-                         wave_image, write_wave_dataset)
+from helpers import mmdet_config
+from helpers.mmdet_models import (IMAGE_SIZES, KINDS, SCALE, affine_mask, small_kind_cfg,
+                                  wave_image, write_wave_dataset)
 from mmyolo_vis_hooks.engine.core.geometry import map_to_original, stretch_to_original
 from mmyolo_vis_hooks.engine.core.pipeline import letterboxes, resize_only_pipeline, transform_type
 from mmyolo_vis_hooks.engine.core.pipeline import \

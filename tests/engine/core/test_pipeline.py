@@ -10,14 +10,14 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from conftest import packaged_config
-from family_models import FAMILIES
+from helpers import packaged_config
+from helpers.mmyolo_models import FAMILIES
 from mmyolo_vis_hooks.engine.core.pipeline import LETTERBOX_TRANSFORMS, input_scale
 from mmyolo_vis_hooks.engine.core.pipeline import resize_only_pipeline, transform_type
 from mmyolo_vis_hooks.engine.core.pipeline import \
     test_pipeline_cfg as packaged_test_pipeline  # not a test: renamed for pytest
 
-# The smallest variant of each family (tests/family_models.py).
+# The smallest variant of each family (tests/helpers/mmyolo_models.py).
 FAMILY_CONFIGS = FAMILIES
 # What replaces the letterbox steps: YOLOv5KeepRatioResize (YOLOv5/v6/v7/v8, RTMDet) chooses
 # 'area' or 'bilinear' per image (YOLOv5StretchResize does the same), PPYOLOE's FixShapeResize

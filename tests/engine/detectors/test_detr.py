@@ -3,9 +3,10 @@ selection is the head's own last-layer top-k, and a box's CAM is the gradient of
 class logit at the last decoder layer."""
 import pytest
 
-from mmdet_models import (DETR, assert_gradcam_equals_grad_cam,
-                          assert_methods_leave_the_model_alone, assert_selection_equals_predict,
-                          random_inputs, random_mmdet_model)
+from helpers.mmdet_models import (DETR, assert_gradcam_equals_grad_cam,
+                                  assert_methods_leave_the_model_alone,
+                                  assert_selection_equals_predict, random_inputs,
+                                  random_mmdet_model)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.detr import DETRDetector
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from family_models import INPUT as YOLO_INPUT, random_model
-from mmdet_models import (assert_gradcam_equals_grad_cam, assert_masks_equal_predict,
+from helpers.mmyolo_models import INPUT as YOLO_INPUT, random_model
+from helpers.mmdet_models import (assert_gradcam_equals_grad_cam, assert_masks_equal_predict,
                           random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector

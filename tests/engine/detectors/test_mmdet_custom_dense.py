@@ -5,7 +5,7 @@ pytorch-grad-cam on a target that selects the same candidate."""
 import pytest
 import torch
 
-from mmdet_models import (CUSTOM_DENSE, METAS, assert_gradcam_equals_grad_cam,
+from helpers.mmdet_models import (CUSTOM_DENSE, METAS, assert_gradcam_equals_grad_cam,
                           assert_methods_leave_the_model_alone, assert_selection_equals_predict,
                           random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector

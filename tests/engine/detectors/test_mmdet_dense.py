@@ -4,9 +4,9 @@ pytorch-grad-cam's classes on a target that selects the same candidate."""
 import pytest
 import torch
 
-from mmdet_models import (DENSE, METAS, assert_gradcam_equals_grad_cam,
-                          assert_methods_leave_the_model_alone, random_inputs,
-                          random_mmdet_model)
+from helpers.mmdet_models import (DENSE, METAS, assert_gradcam_equals_grad_cam,
+                                  assert_methods_leave_the_model_alone, random_inputs,
+                                  random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import METHODS
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.mmdet_dense import MMDetDenseDetector

@@ -4,9 +4,10 @@ is the gradient of its own class logit from its own RoI."""
 import pytest
 import torch
 
-from mmdet_models import (METAS, TWO_STAGE, assert_gradcam_equals_grad_cam,
-                          assert_methods_leave_the_model_alone, assert_selection_equals_predict,
-                          random_inputs, random_mmdet_model)
+from helpers.mmdet_models import (METAS, TWO_STAGE, assert_gradcam_equals_grad_cam,
+                                  assert_methods_leave_the_model_alone,
+                                  assert_selection_equals_predict, random_inputs,
+                                  random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import METHODS
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.two_stage import TwoStageDetector

@@ -14,7 +14,6 @@ from mmyolo_vis_hooks.engine.slicing import BatchPredictor
 from mmyolo_vis_hooks.engine.detectors.mmyolo_dense import (_nms_keep, batched_predict_by_feat,
                                                             has_standard_decoding)
 from mmyolo_vis_hooks.runtime.images import read_rgb
-from slicing_utils import demo_detector  # noqa: F401 - shared fixture
 
 
 def _assert_same_as_head(head, outs, metas, cfg):
@@ -75,7 +74,7 @@ def test_predictor_decode_is_the_heads(demo_detector, small_large_image):
 def _family_outputs(family):
     """A random-init family model's head outputs on a seeded random batch of 4, and metas of
     images of different sizes, scales and paddings letterboxed into it."""
-    from family_models import INPUT, random_model
+    from helpers.mmyolo_models import INPUT, random_model
     model = random_model(family)
     generator = torch.Generator().manual_seed(1)
     inputs = torch.rand((4, ) + INPUT[1:], generator=generator) * 2 - 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mmyolo_vis_hooks.engine.slicing import Detections, MergeConfig, merge_detections
-from slicing_utils import same_detections as _same
+from helpers.slicing import same_detections as _same
 
 
 @pytest.mark.parametrize('kwargs, message', [

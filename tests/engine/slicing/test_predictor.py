@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from family_models import random_model
+from helpers.mmyolo_models import random_model
 from mmyolo_vis_hooks.engine.slicing import BatchPredictor, Detections
-from slicing_utils import LOW_THR
-from slicing_utils import ForwardCounter as _ForwardCounter
+from helpers.slicing import LOW_THR
+from helpers.slicing import ForwardCounter as _ForwardCounter
 from mmyolo_vis_hooks.runtime.images import read_rgb as _rgb
-from slicing_utils import demo_detector, model, predictor  # noqa: F401 - shared fixtures
-from slicing_utils import same_detections as _same
+from helpers.slicing import same_detections as _same
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,10 @@ import pytest
 from mmyolo_vis_hooks.engine.slicing import (Detections, MergeConfig, SliceSettings,
                                              matched_fraction, merge_detections,
                                              sliced_predict)
-from slicing_utils import LOW_THR
-from slicing_utils import ForwardCounter as _ForwardCounter
+from helpers.slicing import LOW_THR
+from helpers.slicing import ForwardCounter as _ForwardCounter
 from mmyolo_vis_hooks.runtime.images import read_rgb as _rgb
-from slicing_utils import model, predictor  # noqa: F401 - shared fixtures
-from slicing_utils import same_detections as _same
+from helpers.slicing import same_detections as _same
 
 
 @pytest.mark.parametrize('kwargs, error, message', [

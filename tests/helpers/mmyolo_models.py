@@ -3,9 +3,10 @@ each), BN statistics refitted on random inputs, cached per session."""
 import torch
 from torch import nn
 
-from conftest import packaged_config
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.testing.cam_reference import calibrate_batchnorm
+
+from . import packaged_config
 
 FAMILIES = {
     'yolov5': 'yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py',

@@ -1,10 +1,10 @@
-"""Rendering (engine/core/render.py): normalisation, heat overlays, box drawing, grids, display
+"""Drawing (engine/core/draw.py): normalisation, heat overlays, box drawing, grids, display
 size and the RGB conversion, on small hand-made arrays."""
 import numpy as np
 import pytest
 import torch
 
-from mmyolo_vis_hooks.engine.core.render import (check_alpha, display_image, draw_boxes,
+from mmyolo_vis_hooks.engine.core.draw import (check_alpha, display_image, draw_boxes,
                                                  fit_size, make_grid, normalize_map, overlay,
                                                  resize_image, to_rgb)
 

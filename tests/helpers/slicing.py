@@ -1,30 +1,10 @@
-"""Helpers of the sliced-inference tests (engine, tool, sahi adapter): comparing detections,
-counting forwards, and the ``model``/``predictor``/``demo_detector`` fixtures the engine
-tests share (import them into a test module to use them)."""
+"""Helpers of the sliced-inference tests (engine, tool, sahi adapter): comparing detections and
+counting forwards."""
 import numpy as np
-import pytest
 
-from mmyolo_vis_hooks.engine.slicing import BatchPredictor, Detections
+from mmyolo_vis_hooks.engine.slicing import Detections
 
 LOW_THR = 0.02  # random-init boxes score low; this keeps plenty of them
-
-
-@pytest.fixture(scope='module')
-def model(random_demo_detector):
-    return random_demo_detector
-
-
-@pytest.fixture(scope='module')
-def predictor(model):
-    return BatchPredictor(model)
-
-
-@pytest.fixture(scope='module')
-def demo_detector(demo_config, demo_checkpoint):
-    """The trained demo detector: its scores are far apart, where a random-init model's
-    tie within float rounding (which boxes make the top-k then depends on the kernels)."""
-    from mmyolo_vis_hooks.runtime.models import build_detector
-    return build_detector(demo_config, demo_checkpoint)
 
 
 def same_detections(a: Detections, b: Detections, atol=1e-3):

@@ -1,4 +1,4 @@
-"""Cross-cutting guarantees: the visualization hooks never disturb training.
+"""Training safety: the visualization hooks never disturb training.
 
 Real Runners on the generated shapes data: training is bit-for-bit the same with and without
 the hooks (EMA included); 2-process CPU training under torchrun with visualizations on rank 0
@@ -27,9 +27,9 @@ from mmengine.runner import Runner
 from mmengine.visualization.vis_backend import BaseVisBackend
 from torch import nn
 
-from conftest import DEMO_CONFIG, REPO_ROOT
-from runner_utils import (MetricsRecorder, assert_same_tree, clone_tree,
-                          run_bounded as _run_bounded, tiny_train_cfg, torchrun_launcher)
+from helpers import DEMO_CONFIG, REPO_ROOT
+from helpers.runner import MetricsRecorder, assert_same_tree, clone_tree, tiny_train_cfg
+from helpers.tools import run_bounded as _run_bounded, torchrun_launcher
 
 from mmyolo.registry import VISBACKENDS
 from mmyolo_vis_hooks.hooks import VisualizationWarning

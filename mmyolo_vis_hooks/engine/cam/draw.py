@@ -4,9 +4,10 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..core.draw import draw_boxes, draw_mask_outlines, make_grid, overlay
 from ..core.geometry import boxes_to_original, map_to_original, original_size
-from ..core.render import draw_boxes, draw_mask_outlines, make_grid, overlay
-from .compose import energy_inside, merge_box_maps, norm_in_boxes, norm_in_masks
+from . import compose
+from .compose import energy_inside, merge_box_maps
 from .engine import BoxCAMResult
 
 
@@ -46,9 +47,9 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
             raise ValueError('norm_in_mask needs instance masks; this detector predicts '
                              'boxes only (use norm_in_bbox)')
         if len(result):
-            maps = norm_in_masks(maps, masks)
+            maps = compose.norm_in_mask(maps, masks)
     elif norm_in_bbox and len(result):
-        maps = norm_in_boxes(maps, boxes)
+        maps = compose.norm_in_bbox(maps, boxes)
     return maps, boxes.numpy()
 
 

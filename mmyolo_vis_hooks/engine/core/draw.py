@@ -36,7 +36,7 @@ def normalize_map(heat: torch.Tensor) -> np.ndarray:
 def overlay(image: np.ndarray, heat: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
     """Blends a map onto an image: JET colour map for (H, W) maps, the map itself for (3, H, W).
 
-    The map must already have the image's size (see ``engine.align``).
+    The map must already have the image's size (see ``engine.core.geometry``).
     """
     if heat.dim() == 3:
         rgb = np.stack([normalize_map(c) for c in heat], axis=-1)
