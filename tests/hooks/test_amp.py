@@ -69,7 +69,8 @@ def _guard_hooks(runner, device: str, enclosing_autocast: bool) -> list:
     return checked
 
 
-def test_amp_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, device,
+def test_amp_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, demo_checkpoint,
+                                                        device,
                                                         monkeypatch, reset_singletons,
                                                         fast_config_dump):
     """2 epochs with AmpOptimWrapper and fp16 validation: weights, buffers, optimizer and
@@ -78,7 +79,7 @@ def test_amp_training_bit_for_bit_with_and_without_hooks(tmp_path, shapes_data, 
     base = tiny_train_cfg(shapes_data, '', epochs=2)
     base.train_dataloader.dataset.indices = 4  # one AMP iteration per epoch
     base.val_dataloader.dataset.indices = 4
-    base.load_from = None
+    base.load_from = demo_checkpoint  # trained weights: boxes to explain from epoch 1
     use_mixed_precision(base, device, monkeypatch)
 
     def train(work, hooks):
