@@ -26,6 +26,9 @@ then
   exit 77
 fi
 
+# The Runner tests train with randomness.deterministic=True, which makes MMEngine call
+# torch.use_deterministic_algorithms(True); cuBLAS then needs a fixed workspace.
+export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
 WORK=${GPU_CHECK_DIR:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 mkdir -p "$WORK/logs"
 START=$(date +%s)
