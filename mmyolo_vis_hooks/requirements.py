@@ -7,11 +7,24 @@ The wheel requires neither, so installing it never adds a second distribution of
 ``mmyolo`` module to a user's environment; without MMYOLO the package works on MMDetection's
 configs alone.
 """
+import sys
 from importlib import metadata
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
+
+# What setup.cfg declares (python_requires and install_requires; tests/test_requirements.py keeps
+# the two equal). Each lower bound is a version the tests ran on; docs/install.md says where.
+PYTHON_REQUIRES = '>=3.11'
+DECLARED_RANGES: Dict[str, str] = {
+    'torch': '>=2.14.1',
+    'mmcv': '>=2.0.1,<2.2.0',
+    'mmengine': '>=0.10.7,<0.11',
+    'mmdet': '>=3.3.0,<3.4',
+}
+# The official mmyolo 0.6.0 asserts mmcv < 2.1.0 at import.
+OFFICIAL_MMYOLO_MMCV = f'{DECLARED_RANGES["mmcv"].split(",")[0]},<2.1.0'
 
 MMYOLO_DISTRIBUTIONS = ('mmyolo', 'mmyolo-open')
-INSTALL_HINT = ('install one of: `pip install mmyolo==0.6.0` (with mmcv>=2.0.0,<2.1.0, '
+INSTALL_HINT = (f'install one of: `pip install mmyolo==0.6.0` (with mmcv{OFFICIAL_MMYOLO_MMCV}, '
                 'OpenMMLab\'s usual GPU set-up) or `pip install mmyolo-open==0.6.1` (the same '
                 'code, for mmcv 2.1.0)')
 
@@ -34,6 +47,36 @@ def _version(name: str) -> Optional[str]:
         return None
 
 
+def _in_range(version: str, spec: str) -> bool:
+    """Whether ``version`` satisfies ``spec``, a comma-separated list of ``>=X`` / ``<X``."""
+    from mmengine.utils import digit_version
+    for bound in spec.split(','):
+        operator, limit = ('>=', bound[2:]) if bound.startswith('>=') else ('<', bound[1:])
+        below = digit_version(version) < digit_version(limit)
+        if below == (operator == '>='):
+            return False
+    return True
+
+
+def versions_outside_declared_ranges(
+        python_version: Optional[Tuple[int, int, int]] = None) -> List[str]:
+    """The installed Python and dependencies whose versions lie outside what setup.cfg declares
+    (possible after ``pip install --no-deps`` or a later downgrade), as ``name==version (declared
+    spec)``.
+
+    Args:
+        python_version (tuple[int, int, int], optional): Defaults to the running interpreter's.
+    """
+    python = '.'.join(map(str, python_version or sys.version_info[:3]))
+    outside = [] if _in_range(python, PYTHON_REQUIRES) else [
+        f'python=={python} (declared {PYTHON_REQUIRES})']
+    for name, spec in DECLARED_RANGES.items():
+        version = _version(name)
+        if version is not None and not _in_range(version, spec):
+            outside.append(f'{name}=={version} (declared {spec})')
+    return outside
+
+
 def mmyolo_available() -> bool:
     """Whether MMYOLO can be used: True when it imports, False when it is not installed (the
     package then works with MMDetection alone).
@@ -54,13 +97,14 @@ def mmyolo_available() -> bool:
                           if _version(name))
         raise ImportError(f'{installed} cannot work with the installed {stack}: {err}. '
                           f'For mmcv 2.1.0 use mmyolo-open==0.6.1 instead of mmyolo; for '
-                          f'mmyolo==0.6.0 use mmcv>=2.0.0,<2.1.0') from None
+                          f'mmyolo==0.6.0 use mmcv{OFFICIAL_MMYOLO_MMCV}') from None
     return True
 
 
 def check_mmyolo() -> bool:
     """Checks the OpenMMLab stack at import: a broken MMYOLO or an mmcv without compiled ops
-    becomes an ImportError saying what is installed and what works. A missing MMYOLO is fine
+    becomes an ImportError saying what is installed and what works; versions outside the
+    declared ranges, or two MMYOLO distributions, a RuntimeWarning. A missing MMYOLO is fine
     (MMDetection configs work without it).
 
     Returns:
@@ -81,9 +125,14 @@ def check_mmyolo() -> bool:
                           f'none), and the detectors of MMDetection and MMYOLO need them: '
                           f'install a full mmcv (OpenMMLab\'s wheels for your torch/CUDA, or '
                           f'`pip install mmcv` which compiles them)') from None
+    import warnings
     distributions = installed_mmyolo_distributions()
     if len(distributions) > 1:
-        import warnings
         warnings.warn(f'{" and ".join(distributions)} are both installed and write the same '
                       f'`mmyolo` module; uninstall one of them', RuntimeWarning)
+    outside = versions_outside_declared_ranges()
+    if outside:
+        warnings.warn(f'mmyolo_vis_hooks was not tested with {", ".join(outside)}; install '
+                      f'versions in the declared ranges (`pip install mmyolo_vis_hooks` '
+                      f'without --no-deps brings them)', RuntimeWarning)
     return available

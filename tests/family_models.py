@@ -16,6 +16,11 @@ FAMILIES = {
     'yolov8': 'yolov8/yolov8_n_syncbn_fast_8xb16-500e_coco.py',
     'ppyoloe': 'ppyoloe/ppyoloe_s_fast_8xb32-300e_coco.py',
 }
+# MMYOLO's instance-segmentation configs (engine/detectors/mmyolo_instance.py).
+INSTANCE = {
+    'yolov5_ins': 'yolov5/ins_seg/yolov5_ins_n-v61_syncbn_fast_8xb16-300e_coco_instance.py',
+    'rtmdet_ins': 'rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py',
+}
 INPUT = (2, 3, 160, 192)
 _MODELS = {}
 
@@ -23,11 +28,18 @@ _MODELS = {}
 def random_model(family: str) -> nn.Module:
     """A random-init model of ``family`` with BN statistics refitted on random inputs of shape
     ``INPUT`` (cached per session; tests must leave it as they found it)."""
-    if family not in FAMILIES:
-        raise ValueError(f'unknown family {family!r}; expected one of {sorted(FAMILIES)}')
+    configs = dict(FAMILIES, **INSTANCE)
+    if family not in configs:
+        raise ValueError(f'unknown family {family!r}; expected one of {sorted(configs)}')
     if family not in _MODELS:
         torch.manual_seed(0)
-        model = build_detector(packaged_config(FAMILIES[family]))
+        model = build_detector(packaged_config(configs[family]))
         calibrate_batchnorm(model, INPUT)
+        if family == 'rtmdet_ins':
+            # Its random classifier saturates: every top score is exactly 1.0 in float32, and
+            # the order of tied scores is arbitrary. Smaller class logits keep them distinct.
+            with torch.no_grad():
+                for conv in model.bbox_head.head_module.rtm_cls:
+                    conv.weight.mul_(0.05)
         _MODELS[family] = model
     return _MODELS[family]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mmdet_kinds import mmdet_config
-from mmyolo_vis_hooks.runtime.models import build_detector
+from mmyolo_vis_hooks.runtime.models import build_detector, initialize_without_downloads
 from mmyolo_vis_hooks.testing.cam_reference import calibrate_batchnorm
 
 # One config per code path of the MMDetection dense kind: anchors with sigmoid classes, points
@@ -24,6 +24,7 @@ TWO_STAGE = {
     'faster_rcnn': 'faster_rcnn/faster-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_rcnn': 'cascade_rcnn/cascade-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'mask_rcnn': 'mask_rcnn/mask-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
+    'cascade_mask_rcnn': 'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
 }
 # DETR family: softmax classes (DETR), sigmoid classes with learned queries (Deformable DETR)
 # and queries chosen from the encoder's proposals (DINO); ResNet-50 swapped for a ResNet-18.
@@ -32,26 +33,11 @@ DETR = {
     'deformable_detr': 'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
 }
-R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512]}
+R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
+                'cascade_mask_rcnn': [64, 128, 256, 512]}
 CONFIGS = dict(DENSE, **TWO_STAGE, **DETR)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
-
-
-def initialize_without_downloads(model: nn.Module) -> None:
-    """``init_weights`` with the ``Pretrained`` entries dropped: parameters that MMDetection
-    creates uninitialized (DETRs' ``torch.Tensor(...)`` level embeddings, Sparse R-CNN's
-    proposal boxes) get their documented random init instead of whatever memory held (NaN
-    once deterministic algorithms are on: PyTorch then fills uninitialized memory with NaN)."""
-    def pretrained(entry) -> bool:
-        return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
-    for module in model.modules():
-        cfg = getattr(module, 'init_cfg', None)
-        if pretrained(cfg):
-            module.init_cfg = None
-        elif isinstance(cfg, list):
-            module.init_cfg = [entry for entry in cfg if not pretrained(entry)]
-    model.init_weights()
 
 
 def random_mmdet_model(name: str) -> nn.Module:
@@ -63,8 +49,8 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name in TWO_STAGE:  # 1000 proposals make the RoI head's FC layers 13 GFLOPs
             options = {'model.test_cfg.rpn.nms_pre': 256, 'model.test_cfg.rpn.max_per_img': 64}
         if name in R18_CHANNELS:
-            options = {'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
-                       'model.neck.in_channels': R18_CHANNELS[name]}
+            options.update({'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
+                            'model.neck.in_channels': R18_CHANNELS[name]})
         if name == 'dino':  # 900 queries; 100 keep the code path and the CPU time small
             options['model.num_queries'] = 100
         model = build_detector(mmdet_config(CONFIGS[name]), device='cpu', cfg_options=options)
@@ -142,6 +128,27 @@ def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
         assert all(p.grad is None for p in model.parameters())
     finally:
         model.eval()
+
+
+def assert_masks_equal_predict(model: nn.Module, detector, inputs: torch.Tensor) -> None:
+    """Instance segmentation: the detections chosen from the candidates, with their masks on
+    the network input, = ``model.predict(..., rescale=False)`` (same labels, scores, boxes
+    and masks, bit for bit: the masks are the model's own ``img_shape`` pastes, padded)."""
+    from mmyolo_vis_hooks.engine.detectors.base import samples_of
+    with torch.no_grad():
+        theirs = model.predict(inputs, samples_of(METAS), rescale=False)
+        ours = detector.select(detector.candidates(inputs, METAS), -1.0, 0, METAS)
+    for det, ref in zip(ours, theirs):
+        ref = ref.pred_instances
+        assert len(det) == len(ref) > 5
+        assert torch.equal(det.labels, ref.labels)
+        assert torch.equal(det.scores, ref.scores)
+        assert torch.equal(det.boxes, ref.bboxes)
+        height, width = ref.masks.shape[-2:]
+        assert det.masks.shape == (len(ref), *INPUT[2:])
+        assert torch.equal(det.masks[:, :height, :width], ref.masks)
+        assert not det.masks[:, height:].any() and not det.masks[:, :, width:].any()
+        assert 0 < int(ref.masks.sum()) < ref.masks.numel()  # masks with content
 
 
 def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Tensor) -> None:

@@ -4,11 +4,14 @@ MMYOLO is fine.
 The failures are simulated in this process: a module set to None in ``sys.modules`` cannot be
 imported, and a meta-path finder raises what mmyolo's own version assert raises.
 """
+import re
 import sys
 
 import pytest
 
-from mmyolo_vis_hooks.requirements import check_mmyolo, mmyolo_available
+from mmyolo_vis_hooks.requirements import (DECLARED_RANGES, OFFICIAL_MMYOLO_MMCV, PYTHON_REQUIRES,
+                                         check_mmyolo, mmyolo_available,
+                                         versions_outside_declared_ranges)
 
 
 def test_installed_stack_passes():
@@ -58,3 +61,50 @@ def test_other_missing_modules_are_not_hidden(monkeypatch):
     monkeypatch.setattr(sys, 'meta_path', [_Missing(), *sys.meta_path])
     with pytest.raises(ModuleNotFoundError, match='prettytable'):
         check_mmyolo()
+
+
+def _declared_in_setup_cfg():
+    """python_requires and the version specs of install_requires, from setup.cfg."""
+    import configparser
+    import os.path as osp
+
+    from conftest import REPO_ROOT
+    parser = configparser.ConfigParser()
+    parser.read(osp.join(REPO_ROOT, 'setup.cfg'), encoding='utf-8')
+    options = parser['options']
+    specs = {}
+    for line in options['install_requires'].splitlines():
+        name, sep, spec = line.strip().partition('>=')
+        if sep:
+            specs[name] = set(f'>={spec}'.split(','))
+    return options['python_requires'], specs
+
+
+def test_runtime_check_declares_what_setup_cfg_declares():
+    """The import-time check and the wheel's metadata name the same ranges."""
+    python_requires, specs = _declared_in_setup_cfg()
+    assert python_requires == PYTHON_REQUIRES
+    assert {name: specs[name] for name in DECLARED_RANGES} == {
+        name: set(spec.split(',')) for name, spec in DECLARED_RANGES.items()}
+    assert OFFICIAL_MMYOLO_MMCV.startswith(DECLARED_RANGES['mmcv'].split(',')[0])
+
+
+def test_installed_stack_is_inside_the_declared_ranges():
+    assert versions_outside_declared_ranges() == []
+
+
+@pytest.mark.parametrize('name, version, spec', [
+    ('mmcv', '2.0.0', '>=2.0.1,<2.2.0'), ('mmcv', '2.2.0', '>=2.0.1,<2.2.0'),
+    ('torch', '2.13.0+cpu', '>=2.14.1')])
+def test_versions_outside_the_ranges_are_named_at_import(monkeypatch, name, version, spec):
+    import mmyolo_vis_hooks.requirements as requirements
+    real_version = requirements._version
+    monkeypatch.setattr(requirements, '_version',
+                        lambda dist: version if dist == name else real_version(dist))
+    assert versions_outside_declared_ranges() == [f'{name}=={version} (declared {spec})']
+    with pytest.warns(RuntimeWarning, match=re.escape(f'not tested with {name}=={version}')):
+        check_mmyolo()
+
+
+def test_an_older_python_is_named():
+    assert versions_outside_declared_ranges((3, 10, 13)) == ['python==3.10.13 (declared >=3.11)']

@@ -53,6 +53,9 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
     parser.add_argument('--score-thr', type=float, default=0.3, help='box score threshold')
     parser.add_argument('--norm-in-bbox', action='store_true',
                         help='normalise each map inside its box and zero it outside')
+    parser.add_argument('--norm-in-mask', action='store_true',
+                        help='normalise each map inside its instance mask and zero it outside '
+                        '(instance-segmentation detectors)')
     parser.add_argument('--merge', action='store_true',
                         help='one image-level map (maximum over boxes) instead of one per box')
     parser.add_argument('--out-dir', default='./output', help='output folder')
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> None:
     # Options the engine checks too, checked here before the model is built.
     check_alpha(args.alpha)
     check_number('--score-thr', args.score_thr, 0, 1)
+    if args.norm_in_mask and args.norm_in_bbox:
+        raise ValueError('--norm-in-mask and --norm-in-bbox exclude each other: pick one')
     BoxCAM.check_options(method=args.method, batch_size=args.batch_size,
                          ratio_channels_to_ablate=args.ratio_channels_to_ablate,
                          target=args.target, owner='boxam_vis', **drise_options(args))
@@ -91,6 +96,9 @@ def run(args: argparse.Namespace) -> None:
                  ratio_channels_to_ablate=args.ratio_channels_to_ablate, target=args.target,
                  **drise_options(args))
     cam.check_target_layers()  # layers the box scores do not depend on: before any image
+    if args.norm_in_mask and not cam.detector.predicts_masks:
+        raise ValueError(f'--norm-in-mask needs instance masks; {cam.detector.head_name} '
+                         f'({cam.detector.kind}) predicts boxes only: use --norm-in-bbox')
     load_image = build_image_loader(model.cfg, args.align)
     class_names = tuple(model.dataset_meta.get('classes', ()))
     written, empty = 0, []
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
             tqdm.write(f'{path}: warning: {line}; drawn without heat', file=sys.stderr)
         image = display_image(read_rgb(path), args.max_size)
         drawn = draw_box_cams(image, result, meta, class_names, args.norm_in_bbox, args.merge,
-                              args.alpha, args.ncols)
+                              args.alpha, args.ncols, args.norm_in_mask)
         out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         write_rgb(out, drawn)
         written += 1

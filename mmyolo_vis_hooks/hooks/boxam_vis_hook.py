@@ -1,5 +1,5 @@
 """BoxAMVisHook: one class activation map per detected box on fixed validation images."""
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
 from ..engine.cam.visualize import draw_box_cams, energy_in_boxes
 from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
+from ..engine.core.geometry import segmentation_masks
 from ..engine.core.model_state import autocast_off, checkpointing_off, preserved_model_state
 from ..engine.core.render import display_image
 from ..runtime.images import read_rgb
@@ -43,7 +44,7 @@ class BoxAMVisHook(BaseVisHook):
       merged overlay with every box (``merge=True``);
     - ``boxam/energy_in_gt/<method>``: the energy-based pointing game, i.e. the share of the
       merged CAM (maximum over the explained boxes) that falls inside the image's ground-truth
-      boxes, averaged over the chosen images that have explained boxes (not logged in an
+      boxes (inside its ground-truth instance masks where every object has one), averaged over the chosen images that have explained boxes (not logged in an
       epoch where no image has a box above ``score_thr``).
     - with ``log_faithfulness=True``: ``boxam/deletion_auc/<method>`` and
       ``boxam/insertion_auc/<method>``, the mean over the explained boxes of the chosen images
@@ -56,6 +57,10 @@ class BoxAMVisHook(BaseVisHook):
     more than rounding; ``engine/cam/reliability.py``) is named in a warning (image, box index,
     label, score, reason; with ``strict=True`` an error) and drawn without heat: its tile is the
     plain image with its box, captioned ``noise``.
+
+    Instance-segmentation detectors (Mask R-CNN, YOLOv5-ins, RTMDet-ins, ...): each instance is
+    explained by its candidate's class score as its box is, and its tile shows the outline of
+    its predicted mask beside its box; ``norm_in_mask`` normalises its map inside that mask.
 
     Example:
         >>> custom_imports = dict(imports=['mmyolo_vis_hooks'], allow_failed_imports=False)
@@ -80,6 +85,9 @@ class BoxAMVisHook(BaseVisHook):
             ``score_thr``. Defaults to 3.
         norm_in_bbox (bool): Normalise each map inside its box and zero it outside.
             Defaults to False.
+        norm_in_mask (bool): Normalise each map inside its predicted instance mask and zero
+            it outside (instance-segmentation detectors; refused before training for others).
+            Defaults to False.
         merge (bool): Log one merged map per image instead of a per-box grid.
             Defaults to False.
         batch_size (int): AblationCAM: ablated copies per forward; D-RISE: masked images per
@@ -103,6 +111,9 @@ class BoxAMVisHook(BaseVisHook):
         keep_prob (float): D-RISE: probability that a grid cell is kept. Defaults to 0.5.
         mask_seed (int, optional): D-RISE: seed of the masks' private generator (the same
             masks every epoch; the training RNG is never used). Defaults to 0.
+        drise_similarity (str): D-RISE: ``'box'`` (box IoU) or ``'mask'`` (instance-mask IoU
+            with the masked image's final detections; instance-segmentation detectors).
+            Defaults to 'box'.
         **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``
             (``'letterbox'`` or ``'resize'``), ``alpha``, ``score_thr`` (the boxes explained;
             a number is required), ``max_size``, ``strict``; see ``BaseVisHook``.
@@ -115,6 +126,7 @@ class BoxAMVisHook(BaseVisHook):
                  target_layers: Optional[Sequence[str]] = None,
                  topk: int = 3,
                  norm_in_bbox: bool = False,
+                 norm_in_mask: bool = False,
                  merge: bool = False,
                  batch_size: int = 32,
                  ratio_channels_to_ablate: float = 1.0,
@@ -126,10 +138,12 @@ class BoxAMVisHook(BaseVisHook):
                  grid_size: int = 16,
                  keep_prob: float = 0.5,
                  mask_seed: Optional[int] = 0,
+                 drise_similarity: str = 'box',
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self._drise_options = dict(num_masks=num_masks, grid_size=grid_size,
-                                   keep_prob=keep_prob, mask_seed=mask_seed)
+                                   keep_prob=keep_prob, mask_seed=mask_seed,
+                                   drise_similarity=drise_similarity)
         with owned_by('BoxAMVisHook'):
             methods = check_str_list('method', method, ', '.join(METHODS))
             if target_layers is not None:
@@ -138,9 +152,11 @@ class BoxAMVisHook(BaseVisHook):
             if self.score_thr is None:
                 raise ValueError('score_thr must be a number in [0, 1]: it chooses the boxes '
                                  'to explain')
-            for name, value in (('norm_in_bbox', norm_in_bbox), ('merge', merge),
-                                ('log_energy', log_energy)):
+            for name, value in (('norm_in_bbox', norm_in_bbox), ('norm_in_mask', norm_in_mask),
+                                ('merge', merge), ('log_energy', log_energy)):
                 check_bool(name, value)
+            if norm_in_bbox and norm_in_mask:
+                raise ValueError('norm_in_bbox and norm_in_mask exclude each other: pick one')
             check_bool('log_faithfulness', log_faithfulness)
             check_int('faithfulness_steps', faithfulness_steps, low=2)
             for name in methods:  # the engine's own checks, before any model exists
@@ -151,6 +167,7 @@ class BoxAMVisHook(BaseVisHook):
         self.target_layers = None if target_layers is None else list(target_layers)
         self.topk = topk
         self.norm_in_bbox = norm_in_bbox
+        self.norm_in_mask = norm_in_mask
         self.merge = merge
         self.batch_size = batch_size
         self.ratio_channels_to_ablate = float(ratio_channels_to_ablate)
@@ -166,6 +183,10 @@ class BoxAMVisHook(BaseVisHook):
         scores do not depend on fails here, before training starts. The engines share one
         detector adapter (and so its one check of the layers)."""
         detector = explainable_detector(model)
+        if self.norm_in_mask and not detector.predicts_masks:
+            raise ValueError(f'BoxAMVisHook: norm_in_mask needs instance masks; '
+                             f'{detector.head_name} ({detector.kind}) predicts boxes only: use '
+                             f'norm_in_bbox')
         self._cams = {
             method: BoxCAM(detector, method, self.target_layers, score_thr=self.score_thr,
                            topk=self.topk, batch_size=self.batch_size,
@@ -223,10 +244,12 @@ class BoxAMVisHook(BaseVisHook):
                             self.fail(f'{method}: image {sample.name}: {line}; drawn without '
                                       f'heat')
                         drawn = draw_box_cams(image, result, meta, self._class_names,
-                                              self.norm_in_bbox, self.merge, self.alpha)
+                                              self.norm_in_bbox, self.merge, self.alpha,
+                                              norm_in_mask=self.norm_in_mask)
                         if self.log_energy:
-                            energy = energy_in_boxes(result, meta, self._gt_boxes(sample),
-                                                     size=image.shape[:2])
+                            boxes, masks = self._ground_truth(sample)
+                            energy = energy_in_boxes(result, meta, boxes, size=image.shape[:2],
+                                                     gt_masks=masks)
                             if energy is not None:
                                 energies[method].append(energy)
                         if self._faithfulness is not None and len(result):
@@ -257,8 +280,16 @@ class BoxAMVisHook(BaseVisHook):
         return (f' (the detector\'s own test_cfg score_thr={head_thr:g} drops its boxes '
                 f'first)')
 
-    def _gt_boxes(self, sample) -> np.ndarray:
-        """The image's ground-truth xyxy boxes in original pixels (ignored ones left out)."""
-        instances = self._dataset.get_data_info(sample.index).get('instances', [])
-        boxes = [inst['bbox'] for inst in instances if not inst.get('ignore_flag', 0)]
-        return np.asarray(boxes, np.float32).reshape(-1, 4)
+    def _ground_truth(self, sample) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The image's ground-truth xyxy boxes in original pixels (ignored ones left out), and
+        their ``(G, H, W)`` instance masks where every one has a segmentation (COCO's
+        ``mask`` entries of the data info), else None."""
+        info = self._dataset.get_data_info(sample.index)
+        instances = [inst for inst in info.get('instances', [])
+                     if not inst.get('ignore_flag', 0)]
+        boxes = np.asarray([inst['bbox'] for inst in instances], np.float32).reshape(-1, 4)
+        masks = None
+        if instances and info.get('height') and info.get('width'):
+            masks = segmentation_masks([inst.get('mask') for inst in instances],
+                                       int(info['height']), int(info['width']))
+        return boxes, masks

@@ -35,6 +35,32 @@ def packaged_config_path(name: str) -> str:
     return osp.join(osp.dirname(module.__file__), '.mim', 'configs', relpath)
 
 
+def initialize_without_downloads(model: torch.nn.Module) -> None:
+    """Random weights for a model built without a checkpoint: ``init_weights`` with the
+    ``Pretrained`` entries dropped (nothing is downloaded). Parameters that MMDetection creates
+    uninitialized (DETRs' ``torch.Tensor(...)`` level embeddings, Sparse R-CNN's proposal
+    boxes) get their documented random init instead of whatever memory held (NaN once
+    deterministic algorithms are on: PyTorch then fills uninitialized memory with NaN).
+    mmengine's per-parameter init report is kept out of the log."""
+    from mmengine.logging import MMLogger
+
+    def pretrained(entry) -> bool:
+        return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
+    for module in model.modules():
+        cfg = getattr(module, 'init_cfg', None)
+        if pretrained(cfg):
+            module.init_cfg = None
+        elif isinstance(cfg, list):
+            module.init_cfg = [entry for entry in cfg if not pretrained(entry)]
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
 def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) -> Config:
     """Reads a config (a path, ``mmyolo::``/``mmdet::`` name or ``Config``) and merges
     ``cfg_options``.

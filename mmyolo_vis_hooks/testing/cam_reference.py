@@ -39,7 +39,7 @@ def demo_input(model: nn.Module, size: int, seed: int = 3) -> torch.Tensor:
     return data['inputs']
 
 
-class _Tap(nn.Module):
+class FeatureTap(nn.Module):
     """Returns a fresh view of its input: a hook point that only the head consumes."""
 
     def forward(self, x):
@@ -60,7 +60,7 @@ class FlatScoresModel(nn.Module):
         with torch.no_grad():
             levels = len(self.adapter.extract_feat(torch.zeros(1, 3, 64, 64,
                                                                device=param.device)))
-        self.taps = nn.ModuleList(_Tap() for _ in range(levels))
+        self.taps = nn.ModuleList(FeatureTap() for _ in range(levels))
 
     def forward(self, x):
         from mmyolo_vis_hooks.engine.detectors import FlatPredictions

@@ -23,3 +23,6 @@ def test_bench_cam_small_agrees_with_grad_cam():
             line.split()[0] in ('gradcam', 'gradcam++', 'xgradcam', 'layercam', 'eigengradcam')]
     assert len(rows) == 5, out
     assert all(float(row[-2]) >= 0.999 for row in rows), out  # corr min column
+    # part 3: Faster R-CNN against grad-cam's predict-style per-box loop
+    rcnn = [line.split() for line in out.splitlines() if line.startswith('faster_rcnn ')]
+    assert len(rcnn) == 1 and float(rcnn[0][-3]) >= 0.999, out

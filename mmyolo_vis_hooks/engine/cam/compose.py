@@ -99,6 +99,24 @@ def norm_in_boxes(maps: Tensor, boxes: Tensor) -> Tensor:
     return out
 
 
+def norm_in_masks(maps: Tensor, masks: Tensor) -> Tensor:
+    """Each map normalised to [0, 1] inside its own instance mask and zero outside (the
+    mask counterpart of :func:`norm_in_boxes`). An empty mask keeps no heat.
+
+    Args:
+        maps (Tensor): ``(K, H, W)`` maps.
+        masks (Tensor): ``(K, H, W)`` bool masks on the same pixels.
+    """
+    out = torch.zeros_like(maps)
+    for k in range(maps.shape[0]):
+        inside = masks[k].bool()
+        if inside.any():
+            values = maps[k][inside]
+            low, high = values.min(), values.max()
+            out[k][inside] = (values - low) / (high - low + EPS)
+    return out
+
+
 def merge_box_maps(maps: Tensor) -> Tensor:
     """One image-level ``(H, W)`` map: the maximum over boxes, normalised (MMYOLO's merge of
     ``norm_in_bbox`` maps). An image without boxes gives a zero map."""
@@ -107,19 +125,27 @@ def merge_box_maps(maps: Tensor) -> Tensor:
     return normalize_maps(maps.amax(dim=0))
 
 
-def energy_inside(heat: Tensor, boxes: Tensor) -> Optional[float]:
-    """Energy-based pointing game: the share of the map's total inside the union of ``boxes``.
+def energy_inside(heat: Tensor, boxes: Tensor, masks: Optional[Tensor] = None
+                  ) -> Optional[float]:
+    """Energy-based pointing game: the share of the map's total inside the union of ``boxes``,
+    or of the ``(G, H, W)`` region ``masks`` (ground-truth instance masks on the map's pixels)
+    when given.
 
     Returns None for a map with no energy (nothing to point with).
     """
     total = float(heat.clamp(min=0).sum())
     if total <= 0:
         return None
-    if boxes.numel() == 0:
+    if masks is not None:
+        if masks.shape[0] == 0:
+            return 0.0
+        inside = masks.bool().reshape(-1, *heat.shape[-2:]).any(dim=0)
+    elif boxes.numel() == 0:
         return 0.0
-    inside = box_masks(boxes.reshape(-1, 4), heat.shape[-2:]).any(dim=0)
+    else:
+        inside = box_masks(boxes.reshape(-1, 4), heat.shape[-2:]).any(dim=0)
     return float(heat.clamp(min=0)[inside].sum()) / total
 
 
-__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_boxes', 'merge_box_maps',
-           'energy_inside']
+__all__ = ['normalize_maps', 'compose_box_maps', 'box_masks', 'norm_in_boxes', 'norm_in_masks',
+           'merge_box_maps', 'energy_inside']

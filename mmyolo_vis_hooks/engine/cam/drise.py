@@ -40,9 +40,15 @@ kept, ``sum_i M_i`` (``normalize='coverage'``, xaitk-saliency's ``DRISEScoring``
 estimate of ``E[w | pixel kept]``, the quantity the paper's ``S_t / (N p)`` estimates, with the
 sampling noise of the coverage removed; ``'expected'`` divides by ``N p`` as the paper does.
 One forward of a mask batch serves every box of the image.
+
+Instance masks (``similarity='mask'``, instance-segmentation detectors): ``L`` are the
+instances' predicted masks and the IoU is the masks' IoU. The masks of a prediction exist only
+after the detector's own post-processing (mask decoding follows NMS), so then ``j`` runs over
+the masked image's final detections (the detector's ``select`` at its own thresholds, as the
+paper's detector outputs are) instead of every candidate.
 """
 import math
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +60,8 @@ from ..detectors.base import ExplainedBoxes, FlatPredictions
 
 NORMALIZATIONS = ('coverage', 'expected')
 MISSING_OBJECTNESS = ('one', 'confidence')
+# What L in IoU(L_t, L_j) is: the boxes, or the instance masks.
+SIMILARITIES = ('box', 'mask')
 
 
 def check_drise_options(num_masks: int, grid_size: int, keep_prob: float, batch_size: int,
@@ -151,10 +159,40 @@ def drise_weights(target_boxes: Tensor, target_vectors: Tensor, boxes: Tensor,
     return (ious * cosines * objectness[..., None]).amax(dim=1)
 
 
+def mask_iou(masks: Tensor, refs: Tensor) -> Tensor:
+    """``(P, K)`` IoU of ``(P, H, W)`` and ``(K, H, W)`` bool masks (0 for two empty ones)."""
+    a = masks.flatten(1).float()
+    b = refs.flatten(1).float()
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return inter / union.clamp(min=1.0)
+
+
+def drise_mask_weights(target_masks: Tensor, target_vectors: Tensor,
+                       detections: Sequence[ExplainedBoxes], preds: FlatPredictions,
+                       missing_objectness: str = 'one') -> Tensor:
+    """``(n, K)`` weights ``max_j maskIoU x cos x objectness`` over each masked image's final
+    detections ``j`` (``detections[i]``, with masks; their class vectors and objectness are
+    their candidates' in ``preds``); 0 for an image without detections."""
+    objectness = prediction_objectness(preds, missing_objectness)
+    rows = []
+    for i, det in enumerate(detections):
+        if len(det) == 0:
+            rows.append(target_vectors.new_zeros(len(target_vectors)))
+            continue
+        ious = mask_iou(det.masks.to(target_masks.device), target_masks)  # (P, K)
+        vectors = preds.scores[i, det.priors].float()
+        cosines = F.normalize(vectors, dim=-1) @ F.normalize(target_vectors, dim=-1).T
+        rows.append((ious * cosines * objectness[i, det.priors].float()[:, None]).amax(dim=0))
+    return torch.stack(rows)
+
+
 def drise_maps(image: Tensor, dets: ExplainedBoxes, base: FlatPredictions,
                predict: Callable[[Tensor], FlatPredictions], masks: RiseMasks,
                batch_size: int, normalize: str = 'coverage',
-               missing_objectness: str = 'one') -> Tensor:
+               missing_objectness: str = 'one', similarity: str = 'box',
+               select: Optional[Callable[[FlatPredictions], List[ExplainedBoxes]]] = None
+               ) -> Tensor:
     """``(K, H, W)`` D-RISE saliency of the boxes of one image.
 
     Args:
@@ -169,9 +207,17 @@ def drise_maps(image: Tensor, dets: ExplainedBoxes, base: FlatPredictions,
             Defaults to 'coverage'.
         missing_objectness (str): ``'one'`` or ``'confidence'`` (module docstring).
             Defaults to 'one'.
+        similarity (str): ``'box'`` (box IoU over every candidate) or ``'mask'`` (mask IoU
+            over the final detections; needs ``dets.masks`` and ``select``). Defaults to 'box'.
+        select (callable, optional): A masked batch's predictions -> its final detections
+            with masks (the detector's own selection); for ``similarity='mask'``.
     """
     check_choice('normalize', normalize, NORMALIZATIONS)
     check_choice('missing_objectness', missing_objectness, MISSING_OBJECTNESS)
+    check_choice('similarity', similarity, SIMILARITIES)
+    if similarity == 'mask' and (dets.masks is None or select is None):
+        raise ValueError('D-RISE similarity=\'mask\' needs instance masks: this detector '
+                         'predicts boxes only (use similarity=\'box\')')
     height, width = image.shape[-2:]
     if masks.size != (height, width):
         raise ValueError(f'masks of size {masks.size} for an image of size {(height, width)}')
@@ -182,9 +228,13 @@ def drise_maps(image: Tensor, dets: ExplainedBoxes, base: FlatPredictions,
     for batch in masks.batches(batch_size):
         batch = batch.to(image.device)
         preds = predict(image[None] * batch[:, None].to(image.dtype))
-        weights = drise_weights(target_boxes, target_vectors, preds.boxes.float(),
-                                preds.scores.float(),
-                                prediction_objectness(preds, missing_objectness).float())
+        if similarity == 'mask':
+            weights = drise_mask_weights(dets.masks, target_vectors, select(preds), preds,
+                                         missing_objectness)
+        else:
+            weights = drise_weights(target_boxes, target_vectors, preds.boxes.float(),
+                                    preds.scores.float(),
+                                    prediction_objectness(preds, missing_objectness).float())
         saliency += torch.einsum('nk,nhw->khw', weights, batch)
         coverage += batch.sum(dim=0)
     if normalize == 'coverage':

@@ -282,6 +282,9 @@ class BoxCAM:
             Defaults to 0.5.
         mask_seed (int, optional): D-RISE: seed of the masks' private generator (None: a new
             one from the OS each call); the global RNG is never used. Defaults to 0.
+        drise_similarity (str): D-RISE: ``'box'`` (box IoU with every candidate) or
+            ``'mask'`` (instance-mask IoU with the masked image's final detections;
+            instance-segmentation detectors only). Defaults to 'box'.
 
     Raises:
         ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
@@ -302,19 +305,25 @@ class BoxCAM:
                  num_masks: int = 1000,
                  grid_size: int = 16,
                  keep_prob: float = 0.5,
-                 mask_seed: Optional[int] = 0) -> None:
+                 mask_seed: Optional[int] = 0,
+                 drise_similarity: str = 'box') -> None:
         self.detector = explainable_detector(model)
         self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
                            match_iou_thr, target, num_masks=num_masks, grid_size=grid_size,
-                           keep_prob=keep_prob, mask_seed=mask_seed)
+                           keep_prob=keep_prob, mask_seed=mask_seed,
+                           drise_similarity=drise_similarity)
         name = method.lower() if isinstance(method, str) else None
         if name == AblationCAM.name:
             self.method = build_method(method, batch_size=batch_size,
                                        ratio_channels_to_ablate=ratio_channels_to_ablate)
         elif name == DRISE.name:
+            if drise_similarity == 'mask' and not self.detector.predicts_masks:
+                raise ValueError(f'BoxCAM: drise_similarity=\'mask\' needs instance masks; '
+                                 f'{self.detector.head_name} ({self.detector.kind}) predicts '
+                                 f'boxes only: use \'box\'')
             self.method = build_method(method, num_masks=num_masks, grid_size=grid_size,
                                        keep_prob=keep_prob, batch_size=batch_size,
-                                       seed=mask_seed)
+                                       seed=mask_seed, similarity=drise_similarity)
         else:
             self.method = build_method(method)
         if self.method.works_on_input:
@@ -338,7 +347,7 @@ class BoxCAM:
                       ratio_channels_to_ablate: float = 1.0, match_iou_thr: float = 0.5,
                       target: str = DEFAULT_TARGET, owner: Optional[str] = None,
                       num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
-                      mask_seed: Optional[int] = 0) -> None:
+                      mask_seed: Optional[int] = 0, drise_similarity: str = 'box') -> None:
         """Checks the options without a model (hooks and tools call it before one exists).
 
         Raises:
@@ -354,7 +363,8 @@ class BoxCAM:
             check_int('topk', topk, accepted='an int (<= 0 for all boxes)')
             check_choice('target', target, TARGETS)
             AblationCAM(batch_size, ratio_channels_to_ablate)  # its own checks
-            DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed)
+            DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed,
+                  similarity=drise_similarity)
 
     # ------------------------------------------------------------------ public
     def __call__(self, inputs: Tensor,
@@ -538,6 +548,16 @@ class BoxCAM:
         of ``n`` modified copies of one image takes that image's ``metas``."""
         return self.detector.candidates(in_network_layout(inputs), metas)
 
+    def _final(self, preds: FlatPredictions, metas: Optional[List[dict]]
+               ) -> List[ExplainedBoxes]:
+        """The final detections of a batch of modified copies of one image: the detector's
+        own selection at its own candidate threshold (with masks where it predicts them)."""
+        copies = preds.scores.shape[0]
+        cfg = self.detector.test_cfg or {}
+        return self.detector.select(preds, self.detector.candidate_thr,
+                                    int(cfg.get('max_per_img', 100) or 100),
+                                    None if metas is None else metas[:1] * copies)
+
     def _explain_input(self, inputs: Tensor, metas: Optional[List[dict]]) -> List[BoxCAMResult]:
         """Input-level methods: one map per box on the network input, as one layer."""
         preds = self._predict(inputs, metas)
@@ -551,7 +571,8 @@ class BoxCAM:
             else:
                 image_metas = None if metas is None else [metas[b]]
                 ctx = InputContext(image=inputs[b], boxes=det, predictions=preds.image(b),
-                                   predict=lambda batch, m=image_metas: self._predict(batch, m))
+                                   predict=lambda batch, m=image_metas: self._predict(batch, m),
+                                   select=lambda masked, m=image_metas: self._final(masked, m))
                 raw, magnitude = self.method.input_map_and_magnitude(ctx)
                 noise = at_noise_level(raw, magnitude).cpu()[:, None]
             results.append(BoxCAMResult(det, [raw.detach()], ['input'], (height, width),

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..core.checks import check_bool, check_int, check_str_list, owned_by
-from ..core.geometry import original_size
+from ..core.geometry import original_size, segmentation_masks
 from ..slicing.evaluate import category_labels, read_coco_file
 from .compose import box_masks
 from .engine import BoxCAM
@@ -69,7 +69,7 @@ METRICS = (  # key, heading, better
 # give.
 REFERENCES = ('(box)', '(uniform)')
 # The BoxCAM options the settings record besides the target (they change the D-RISE maps).
-DRISE_OPTIONS = ('num_masks', 'grid_size', 'keep_prob', 'mask_seed')
+DRISE_OPTIONS = ('num_masks', 'grid_size', 'keep_prob', 'mask_seed', 'drise_similarity')
 # BoxCAM's keyword arguments (and defaults) that ``cam_options`` may set: all but those the
 # evaluation sets itself. Read from its signature so that a new BoxCAM option needs no change.
 _CAM_DEFAULTS = {name: param.default for name, param in
@@ -86,9 +86,13 @@ class GroundTruth(NamedTuple):
     Attributes:
         boxes (np.ndarray): ``(G, 4)`` xyxy boxes.
         labels (np.ndarray): ``(G, )`` their model label indices.
+        masks (np.ndarray, optional): ``(G, H, W)`` bool instance masks of the original
+            image; where given, the pointing game and the energy are measured on the matched
+            object's mask instead of its box. Defaults to None.
     """
     boxes: np.ndarray
     labels: np.ndarray
+    masks: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -445,15 +449,22 @@ def _prepare(images: Union[ImageItem, Sequence[ImageItem]], methods: Union[str, 
 def _check_ground_truth(index: int, truth: Any) -> GroundTruth:
     """``truth`` as a :class:`GroundTruth` of float32 ``(G, 4)`` boxes and int64 labels."""
     try:
-        boxes, labels = truth
+        boxes, labels, *rest = truth
+        if len(rest) > 1:
+            raise ValueError
+        masks = rest[0] if rest else None
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         labels = np.asarray(labels, np.int64).reshape(-1)
+        masks = None if masks is None else np.asarray(masks, dtype=bool)
     except (TypeError, ValueError):
-        raise ValueError(f'ground_truth[{index}] must be (boxes (G, 4) xyxy, labels (G, )), '
-                         f'got {type(truth).__name__}') from None
+        raise ValueError(f'ground_truth[{index}] must be (boxes (G, 4) xyxy, labels (G, )[, '
+                         f'masks (G, H, W)]), got {type(truth).__name__}') from None
     if len(boxes) != len(labels):
         raise ValueError(f'ground_truth[{index}]: {len(boxes)} boxes but {len(labels)} labels')
-    return GroundTruth(boxes, labels)
+    if masks is not None and (masks.ndim != 3 or len(masks) != len(boxes)):
+        raise ValueError(f'ground_truth[{index}]: masks must be (G, H, W) with one mask per '
+                         f'box ({len(boxes)}), got shape {masks.shape}')
+    return GroundTruth(boxes, labels, masks)
 
 
 class _BoxScorer:
@@ -475,7 +486,7 @@ class _BoxScorer:
         self.fractions = curves.fractions.tolist()
         gt = None if self.truth is None else ground_truth_scores(
             original_maps, detections_on_original(boxes, self.meta), boxes.labels.tolist(),
-            self.truth.boxes, self.truth.labels, self.tolerance)
+            self.truth.boxes, self.truth.labels, self.tolerance, self.truth.masks)
         deletion, insertion = curves.deletion_auc, curves.insertion_auc
         return [dict(image=self.image, box=k, label=int(boxes.labels[k]),
                      score=round(float(boxes.scores[k]), 6),
@@ -556,7 +567,8 @@ def coco_ground_truth(ann_file: str, img_dir: Optional[str] = None,
 
     Returns:
         tuple[list[str], list[GroundTruth]]: The image paths and, per image, its
-        ``(boxes (G, 4) xyxy, labels (G, ))``.
+        ``(boxes (G, 4) xyxy, labels (G, ), masks)``; ``masks`` ``(G, H, W)`` where every
+        annotation of the image has a segmentation, else None.
 
     Raises:
         FileNotFoundError: The file, the image folder or an image is missing.
@@ -587,12 +599,14 @@ def coco_ground_truth(ann_file: str, img_dir: Optional[str] = None,
         boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
                            a['bbox'][1] + a['bbox'][3]] for a in anns], np.float32).reshape(-1, 4)
         labels = np.array([cat_to_label[a['category_id']] for a in anns], np.int64)
+        masks = segmentation_masks([a.get('segmentation') for a in anns], image['height'],
+                                   image['width']) if anns and 'height' in image else None
         path = osp.join(img_dir, image['file_name'])
         if not osp.isfile(path):
             raise FileNotFoundError(f'image {path} of {ann_file} not found (pass their folder: '
                                     f'--img-dir, img_dir)')
         paths.append(path)
-        truths.append(GroundTruth(boxes, labels))
+        truths.append(GroundTruth(boxes, labels, masks))
     return paths, truths
 
 

@@ -291,25 +291,38 @@ def match_ground_truth(boxes: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarr
     return np.where(ious[np.arange(len(boxes)), best] >= iou_thr, best, -1)
 
 
-def pointing_hits(maps: Tensor, gt_boxes: Tensor, tolerance: float = POINTING_TOLERANCE
-                  ) -> List[bool]:
-    """Pointing game per map: does its maximum lie within ``tolerance`` pixels of its box?
+def pointing_hits(maps: Tensor, gt_boxes: Tensor, tolerance: float = POINTING_TOLERANCE,
+                  gt_masks: Optional[Tensor] = None) -> List[bool]:
+    """Pointing game per map: does its maximum lie within ``tolerance`` pixels of its box
+    (of its ground-truth mask, where given)?
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps on the image the boxes are given in.
         gt_boxes (Tensor): ``(K, 4)`` xyxy, box k for map k, in pixels of that image.
         tolerance (float): Pixels around the box that still count (Zhang et al. 2016: 15).
             Defaults to 15.
+        gt_masks (Tensor, optional): ``(K, H, W)`` bool, mask k for map k: the distance is
+            then to the nearest mask pixel (0 inside the mask). Defaults to None.
 
     A map without energy (all zeros) points nowhere: a miss.
     """
+    import cv2
     hits = []
     width = maps.shape[-1]
-    for heat, box in zip(maps, gt_boxes.float()):
+    for k, (heat, box) in enumerate(zip(maps, gt_boxes.float())):
         if not float(heat.clamp(min=0).max()) > 0:
             hits.append(False)
             continue
         flat = int(torch.argmax(heat))
+        if gt_masks is not None:
+            outside = (~gt_masks[k].bool()).cpu().numpy().astype(np.uint8)
+            if outside.all():  # an empty mask: nothing to point at
+                hits.append(False)
+                continue
+            # distance of each pixel to the nearest mask pixel (0 inside the mask)
+            distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            hits.append(float(distance.reshape(-1)[flat]) <= tolerance)
+            continue
         # Pixel centre; the distance to the box is 0 inside it.
         x, y = flat % width + 0.5, flat // width + 0.5
         dx = max(float(box[0]) - x, 0.0, x - float(box[2]))
@@ -318,12 +331,14 @@ def pointing_hits(maps: Tensor, gt_boxes: Tensor, tolerance: float = POINTING_TO
     return hits
 
 
-def energy_shares(maps: Tensor, gt_boxes: Tensor) -> List[float]:
-    """Energy-based pointing game per map: the share of map k's energy inside box k
-    (``compose.energy_inside``); 0 for a map without energy."""
+def energy_shares(maps: Tensor, gt_boxes: Tensor, gt_masks: Optional[Tensor] = None
+                  ) -> List[float]:
+    """Energy-based pointing game per map: the share of map k's energy inside box k, or
+    inside mask k of ``(K, H, W)`` ``gt_masks`` where given (``compose.energy_inside``); 0
+    for a map without energy."""
     shares = []
-    for heat, box in zip(maps, gt_boxes):
-        share = energy_inside(heat, box[None])
+    for k, (heat, box) in enumerate(zip(maps, gt_boxes)):
+        share = energy_inside(heat, box[None], None if gt_masks is None else gt_masks[k:k + 1])
         shares.append(0.0 if share is None else share)
     return shares
 
@@ -345,8 +360,11 @@ class GroundTruthScores:
 
 def ground_truth_scores(maps: Tensor, boxes: Tensor, labels: Sequence[int],
                         gt_boxes: np.ndarray, gt_labels: Sequence[int],
-                        tolerance: float = POINTING_TOLERANCE) -> GroundTruthScores:
+                        tolerance: float = POINTING_TOLERANCE,
+                        gt_masks: Optional[np.ndarray] = None) -> GroundTruthScores:
     """Pointing game and energy-based pointing game of per-box maps on the original image.
+    A detection is matched to a ground-truth object by box IoU; with ``gt_masks`` the game
+    is played on the matched object's mask instead of its box.
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps on the original image (``box_maps(meta)``).
@@ -355,6 +373,8 @@ def ground_truth_scores(maps: Tensor, boxes: Tensor, labels: Sequence[int],
         gt_boxes (np.ndarray): ``(G, 4)`` ground-truth xyxy boxes, original-image pixels.
         gt_labels (Sequence[int]): Their classes (model label indices).
         tolerance (float): Pointing-game tolerance in pixels. Defaults to 15.
+        gt_masks (np.ndarray, optional): ``(G, H, W)`` bool ground-truth instance masks on
+            the original image (the maps' size). Defaults to None (boxes).
     """
     matched = match_ground_truth(boxes.detach().cpu().numpy(), np.asarray(labels), gt_boxes,
                                  np.asarray(gt_labels))
@@ -364,8 +384,13 @@ def ground_truth_scores(maps: Tensor, boxes: Tensor, labels: Sequence[int],
     if len(keep):
         targets = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4)[matched[keep]])
         chosen = maps[torch.as_tensor(keep)].float().cpu()
-        for k, hit, share in zip(keep, pointing_hits(chosen, targets, tolerance),
-                                 energy_shares(chosen, targets)):
+        masks = None if gt_masks is None else torch.as_tensor(
+            np.asarray(gt_masks, dtype=bool)[matched[keep]])
+        if masks is not None and tuple(masks.shape[-2:]) != tuple(chosen.shape[-2:]):
+            raise ValueError(f'gt_masks of size {tuple(masks.shape[-2:])} for maps of size '
+                             f'{tuple(chosen.shape[-2:])}: both must be the original image\'s')
+        for k, hit, share in zip(keep, pointing_hits(chosen, targets, tolerance, masks),
+                                 energy_shares(chosen, targets, masks)):
             pointing[k] = float(hit)
             energy[k] = float(share)
     return GroundTruthScores(matched, pointing, energy)

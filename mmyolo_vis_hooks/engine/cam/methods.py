@@ -17,14 +17,14 @@ override point is :meth:`InputMethod.input_maps`.
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Type
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
 
 from ..core.checks import check_choice, check_int, check_number
-from .drise import (MISSING_OBJECTNESS, NORMALIZATIONS, RiseMasks, check_drise_options,
-                    drise_maps)
+from .drise import (MISSING_OBJECTNESS, NORMALIZATIONS, SIMILARITIES, RiseMasks,
+                    check_drise_options, drise_maps)
 from ..detectors.base import ExplainedBoxes, FlatPredictions
 from .projection import first_component_projection
 
@@ -64,11 +64,15 @@ class InputContext:
         predictions (FlatPredictions): Predictions of the unmodified image (batch 1).
         predict (callable): Maps a batch of modified images ``(n, 3, H, W)`` to their
             :class:`FlatPredictions` (eval mode, no gradients).
+        select (callable, optional): Maps such predictions to each image's final detections
+            (the detector's own selection at its own thresholds, with masks for
+            instance-segmentation detectors).
     """
     image: Tensor
     boxes: ExplainedBoxes
     predictions: FlatPredictions
     predict: Callable[[Tensor], FlatPredictions]
+    select: Optional[Callable[[FlatPredictions], List[ExplainedBoxes]]] = None
 
     @property
     def num_boxes(self) -> int:
@@ -285,12 +289,15 @@ class DRISE(InputMethod):
         missing_objectness (str): Objectness factor for heads without objectness (YOLOv6/v8,
             RTMDet, PPYOLOE): ``'one'`` (the paper's 1) or ``'confidence'`` (the prediction's
             largest class score). Defaults to 'one'.
+        similarity (str): ``'box'``: box IoU with every candidate of the masked image (the
+            paper); ``'mask'``: instance-mask IoU with its final detections
+            (instance-segmentation detectors). Defaults to 'box'.
     """
     name = 'drise'
 
     def __init__(self, num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
                  batch_size: int = 32, seed: Optional[int] = 0, normalize: str = 'coverage',
-                 missing_objectness: str = 'one') -> None:
+                 missing_objectness: str = 'one', similarity: str = 'box') -> None:
         check_drise_options(num_masks, grid_size, keep_prob, batch_size, seed)
         self.num_masks = int(num_masks)
         self.grid_size = int(grid_size)
@@ -300,6 +307,7 @@ class DRISE(InputMethod):
         self.normalize = check_choice('normalize', normalize, NORMALIZATIONS)
         self.missing_objectness = check_choice('missing_objectness', missing_objectness,
                                                MISSING_OBJECTNESS)
+        self.similarity = check_choice('similarity', similarity, SIMILARITIES)
 
     def masks(self, size: Tuple[int, int], device='cpu') -> RiseMasks:
         """The masks this method uses for an input of ``size`` = (H, W)."""
@@ -309,7 +317,8 @@ class DRISE(InputMethod):
     def input_maps(self, ctx: InputContext) -> Tensor:
         return drise_maps(ctx.image, ctx.boxes, ctx.predictions, ctx.predict,
                           self.masks(tuple(ctx.image.shape[-2:]), ctx.image.device),
-                          self.batch_size, self.normalize, self.missing_objectness)
+                          self.batch_size, self.normalize, self.missing_objectness,
+                          self.similarity, ctx.select)
 
 
 METHODS: Dict[str, Type[BoxCAMMethod]] = {

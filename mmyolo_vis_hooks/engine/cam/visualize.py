@@ -4,25 +4,50 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..core.geometry import boxes_to_original, original_size
-from ..core.render import draw_boxes, make_grid, overlay
-from .compose import energy_inside, merge_box_maps, norm_in_boxes
+from ..core.geometry import boxes_to_original, map_to_original, original_size
+from ..core.render import draw_boxes, draw_mask_outlines, make_grid, overlay
+from .compose import energy_inside, merge_box_maps, norm_in_boxes, norm_in_masks
 from .engine import BoxCAMResult
 
 
+def masks_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int]
+                   ) -> Optional[torch.Tensor]:
+    """The detections' instance masks on the original image shown at ``size`` = (h, w):
+    ``(K, h, w)`` bool (the network-input masks sampled through the letterbox / resize
+    geometry, as the maps are, and cut at one half); None for detections without masks."""
+    masks = result.detections.masks
+    if masks is None:
+        return None
+    if len(masks) == 0:
+        return torch.zeros((0, *size), dtype=torch.bool)
+    return map_to_original(masks.detach().cpu().float(), meta, size) > 0.5
+
+
 def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
-                  norm_in_bbox: bool = False) -> Tuple[torch.Tensor, np.ndarray]:
+                  norm_in_bbox: bool = False, norm_in_mask: bool = False
+                  ) -> Tuple[torch.Tensor, np.ndarray]:
     """Per-box maps and boxes on the original image shown at ``size`` = (h, w).
 
     Returns:
         tuple: ``(K, h, w)`` maps in [0, 1] (normalised inside each box and zero outside with
-        ``norm_in_bbox``) and the ``(K, 4)`` boxes in pixels of that display.
+        ``norm_in_bbox``, inside each instance mask with ``norm_in_mask``) and the ``(K, 4)``
+        boxes in pixels of that display.
+
+    Raises:
+        ValueError: ``norm_in_mask`` for detections without masks.
     """
     ori_h, ori_w = original_size(meta)
     maps = result.box_maps(meta, out_size=size).cpu()
     boxes = boxes_to_original(result.detections.boxes.detach().float().cpu(), meta)
     boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
-    if norm_in_bbox and len(result):
+    if norm_in_mask:
+        masks = masks_on_image(result, meta, size)
+        if masks is None:
+            raise ValueError('norm_in_mask needs instance masks; this detector predicts '
+                             'boxes only (use norm_in_bbox)')
+        if len(result):
+            maps = norm_in_masks(maps, masks)
+    elif norm_in_bbox and len(result):
         maps = norm_in_boxes(maps, boxes)
     return maps, boxes.numpy()
 
@@ -30,7 +55,7 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
 def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
                   class_names: Sequence[str] = (), norm_in_bbox: bool = False,
                   merge: bool = False, alpha: float = 0.5,
-                  ncols: Optional[int] = None) -> np.ndarray:
+                  ncols: Optional[int] = None, norm_in_mask: bool = False) -> np.ndarray:
     """The CAMs of one image over ``image`` (the original image, possibly scaled for display).
 
     Args:
@@ -44,26 +69,35 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
             instead of one tile per box. Defaults to False.
         alpha (float): Heat opacity. Defaults to 0.5.
         ncols (int, optional): Tiles per row of the per-box grid.
+        norm_in_mask (bool): Normalise each map inside its instance mask, zero outside
+            (instance-segmentation detectors only). Defaults to False.
 
     Returns:
         np.ndarray: RGB uint8 image: the merged overlay, or a grid of per-box overlays each
-        showing its own box (the plain image when there is no box). A box whose CAM is
+        showing its own box and, for instance-segmentation detectors, the outline of its
+        mask (the plain image when there is no box). A box whose CAM is
         unreliable (``BoxCAMResult.reasons``: float32 noise) gets no heat: its tile is the
         plain image with its box, captioned ``noise``; in the merged map it adds no heat.
     """
     size = image.shape[:2]
     det = result.detections
-    maps, boxes = maps_on_image(result, meta, size, norm_in_bbox)
+    maps, boxes = maps_on_image(result, meta, size, norm_in_bbox, norm_in_mask)
+    masks = masks_on_image(result, meta, size)
+    masks = None if masks is None else masks.numpy()
     labels = det.labels.cpu().numpy()
     scores = det.scores.detach().float().cpu().numpy()
     if len(result) == 0:
         return image.copy()
     if merge:
-        return draw_boxes(overlay(image, merge_box_maps(maps), alpha), boxes, labels, scores,
-                          class_names)
+        base = overlay(image, merge_box_maps(maps), alpha)
+        if masks is not None:
+            base = draw_mask_outlines(base, masks)
+        return draw_boxes(base, boxes, labels, scores, class_names)
     tiles, titles = [], []
     for k, reason in enumerate(result.reasons):
         base = image if reason else overlay(image, maps[k], alpha)
+        if masks is not None:
+            base = draw_mask_outlines(base, masks[k:k + 1])
         tiles.append(draw_boxes(base, boxes[k:k + 1], labels[k:k + 1], scores[k:k + 1],
                                 class_names))
         name = class_names[labels[k]] if labels[k] < len(class_names) else str(labels[k])
@@ -74,9 +108,11 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
 
 
 def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
-                    size: Optional[Tuple[int, int]] = None) -> Optional[float]:
+                    size: Optional[Tuple[int, int]] = None,
+                    gt_masks: Optional[np.ndarray] = None) -> Optional[float]:
     """Energy-based pointing game for one image: the share of the merged CAM (maximum over the
-    explained boxes) that falls inside the ground-truth boxes.
+    explained boxes) that falls inside the ground-truth boxes, or inside the ground-truth
+    instance masks where the data has them.
 
     Args:
         result (BoxCAMResult): The image's CAMs.
@@ -84,6 +120,9 @@ def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
         gt_boxes (np.ndarray): ``(G, 4)`` xyxy ground-truth boxes in original-image pixels.
         size (tuple[int, int], optional): Evaluate on this (h, w) grid (scaled geometry);
             the original image size when None.
+        gt_masks (np.ndarray, optional): ``(G, H, W)`` bool ground-truth instance masks of
+            the original image; when given, the region is their union instead of the boxes'.
+            Defaults to None.
 
     Returns:
         float | None: The share in [0, 1]; None when nothing was explained or the map is empty.
@@ -95,4 +134,14 @@ def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
     heat = merge_box_maps(result.box_maps(meta, out_size=size).cpu())
     boxes = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4))
     boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
-    return energy_inside(heat, boxes)
+    masks = None if gt_masks is None else resize_masks(gt_masks, size)
+    return energy_inside(heat, boxes, masks)
+
+
+def resize_masks(masks: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
+    """``(G, H, W)`` bool masks resized to ``size`` = (h, w) (nearest neighbour)."""
+    masks = torch.as_tensor(np.asarray(masks, dtype=bool))
+    if masks.shape[0] == 0 or tuple(masks.shape[-2:]) == tuple(size):
+        return masks.reshape(-1, *size) if masks.shape[0] == 0 else masks
+    return torch.nn.functional.interpolate(masks[None].float(), size=tuple(size),
+                                           mode='nearest')[0] > 0.5

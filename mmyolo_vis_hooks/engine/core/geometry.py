@@ -13,7 +13,7 @@ ratio of the resized to the original size) and its data preprocessor pads at the
 to the batch's largest image and to ``pad_size_divisor`` (``batch_input_shape``): the same
 tracing inverts them, with no ``pad_param``.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -163,3 +163,25 @@ def boxes_to_original(boxes: torch.Tensor, meta: Dict) -> torch.Tensor:
     out[:, 0::2] = out[:, 0::2].clamp(0, geo['ori_w'])
     out[:, 1::2] = out[:, 1::2].clamp(0, geo['ori_h'])
     return out
+
+
+def segmentation_masks(segmentations: Sequence, height: int, width: int
+                       ) -> Optional[np.ndarray]:
+    """``(G, height, width)`` bool masks of COCO-style segmentations (polygon lists,
+    uncompressed or compressed RLE), decoded with pycocotools; None when any of them is
+    missing or empty (the ground truth then has boxes only)."""
+    if any(not seg for seg in segmentations):
+        return None
+    if not len(segmentations):
+        return np.zeros((0, height, width), dtype=bool)
+    from pycocotools import mask as mask_utils
+    masks = []
+    for seg in segmentations:
+        if isinstance(seg, dict) and isinstance(seg.get('counts'), list):
+            rle = mask_utils.frPyObjects(seg, height, width)  # uncompressed RLE
+        elif isinstance(seg, dict):
+            rle = seg
+        else:
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        masks.append(mask_utils.decode(rle).astype(bool))
+    return np.stack(masks)

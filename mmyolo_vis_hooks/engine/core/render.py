@@ -95,6 +95,34 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
     return out
 
 
+def draw_mask_outlines(image: np.ndarray, masks: np.ndarray,
+                       color: Tuple[int, int, int] = (255, 255, 255),
+                       thickness: Optional[int] = None) -> np.ndarray:
+    """Draws the outline of each instance mask (in this image's pixels) on a copy.
+
+    Args:
+        image (np.ndarray): RGB uint8 image.
+        masks (np.ndarray): ``(K, H, W)`` bool masks of the image's size.
+        color (tuple): Outline colour. Defaults to white.
+        thickness (int, optional): Line width; about 1 px per 400 px of the long side when
+            None (as :func:`draw_boxes`).
+
+    Returns:
+        np.ndarray: The image with every mask's outer and inner (hole) contours drawn.
+    """
+    out = np.array(image, dtype=np.uint8, order='C', copy=True)
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3 or masks.shape[1:] != out.shape[:2]:
+        raise ValueError(f'masks must be (K, H, W) with the image size {out.shape[:2]}, got '
+                         f'{masks.shape}')
+    thickness = thickness or max(1, round(max(out.shape[:2]) / 400))
+    for mask in masks:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), thickness)
+    return out
+
+
 def _titled(tile: np.ndarray, title: str, bar: int) -> np.ndarray:
     if not bar:
         return tile

@@ -2,8 +2,9 @@
 
 :func:`explainable_detector` finds a model's adapter from the class hierarchy of its head: the
 nearest supported class in the head's MRO decides, so a user's subclass of a supported head is
-explained like its base, unless it replaces the head's decoding (instance masks, rotated boxes
-and keypoints subclass the box heads with other outputs). Every other detector is refused with
+explained like its base, unless it replaces the head's decoding (rotated boxes and keypoints
+subclass the box heads with other outputs). Instance-segmentation kinds also give each
+detection its mask (``ExplainedBoxes.masks``). Every other detector is refused with
 one line naming its kind and what is supported.
 """
 from typing import Tuple
@@ -15,7 +16,8 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
                    UnsupportedDetectorError, matched_log_scores)
 
 SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, YOLOv8Head, '
-                   'YOLOXHead, RTMDetHead, PPYOLOEHead) and MMDetection\'s dense heads that '
+                   'YOLOXHead, RTMDetHead, PPYOLOEHead) and instance-segmentation heads '
+                   '(YOLOv5InsHead, RTMDetInsSepBNHead), and MMDetection\'s dense heads that '
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants), and MMDetection\'s two-stage detectors with a standard or '
@@ -31,6 +33,14 @@ def _qualified_name(cls: type) -> str:
 def _mmyolo_heads() -> Tuple[type, ...]:
     try:
         from .mmyolo_dense import head_classes
+        return head_classes()
+    except ImportError:  # MMYOLO is optional
+        return ()
+
+
+def _mmyolo_instance_heads() -> Tuple[type, ...]:
+    try:
+        from .mmyolo_instance import head_classes
         return head_classes()
     except ImportError:  # MMYOLO is optional
         return ()
@@ -79,15 +89,18 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             getattr(model, 'roi_head', None) is not None or hasattr(model, 'num_queries'):
         raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
                                        f'{_kind_of_other(model)}')
-    mmyolo_heads = _mmyolo_heads()
+    mmyolo_heads, instance_heads = _mmyolo_heads(), _mmyolo_instance_heads()
     for cls in type(head).__mro__:
+        if cls in instance_heads:
+            from .mmyolo_instance import MMYOLOInstanceDetector
+            return MMYOLOInstanceDetector(model)
         if cls in mmyolo_heads:
             from .mmyolo_dense import MMYOLODenseDetector, has_standard_decoding
             if not has_standard_decoding(head):
                 raise UnsupportedDetectorError(
                     f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
-                    f'subclasses {cls.__name__} with a decoding of its own (instance masks, '
-                    f'rotated boxes or keypoints are not supported yet)')
+                    f'subclasses {cls.__name__} with a decoding of its own (rotated boxes or '
+                    f'keypoints are not supported yet)')
             return MMYOLODenseDetector(model)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):

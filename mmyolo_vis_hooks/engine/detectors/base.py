@@ -21,7 +21,10 @@ output) and optionally its metainfo ``metas`` (one dict per image: ``img_shape``
 - :meth:`~ExplainableDetector.select` ``(preds, score_thr, topk, metas) -> [ExplainedBoxes]``:
   the detector's own post-processing (thresholds, pre-NMS top-k, NMS, max per image) on those
   candidates; each final detection keeps the candidate index and label behind it, so its
-  target is ``preds.<scores|logits|log_scores>[image, candidate, label]``.
+  target is ``preds.<scores|logits|log_scores>[image, candidate, label]``. Instance
+  segmentation kinds also give each detection its predicted mask
+  (:attr:`ExplainedBoxes.masks`, on the network input), from the head's own mask decoding of
+  exactly those detections; the target of an instance stays its candidate's class score.
 - Re-scoring the same candidate after the input or a layer changed: run
   :meth:`level_candidates` again on the changed features, restricted to the boxes' classes,
   and :func:`matched_log_scores` finds, per box, the best IoU-matched candidate above
@@ -39,7 +42,7 @@ Adapters never change the model: they run it in whatever mode the caller set (co
 ``core.model_state.preserved_model_state`` and eval mode).
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +87,12 @@ class FlatPredictions:
             same candidates on changed features.
         valid (Tensor, optional): ``(B, N)`` bool, False for padding where images have
             different candidate counts (padding scores 0); None when all are real.
+        mask_coeffs (Tensor, optional): ``(B, N, M)`` each candidate's own mask parameters
+            (instance-segmentation heads with per-candidate mask coefficients or kernels);
+            None otherwise.
+        mask_source (optional): What the kind's mask decoding reads beside them (mask
+            prototypes, mask features, or the feature levels a mask head pools from), batch
+            first; opaque to consumers. None for box-only kinds.
     """
     scores: Tensor
     log_scores: Tensor
@@ -96,6 +105,8 @@ class FlatPredictions:
     class_boxes: Optional[Tensor] = None
     proposals: Optional[Tensor] = None
     valid: Optional[Tensor] = None
+    mask_coeffs: Optional[Tensor] = None
+    mask_source: Optional[Any] = None
 
     def image(self, b: int) -> 'FlatPredictions':
         """The predictions of image ``b`` as a batch of one."""
@@ -104,7 +115,8 @@ class FlatPredictions:
         return FlatPredictions(pick(self.scores), pick(self.log_scores), pick(self.logits),
                                pick(self.boxes), self.levels, pick(self.objectness),
                                pick(self.score_factors), pick(self.class_scores),
-                               pick(self.class_boxes), pick(self.proposals), pick(self.valid))
+                               pick(self.class_boxes), pick(self.proposals), pick(self.valid),
+                               pick(self.mask_coeffs), batch_item(self.mask_source, b))
 
     @staticmethod
     def cat(per_level: Sequence['FlatPredictions']) -> 'FlatPredictions':
@@ -125,7 +137,9 @@ class FlatPredictions:
             levels=torch.cat([p.levels for p in per_level]),
             objectness=cat_optional('objectness'),
             score_factors=cat_optional('score_factors'),
-            class_scores=cat_optional('class_scores'))
+            class_scores=cat_optional('class_scores'),
+            mask_coeffs=cat_optional('mask_coeffs'),
+            mask_source=per_level[0].mask_source)  # image-level: the same for every level
 
 
 @dataclass
@@ -139,15 +153,41 @@ class ExplainedBoxes:
         priors (Tensor): ``(K, )`` candidate index into :class:`FlatPredictions` (the target
             of a box is ``scores[image, prior, label]``).
         levels (Tensor): ``(K, )`` feature level of each box's candidate.
+        masks (Tensor, optional): ``(K, H, W)`` bool: each detection's predicted instance
+            mask on the network input (its ``(H, W)``, the boxes' pixels), as the
+            detector's own mask decoding gives it for that detection (before rescaling to
+            the original image). None for detectors without masks.
     """
     boxes: Tensor
     scores: Tensor
     labels: Tensor
     priors: Tensor
     levels: Tensor
+    masks: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return int(self.scores.numel())
+
+
+def batch_item(value: Any, b: int) -> Any:
+    """Image ``b`` of a batch-first tensor, or of each tensor of a tuple/list of them, as a
+    batch of one (a batch of one is shared by every image); None stays None."""
+    if isinstance(value, Tensor):
+        return value if value.shape[0] == 1 else value[b:b + 1]
+    if isinstance(value, (tuple, list)):
+        return type(value)(batch_item(v, b) for v in value)
+    return value
+
+
+def pad_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:
+    """``(K, h, w)`` masks of an image's content (``img_shape``) padded with False at the
+    bottom and right to the network input's ``size`` (where MMDetection's data preprocessor
+    pads), or cropped to it."""
+    height, width = size
+    out = masks.new_zeros((masks.shape[0], height, width), dtype=torch.bool)
+    h, w = min(height, masks.shape[1]), min(width, masks.shape[2])
+    out[:, :h, :w] = masks[:, :h, :w].bool()
+    return out
 
 
 def matched_log_scores(per_level: Sequence[FlatPredictions], dets: ExplainedBoxes,
@@ -288,6 +328,12 @@ class ExplainableDetector:
         """A candidate is a prediction of a class above this score (the head's own
         ``test_cfg.score_thr``)."""
         return float((self.test_cfg or {}).get('score_thr', 0.001) or 0.0)
+
+    @property
+    def predicts_masks(self) -> bool:
+        """Whether :meth:`select` gives each detection its instance mask
+        (:attr:`ExplainedBoxes.masks`)."""
+        return False
 
     @property
     def selection_thr(self) -> float:

@@ -91,13 +91,15 @@ def level_predictions(head: nn.Module, head_outputs: Sequence[List[Tensor]],
     return out
 
 
-def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
-                 topk: int) -> List[ExplainedBoxes]:
+def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float, topk: int,
+                 metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
     """Per image: candidates above ``score_thr``, the head's NMS, then the ``topk`` best.
 
     Mirrors ``predict_by_feat``: multi-label candidates when ``test_cfg.multi_label`` (and more
-    than one class), at most ``test_cfg.nms_pre`` candidates, class-wise NMS with
-    ``test_cfg.nms``. ``topk <= 0`` keeps every box.
+    than one class), at most ``test_cfg.nms_pre`` candidates, boxes no wider or taller than
+    ``test_cfg.min_bbox_size`` (in original pixels: divided by each image's ``scale_factor``
+    when ``metas`` are given) dropped when it is set, class-wise NMS with ``test_cfg.nms``.
+    ``topk <= 0`` keeps every box.
     """
     from mmcv.ops import batched_nms
     cfg = test_cfg or {}
@@ -107,8 +109,10 @@ def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
     multi_label = bool(cfg.get('multi_label', False)) and num_classes > 1
     nms_pre = int(cfg.get('nms_pre', 30000) or 30000)
     nms_cfg = dict(cfg.get('nms') or dict(type='nms', iou_threshold=0.65))
+    min_size = cfg.get('min_bbox_size', -1)
+    min_size = -1 if min_size is None else min_size
     out = []
-    for scores, boxes in zip(scores_all, boxes_all):
+    for b, (scores, boxes) in enumerate(zip(scores_all, boxes_all)):
         if multi_label:
             mask = scores > score_thr
             flat = scores[mask]
@@ -120,6 +124,12 @@ def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float,
             prior_idx = keep.nonzero(as_tuple=True)[0]
         order = flat.argsort(descending=True)[:nms_pre]
         flat, labels, prior_idx = flat[order], labels[order], prior_idx[order]
+        if min_size >= 0:  # as _bbox_post_process, on the boxes in original pixels
+            scale = (1.0, 1.0) if metas is None else metas[b].get('scale_factor', (1.0, 1.0))
+            chosen = boxes[prior_idx]
+            wide = ((chosen[:, 2] - chosen[:, 0]) / scale[0] > min_size) & \
+                ((chosen[:, 3] - chosen[:, 1]) / scale[1] > min_size)
+            flat, labels, prior_idx = flat[wide], labels[wide], prior_idx[wide]
         if flat.numel():
             _, keep = batched_nms(boxes[prior_idx], flat, labels, nms_cfg)
             if topk > 0:
@@ -329,7 +339,7 @@ class MMYOLODenseDetector(ExplainableDetector):
 
     def select(self, preds: FlatPredictions, score_thr: float, topk: int,
                metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
-        return select_boxes(preds, self.test_cfg, score_thr, topk)
+        return select_boxes(preds, self.test_cfg, score_thr, topk, metas)
 
     def head_input_level(self, module: nn.Module, index: int, num_outputs: int
                          ) -> Optional[int]:

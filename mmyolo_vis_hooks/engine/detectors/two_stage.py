@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_by_predict, default_metas, samples_of)
+                   decode_by_predict, default_metas, pad_masks, samples_of)
 
 
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
@@ -80,6 +80,22 @@ class TwoStageDetector(ExplainableDetector):
     @property
     def test_cfg(self) -> dict:
         return self.roi_head.test_cfg or {}
+
+    @property
+    def predicts_masks(self) -> bool:
+        return self.with_mask
+
+    @property
+    def with_mask(self) -> bool:
+        """Whether the RoI head predicts instance masks with ``StandardRoIHead``'s or
+        ``CascadeRoIHead``'s own ``predict_mask`` (Mask R-CNN, Cascade Mask R-CNN, ...). RoI
+        heads with a mask prediction of their own (HTC's reads a semantic branch) are
+        explained by their boxes only."""
+        from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
+        if not getattr(self.roi_head, 'with_mask', False):
+            return False
+        own = type(self.roi_head).predict_mask
+        return own is StandardRoIHead.predict_mask or own is CascadeRoIHead.predict_mask
 
     @property
     def selection_thr(self) -> float:
@@ -140,6 +156,8 @@ class TwoStageDetector(ExplainableDetector):
                      for roi, cls, pred, meta in zip(rois, cls_scores, bbox_preds, metas)]
         preds = _stack_padded(per_image)
         preds.proposals = _pad(boxes, float('nan'))
+        if self.with_mask:  # the mask head pools the chosen boxes from the same levels
+            preds.mask_source = tuple(feats)
         return [preds]
 
     def _decode(self, roi: Tensor, cls: Tensor, pred: Optional[Tensor], meta: dict,
@@ -174,7 +192,12 @@ class TwoStageDetector(ExplainableDetector):
                metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
         """``multiclass_nms`` of the head (``rcnn`` test config) on each image's RoIs, with
         the kept (RoI, class) indices; then the detections above ``score_thr``, the ``topk``
-        best (``<= 0``: all)."""
+        best (``<= 0``: all). With a mask head each detection gets its mask from the RoI
+        head's own ``predict_mask`` (on the network input).
+
+        As ``BaseRoIHead.predict`` does, the boxes are rescaled to the original image before
+        the NMS only without a mask head (a mask head rescales boxes and masks together
+        afterwards, so Mask R-CNN's NMS compares boxes on the network input)."""
         from mmdet.models.layers import multiclass_nms
         from mmdet.structures.bbox import scale_boxes
         cfg = self.test_cfg
@@ -185,7 +208,8 @@ class TwoStageDetector(ExplainableDetector):
             boxes = preds.class_boxes[b][valid].detach()
             num_rois, num_classes = scores.shape
             meta = None if metas is None else metas[b]
-            if meta is not None and meta.get('scale_factor') is not None:
+            if meta is not None and meta.get('scale_factor') is not None and \
+                    not getattr(self.roi_head, 'with_mask', False):
                 boxes = scale_boxes(boxes.reshape(-1, 4), [1 / s for s in meta['scale_factor']])
             # multiclass_nms drops the last score column (the background)
             with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
@@ -198,10 +222,35 @@ class TwoStageDetector(ExplainableDetector):
             rois, labels, det_scores = rois[above], labels[above], det_scores[above]
             if topk > 0:
                 rois, labels, det_scores = rois[:topk], labels[:topk], det_scores[:topk]
-            out.append(ExplainedBoxes(boxes=preds.class_boxes[b, rois, labels].detach(),
-                                      scores=det_scores, labels=labels, priors=rois,
-                                      levels=torch.zeros_like(rois)))
+            det = ExplainedBoxes(boxes=preds.class_boxes[b, rois, labels].detach(),
+                                 scores=det_scores, labels=labels, priors=rois,
+                                 levels=torch.zeros_like(rois))
+            if self.with_mask and preds.mask_source is not None:
+                det.masks = self._masks(preds.mask_source, b, det, meta)
+            out.append(det)
         return out
+
+    def _masks(self, feats, b: int, det: ExplainedBoxes, meta: Optional[dict]) -> Tensor:
+        """``(K, H, W)`` masks of image ``b``'s detections on the network input: the RoI
+        head's own ``predict_mask`` (mask RoIs, mask head, pasting at ``img_shape``,
+        ``mask_thr_binary``), padded to the input."""
+        from mmengine.structures import InstanceData
+        height, width = feats[0].shape[-2] * self._stride, feats[0].shape[-1] * self._stride
+        if meta is None:
+            meta = default_metas(1, height, width)[0]
+        size = tuple(meta.get('batch_input_shape') or (height, width))
+        instances = InstanceData(bboxes=det.boxes.clone(), labels=det.labels,
+                                 scores=det.scores)
+        with torch.no_grad():
+            (result, ) = self.roi_head.predict_mask(
+                tuple(f[min(b, f.shape[0] - 1)][None].contiguous() for f in feats), [meta],
+                [instances], rescale=False)
+        return pad_masks(result.masks, size)
+
+    @property
+    def _stride(self) -> int:
+        """Stride of the finest feature level (the RPN's first)."""
+        return int(self.model.rpn_head.prior_generator.strides[0][0])
 
     def forward(self, inputs: Tensor):
         """The network with the default metainfo (slicing: every slice fills the input)."""

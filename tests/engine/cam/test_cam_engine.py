@@ -272,11 +272,24 @@ def _check_layer_refusals(model, method):
 
 @pytest.mark.slow
 def test_unsupported_model_fails_at_construction():
-    # A real MMYOLO detector whose head is not supported: RTMDet-Ins (instance masks).
-    model = build_detector(packaged_config('rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py'))
-    # The message names the refused head and the supported ones (engine.detectors).
-    with pytest.raises(ValueError, match='(?s)(?=.*RTMDetInsSepBNHead)(?=.*YOLOv5Head)'):
-        BoxCAM(model)
+    # A real MMYOLO detector whose head decodes its own way: a subclass of YOLOv5Head with
+    # its own predict_by_feat (as rotated and pose heads are).
+    from mmyolo.models.dense_heads import YOLOv5Head
+
+    class OwnDecodingHead(YOLOv5Head):
+        def predict_by_feat(self, *args, **kwargs):
+            raise NotImplementedError
+
+    model = random_model('yolov5')
+    head_class = type(model.bbox_head)
+    model.bbox_head.__class__ = OwnDecodingHead
+    try:
+        # The message names the refused head and the supported ones (engine.detectors).
+        with pytest.raises(ValueError, match='(?s)(?=.*OwnDecodingHead)(?=.*YOLOv5Head)'
+                                             '(?=.*decoding of its own)'):
+            BoxCAM(model)
+    finally:
+        model.bbox_head.__class__ = head_class
     with pytest.raises(ValueError, match='box CAMs support .*; Conv2d has no bbox_head'):
         BoxCAM(nn.Conv2d(3, 3, 1))
 

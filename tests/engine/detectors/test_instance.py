@@ -1,0 +1,143 @@
+"""Instance-segmentation detectors behind the detector contract: each detection keeps its
+candidate (its target is the candidate's class score, as a box's) and gets its mask from the
+head's own mask decoding; the masks are the model's own predictions, and Grad-CAM per instance
+equals pytorch-grad-cam's on the same candidate.
+
+Kinds: MMDetection's Mask R-CNN and Cascade Mask R-CNN (two-stage kind, RoI mask head), and
+MMYOLO's YOLOv5-ins and RTMDet-ins (mmyolo_instance kind: per-candidate mask coefficients or
+dynamic kernels on an image-level mask source), all with random weights."""
+import mmcv
+import numpy as np
+import pytest
+import torch
+
+from family_models import INPUT as YOLO_INPUT, random_model
+from mmdet_models import (assert_gradcam_equals_grad_cam, assert_masks_equal_predict,
+                          random_inputs, random_mmdet_model)
+from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmyolo_vis_hooks.engine.detectors import explainable_detector
+from mmyolo_vis_hooks.engine.detectors.mmyolo_instance import MMYOLOInstanceDetector
+from mmyolo_vis_hooks.engine.detectors.two_stage import TwoStageDetector
+
+# A letterboxed image (MMYOLO's pad_param: 5 rows above and below) at half its original size.
+YOLO_METAS = [dict(img_shape=(150, 192), ori_shape=(300, 384), scale_factor=(0.5, 0.5),
+                   batch_input_shape=YOLO_INPUT[2:], pad_shape=YOLO_INPUT[2:],
+                   pad_param=np.array([5., 5., 0., 0.], np.float32))] * YOLO_INPUT[0]
+
+
+def _yolo_inputs(seed: int = 1) -> torch.Tensor:
+    return torch.rand(YOLO_INPUT, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['mask_rcnn', 'cascade_mask_rcnn'])
+def test_mask_rcnn_instances_are_the_models_own_prediction(name):
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    assert isinstance(detector, TwoStageDetector) and detector.predicts_masks
+    cfg = model.roi_head.test_cfg
+    saved = dict(cfg)
+    cfg.score_thr = 0.0  # random weights spread the softmax over 81 columns
+    try:
+        assert_masks_equal_predict(model, detector, random_inputs())
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_gradcam_per_instance_equals_grad_cam():
+    model = random_mmdet_model('mask_rcnn')
+    cfg = model.roi_head.test_cfg
+    saved = dict(cfg)
+    cfg.score_thr = 0.0
+    try:
+        assert_gradcam_equals_grad_cam(model, random_inputs(3)[:1],
+                                       model.roi_head.bbox_roi_extractor.num_inputs)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_yolov5_ins_instances_are_the_heads_own_prediction():
+    """Labels, scores and boxes as ``predict_by_feat``; the masks on the network input,
+    un-letterboxed and resized as ``predict_by_feat`` does (its exact, non-``fast_test``
+    path: threshold, crop the padding, ``mmcv.imresize``), are its masks bit for bit."""
+    model = random_model('yolov5_ins')
+    detector = explainable_detector(model)
+    assert isinstance(detector, MMYOLOInstanceDetector) and detector.predicts_masks
+    head = model.bbox_head
+    cfg = head.test_cfg.copy()
+    cfg.update(fast_test=False, max_per_img=20)  # OpenCV resizes at most 512 channels
+    inputs = _yolo_inputs()
+    with torch.no_grad():
+        theirs = head.predict_by_feat(*head(model.extract_feat(inputs)),
+                                      batch_img_metas=YOLO_METAS, cfg=cfg, rescale=True)
+        ours = detector.select(detector.candidates(inputs, YOLO_METAS), cfg.score_thr,
+                               cfg.max_per_img, YOLO_METAS)
+    for det, ref in zip(ours, theirs):
+        assert len(det) == len(ref) == 20
+        assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
+        scale = torch.tensor([0.5] * 4)
+        boxes = ((det.boxes - torch.tensor([0., 5., 0., 5.])) / scale)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, 384)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, 300)
+        assert torch.allclose(boxes, ref.bboxes, atol=1e-4)
+        content = det.masks[:, 5:155].numpy().astype(np.uint8).transpose(1, 2, 0)
+        resized = torch.from_numpy(mmcv.imresize(content, (384, 300))).permute(2, 0, 1)
+        assert torch.equal(resized.bool(), ref.masks)
+        assert 0 < int(ref.masks.sum()) < ref.masks.numel()
+
+
+@pytest.mark.slow
+def test_rtmdet_ins_instances_are_the_heads_own_prediction():
+    """``predict_by_feat(rescale=False)`` gives RTMDet-ins masks on the network input: the
+    same labels, scores and masks bit for bit (its boxes are clamped to ``ori_shape`` even
+    then; ours are the candidates' own boxes)."""
+    model = random_model('rtmdet_ins')
+    detector = explainable_detector(model)
+    assert isinstance(detector, MMYOLOInstanceDetector)
+    head = model.bbox_head
+    cfg = head.test_cfg
+    inputs = _yolo_inputs()
+    with torch.no_grad():
+        theirs = head.predict_by_feat(*head(model.extract_feat(inputs)),
+                                      batch_img_metas=YOLO_METAS, cfg=cfg, rescale=False)
+        ours = detector.select(detector.candidates(inputs, YOLO_METAS), cfg.score_thr,
+                               cfg.max_per_img, YOLO_METAS)
+    for det, ref in zip(ours, theirs):
+        assert len(det) == len(ref) > 5
+        assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
+        boxes = det.boxes.clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, 384)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, 300)
+        assert torch.allclose(boxes, ref.bboxes, atol=1e-4)
+        assert torch.equal(det.masks, ref.masks)
+        assert 0 < int(ref.masks.sum()) < ref.masks.numel()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['yolov5_ins', 'rtmdet_ins'])
+def test_mmyolo_instance_gradcam_equals_grad_cam(name):
+    assert_gradcam_equals_grad_cam(random_model(name), _yolo_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_instances_keep_masks_through_cams_and_drise_mask_similarity():
+    """BoxCAM results carry each instance's mask; D-RISE with mask IoU gives finite maps that
+    differ from the box-IoU ones; box-only detectors refuse the mask options."""
+    model = random_model('yolov5_ins')
+    inputs = _yolo_inputs(5)[:1]
+    metas = YOLO_METAS[:1]
+    result = BoxCAM(model, 'gradcam', score_thr=0.0, topk=2)(inputs, metas)[0]
+    assert result.detections.masks.shape == (2, *YOLO_INPUT[2:])
+    maps = {}
+    for similarity in ('box', 'mask'):
+        cam = BoxCAM(model, 'drise', score_thr=0.0, topk=2, num_masks=16, grid_size=4,
+                     batch_size=8, drise_similarity=similarity)
+        (res, ) = cam(inputs, metas)
+        assert torch.equal(res.detections.priors, result.detections.priors)
+        maps[similarity] = res.box_maps()
+        assert torch.isfinite(maps[similarity]).all()
+    assert not torch.allclose(maps['box'], maps['mask'])
+    with pytest.raises(ValueError, match="drise_similarity='mask' needs instance masks"):
+        BoxCAM(random_model('yolov5'), 'drise', drise_similarity='mask')
