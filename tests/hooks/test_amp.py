@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # Largest difference allowed between a feature-map overlay drawn from validation's
 # half-precision forward and the float32 one, in 8-bit pixel levels (mean over the image,
 # 99th percentile, maximum). Measured on the demo detector (2 images x 3 neck levels),
-# bfloat16 on the CPU: mean 0.12-0.28, p99 2, max 4; float16 (CUDA) keeps 3 more mantissa
+# bfloat16 on the CPU: mean 0.12-0.28, p99 2, max 3-6; float16 (CUDA) keeps 3 more mantissa
 # bits. The assertion message shows a run's values.
 FEATMAP_MEAN_TOL = 1.0
 FEATMAP_P99_TOL = 4
