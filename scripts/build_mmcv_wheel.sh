@@ -6,6 +6,8 @@
 # the compile can take far longer than a session, and an interrupted one resumes where it stopped
 # (ninja rebuilds only the objects that are missing or stale).
 # Usage: build_mmcv_wheel.sh PYTHON MMCV_VERSION OUT_DIR
+# FORCE_CUDA=1 (with CUDA_HOME and TORCH_CUDA_ARCH_LIST set, as build_mmcv_cuda_wheel.sh does)
+# compiles the CUDA ops too.
 set -euo pipefail
 PY="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")" MMCV_VERSION=$2 OUT=$3
 mkdir -p "$OUT"
@@ -26,9 +28,14 @@ else
   echo "[setup] resuming the mmcv $MMCV_VERSION compile in $build" \
        "($(find "$src/build" -name '*.o' 2>/dev/null | wc -l) objects already there)"
 fi
-echo "[setup] compiling mmcv $MMCV_VERSION ops for the CPU (77 files: about 12 min on 2 idle" \
-     "cores, done once)"
-(cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
+if [ "${FORCE_CUDA:-0}" = 1 ]; then
+  echo "[setup] compiling mmcv $MMCV_VERSION ops for the CPU and CUDA" \
+       "(arch ${TORCH_CUDA_ARCH_LIST:-?}, CUDA_HOME=${CUDA_HOME:-?}; done once)"
+else
+  echo "[setup] compiling mmcv $MMCV_VERSION ops for the CPU (77 files: about 12 min on 2 idle" \
+       "cores, done once)"
+fi
+(cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA=${FORCE_CUDA:-0} MAX_JOBS=${MAX_JOBS:-2} \
   "$PY" -m pip wheel --quiet --no-deps --no-build-isolation . -w "$build/dist")
 cp "$build"/dist/mmcv-*.whl "$OUT"/
 rm -rf "$build"

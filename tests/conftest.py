@@ -19,6 +19,18 @@ def pytest_configure(config):
                           or max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_runtest_setup(item):
+    if item.get_closest_marker('cuda') is not None and not torch.cuda.is_available():
+        pytest.skip('needs a CUDA device (scripts/gpu_check.sh runs these on cuda:0)')
+
+
+@pytest.fixture(params=['cpu', pytest.param('cuda', marks=pytest.mark.cuda)])
+def device(request) -> str:
+    """The device a test runs on: ``'cpu'`` in the normal suite, ``'cuda'`` (``cuda:0``, marked
+    ``cuda``: skipped without a CUDA device) on a GPU machine (``scripts/gpu_check.sh``)."""
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -3,7 +3,7 @@
 neck, and the box/objectness/class rows of the head) and a random-init mask branch."""
 import sys; sys.path[:0] = ['tests', '.']
 import numpy as np, torch, cv2
-from conftest import packaged_config
+from helpers import packaged_config
 from mmengine.config import Config
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.engine.cam import BoxCAM

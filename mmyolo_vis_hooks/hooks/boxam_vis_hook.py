@@ -13,7 +13,7 @@ from ..engine.cam.methods import build_method
 from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
 from ..engine.core.draw import display_image
 from ..engine.core.geometry import segmentation_masks
-from ..engine.core.model_state import checkpointing_off, preserved_model_state
+from ..engine.core.model_state import autocast_off, checkpointing_off, preserved_model_state
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 
@@ -29,6 +29,14 @@ class BoxAMVisHook(BaseVisHook):
     buffers, ``.grad``, train/eval modes, ``requires_grad`` and the RNG states are restored
     afterwards; gradients are taken with ``torch.autograd.grad`` on the captured activations,
     never into parameters.
+
+    Mixed precision: with ``AmpOptimWrapper`` (``--amp``) or ``ValLoop(fp16=True)`` the maps
+    are still computed in float32: autocast is switched off while the hook runs, even if it
+    is called inside an autocast region, and put back as it was afterwards (a CAM's gradients
+    in float16/bfloat16 keep about 3 significant digits; mmcv's CPU NMS refuses bfloat16).
+    The maps are then the fp32 ones exactly, and training stays bit for bit the same: the
+    weights stay float32 under autocast, and the ``AmpOptimWrapper``'s GradScaler is never
+    touched (``tests/hooks/test_amp.py``).
 
     Logged with step = epoch:
 
@@ -214,7 +222,7 @@ class BoxAMVisHook(BaseVisHook):
         aucs: Dict[str, Dict[str, List[float]]] = {
             kind: {method: [] for method in self.methods} for kind in ('deletion', 'insertion')}
         # The guard also covers loading (pipelines may draw random numbers).
-        with preserved_model_state(model), checkpointing_off(model):
+        with preserved_model_state(model), checkpointing_off(model), autocast_off(model):
             for sample in self.samples:
                 try:
                     data = self.load_batch(sample)

@@ -42,6 +42,63 @@ def tiny_train_cfg(data_root: str, work_dir: str, epochs: int = 2,
     return cfg
 
 
+def half_dtype(device: str) -> torch.dtype:
+    """The autocast dtype of mixed precision on ``device``: float16 on CUDA (what ``--amp``
+    gives), bfloat16 on the CPU (the only dtype CPU autocast takes)."""
+    return torch.float16 if torch.device(device).type == 'cuda' else torch.bfloat16
+
+
+def use_mixed_precision(cfg: Config, device: str, monkeypatch) -> None:
+    """Makes ``cfg`` train with MMEngine's ``AmpOptimWrapper`` (dynamic loss scale, as
+    ``--amp`` sets it) in :func:`half_dtype` and validate with ``ValLoop(fp16=True)``, on
+    ``device`` (MMEngine otherwise moves the model to CUDA wherever there is one).
+
+    On the CPU, MMEngine, mmcv and MMDetection stop short, so the test stands in for them:
+    ``AmpOptimWrapper`` asserts a CUDA/NPU/MLU/MUSA device at construction and builds a
+    ``torch.cuda.amp.GradScaler`` (disabled without CUDA): the assertion is answered and a real
+    ``torch.amp.GradScaler('cpu')`` replaces it. mmcv's CPU NMS takes float32 only, and
+    MMDetection's ``CocoMetric`` turns boxes into numpy, which has no bfloat16: boxes and
+    scores go to float32 before NMS and after ``val_step``. Nothing of the hooks is replaced.
+    """
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.optim_wrapper.dtype = str(half_dtype(device)).split('.')[-1]
+    cfg.val_cfg = dict(type='ValLoop', fp16=True)
+    if torch.device(device).type == 'cuda':
+        return
+    import functools
+
+    import mmdet.models.dense_heads.base_dense_head as dense_head
+    from mmengine.model import BaseModel
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    monkeypatch.setattr('mmengine.runner.runner.get_device', lambda: 'cpu')
+    monkeypatch.setattr('mmengine.runner.amp.get_device', lambda: 'cpu')
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    monkeypatch.setattr(amp_optimizer_wrapper, 'GradScaler',
+                        functools.partial(torch.amp.GradScaler, 'cpu'))
+    nms = dense_head.batched_nms
+    monkeypatch.setattr(dense_head, 'batched_nms',
+                        lambda boxes, scores, *args, **kwargs:
+                        nms(boxes.float(), scores.float(), *args, **kwargs))
+    val_step = BaseModel.val_step
+
+    def float_val_step(self, data):
+        outputs = val_step(self, data)
+        for output in outputs:
+            pred = output.pred_instances
+            pred.bboxes, pred.scores = pred.bboxes.float(), pred.scores.float()
+        return outputs
+    monkeypatch.setattr(BaseModel, 'val_step', float_val_step)
+
+
+def autocast_state(device: str) -> tuple:
+    """What an autocast region consists of on ``device`` and the CPU: enabled flags, dtypes
+    and the cache flag (a hook must leave it as it found it)."""
+    types_ = sorted({'cpu', torch.device(device).type})
+    return tuple((t, torch.is_autocast_enabled(t), torch.get_autocast_dtype(t))
+                 for t in types_) + (torch.is_autocast_cache_enabled(), )
+
+
 def replace_key(node, key, value) -> None:
     """Sets ``key`` to ``value`` wherever it occurs in a nested config (e.g. ``num_classes`` in
     a head and its assigners)."""

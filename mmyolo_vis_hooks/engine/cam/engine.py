@@ -34,7 +34,7 @@ from ..core.devices import in_network_layout
 from ..core.dummy_forward import dummy_batch, dummy_input_size
 from ..core.geometry import original_size
 from ..core.layers import ActivationCapture, OutputSource, flatten_output, resolve_layer
-from ..core.model_state import preserved_model_state
+from ..core.model_state import autocast_off, preserved_model_state
 from .compose import box_masks, compose_box_maps
 from ..core.checks import check_choice, check_int, check_number, check_str_list, owned_by
 from .methods import (DRISE, METHODS, AblationCAM, BoxCAMMethod, InputContext, LayerContext,
@@ -240,7 +240,10 @@ class BoxCAM:
 
     Construction checks the model and the layers and builds nothing else; the model is only
     touched inside :meth:`__call__`, which runs it in eval mode and restores every module's
-    mode, ``requires_grad``, ``.grad``, buffers and the RNG state afterwards.
+    mode, ``requires_grad``, ``.grad``, buffers and the RNG state afterwards. It explains in
+    float32, inside an autocast region too (``ValLoop(fp16=True)``, ``AmpOptimWrapper``):
+    autocast is switched off for the call and back on afterwards
+    (``core.model_state.autocast_off``).
 
     Args:
         model (nn.Module): A detector ``engine.detectors.explainable_detector`` accepts:
@@ -384,7 +387,8 @@ class BoxCAM:
             [dict(m) for m in metas]
         if len(metas) != inputs.shape[0]:
             raise ValueError(f'{len(metas)} metainfo dicts for a batch of {inputs.shape[0]}')
-        with preserved_model_state(self.model):  # modes, requires_grad, .grad, buffers, RNG
+        # modes, requires_grad, .grad, buffers, RNG; float32 inside an autocast region too
+        with preserved_model_state(self.model), autocast_off(self.model):
             self.model.eval()
             if self.method.works_on_input:
                 with torch.no_grad():

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ..core.checks import check_choice, check_int, check_number, owned_by
 from ..core.devices import in_network_layout
 from ..core.geometry import boxes_to_original, input_geometry, same_label_iou
-from ..core.model_state import preserved_model_state
+from ..core.model_state import autocast_off, preserved_model_state
 from ..detectors import ExplainedBoxes, explainable_detector
 from .compose import energy_inside
 
@@ -195,8 +195,9 @@ class Faithfulness:
             IoU with the original box is at least this; the best-overlapping one counts.
             Defaults to 0.5.
 
-    The model runs in eval mode without gradients; its modes, ``requires_grad``, ``.grad``,
-    buffers and the RNG states are restored afterwards (``preserved_model_state``).
+    The model runs in eval mode without gradients, in float32 inside an autocast region too
+    (``autocast_off``); its modes, ``requires_grad``, ``.grad``, buffers and the RNG states
+    are restored afterwards (``preserved_model_state``).
     """
 
     def __init__(self, model: nn.Module, steps: int = 16, baseline: str = 'blur',
@@ -239,7 +240,7 @@ class Faithfulness:
         ranks = saliency_ranks(torch.nan_to_num(maps.detach().float(), nan=0.0), region)
         count = (region[1] - region[0]) * (region[3] - region[2])
         counts = torch.round(fractions * count).long().tolist()
-        with preserved_model_state(self.model), torch.no_grad():
+        with preserved_model_state(self.model), autocast_off(self.model), torch.no_grad():
             self.model.eval()
             ends = self._scores(torch.stack([image, substrate]), boxes, meta)  # (2, K)
             # Inner steps: (box, step) pairs; deletion first, then insertion.

@@ -1,6 +1,6 @@
 """A guard that puts a model back exactly as it was after a visualization ran on it."""
 import random
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator, Optional
 
 import numpy as np
@@ -80,3 +80,27 @@ def checkpointing_off(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module in flagged:
             module.with_cp = True
+
+
+@contextmanager
+def autocast_off(model: nn.Module) -> Iterator[nn.Module]:
+    """Runs the block in float32 even inside an autocast region (``ValLoop(fp16=True)``,
+    ``AmpOptimWrapper``'s training step, a user's ``torch.autocast``): autocast is switched
+    off for the CPU and for the model's device type, and on exit torch puts the enclosing
+    region's state back (enabled flag, dtype, cache). Visualizations explain in float32:
+    a box CAM's gradients in float16/bfloat16 keep about 3 significant digits, and mmcv's
+    CPU NMS refuses bfloat16 boxes. Parameters are never cast (autocast does not own them),
+    and a GradScaler is never touched.
+
+    Args:
+        model (nn.Module): The model whose device type (from its first parameter) is
+            covered besides the CPU.
+    """
+    device_types = {'cpu'}
+    first = next(iter(model.parameters()), None)
+    if first is not None:
+        device_types.add(first.device.type)
+    with ExitStack() as stack:
+        for device_type in sorted(device_types):
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield model

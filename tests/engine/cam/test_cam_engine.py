@@ -440,3 +440,37 @@ def test_drawing_per_box_grid_and_merged(demo_detector, demo_val):
     assert merged.shape == image.shape and merged.dtype == np.uint8
     grid = draw_box_cams(image, result, meta, ('circle', 'square', 'triangle'), ncols=2)
     assert grid.shape == (size[0] + 16, 2 * size[1] + 4, 3)
+
+
+# Map tolerance between the CPU and a CUDA device, on maps in [0, 1]. Not measured: no GPU was
+# lent to this project's machines yet. CUDA convolutions use TF32 by default
+# (torch.backends.cudnn.allow_tf32), about 3 decimal digits, so the tolerance is 50x MAP_ATOL;
+# the assertion message shows the difference a run measured.
+DEVICE_MAP_ATOL = 5e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', list(METHODS))
+def test_every_method_on_the_device_gives_the_cpu_maps(demo_checkpoint, demo_val, method,
+                                                       device):
+    """Each method's maps from the trained detector built on ``device`` equal those of one
+    built on the CPU: on a GPU the same boxes, and maps within DEVICE_MAP_ATOL; in the normal
+    suite (``cpu``) two separate builds from the checkpoint, the same maps bit for bit."""
+    path = f'{demo_val}val_00002.png'
+    results = []
+    for where in ('cpu', device):
+        model = build_detector(DEMO_CONFIG, demo_checkpoint, device=where)
+        cam = BoxCAM(model, method, score_thr=0.3, topk=3, batch_size=64,
+                     ratio_channels_to_ablate=0.25, num_masks=32)
+        results.append(_explain_image(model, cam, path)[0])
+    ref, ours = results
+    assert len(ref) == 3 and ref.reasons == ['', '', '']
+    assert torch.equal(ours.detections.labels.cpu(), ref.detections.labels.cpu())
+    assert torch.equal(ours.detections.priors.cpu(), ref.detections.priors.cpu())
+    assert torch.allclose(ours.detections.boxes.cpu(), ref.detections.boxes.cpu(), atol=0.5)
+    difference = float((ours.box_maps().cpu() - ref.box_maps().cpu()).abs().max())
+    print(f'{method}: largest map difference, {device} vs cpu: {difference:.2e}')
+    if device == 'cpu':
+        assert difference == 0, (method, difference)
+    else:
+        assert difference < DEVICE_MAP_ATOL, (method, difference)

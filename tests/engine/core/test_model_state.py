@@ -1,7 +1,8 @@
 """The model-state guards (engine/core/model_state.py) on a small torch model: every
 submodule's mode comes back (not only the top module's), and preserved_model_state restores
 gradients, ``requires_grad``, buffers, the grad-enabled flag and every RNG; checkpointing_off
-lets gradients be taken through MMDetection blocks built with ``with_cp=True``."""
+lets gradients be taken through MMDetection blocks built with ``with_cp=True``; autocast_off
+runs a block in float32 inside an autocast region and puts the region back."""
 import random
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmyolo_vis_hooks.engine.core.model_state import (checkpointing_off, preserved_model_state,
-                                                      preserved_modes)
+from mmyolo_vis_hooks.engine.core.model_state import (autocast_off, checkpointing_off,
+                                                      preserved_model_state, preserved_modes)
 
 
 def _model():
@@ -130,3 +131,26 @@ def test_checkpointing_off_lets_autograd_grad_through_with_cp_blocks():
     with checkpointing_off(model):
         assert grad_of_first_stage().abs().sum() > 0
     assert all(block.with_cp for block in model.layer1)
+
+
+def _autocast_state() -> tuple:
+    return (torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu'),
+            torch.is_autocast_cache_enabled())
+
+
+def test_autocast_off_runs_in_float32_and_puts_the_region_back():
+    layer = nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    state = _autocast_state
+    outside = state()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16  # the region is really on
+        inside = state()
+        with autocast_off(layer):
+            assert layer(x).dtype == torch.float32
+            assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        assert state() == inside and layer(x).dtype == torch.bfloat16
+    with autocast_off(layer):
+        assert layer(x).dtype == torch.float32
+    assert state() == outside
+    assert layer.weight.dtype == torch.float32
