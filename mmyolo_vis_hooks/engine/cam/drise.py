@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.checks import check_choice, check_int, check_number
+from ..core.devices import prefers_channels_last
 from ..core.geometry import box_iou
 from ..detectors.base import ExplainedBoxes, FlatPredictions
 
@@ -116,6 +117,17 @@ class RiseMasks:
             yield self.masks(start, min(start + batch_size, len(self)))
 
 
+def masked_copies(image: Tensor, masks: Tensor) -> Tensor:
+    """``(n, 3, H, W)`` copies of ``image`` ``(3, H, W)`` times ``masks`` ``(n, H, W)``, made
+    directly in the layout the network prefers (``core.devices.in_network_layout``): one pass
+    over the batch instead of a product and a layout copy."""
+    masks = masks.to(image.dtype)
+    if not prefers_channels_last(image.device):
+        return image[None] * masks[:, None]
+    channels_last = torch.mul(image.permute(1, 2, 0)[None], masks[..., None])  # (n, H, W, 3)
+    return channels_last.permute(0, 3, 1, 2)
+
+
 def prediction_objectness(preds: FlatPredictions, missing_objectness: str = 'one') -> Tensor:
     """``(B, N)`` the objectness factor of every prediction: the head's objectness
     probability, or for heads without one the prediction's confidence (largest class score,
@@ -141,14 +153,14 @@ def drise_weights(target_boxes: Tensor, target_vectors: Tensor, boxes: Tensor,
     Returns:
         Tensor: ``(n, K)`` weights ``max_j IoU x cos x objectness`` in [0, 1].
     """
+    tiny = torch.finfo(vectors.dtype).tiny
+    target_unit = target_vectors / target_vectors.norm(dim=-1, keepdim=True).clamp(min=tiny)
+    # cos x objectness = (vector . target unit) x (objectness / |vector|), 0 for a 0 vector
+    norms = vectors.norm(dim=-1)
+    factor = torch.where(norms > 0, objectness / norms.clamp(min=tiny), 0.)
+    similarity = (vectors @ target_unit.T).mul_(factor[..., None])  # (n, P, K)
     ious = box_iou(boxes, target_boxes)  # (n, P, K)
-    norms = vectors.norm(dim=-1, keepdim=True)
-    unit = torch.where(norms > 0, vectors / norms.clamp(min=torch.finfo(norms.dtype).tiny),
-                       torch.zeros_like(vectors))
-    target_norms = target_vectors.norm(dim=-1, keepdim=True)
-    target_unit = target_vectors / target_norms.clamp(min=torch.finfo(norms.dtype).tiny)
-    cosines = torch.einsum('npc,kc->npk', unit, target_unit)
-    return (ious * cosines * objectness[..., None]).amax(dim=1)
+    return similarity.mul_(ious).amax(dim=1)
 
 
 def drise_maps(image: Tensor, dets: ExplainedBoxes, base: FlatPredictions,
@@ -181,7 +193,7 @@ def drise_maps(image: Tensor, dets: ExplainedBoxes, base: FlatPredictions,
     coverage = image.new_zeros((height, width), dtype=torch.float32)
     for batch in masks.batches(batch_size):
         batch = batch.to(image.device)
-        preds = predict(image[None] * batch[:, None].to(image.dtype))
+        preds = predict(masked_copies(image, batch))
         weights = drise_weights(target_boxes, target_vectors, preds.boxes.float(),
                                 preds.scores.float(),
                                 prediction_objectness(preds, missing_objectness).float())
