@@ -146,7 +146,8 @@ def show_image(window: str, rgb) -> bool:
 
 
 def add_drise_args(parser: argparse.ArgumentParser) -> None:
-    """The D-RISE flags (``--num-masks``, ``--grid-size``, ``--keep-prob``, ``--mask-seed``);
+    """The D-RISE flags (``--num-masks``, ``--grid-size``, ``--keep-prob``, ``--mask-seed``,
+    ``--mask-sampling``);
     :func:`drise_options` turns them into BoxCAM's keyword arguments."""
     parser.add_argument('--num-masks', type=int, default=1000,
                         help='D-RISE: random masks per image (one masked forward each)')
@@ -156,9 +157,13 @@ def add_drise_args(parser: argparse.ArgumentParser) -> None:
                         help='D-RISE: probability that a grid cell is kept, in (0, 1)')
     parser.add_argument('--mask-seed', type=int, default=0,
                         help='D-RISE: seed of the masks (the same masks for every image)')
+    parser.add_argument('--mask-sampling', default='balanced', choices=['balanced', 'random'],
+                        help="D-RISE: 'balanced' masks (each drawn as the paper's, in balanced "
+                        "blocks: the same map with less noise) or the paper's independent "
+                        "'random' ones")
 
 
 def drise_options(args: argparse.Namespace) -> dict:
     """The D-RISE options of the command line, as BoxCAM takes them."""
     return dict(num_masks=args.num_masks, grid_size=args.grid_size, keep_prob=args.keep_prob,
-                mask_seed=args.mask_seed)
+                mask_seed=args.mask_seed, mask_sampling=args.mask_sampling)

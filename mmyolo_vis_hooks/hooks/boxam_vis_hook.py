@@ -95,6 +95,8 @@ class BoxAMVisHook(BaseVisHook):
         keep_prob (float): D-RISE: probability that a grid cell is kept. Defaults to 0.5.
         mask_seed (int, optional): D-RISE: seed of the masks' private generator (the same
             masks every epoch; the training RNG is never used). Defaults to 0.
+        mask_sampling (str): D-RISE: ``'balanced'`` or ``'random'`` (see ``BoxCAM``).
+            Defaults to 'balanced'.
         **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``
             (``'letterbox'`` or ``'resize'``), ``alpha``, ``score_thr`` (the boxes explained;
             a number is required), ``max_size``, ``strict``; see ``BaseVisHook``.
@@ -118,10 +120,12 @@ class BoxAMVisHook(BaseVisHook):
                  grid_size: int = 16,
                  keep_prob: float = 0.5,
                  mask_seed: Optional[int] = 0,
+                 mask_sampling: str = 'balanced',
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self._drise_options = dict(num_masks=num_masks, grid_size=grid_size,
-                                   keep_prob=keep_prob, mask_seed=mask_seed)
+                                   keep_prob=keep_prob, mask_seed=mask_seed,
+                                   mask_sampling=mask_sampling)
         with owned_by('BoxAMVisHook'):
             methods = check_str_list('method', method, ', '.join(METHODS))
             if target_layers is not None:

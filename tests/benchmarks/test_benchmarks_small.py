@@ -23,3 +23,18 @@ def test_bench_cam_small_agrees_with_grad_cam():
             line.split()[0] in ('gradcam', 'gradcam++', 'xgradcam', 'layercam', 'eigengradcam')]
     assert len(rows) == 5, out
     assert all(float(row[-2]) >= 0.999 for row in rows), out  # corr min column
+
+
+@pytest.mark.slow
+def test_bench_drise_small_agrees_with_xaitk_and_prints_the_ratio_at_the_limit():
+    out = run_benchmark('bench_drise.py', '--small')
+    ratios = [line.split() for line in out.splitlines() if line.split()[:1] in (['1'], ['2'])]
+    assert [row[0] for row in ratios] == ['1', '2'], out  # the limit at 1 and 2 threads
+    assert 'xaitk all boxes' in out and 'xaitk per box' in out, out
+
+
+@pytest.mark.slow
+def test_bench_drise_masks_small_runs_and_both_samplings_converge_to_one_map(tmp_path):
+    out = run_benchmark('bench_drise_masks.py', '--small', '--cache-dir', str(tmp_path))
+    assert 'same limit: random vs balanced' in out, out
+    assert 'random / balanced masks for the same correlation' in out, out

@@ -279,6 +279,9 @@ class BoxCAM:
             Defaults to 0.5.
         mask_seed (int, optional): D-RISE: seed of the masks' private generator (None: a new
             one from the OS each call); the global RNG is never used. Defaults to 0.
+        mask_sampling (str): D-RISE: ``'balanced'`` (each mask drawn as the paper's, in
+            balanced blocks: the same map with less noise) or ``'random'`` (the paper's
+            independent masks). Defaults to 'balanced'.
 
     Raises:
         ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
@@ -299,11 +302,13 @@ class BoxCAM:
                  num_masks: int = 1000,
                  grid_size: int = 16,
                  keep_prob: float = 0.5,
-                 mask_seed: Optional[int] = 0) -> None:
+                 mask_seed: Optional[int] = 0,
+                 mask_sampling: str = 'balanced') -> None:
         self.detector = explainable_detector(model)
         self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
                            match_iou_thr, target, num_masks=num_masks, grid_size=grid_size,
-                           keep_prob=keep_prob, mask_seed=mask_seed)
+                           keep_prob=keep_prob, mask_seed=mask_seed,
+                           mask_sampling=mask_sampling)
         name = method.lower() if isinstance(method, str) else None
         if name == AblationCAM.name:
             self.method = build_method(method, batch_size=batch_size,
@@ -311,7 +316,7 @@ class BoxCAM:
         elif name == DRISE.name:
             self.method = build_method(method, num_masks=num_masks, grid_size=grid_size,
                                        keep_prob=keep_prob, batch_size=batch_size,
-                                       seed=mask_seed)
+                                       seed=mask_seed, sampling=mask_sampling)
         else:
             self.method = build_method(method)
         if self.method.works_on_input:
@@ -335,7 +340,7 @@ class BoxCAM:
                       ratio_channels_to_ablate: float = 1.0, match_iou_thr: float = 0.5,
                       target: str = DEFAULT_TARGET, owner: Optional[str] = None,
                       num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
-                      mask_seed: Optional[int] = 0) -> None:
+                      mask_seed: Optional[int] = 0, mask_sampling: str = 'balanced') -> None:
         """Checks the options without a model (hooks and tools call it before one exists).
 
         Raises:
@@ -351,7 +356,8 @@ class BoxCAM:
             check_int('topk', topk, accepted='an int (<= 0 for all boxes)')
             check_choice('target', target, TARGETS)
             AblationCAM(batch_size, ratio_channels_to_ablate)  # its own checks
-            DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed)
+            DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed,
+                  sampling=mask_sampling)
 
     # ------------------------------------------------------------------ public
     def __call__(self, inputs: Tensor,
