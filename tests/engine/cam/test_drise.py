@@ -189,6 +189,8 @@ def test_engine_hook_and_tool_refuse_bad_drise_options_before_any_model(capsys):
         BoxAMVisHook(method='drise', grid_size=2.5)
     with pytest.raises(ValueError, match='^BoxAMVisHook: num_masks must be a positive int'):
         BoxAMVisHook(method=['gradcam', 'drise'], num_masks=-3)
+    with pytest.raises(ValueError, match="^BoxAMVisHook: sampling must be one of 'random'"):
+        BoxAMVisHook(method='drise', mask_sampling='sobol')
     with pytest.raises(SystemExit) as exit_info:
         boxam_vis.main(['unused.png', DEMO_CONFIG, '--method', 'drise', '--keep-prob', '1.5'],
                        prog='boxam_vis.py')
