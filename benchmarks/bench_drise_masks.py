@@ -217,8 +217,9 @@ def main() -> None:
           f"{statistics.median(per_box):.2f} (boxes {min(per_box):.2f}-{max(per_box):.2f})")
     print('\nfaithfulness (maps of set 1; mean over boxes):')
     for (sampling, num), values in faith.items():
-        print(f'  {sampling:<9} N={num:<6} insertion AUC {statistics.mean(v[0] for v in values):.4f}'
-              f'  deletion AUC {statistics.mean(v[1] for v in values):.4f}')
+        insertion, deletion = (statistics.mean(v[i] for v in values) for i in (0, 1))
+        print(f'  {sampling:<9} N={num:<6} insertion AUC {insertion:.4f}  deletion AUC '
+              f'{deletion:.4f}')
     observed = statistics.mean(o for o, _ in cross)
     predicted = statistics.mean(p for _, p in cross)
     print(f'\nsame limit: random vs balanced at {2 * args.max_masks} masks correlate at '

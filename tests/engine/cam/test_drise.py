@@ -208,9 +208,9 @@ def demo_model(demo_checkpoint):
 
 @pytest.fixture(scope='module', params=['random', 'balanced'])
 def drise_run(demo_model, request):
-    """ONE D-RISE run per mask sampling on a generated 320-px shapes image, recording what every forward of the
-    engine predicted (the unmasked image first, then each mask batch: the detections the xaitk
-    reference gets), with the model and RNG states checked."""
+    """ONE D-RISE run per mask sampling on a generated 320-px shapes image, recording what
+    every forward of the engine predicted (the unmasked image first, then each mask batch: the
+    detections the xaitk reference gets), with the model and RNG states checked."""
     model = demo_model
     inputs = demo_input(model, 320, seed=5)
     model.train()  # a mode the engine must restore
