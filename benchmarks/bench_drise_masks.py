@@ -40,7 +40,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from mmyolo_vis_hooks.engine.cam.drise import RiseMasks, mask_weights, weighted_mask_sum

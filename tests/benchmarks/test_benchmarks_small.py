@@ -1,5 +1,6 @@
 """Benchmarks in their small mode: a benchmark that no longer runs, or whose equality claim no
 longer holds (it exits non-zero then), fails the suite. Ratios are printed, never asserted."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -10,8 +11,12 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def run_benchmark(name: str, *args: str) -> str:
+    # The checkout's package, not whichever copy is installed (a script's own folder comes
+    # first on its sys.path, not the working directory).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
     result = subprocess.run([sys.executable, osp.join(REPO, 'benchmarks', name), *args],
-                            capture_output=True, text=True, timeout=900, cwd=REPO)
+                            capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
     return result.stdout
 
