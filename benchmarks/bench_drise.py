@@ -1,9 +1,17 @@
-"""D-RISE time per image, ours vs the xaitk-saliency reference pipeline, side by side in one run.
+"""D-RISE time per image: at the limit (against its masked forwards alone) and against the
+xaitk-saliency reference pipeline, side by side in one run.
 
     .venv/bin/python benchmarks/bench_drise.py [--num-masks 200] [--k 4] [--repeats 2]
+        [--threads 1 2] [--small]
 
 The trained demo YOLOv5-n (320 px), generated shapes images (``demo_input``), ``K`` boxes per
 image, ``N`` masks (grid 16, keep probability 0.5), the SAME masks on every side.
+
+At the limit, per torch thread count: ours (``BoxCAM(model, 'drise')`` end to end: the
+unmasked forward and the box selection, mask generation, masking, forwards, decoding,
+weights, accumulation) over the network forwards alone (``detector.forward``) of the same
+``N`` masked images, made beforehand in the same layout and batches; runs interleaved, median
+of the per-repeat ratios. A ratio of 1 would be D-RISE at the cost of its forwards.
 
 - ours: ``BoxCAM(model, 'drise')``: mask generation, forwards of ``--batch-size`` masked
   copies, each serving all K boxes, weights and maps in torch.
@@ -23,6 +31,7 @@ ratios are measured under the same load.
 import argparse
 import os.path as osp
 import statistics
+import sys
 import time
 import warnings
 
@@ -30,6 +39,7 @@ import numpy as np
 import torch
 
 from mmyolo_vis_hooks.engine.cam import BoxCAM
+from mmyolo_vis_hooks.engine.cam.drise import masked_copies
 from mmyolo_vis_hooks.engine.cam.methods import DRISE
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.runtime.models import build_detector
@@ -70,6 +80,38 @@ class Reference:
         return self.scoring.generate(reference_dets, perturbed, self.masks)
 
 
+def bench_limit(model, args) -> None:
+    """Ours over the N masked forwards alone, per thread count (module docstring)."""
+    detector = explainable_detector(model)
+    inputs = demo_input(model, 320, seed=3)
+    method = DRISE(args.num_masks, args.grid_size, 0.5, args.batch_size, seed=0)
+    cam = BoxCAM(model, method, topk=args.k)
+    masks = method.masks(tuple(inputs.shape[-2:]))
+    batches = [masked_copies(inputs[0], batch) for batch in masks.batches(args.batch_size)]
+
+    @torch.no_grad()
+    def forwards_alone():
+        for batch in batches:
+            detector.forward(batch)
+
+    print(f'At the limit: N={args.num_masks}, K={args.k}, batch {args.batch_size}, load average '
+          f'{open("/proc/loadavg").read()[:14]}')
+    print(f'{"threads":<9}{"ours s":>9}{"forwards s":>12}{"ratio (median)":>16}'
+          f'{"ratios":>24}')
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        ours, alone, ratios = [], [], []
+        for repeat in range(args.repeats + 1):  # run 0: warm-up
+            _, ours_wall, _ = timed(cam, inputs)
+            _, alone_wall, _ = timed(forwards_alone)
+            if repeat:
+                ours.append(ours_wall)
+                alone.append(alone_wall)
+                ratios.append(ours_wall / alone_wall)
+        print(f'{threads:<9}{statistics.median(ours):>9.2f}{statistics.median(alone):>12.2f}'
+              f'{statistics.median(ratios):>16.3f}{" ".join(f"{r:.3f}" for r in ratios):>24}')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--num-masks', type=int, default=200, help='N, masks per image')
@@ -78,19 +120,40 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=32, help='ours: masks per forward')
     parser.add_argument('--grid-size', type=int, default=16)
     parser.add_argument('--repeats', type=int, default=2, help='timed runs per side')
-    parser.add_argument('--threads', type=int, default=1, help='torch threads')
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2],
+                        help='torch thread counts of the limit section (the xaitk comparison '
+                        'runs at the first)')
+    parser.add_argument('--skip-limit', action='store_true', help='only the xaitk comparison')
+    parser.add_argument('--skip-xaitk', action='store_true', help='only the limit section')
+    parser.add_argument('--small', action='store_true',
+                        help='quick check that it runs and agrees (N=64, K=2, 1 repeat)')
     args = parser.parse_args()
+    if args.small:
+        args.num_masks, args.k, args.repeats = 64, 2, 1
     if args.repeats < 1:
         parser.error('--repeats must be at least 1')
     warnings.filterwarnings('ignore')
-    torch.set_num_threads(args.threads)
     model = build_detector(DEMO_CONFIG, DEMO_CHECKPOINT)
+    if not args.skip_limit:
+        bench_limit(model, args)
+    if not args.skip_xaitk:
+        torch.set_num_threads(args.threads[0])
+        worst = bench_xaitk(model, args)
+        if worst < 0.99:
+            print(f'FAILED: ours and xaitk DRISEScoring on the same masks correlate at '
+                  f'{worst:.4f} < 0.99', file=sys.stderr)
+            sys.exit(1)
+
+
+def bench_xaitk(model, args) -> float:
+    """Ours against xaitk's pipeline (module docstring); returns the smallest correlation."""
     detector = explainable_detector(model)
     method = DRISE(args.num_masks, args.grid_size, 0.5, args.batch_size, seed=0)
     cam = BoxCAM(model, method, topk=args.k)
     print(f'D-RISE, YOLOv5-n demo detector at 320 px, N={args.num_masks} masks (grid '
           f'{args.grid_size}, p=0.5), K={args.k} boxes, ours batch {args.batch_size}, '
-          f'{args.threads} torch thread(s), load average {open("/proc/loadavg").read()[:14]}')
+          f'{torch.get_num_threads()} torch thread(s), load average '
+          f'{open("/proc/loadavg").read()[:14]}')
     from xaitk_saliency.impls.perturb_image.rise import RISEGrid
     image_hw = (320, 320, 3)
     _, wall, cpu = timed(RISEGrid(args.num_masks, args.grid_size, 0.5, seed=0, threads=0),
@@ -135,6 +198,7 @@ def main() -> None:
             shown = {'ours': '', 'xaitk all boxes': f'{corr:.4f}',
                      'xaitk per box': f'{corr_box:.4f}'}[name]
             print(f'{seed:<7}{k:>3}{name:>18}{wall:>9.2f}{cpu:>9.2f}{ratio:>20}{shown:>10}')
+    return min(min(corr, corr_box) for _, _, _, corr, corr_box in rows)
 
 
 if __name__ == '__main__':

@@ -147,7 +147,7 @@ def show_image(window: str, rgb) -> bool:
 
 def add_drise_args(parser: argparse.ArgumentParser) -> None:
     """The D-RISE flags (``--num-masks``, ``--grid-size``, ``--keep-prob``, ``--mask-seed``,
-    ``--drise-similarity``);
+    ``--drise-similarity``, ``--mask-sampling``);
     :func:`drise_options` turns them into BoxCAM's keyword arguments."""
     parser.add_argument('--num-masks', type=int, default=1000,
                         help='D-RISE: random masks per image (one masked forward each)')
@@ -161,9 +161,14 @@ def add_drise_args(parser: argparse.ArgumentParser) -> None:
                         help='D-RISE: match the masked image\'s predictions by box IoU (every '
                         'candidate) or by instance-mask IoU (its final detections; '
                         'instance-segmentation detectors)')
+    parser.add_argument('--mask-sampling', default='balanced', choices=['balanced', 'random'],
+                        help="D-RISE: 'balanced' masks (each drawn as the paper's, in balanced "
+                        "blocks: the same map with less noise) or the paper's independent "
+                        "'random' ones")
 
 
 def drise_options(args: argparse.Namespace) -> dict:
     """The D-RISE options of the command line, as BoxCAM takes them."""
     return dict(num_masks=args.num_masks, grid_size=args.grid_size, keep_prob=args.keep_prob,
-                mask_seed=args.mask_seed, drise_similarity=args.drise_similarity)
+                mask_seed=args.mask_seed, drise_similarity=args.drise_similarity,
+                mask_sampling=args.mask_sampling)

@@ -114,6 +114,8 @@ class BoxAMVisHook(BaseVisHook):
         drise_similarity (str): D-RISE: ``'box'`` (box IoU) or ``'mask'`` (instance-mask IoU
             with the masked image's final detections; instance-segmentation detectors).
             Defaults to 'box'.
+        mask_sampling (str): D-RISE: ``'balanced'`` or ``'random'`` (see ``BoxCAM``).
+            Defaults to 'balanced'.
         **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``
             (``'letterbox'`` or ``'resize'``), ``alpha``, ``score_thr`` (the boxes explained;
             a number is required), ``max_size``, ``strict``; see ``BaseVisHook``.
@@ -139,11 +141,13 @@ class BoxAMVisHook(BaseVisHook):
                  keep_prob: float = 0.5,
                  mask_seed: Optional[int] = 0,
                  drise_similarity: str = 'box',
+                 mask_sampling: str = 'balanced',
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self._drise_options = dict(num_masks=num_masks, grid_size=grid_size,
                                    keep_prob=keep_prob, mask_seed=mask_seed,
-                                   drise_similarity=drise_similarity)
+                                   drise_similarity=drise_similarity,
+                                   mask_sampling=mask_sampling)
         with owned_by('BoxAMVisHook'):
             methods = check_str_list('method', method, ', '.join(METHODS))
             if target_layers is not None:

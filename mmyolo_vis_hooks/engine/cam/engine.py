@@ -285,6 +285,9 @@ class BoxCAM:
         drise_similarity (str): D-RISE: ``'box'`` (box IoU with every candidate) or
             ``'mask'`` (instance-mask IoU with the masked image's final detections;
             instance-segmentation detectors only). Defaults to 'box'.
+        mask_sampling (str): D-RISE: ``'balanced'`` (each mask drawn as the paper's, in
+            balanced blocks: the same map with less noise) or ``'random'`` (the paper's
+            independent masks). Defaults to 'balanced'.
 
     Raises:
         ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
@@ -306,12 +309,14 @@ class BoxCAM:
                  grid_size: int = 16,
                  keep_prob: float = 0.5,
                  mask_seed: Optional[int] = 0,
-                 drise_similarity: str = 'box') -> None:
+                 drise_similarity: str = 'box',
+                 mask_sampling: str = 'balanced') -> None:
         self.detector = explainable_detector(model)
         self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
                            match_iou_thr, target, num_masks=num_masks, grid_size=grid_size,
                            keep_prob=keep_prob, mask_seed=mask_seed,
-                           drise_similarity=drise_similarity)
+                           drise_similarity=drise_similarity,
+                           mask_sampling=mask_sampling)
         name = method.lower() if isinstance(method, str) else None
         if name == AblationCAM.name:
             self.method = build_method(method, batch_size=batch_size,
@@ -323,7 +328,8 @@ class BoxCAM:
                                  f'boxes only: use \'box\'')
             self.method = build_method(method, num_masks=num_masks, grid_size=grid_size,
                                        keep_prob=keep_prob, batch_size=batch_size,
-                                       seed=mask_seed, similarity=drise_similarity)
+                                       seed=mask_seed, similarity=drise_similarity,
+                                       sampling=mask_sampling)
         else:
             self.method = build_method(method)
         if self.method.works_on_input:
@@ -347,7 +353,8 @@ class BoxCAM:
                       ratio_channels_to_ablate: float = 1.0, match_iou_thr: float = 0.5,
                       target: str = DEFAULT_TARGET, owner: Optional[str] = None,
                       num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
-                      mask_seed: Optional[int] = 0, drise_similarity: str = 'box') -> None:
+                      mask_seed: Optional[int] = 0, drise_similarity: str = 'box',
+                      mask_sampling: str = 'balanced') -> None:
         """Checks the options without a model (hooks and tools call it before one exists).
 
         Raises:
@@ -364,7 +371,7 @@ class BoxCAM:
             check_choice('target', target, TARGETS)
             AblationCAM(batch_size, ratio_channels_to_ablate)  # its own checks
             DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed,
-                  similarity=drise_similarity)
+                  similarity=drise_similarity, sampling=mask_sampling)
 
     # ------------------------------------------------------------------ public
     def __call__(self, inputs: Tensor,

@@ -69,7 +69,8 @@ METRICS = (  # key, heading, better
 # give.
 REFERENCES = ('(box)', '(uniform)')
 # The BoxCAM options the settings record besides the target (they change the D-RISE maps).
-DRISE_OPTIONS = ('num_masks', 'grid_size', 'keep_prob', 'mask_seed', 'drise_similarity')
+DRISE_OPTIONS = ('num_masks', 'grid_size', 'keep_prob', 'mask_seed', 'drise_similarity',
+                 'mask_sampling')
 # BoxCAM's keyword arguments (and defaults) that ``cam_options`` may set: all but those the
 # evaluation sets itself. Read from its signature so that a new BoxCAM option needs no change.
 _CAM_DEFAULTS = {name: param.default for name, param in
@@ -121,7 +122,8 @@ class EvaluationOptions:
         cam_options (Mapping): Further keyword arguments of :class:`BoxCAM`, the same for
             every method: ``target_layers``, ``target``, ``batch_size``,
             ``ratio_channels_to_ablate``, ``match_iou_thr`` (AblationCAM's), ``num_masks``,
-            ``grid_size``, ``keep_prob``, ``mask_seed``; BoxCAM's defaults for the others.
+            ``grid_size``, ``keep_prob``, ``mask_seed``, ``mask_sampling``; BoxCAM's defaults
+            for the others.
             Defaults to an empty dict.
     """
     score_thr: float = 0.3

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..core.checks import check_choice, check_int, check_number
-from .drise import (MISSING_OBJECTNESS, NORMALIZATIONS, SIMILARITIES, RiseMasks,
+from .drise import (MISSING_OBJECTNESS, NORMALIZATIONS, SAMPLINGS, SIMILARITIES, RiseMasks,
                     check_drise_options, drise_maps)
 from ..detectors.base import ExplainedBoxes, FlatPredictions
 from .projection import first_component_projection
@@ -292,12 +292,17 @@ class DRISE(InputMethod):
         similarity (str): ``'box'``: box IoU with every candidate of the masked image (the
             paper); ``'mask'``: instance-mask IoU with its final detections
             (instance-segmentation detectors). Defaults to 'box'.
+        sampling (str): ``'balanced'``: every mask is drawn exactly as the paper's, but the
+            masks come in balanced blocks (``drise.balanced_grids``): the same map in the
+            limit, with less noise for a given ``num_masks``; ``'random'``: the paper's
+            independent masks. Defaults to 'balanced'.
     """
     name = 'drise'
 
     def __init__(self, num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
                  batch_size: int = 32, seed: Optional[int] = 0, normalize: str = 'coverage',
-                 missing_objectness: str = 'one', similarity: str = 'box') -> None:
+                 missing_objectness: str = 'one', similarity: str = 'box',
+                 sampling: str = 'balanced') -> None:
         check_drise_options(num_masks, grid_size, keep_prob, batch_size, seed)
         self.num_masks = int(num_masks)
         self.grid_size = int(grid_size)
@@ -308,11 +313,12 @@ class DRISE(InputMethod):
         self.missing_objectness = check_choice('missing_objectness', missing_objectness,
                                                MISSING_OBJECTNESS)
         self.similarity = check_choice('similarity', similarity, SIMILARITIES)
+        self.sampling = check_choice('sampling', sampling, SAMPLINGS)
 
     def masks(self, size: Tuple[int, int], device='cpu') -> RiseMasks:
         """The masks this method uses for an input of ``size`` = (H, W)."""
         return RiseMasks(self.num_masks, self.grid_size, self.keep_prob, size, self.seed,
-                         device)
+                         device, self.sampling)
 
     def input_maps(self, ctx: InputContext) -> Tensor:
         return drise_maps(ctx.image, ctx.boxes, ctx.predictions, ctx.predict,

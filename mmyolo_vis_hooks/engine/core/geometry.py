@@ -47,12 +47,13 @@ def box_iou(boxes, refs, metric: str = 'iou'):
     if as_numpy:
         boxes = torch.as_tensor(np.asarray(boxes, np.float64).reshape(-1, 4))
         refs = torch.as_tensor(np.asarray(refs, np.float64).reshape(-1, 4))
-    boxes = boxes[..., :, None, :]
-    lt = torch.maximum(boxes[..., :2], refs[:, :2])
-    rb = torch.minimum(boxes[..., 2:], refs[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
-    area_refs = (refs[:, 2:] - refs[:, :2]).clamp(min=0).prod(-1)
+    # Per side, not on (..., N, K, 2) stacks: half the time on D-RISE's (n, P, K) overlaps.
+    x1, y1, x2, y2 = (side[..., None] for side in boxes.unbind(-1))
+    ref_x1, ref_y1, ref_x2, ref_y2 = refs.unbind(-1)
+    inter = ((torch.minimum(x2, ref_x2) - torch.maximum(x1, ref_x1)).clamp(min=0)
+             * (torch.minimum(y2, ref_y2) - torch.maximum(y1, ref_y1)).clamp(min=0))
+    area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    area_refs = (ref_x2 - ref_x1).clamp(min=0) * (ref_y2 - ref_y1).clamp(min=0)
     denom = area + area_refs - inter if metric == 'iou' else torch.minimum(area, area_refs)
     overlap = torch.where(denom > 0, inter / denom.clamp(min=1e-12), torch.zeros_like(inter))
     return overlap.numpy() if as_numpy else overlap

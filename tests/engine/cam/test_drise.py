@@ -13,7 +13,9 @@ from helpers import DEMO_CONFIG
 from mmyolo_vis_hooks.cli import boxam_vis
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.cam.compose import box_masks
-from mmyolo_vis_hooks.engine.cam.drise import RiseMasks, drise_weights
+from mmyolo_vis_hooks.engine.cam.drise import (RiseMasks, balanced_grids, drise_maps,
+                                                drise_weights)
+from mmyolo_vis_hooks.engine.detectors.base import ExplainedBoxes, FlatPredictions
 from mmyolo_vis_hooks.engine.cam.methods import DRISE
 from mmyolo_vis_hooks.hooks import BoxAMVisHook
 from mmyolo_vis_hooks.testing.cam_reference import demo_input
@@ -76,6 +78,92 @@ def test_weights_are_iou_times_cosine_times_objectness_maximised_over_prediction
     assert torch.allclose(weights, torch.tensor([[0.6]]))
 
 
+def test_balanced_blocks_are_an_orthogonal_array_of_strength_3_and_balanced_shifts():
+    """A whole block (2^9 masks for 16 x 16 cells): every cell, pair and triple of cells takes
+    each of its values equally often; shifts take each value equally often per 20 masks."""
+    masks = RiseMasks(512, 16, 0.5, (320, 320), seed=3, sampling='balanced')
+    centred = masks.grids.flatten(1).double() * 2 - 1  # +-1
+    assert torch.equal(centred.sum(dim=0), torch.zeros(256, dtype=torch.float64))
+    assert torch.equal(centred.T @ centred, 512 * torch.eye(256, dtype=torch.float64))
+    triples = torch.einsum('na,nb,nc->abc', centred[:, :24], centred[:, :24], centred[:, :24])
+    assert float(triples.abs().max()) == 0
+    # Plain random masks have none of it.
+    plain = RiseMasks(512, 16, 0.5, (320, 320), seed=3).grids.flatten(1).double() * 2 - 1
+    assert float((plain.T @ plain - 512 * torch.eye(256)).abs().max()) > 50
+    for side in range(2):
+        assert torch.equal(torch.bincount(masks.shifts[:20, side], minlength=20),
+                           torch.ones(20, dtype=torch.long))
+    # Other keep probabilities: each cell kept exactly p x block times per block.
+    grids = balanced_grids(30, 4, 0.3, torch.Generator().manual_seed(0)).flatten(1)
+    assert torch.equal(grids[:10].sum(dim=0), torch.full((16, ), 3))
+    assert torch.equal(grids[10:20].sum(dim=0), torch.full((16, ), 3))
+
+
+@pytest.mark.parametrize('keep_prob', [0.5, 0.3])
+def test_each_balanced_mask_alone_is_drawn_as_a_random_one(keep_prob):
+    """Over 600 seeds, mask 5 of a balanced set: cells kept with probability p, independent
+    of each other (pair frequencies p^2), shifts uniform: the paper's distribution."""
+    grids = torch.stack([RiseMasks(8, 4, keep_prob, (32, 32), seed=seed, sampling='balanced')
+                         .grids[5].flatten() for seed in range(600)]).double()
+    tolerance = 4 * (keep_prob * (1 - keep_prob) / 600) ** 0.5
+    assert float((grids.mean(dim=0) - keep_prob).abs().max()) < tolerance
+    pairs = (grids.T @ grids / 600)[~torch.eye(16, dtype=torch.bool)]
+    assert float((pairs - keep_prob ** 2).abs().max()) < 4 * (keep_prob ** 2 / 600) ** 0.5 + 0.01
+    shifts = torch.stack([RiseMasks(8, 4, keep_prob, (32, 32), seed=seed, sampling='balanced')
+                          .shifts[5] for seed in range(600)])
+    counts = torch.bincount(shifts[:, 0], minlength=8).double()
+    assert float((counts / 600 - 1 / 8).abs().max()) < 4 * (1 / 8 * 7 / 8 / 600) ** 0.5
+
+
+class _TinyDetector:
+    """One candidate per masked image, on the explained box: its objectness is a nonlinear
+    function of the visible share of two regions (an object and its context), as a
+    detector's is; every map D-RISE gives for it is known in expectation only."""
+
+    def __init__(self):
+        self.box = torch.tensor([[8., 8., 20., 20.]])
+
+    def __call__(self, batch: torch.Tensor) -> FlatPredictions:
+        seen = batch[:, 0]
+        obj = seen[:, 8:20, 8:20].mean(dim=(1, 2))
+        context = seen[:, 20:28, 4:16].mean(dim=(1, 2))
+        objectness = (obj ** 3 * (0.5 + 0.5 * context)).clamp(0, 1)[:, None]
+        n = len(batch)
+        scores = torch.ones((n, 1, 1))
+        return FlatPredictions(scores=scores, log_scores=scores.log(), logits=scores,
+                               boxes=self.box.expand(n, 1, 4), levels=torch.zeros(1),
+                               objectness=objectness)
+
+
+def _tiny_maps(sampling: str, seed: int, num: int = 64, normalize: str = 'expected'):
+    detector = _TinyDetector()
+    image = torch.ones((3, 32, 32))
+    dets = ExplainedBoxes(detector.box, torch.ones(1), torch.zeros(1, dtype=torch.long),
+                          torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    masks = RiseMasks(num, 4, 0.5, (32, 32), seed, sampling=sampling)
+    return drise_maps(image, dets, detector(image[None]), detector, masks, 256, normalize)[0]
+
+
+def test_balanced_masks_give_the_same_map_in_expectation_with_less_variance():
+    """The tiny detector, 64 masks, 120 seeds per sampling: the mean maps agree within their
+    standard errors (the paper's normalisation is a mean of per-mask terms, each with the
+    same distribution under both samplings), and the balanced maps vary less."""
+    random = torch.stack([_tiny_maps('random', seed) for seed in range(120)]).double()
+    balanced = torch.stack([_tiny_maps('balanced', seed) for seed in range(120)]).double()
+    error = ((random.var(dim=0) + balanced.var(dim=0)) / 120).sqrt()
+    z = (random.mean(dim=0) - balanced.mean(dim=0)) / error
+    assert float(z.abs().mean()) < 1.2 and float(z.abs().max()) < 5  # ~N(0, 1): mean |z| 0.8
+    ratio = float(balanced.var(dim=0).mean() / random.var(dim=0).mean())
+    assert ratio < 0.5, ratio
+    # xaitk's normalisation (by coverage): same map in the limit, again less noise.
+    random = torch.stack([_tiny_maps('random', seed, 64, 'coverage') for seed in range(50)])
+    balanced = torch.stack([_tiny_maps('balanced', seed, 64, 'coverage') for seed in range(50)])
+    limit = _tiny_maps('random', 1000, 4096, 'coverage')
+    assert float((random.mean(dim=0) - limit).abs().max()) < 0.02  # maps 0.13-0.33
+    assert float((balanced.mean(dim=0) - limit).abs().max()) < 0.02
+    assert float(balanced.var(dim=0).mean() / random.var(dim=0).mean()) < 0.5
+
+
 @pytest.mark.parametrize('kwargs, error, message', [
     (dict(num_masks=0), ValueError, 'num_masks must be a positive int, got 0'),
     (dict(num_masks=10.0), TypeError, 'num_masks must be a positive int'),
@@ -86,6 +174,7 @@ def test_weights_are_iou_times_cosine_times_objectness_maximised_over_prediction
     (dict(seed=-1), ValueError, 'mask_seed must be an int >= 0 or None'),
     (dict(normalize='max'), ValueError, "normalize must be one of 'coverage', 'expected'"),
     (dict(missing_objectness=1), TypeError, "missing_objectness must be one of"),
+    (dict(sampling='sobol'), ValueError, "sampling must be one of 'random', 'balanced'"),
 ])
 def test_bad_options_are_refused_at_construction(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -99,6 +188,8 @@ def test_engine_hook_and_tool_refuse_bad_drise_options_before_any_model(capsys):
         BoxAMVisHook(method='drise', grid_size=2.5)
     with pytest.raises(ValueError, match='^BoxAMVisHook: num_masks must be a positive int'):
         BoxAMVisHook(method=['gradcam', 'drise'], num_masks=-3)
+    with pytest.raises(ValueError, match="^BoxAMVisHook: sampling must be one of 'random'"):
+        BoxAMVisHook(method='drise', mask_sampling='sobol')
     with pytest.raises(SystemExit) as exit_info:
         boxam_vis.main(['unused.png', DEMO_CONFIG, '--method', 'drise', '--keep-prob', '1.5'],
                        prog='boxam_vis.py')
@@ -109,11 +200,11 @@ def test_engine_hook_and_tool_refuse_bad_drise_options_before_any_model(capsys):
 
 
 # ---------------------------------------------------------------- slow: the demo detector
-@pytest.fixture(scope='module')
-def drise_run(demo_detector):
-    """ONE D-RISE run on a generated 320-px shapes image, recording what every forward of the
-    engine predicted (the unmasked image first, then each mask batch: the detections the xaitk
-    reference gets), with the model and RNG states checked."""
+@pytest.fixture(scope='module', params=['random', 'balanced'])
+def drise_run(demo_detector, request):
+    """ONE D-RISE run per mask sampling on a generated 320-px shapes image, recording what
+    every forward of the engine predicted (the unmasked image first, then each mask batch: the
+    detections the xaitk reference gets), with the model and RNG states checked."""
     model = demo_detector
     inputs = demo_input(model, 320, seed=5)
     model.train()  # a mode the engine must restore
@@ -121,7 +212,7 @@ def drise_run(demo_detector):
     buffers = [b.detach().clone() for b in model.buffers()]
     modes = [m.training for m in model.modules()]
     before = rng_states()
-    method = DRISE(NUM_MASKS, GRID, KEEP, BATCH, SEED)
+    method = DRISE(NUM_MASKS, GRID, KEEP, BATCH, SEED, sampling=request.param)
     cam = BoxCAM(model, method, topk=6)
     recorded = []
     predict = cam._predict
