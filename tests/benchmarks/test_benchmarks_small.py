@@ -23,3 +23,52 @@ def test_bench_cam_small_agrees_with_grad_cam():
             line.split()[0] in ('gradcam', 'gradcam++', 'xgradcam', 'layercam', 'eigengradcam')]
     assert len(rows) == 5, out
     assert all(float(row[-2]) >= 0.999 for row in rows), out  # corr min column
+
+
+@pytest.mark.slow
+def test_bench_cam_targets_small_claims_hold():
+    out = run_benchmark('bench_cam_targets.py', '--small')
+    assert '| layercam | log_score |' in out and '- ablationcam: ' in out, out
+
+
+@pytest.mark.slow
+def test_bench_input_layout_small_maps_agree():
+    out = run_benchmark('bench_input_layout.py', '--small')
+    assert 'min correlation per box' in out, out
+
+
+@pytest.mark.slow
+def test_bench_featmap_hook_small_runs_and_logs():
+    out = run_benchmark('bench_featmap_hook.py', '--small')
+    assert 'wall-time ratio with/without' in out and 'images logged' in out, out
+
+
+@pytest.mark.slow
+def test_bench_memory_small_leaves_no_hooks():
+    out = run_benchmark('bench_memory.py', '--small')
+    assert 'growth due to the hooks' in out, out
+
+
+@pytest.mark.slow
+def test_bench_large_image_small_boxes_agree():
+    out = run_benchmark('bench_large_image.py', '--small')
+    assert '(b)/(a2) wall' in out and 'boxes: (b) ' in out, out
+    assert 'sliced, class-wise NMS IOU' in out, out  # the quality table ran
+
+
+@pytest.mark.slow
+def test_bench_large_tiff_small_layouts_agree():
+    out = run_benchmark('bench_large_tiff.py', '--small')
+    assert '(t) tool, tiled' in out and '(t) tool, strips' in out, out
+
+
+@pytest.mark.slow
+def test_census_small_gets_the_known_statuses():
+    out = run_benchmark('census.py', '--small')
+    assert '2 pass, 0 fail, 1 excluded' in out, out
+
+
+@pytest.mark.slow
+def test_refusal_sweep_small_classifies_every_file():
+    out = run_benchmark('refusal_sweep.py', '--small')
+    assert 'mmyolo: ' in out and 'mmdet: ' in out and 'buildable' in out, out
