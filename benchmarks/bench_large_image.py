@@ -53,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List
 
 import cv2
@@ -197,6 +198,42 @@ def main():
     def engine_only(pipelined=None):
         sliced_predict(predictor, image, settings, pipelined=pipelined)
 
+    def engine_split(picture: np.ndarray) -> Detections:
+        """Experiment, not the tool: torch's N threads as N workers of 1 thread, each
+        preparing, running and decoding its own half of the slices (batches of up to
+        ``--batch-size``), so no OpenMP team waits at a barrier for a core another worker's
+        serial step took."""
+        threads = torch.get_num_threads()
+        halves = [h for h in np.array_split(np.arange(len(windows)), threads) if len(h)]
+
+        def work(indices):
+            found = []
+            for i in range(0, len(indices), args.batch_size):
+                part = windows[indices[i:i + args.batch_size]]
+                inputs, metas = predictor.preprocess([read_window(picture, w) for w in part])
+                bboxes, scores, labels, index = predictor.decode_flat(
+                    predictor.forward(inputs), metas, args.score_thr)
+                found.append(Detections(bboxes + np.tile(part[index, :2], 2).astype(np.float32),
+                                        scores, labels))
+            return found
+        torch.set_num_threads(1)
+        try:
+            with predictor.guard(), ThreadPoolExecutor(len(halves)) as pool:
+                parts = [d for found in pool.map(work, halves) for d in found]
+        finally:
+            torch.set_num_threads(threads)
+        merged = merge_detections(Detections.concat(parts), merge)
+        return merged.select(merged.scores > args.score_thr)
+
+    def tool_split():
+        """(b) with ``engine_split`` in place of ``sliced_predict``: decode the PNG, infer,
+        draw, write the picture (no JSON)."""
+        picture = read_image(args.image)
+        merged = engine_split(picture)
+        outputs['bw'] = merged
+        write_rgb(osp.join(out_root, 'split.png'),
+                  draw_detections(picture, merged, model.dataset_meta['classes']), 0)
+
     def sahi_b1():
         res = get_sliced_prediction(
             args.image, adapter, slice_height=patch, slice_width=patch,
@@ -213,6 +250,9 @@ def main():
                 ('b0', 'its sliced inference only (image in memory)', engine_only),
                 ('b0p', '(b0) pipelined (helper thread forced on)', lambda: engine_only(True)),
                 ('b0s', '(b0) in series (pipelined=False)', lambda: engine_only(False)),
+                ('b0w', '(b0) as N workers of 1 thread (experiment)',
+                 lambda: engine_split(image)),
+                ('bw', '(b) with (b0w) inside (experiment)', tool_split),
                 ('c', 'sahi get_sliced_prediction + adapter, batch 1', sahi_b1),
                 ('d', 'tool end to end, --fuse-conv-bn', tool(fused_predictor, 'd'))]
     if folder:
@@ -324,6 +364,8 @@ def main():
         print(f'  (b0p)/(a2) {ratio("b0p", "a2", threads)}   (b0) with the helper thread forced on')
         print(f'  (b0s)/(a2) {ratio("b0s", "a2", threads)}   (b0) with every step in series on '
               'one thread')
+        print(f'  (b0w)/(a2) {ratio("b0w", "a2", threads)}   experiment: N workers of 1 thread')
+        print(f'  (bw)/(a2) {ratio("bw", "a2", threads)}   experiment: (b) with them inside')
         print(f'  (c)/(b)  {ratio("c", "b", threads)}   > 1: the tool is faster than sahi at '
               'batch 1')
         print(f'  (d)/(b)  {ratio("d", "b", threads)}   < 1: --fuse-conv-bn gains')
@@ -343,7 +385,8 @@ def main():
                 print(f'    {name:<36s} {med_phase:7.3f}  {med_phase / forward:6.1%}')
     if len(thread_counts) > 1:
         print('\nside by side (wall, median of per-round ratios): ' + '; '.join(
-            f'{t} thread(s): (b)/(a2) {ratio("b", "a2", t).split()[1]}'
+            f'{t} thread(s): (b)/(a2) {ratio("b", "a2", t).split()[1]}, (bw)/(a2) '
+            f'{ratio("bw", "a2", t).split()[1]}'
             + (f', (e)/({len(folder)}x(a2)) {ratio("e", "a2", t, len(folder)).split()[1]}'
                if folder else '') for t in thread_counts))
     b, c, d = outputs['b'], outputs['c'], outputs['d']
@@ -352,6 +395,10 @@ def main():
     print(f'\n  boxes: (b) {len(b)}, (c) {len(c)}, (d) {len(d)}; same label & IoU >= 0.95: '
           + ', '.join(f'{k} {v:.1%}' for k, v in shares.items()))
     failures = [f'{k} {v:.1%}' for k, v in shares.items() if not v >= MIN_MATCHED]
+    split = outputs['bw']
+    print(f'  experiment (bw): {len(split)} boxes, (bw) in (b) {matched_fraction(split, b):.1%}, '
+          f'(b) in (bw) {matched_fraction(b, split):.1%} (other batches and kernels: printed, '
+          'not checked)')
 
     if osp.isfile(args.ann):
         print_quality(args, model, predictor, image, patch)
