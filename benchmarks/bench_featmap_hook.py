@@ -5,7 +5,7 @@ on the demo config, measured side by side in one run (runs interleaved: off, on,
     .venv/bin/python benchmarks/bench_featmap_hook.py --small   # a quick check (the tests)
 
 ``--hook boxam`` measures the demo's BoxAMVisHook instead (the ``configs/_base_/boxam_vis.py``
-snippet: LayerCAM, interval 1, 4 images, top 3 boxes), for information (no target);
+snippet: GradCAM, interval 1, 4 images, top 3 boxes), for information (no target);
 ``--hook boxam_faithfulness`` the same entry with ``log_faithfulness=True`` (deletion and
 insertion AUC scalars, 8 steps).
 

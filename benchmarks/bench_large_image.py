@@ -98,6 +98,9 @@ def parse_args():
                         help='torch intra-op thread counts (default: torch\'s own choice); '
                         'several (e.g. 1 2) are measured in the same rounds, interleaved, '
                         'so their ratios are measured under the same load')
+    parser.add_argument('--only', nargs='+', default=None, metavar='KEY',
+                        help='time only these variants (e.g. a2 b b0w bw e; p for the phases); '
+                        'the box checks then cover the variants timed')
     parser.add_argument('--small', action='store_true',
                         help='quick check that it runs and that the box claims hold: a '
                         'generated 1000x700 image, 1 round, a folder of 2 copies, 1 thread '
@@ -298,6 +301,8 @@ def main():
 
     if not args.no_phases:
         variants.append(('p', 'phases of (b) one by one (not a variant)', time_phases))
+    if args.only:
+        variants = [v for v in variants if v[0] in args.only]
     times: Dict[tuple, List[float]] = {(k, t): [] for k, _, _ in variants for t in thread_counts}
     cpu: Dict[tuple, List[float]] = {(k, t): [] for k, _, _ in variants for t in thread_counts}
     helper_default = {}
@@ -332,6 +337,8 @@ def main():
           f'memory (the tool\'s setting, all variants): {kept}')
 
     def ratio(num, den, threads, scale=1):
+        if not times.get((num, threads)) or not times.get((den, threads)):
+            return 'wall - (not timed)'
         out = []
         for name, table in (('wall', times), ('CPU', cpu)):
             per_round = [n / (scale * d) for n, d in zip(table[num, threads],
@@ -346,35 +353,36 @@ def main():
         print(f'  {"":52s} {"wall s":>7s}  {"CPU s":>6s}   [wall per round]')
         for key, name, _ in variants:
             runs = ', '.join(f'{t:.2f}' for t in times[key, threads])
-            print(f'  {"(" + key + ")":4s} {name:<47s} {statistics.median(times[key, threads]):7.2f}'
-                  f'  {statistics.median(cpu[key, threads]):6.2f}   [{runs}]')
-        runs_b = phases[('b', threads)]
-        split = {k: statistics.median(p[k] for p in runs_b) for k in runs_b[0]}
-        print('      (b) by phase, median s: ' + ', '.join(f'{k} {v:.3f}' for k, v in split.items())
-              + ' (read_wait: PNG decode; write_wait: the annotated PNG still being encoded)')
+            wall, process = (statistics.median(table[key, threads]) for table in (times, cpu))
+            print(f'  {"(" + key + ")":4s} {name:<47s} {wall:7.2f}  {process:6.2f}   [{runs}]')
+        runs_b = phases.get(('b', threads))
+        if runs_b:
+            split = {k: statistics.median(p[k] for p in runs_b) for k in runs_b[0]}
+            print('      (b) by phase, median s: '
+                  + ', '.join(f'{k} {v:.3f}' for k, v in split.items())
+                  + ' (read_wait: PNG decode; write_wait: the annotated PNG still being encoded)')
         print('  ratios: median over rounds of the ratio within a round (variants run back to '
               'back); CPU = process time of all threads, steadier than wall time when other jobs '
               'share the cores')
-        print(f'  (b)/(a)  {ratio("b", "a", threads)}')
-        print(f'  (a2)/(a) {ratio("a2", "a", threads)}   < 1: channels-last inputs gain')
-        print(f'  (b)/(a2) {ratio("b", "a2", threads)}   target <= 1.15: the tool\'s overhead '
-              'over its own forward')
-        print(f'  (b0)/(a2) {ratio("b0", "a2", threads)}   the same without PNG decode/encode '
-              'and drawing')
-        print(f'  (b0p)/(a2) {ratio("b0p", "a2", threads)}   (b0) with the helper thread forced on')
-        print(f'  (b0s)/(a2) {ratio("b0s", "a2", threads)}   (b0) with every step in series on '
-              'one thread')
-        print(f'  (b0w)/(a2) {ratio("b0w", "a2", threads)}   experiment: N workers of 1 thread')
-        print(f'  (bw)/(a2) {ratio("bw", "a2", threads)}   experiment: (b) with them inside')
-        print(f'  (c)/(b)  {ratio("c", "b", threads)}   > 1: the tool is faster than sahi at '
-              'batch 1')
-        print(f'  (d)/(b)  {ratio("d", "b", threads)}   < 1: --fuse-conv-bn gains')
-        if folder:
-            print(f'  (e)/({len(folder)}x(a))  {ratio("e", "a", threads, len(folder))}   per '
-                  'image, reading the next and writing the last image overlapping inference')
-            print(f'  (e)/({len(folder)}x(a2)) {ratio("e", "a2", threads, len(folder))}   target '
-                  '<= 1.10 per image on a folder')
-        if phase_times[threads]:
+        n = len(folder)
+        for label, num, den, scale, note in (
+                ('(b)/(a) ', 'b', 'a', 1, ''),
+                ('(a2)/(a)', 'a2', 'a', 1, '< 1: channels-last inputs gain'),
+                ('(b)/(a2)', 'b', 'a2', 1, 'target <= 1.15: the tool\'s overhead over its own '
+                 'forward'),
+                ('(b0)/(a2)', 'b0', 'a2', 1, 'the same without PNG decode/encode and drawing'),
+                ('(b0p)/(a2)', 'b0p', 'a2', 1, '(b0) with the helper thread forced on'),
+                ('(b0s)/(a2)', 'b0s', 'a2', 1, '(b0) with every step in series on one thread'),
+                ('(b0w)/(a2)', 'b0w', 'a2', 1, 'experiment: N workers of 1 thread'),
+                ('(bw)/(a2)', 'bw', 'a2', 1, 'experiment: (b) with them inside'),
+                ('(c)/(b) ', 'c', 'b', 1, '> 1: the tool is faster than sahi at batch 1'),
+                ('(d)/(b) ', 'd', 'b', 1, '< 1: --fuse-conv-bn gains'),
+                (f'(e)/({n}x(a)) ', 'e', 'a', n, 'per image, reading the next and writing the '
+                 'last image overlapping inference'),
+                (f'(e)/({n}x(a2))', 'e', 'a2', n, 'target <= 1.10 per image on a folder')):
+            if times.get((num, threads)) and times.get((den, threads)):
+                print(f'  {label} {ratio(num, den, threads, scale)}   {note}')
+        if phase_times[threads] and times.get(('a2', threads)):
             forward = statistics.median(times['a2', threads])
             print(f'  phases of (b) one by one, median wall s over {args.rounds} rounds, and as '
                   f'a share of (a2) {forward:.3f} s:')
@@ -389,16 +397,23 @@ def main():
             f'{ratio("bw", "a2", t).split()[1]}'
             + (f', (e)/({len(folder)}x(a2)) {ratio("e", "a2", t, len(folder)).split()[1]}'
                if folder else '') for t in thread_counts))
-    b, c, d = outputs['b'], outputs['c'], outputs['d']
-    shares = {'(c) in (b)': matched_fraction(c, b), '(b) in (c)': matched_fraction(b, c),
-              '(b) in (d)': matched_fraction(b, d), '(d) in (b)': matched_fraction(d, b)}
-    print(f'\n  boxes: (b) {len(b)}, (c) {len(c)}, (d) {len(d)}; same label & IoU >= 0.95: '
-          + ', '.join(f'{k} {v:.1%}' for k, v in shares.items()))
+    if 'b' not in outputs:
+        # (b) not timed: its boxes from the engine, which the tool writes
+        outputs['b'] = sliced_predict(predictor, image, settings).detections
+    b = outputs['b']
+    shares = {}
+    for key in ('c', 'd'):
+        if key in outputs:
+            shares[f'({key}) in (b)'] = matched_fraction(outputs[key], b)
+            shares[f'(b) in ({key})'] = matched_fraction(b, outputs[key])
+    print(f'\n  boxes: ' + ', '.join(f'({k}) {len(v)}' for k, v in outputs.items() if k != 'bw')
+          + '; same label & IoU >= 0.95: ' + ', '.join(f'{k} {v:.1%}' for k, v in shares.items()))
     failures = [f'{k} {v:.1%}' for k, v in shares.items() if not v >= MIN_MATCHED]
-    split = outputs['bw']
-    print(f'  experiment (bw): {len(split)} boxes, (bw) in (b) {matched_fraction(split, b):.1%}, '
-          f'(b) in (bw) {matched_fraction(b, split):.1%} (other batches and kernels: printed, '
-          'not checked)')
+    if 'bw' in outputs:
+        split = outputs['bw']
+        print(f'  experiment (bw): {len(split)} boxes, (bw) in (b) '
+              f'{matched_fraction(split, b):.1%}, (b) in (bw) {matched_fraction(b, split):.1%} '
+              '(other batches and kernels: printed, not checked)')
 
     if osp.isfile(args.ann):
         print_quality(args, model, predictor, image, patch)
