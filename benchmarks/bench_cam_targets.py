@@ -152,7 +152,7 @@ def main():
     if args.small:
         args.num_images, args.methods = 1, ['gradcam', 'layercam']
     failures = []
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1 if args.small else min(2, torch.get_num_threads()))
     model = build_detector(DEMO_CONFIG, args.checkpoint)
     with tempfile.TemporaryDirectory() as root:
         ann_file = generate_split(root, 'val', SplitSpec(args.num_images), seed=0)

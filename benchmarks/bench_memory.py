@@ -142,7 +142,8 @@ def main() -> None:
     for variant in ('plain', 'hooks'):
         out = subprocess.run([sys.executable, __file__, *sizes, '--data-root', args.data_root,
                               '--variant', variant, '--json'], capture_output=True, text=True,
-                             check=True, cwd=REPO)
+                             check=True, cwd=REPO,
+                             env=dict(os.environ, OMP_NUM_THREADS='1') if args.small else None)
         results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f'RSS over {args.runs} validation runs after {args.warmup} warm-up runs '
           f'({args.val_images} validation images; feature maps of {args.num_images}, box '
