@@ -1,6 +1,7 @@
 """Which target should gradient CAM methods differentiate: the box's logits or its log score?
 
     .venv/bin/python benchmarks/bench_cam_targets.py [--num-images 16] [--checkpoint PATH]
+    .venv/bin/python benchmarks/bench_cam_targets.py --small   # a quick check (the tests)
 
 Part 1, locality on the trained demo detector (``configs/demo/yolov5_n_shapes.py`` +
 ``tests/assets/yolov5_n_shapes.pth``) over the first ``--num-images`` validation images of
@@ -23,11 +24,18 @@ Gradient-free methods (eigencam, ablationcam) ignore the target; they are measur
 
 Part 2, saturation: the same detector with the objectness bias and the class-0 bias of every
 prior raised by 200 (every prior then scores exactly 1.0 in float32 for class 0, as the
-random-init test models once did), first image, top 4 boxes: unreliable boxes per target.
+random-init models of an earlier bug did), first image, top 4 boxes: unreliable boxes per
+target.
+
+Checked claims (the run exits with 1 when one fails; the docs rest on them): LayerCAM and
+EigenGradCAM give the same table row for both targets (YOLOv5's 1x1 head: the targets differ
+by a factor on the prior's cell); saturated, ``'log_score'`` leaves every box of the gradient
+methods unreliable and ``'logit'`` none, and AblationCAM reports every box as noise.
 """
 import argparse
 import json
 import os.path as osp
+import sys
 import tempfile
 
 import numpy as np
@@ -137,8 +145,14 @@ def main():
     parser.add_argument('--num-images', type=int, default=16)
     parser.add_argument('--checkpoint', default=DEMO_CHECKPOINT)
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--small', action='store_true',
+                        help='quick check that it runs and the claims hold: 1 image, '
+                        'gradcam and layercam')
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.small:
+        args.num_images, args.methods = 1, ['gradcam', 'layercam']
+    failures = []
+    torch.set_num_threads(1 if args.small else min(2, torch.get_num_threads()))
     model = build_detector(DEMO_CONFIG, args.checkpoint)
     with tempfile.TemporaryDirectory() as root:
         ann_file = generate_split(root, 'val', SplitSpec(args.num_images), seed=0)
@@ -151,11 +165,17 @@ def main():
         print('|---|---|---|---|---|---|---|---|---|')
         for method in args.methods:
             gradient_free = not METHODS[method].uses_gradients
+            rows = {}
             for target in TARGETS[:1] if gradient_free else TARGETS:
-                r = measure(model, method, target, images, gt)
+                r = rows[target] = measure(model, method, target, images, gt)
                 print(f'| {method} | {"(none)" if gradient_free else target} | {r["boxes"]} | '
                       f'{r["noise"]} | {r["own"]:.3f} | {r["peak"]:.3f} | {r["in_gt"]:.3f} | '
                       f'{r["all_gt"]:.3f} | {r["margin"]:.1e} |')
+            if method in ('layercam', 'eigengradcam'):
+                first, second = (rows[t] for t in TARGETS)
+                if any(abs(first[k] - second[k]) > 1e-3 for k in ('own', 'peak', 'in_gt',
+                                                                   'all_gt')):
+                    failures.append(f'{method}: the targets give different rows')
         print('\nsaturated logits (objectness and class-0 biases +200), first image, top 4 '
               'boxes: unreliable boxes / boxes')
         saturated = saturated_model(model)
@@ -165,10 +185,19 @@ def main():
             for target in TARGETS:
                 cam = BoxCAM(saturated, method, score_thr=0.3, topk=4, target=target)
                 (result, ), _ = cam.explain_data(load(images[0], 0))
+                unreliable = int((~result.reliable).sum())
+                expected = len(result) if method == 'ablationcam' or target == 'log_score' \
+                    else 0
+                if not len(result) or unreliable != expected:
+                    failures.append(f'saturated {method}/{target}: {unreliable}/{len(result)} '
+                                    f'unreliable, claimed {expected}')
                 cells.append(f'{target}: {int((~result.reliable).sum())}/{len(result)}'
                              + (f' ({result.reasons[0].split(":")[0]})' if result.reasons
                                 and result.reasons[0] else ''))
             print(f'- {method}: ' + '; '.join(cells))
+    if failures:
+        print('FAILED: ' + '; '.join(failures), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

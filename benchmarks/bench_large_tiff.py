@@ -20,12 +20,15 @@ children with vfork, and Linux then counts the PARENT's peak into the child's ``
     ordinary way costs before any model is built.
 
 Peak RSS against the 1.5 GB target and against the image's own size, and wall times (the
-machine's load average is printed: other jobs slow the runs, not the memory).
+machine's load average is printed: other jobs slow the runs, not the memory). Checked (the run
+exits with 1 otherwise): every tool run succeeds, and every layout gives the same
+``detections.json`` annotations. Measured figures: docs/benchmarks.md.
 
 Usage::
 
     python benchmarks/bench_large_tiff.py [--size 20000] [--layouts tiled strips]
         [--dir /tmp/big_tiffs --keep] [--threads 1]
+    python benchmarks/bench_large_tiff.py --small   # a quick check (the tests run it)
 """
 import argparse
 import json
@@ -60,7 +63,13 @@ def parse_args():
                         help='where the TIFFs are written (reused if already there); a '
                         'temporary folder by default')
     parser.add_argument('--keep', action='store_true', help='keep the TIFFs and outputs')
-    return parser.parse_args()
+    parser.add_argument('--small', action='store_true',
+                        help='quick check that it runs and the layouts agree: a 1536x1536 '
+                        'image, tiled and strips')
+    args = parser.parse_args()
+    if args.small:
+        args.size, args.layouts = 1536, ['tiled', 'strips']
+    return args
 
 
 def bands(size: int, seed: int = 0) -> Iterator[Tuple[int, np.ndarray]]:
@@ -177,6 +186,7 @@ def main():
     os.makedirs(folder, exist_ok=True)
     image_bytes = args.size * args.size * 3
     rows: List[Dict] = []
+    annotations: Dict[str, list] = {}
     try:
         paths = {}
         for layout in args.layouts:
@@ -210,7 +220,8 @@ def main():
             boxes = '?'
             if code == 0:
                 with open(osp.join(out, 'detections.json')) as f:
-                    boxes = len(json.load(f)['annotations'])
+                    annotations[layout] = json.load(f)['annotations']
+                boxes = len(annotations[layout])
             rows.append(dict(run=f'(t) tool, {layout}', peak=peak, wall=wall, code=code,
                              boxes=boxes, slices=last_progress(log)))
             print(f'{rows[-1]["run"]}: peak RSS {mb(peak)}, {wall:.1f} s, exit {code}, '
@@ -241,9 +252,19 @@ def main():
         ok = all(r['code'] == 0 and r['peak'] < TARGET_BYTES for r in tools)
         print(f'target: every tool run below {mb(TARGET_BYTES)} peak RSS: '
               f'{"MET" if ok else "NOT MET"}')
+        first = next(iter(annotations.values()), [])
+        same = bool(first) and all(anns == first for anns in annotations.values())
+        print(f'the same detections.json annotations ({len(first)} boxes) for every layout: '
+              f'{same}')
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(folder, ignore_errors=True)
+    failed = [r['run'] for r in tools if r['code'] != 0]
+    if failed or not same:
+        print(f'FAILED: {"runs failed: " + ", ".join(failed) if failed else ""}'
+              f'{"" if same else " the layouts gave different (or no) annotations"}',
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

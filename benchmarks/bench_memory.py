@@ -3,12 +3,16 @@ visualization hooks vs the same validation runs without them, side by side. Each
 a fresh process, so neither inherits the other's (or a test session's) allocator pools.
 
     .venv/bin/python benchmarks/bench_memory.py --runs 30
+    .venv/bin/python benchmarks/bench_memory.py --small   # a quick check (the tests)
 
 Each variant builds the demo config's Runner (with its EMAHook) on the generated shapes data,
 runs ``runner.val()`` ``--warmup`` times, then ``--runs`` times, and reports the resident set
 size (``/proc/self/statm``) after the warm-up and after the runs, and the forward/backward hooks
 left on the model. The hooks: FeatMapVisHook (maps of backbone + neck captured during the
 validation forward, letterbox-aligned) and BoxAMVisHook (gradcam, gradients on its own forward).
+Claimed, and checked (the run exits with 1 otherwise): no module's hook counts change in either
+variant, and the hooks logged images in every run. The growth is printed, not checked here
+(``tests/test_reliability.py`` checks the 50 MB bound on 30 runs).
 
 ``--variant hooks --json`` measures one variant in this process and prints JSON (used by
 ``tests/test_training_safety.py``).
@@ -112,7 +116,17 @@ def main() -> None:
     parser.add_argument('--variant', choices=('plain', 'hooks'),
                         help='measure only this variant, in this process')
     parser.add_argument('--json', action='store_true', help='with --variant: print JSON')
+    parser.add_argument('--small', action='store_true',
+                        help='quick check that it runs: 1 run after 1 warm-up, 2 generated '
+                        'validation images')
     args = parser.parse_args()
+    if args.small:
+        import tempfile
+        from mmyolo_vis_hooks.data.synthetic_shapes import SplitSpec, generate_split
+        args.runs, args.warmup, args.val_images, args.num_images, args.cam_images = 1, 1, 2, 2, 1
+        args.data_root = tempfile.mkdtemp(prefix='bench_memory_')
+        generate_split(args.data_root, 'train', SplitSpec(2), seed=0)
+        generate_split(args.data_root, 'val', SplitSpec(2), seed=0)
     if not osp.isfile(osp.join(args.data_root, 'annotations', 'val.json')):
         from mmyolo_vis_hooks.data.synthetic_shapes import generate_demo_data
         generate_demo_data(osp.dirname(osp.abspath(args.data_root)), large=False)
@@ -128,7 +142,8 @@ def main() -> None:
     for variant in ('plain', 'hooks'):
         out = subprocess.run([sys.executable, __file__, *sizes, '--data-root', args.data_root,
                               '--variant', variant, '--json'], capture_output=True, text=True,
-                             check=True, cwd=REPO)
+                             check=True, cwd=REPO,
+                             env=dict(os.environ, OMP_NUM_THREADS='1') if args.small else None)
         results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f'RSS over {args.runs} validation runs after {args.warmup} warm-up runs '
           f'({args.val_images} validation images; feature maps of {args.num_images}, box '
@@ -140,7 +155,17 @@ def main() -> None:
               f'changed hook counts: {len(r["changed_hooks"])}')
     extra = results['hooks']['growth'] - results['plain']['growth']
     print(f'  growth due to the hooks: {extra:+.1f} MB over {args.runs} runs '
-          f'({extra / args.runs * 1024:+.0f} KB per run; the target allows 50 MB in total)')
+          f'({extra / args.runs * 1024:+.0f} KB per run; 50 MB in total is allowed)')
+    if args.small:
+        import shutil
+        shutil.rmtree(args.data_root, ignore_errors=True)
+    failures = [f'{variant}: hook counts changed on {len(r["changed_hooks"])} modules'
+                for variant, r in results.items() if r['changed_hooks']]
+    if not results['hooks']['images_per_run']:
+        failures.append('the hooks logged no image')
+    if failures:
+        print('FAILED: ' + '; '.join(failures), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':
