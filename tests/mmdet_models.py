@@ -33,9 +33,13 @@ DETR = {
     'deformable_detr': 'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
 }
+# MMDetection's own instance-segmentation dense head (engine/detectors/mmdet_instance.py).
+INSTANCE = {
+    'mmdet_rtmdet_ins': 'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
+}
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 'cascade_mask_rcnn': [64, 128, 256, 512]}
-CONFIGS = dict(DENSE, **TWO_STAGE, **DETR)
+CONFIGS = dict(DENSE, **TWO_STAGE, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
 
@@ -57,6 +61,12 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name in DETR:  # uninitialized parameters otherwise; the other kinds keep the
             initialize_without_downloads(model)  # constructors' init (scores above 0.05)
         calibrate_batchnorm(model, INPUT)
+        if name == 'mmdet_rtmdet_ins':
+            # As MMYOLO's RTMDet-ins (family_models): its random classifier saturates (top
+            # scores exactly 1.0 in float32, zero score gradients, arbitrary order of ties).
+            with torch.no_grad():
+                for conv in model.bbox_head.rtm_cls:
+                    conv.weight.mul_(0.05)
         _MODELS[name] = model
     return _MODELS[name]
 
