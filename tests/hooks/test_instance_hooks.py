@@ -27,6 +27,7 @@ from mmdet_kinds import runner_cfg, write_wave_dataset
 from runner_utils import (assert_same_trainings, image_steps, read_events, replace_key,
                           train_and_record)
 from mmyolo_vis_hooks.data.synthetic_shapes import CLASSES, SplitSpec, generate_split
+from mmyolo_vis_hooks.engine.cam.visualize import energy_in_boxes
 from mmyolo_vis_hooks.engine.core.pipeline import test_pipeline_cfg as packaged_test_pipeline
 from mmyolo_vis_hooks.engine.core.render import draw_boxes
 from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
@@ -193,13 +194,27 @@ def _run_and_check(tmp_path, base: Config, reset_singletons, method_options: dic
             miss = np.abs(picture.astype(np.int32) - blend)[outside]
             assert miss.max() <= 1, miss.max()
         assert np.abs(picture.astype(np.int32) - original).mean() > 10  # an overlay
+    # The energy-in-GT scalar is measured on the ground-truth masks (the data has them):
+    # the last one is the share of the last map inside the masks, not inside the boxes.
+    gt_boxes, gt_masks = boxam._ground_truth(sample)
+    assert gt_masks is not None and gt_masks.shape == (len(gt_boxes), *original.shape[:2])
     scalars = acc.Tags()['scalars']
+    with torch.no_grad():
+        data = boxam.load_batch(sample)
     for method in methods:
         tag = f'boxam/energy_in_gt/{method}'
-        if tag in scalars:  # a random network's Grad-CAM may have no heat (ReLU)
-            energy = acc.Scalars(tag)
-            assert {e.step for e in energy} <= set(epochs)
-            assert all(0.0 <= e.value <= 1.0 for e in energy), tag
+        if tag not in scalars:  # a random network's Grad-CAM may have no heat (ReLU)
+            continue
+        energy = acc.Scalars(tag)
+        assert {e.step for e in energy} <= set(epochs)
+        assert all(0.0 <= e.value <= 1.0 for e in energy), tag
+        if energy[-1].step == EPOCHS:
+            (result, ), (meta, ) = boxam._cams[method].explain_data(data)
+            by_mask = energy_in_boxes(result, meta, gt_boxes, original.shape[:2], gt_masks)
+            by_box = energy_in_boxes(result, meta, gt_boxes, original.shape[:2])
+            # (the recomputed map may differ in float rounding: 5e-6 seen on YOLOv5-ins)
+            assert energy[-1].value == pytest.approx(by_mask, abs=1e-4), tag
+            assert by_mask != pytest.approx(by_box, abs=1e-3), tag
     featmap_tags = {t for t in acc.Tags()['images'] if t.startswith('featmap/')}
     assert featmap_tags and all(t.startswith(f'featmap/{featmap.samples[0].name}/neck[')
                                 for t in featmap_tags)
