@@ -59,7 +59,10 @@ class MMDetInstanceDetector(MMDetDenseDetector):
                            metas: Sequence[dict]) -> List[FlatPredictions]:
         """The dense kind's candidates of ``(cls, bbox)``, each with its dynamic-convolution
         parameters (flattened as ``_predict_by_feat_single`` does), and the mask features
-        with every prior's (x, y, stride_x, stride_y) on the first level."""
+        with every prior's (x, y, stride_x, stride_y) on the first level; of ``(cls, bbox)``
+        alone, boxes only."""
+        if len(outputs) == 2:
+            return super()._output_candidates(outputs, classes, metas)
         if len(outputs) != 4:
             raise ValueError(f'{type(self.head).__name__} returned {len(outputs)} outputs; an '
                              f'eval-mode RTMDet-ins head returns (cls, bbox, kernels, '
@@ -97,6 +100,11 @@ class MMDetInstanceDetector(MMDetDenseDetector):
                     kernels[det.priors].detach(), priors[det.priors])
                 det.masks = upsampled_masks(logits, stride, cfg['mask_thr_binary'], size)
         return out
+
+    def decode(self, outs, metas: List[dict], cfg: dict
+               ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+        """The dense kind's decoding of the boxes (its callers read boxes only: no masks)."""
+        return super().decode(outs[:2], metas, cfg)
 
     @staticmethod
     def _mask_input_size(mask_feat: Tensor, stride: int, meta: Optional[dict]

@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from family_models import INPUT as YOLO_INPUT, random_model
-from mmdet_models import (INPUT as MMDET_INPUT, assert_gradcam_equals_grad_cam,
+from mmdet_models import (INPUT as MMDET_INPUT, METAS as MMDET_METAS,
+                          assert_gradcam_equals_grad_cam,
                           assert_masks_equal_predict, assert_selection_equals_predict,
                           random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
+from mmyolo_vis_hooks.engine.detectors.base import decode_with_predict_by_feat
 from mmyolo_vis_hooks.engine.detectors.mmdet_instance import MMDetInstanceDetector
 from mmyolo_vis_hooks.engine.detectors.mmyolo_instance import MMYOLOInstanceDetector
 from mmyolo_vis_hooks.engine.detectors.two_stage import TwoStageDetector
@@ -85,6 +87,14 @@ def test_mmdet_rtmdet_ins_instances_are_the_heads_own_prediction():
         assert det.masks.shape == ref.masks.shape == (len(ref), *MMDET_INPUT[2:])
         assert torch.equal(det.masks, ref.masks)
         assert 0 < int(ref.masks.sum()) < ref.masks.numel()
+    # Boxes only (sliced inference): the head's own predict_by_feat, rescaled.
+    with torch.no_grad():
+        outs = head(model.extract_feat(inputs))
+        boxes, scores, labels, counts = detector.decode(outs, MMDET_METAS, head.test_cfg)
+        ref_boxes, ref_scores, ref_labels, ref_counts = decode_with_predict_by_feat(
+            head, outs, MMDET_METAS, head.test_cfg)
+    assert counts == ref_counts and torch.equal(labels, ref_labels)
+    assert torch.equal(scores, ref_scores) and torch.allclose(boxes, ref_boxes, atol=1e-3)
 
 
 @pytest.mark.slow
