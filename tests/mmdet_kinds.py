@@ -2,8 +2,8 @@
 weights, and images whose content proves alignment (imported by tests).
 
 Kinds: a dense one-stage detector (RetinaNet), a two-stage one (Faster R-CNN, and Mask R-CNN
-for instance segmentation) and a DETR-like one (DINO). Each is shrunk for the CPU: a ResNet-18 backbone, narrow necks and heads, fewer
-queries and transformer layers, the test pipeline's ``Resize(keep_ratio=True)`` at ``SCALE``
+for instance segmentation) and a DETR-like one (DINO). Each is shrunk for the CPU: a ResNet-18
+backbone, narrow necks and heads, fewer queries and transformer layers, the test pipeline's ``Resize(keep_ratio=True)`` at ``SCALE``
 instead of (1333, 800). ``Pretrained`` ``init_cfg`` entries are dropped: nothing can be
 downloaded here.
 

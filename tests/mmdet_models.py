@@ -36,9 +36,10 @@ DETR = {
 # MMDetection's own instance-segmentation dense head (engine/detectors/mmdet_instance.py).
 INSTANCE = {
     'mmdet_rtmdet_ins': 'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
+    'yolact': 'yolact/yolact_r50_1xb8-55e_coco.py',
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
-                'cascade_mask_rcnn': [64, 128, 256, 512]}
+                'cascade_mask_rcnn': [64, 128, 256, 512], 'yolact': [64, 128, 256, 512]}
 CONFIGS = dict(DENSE, **TWO_STAGE, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}

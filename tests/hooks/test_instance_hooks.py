@@ -1,8 +1,9 @@
 """FeatMapVisHook and BoxAMVisHook in a real Runner on instance-segmentation detectors: MMYOLO's
 YOLOv5-ins (its packaged config) and MMDetection's Mask R-CNN (tests/mmdet_kinds.py), small and
 with random weights (YOLOv5-ins: the demo detector's trained weights with a random mask branch,
-whose masks have outlines of their own), trained 2 epochs on generated data whose COCO annotations carry polygon
-segmentations (the shapes' outlines; the wave images' inscribed ellipses).
+whose masks have outlines of their own), trained 2 epochs on generated data whose COCO
+annotations carry polygon segmentations (the shapes' outlines; the wave images' inscribed
+ellipses).
 
 Per detector: every picture is read back from TensorBoard at step = epoch and the original image
 size; the white mask outline of the explained instance lies on the boundary of the mask the

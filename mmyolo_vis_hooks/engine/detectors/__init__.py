@@ -20,11 +20,11 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    '(YOLOv5InsHead, RTMDetInsSepBNHead), and MMDetection\'s dense heads that '
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
-                   'variants) and its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead), and '
-                   'MMDetection\'s two-stage detectors with a standard or cascade RoI head '
-                   '(Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, Double-Head, PISA, '
-                   'MS R-CNN, PointRend), and MMDetection\'s DETR family (DETR, Deformable '
-                   'DETR, Conditional DETR, DAB-DETR, DINO)')
+                   'variants), its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead) and '
+                   'YOLACT, and MMDetection\'s two-stage detectors with a standard or cascade '
+                   'RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
+                   'Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR family '
+                   '(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
 
 
 def _qualified_name(cls: type) -> str:
@@ -106,9 +106,12 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):
         from .mmdet_dense import MMDetDenseDetector, uses_base_decoding
-        from .mmdet_instance import MMDetInstanceDetector, has_rtmdet_ins_decoding
+        from .mmdet_instance import (MMDetInstanceDetector, YOLACTDetector,
+                                     has_rtmdet_ins_decoding, has_yolact_decoding)
         if has_rtmdet_ins_decoding(head):
             return MMDetInstanceDetector(model)
+        if has_yolact_decoding(model):
+            return YOLACTDetector(model)
         if uses_base_decoding(type(head)):
             return MMDetDenseDetector(model)
         own = next(c for c in type(head).__mro__ if 'predict_by_feat' in vars(c) or
