@@ -3,9 +3,9 @@ weights, and images whose content proves alignment (imported by tests).
 
 Kinds: a dense one-stage detector (RetinaNet), a two-stage one (Faster R-CNN, and Mask R-CNN
 for instance segmentation) and a DETR-like one (DINO). Each is shrunk for the CPU: a ResNet-18
-backbone, narrow necks and heads, fewer queries and transformer layers, the test pipeline's ``Resize(keep_ratio=True)`` at ``SCALE``
-instead of (1333, 800). ``Pretrained`` ``init_cfg`` entries are dropped: nothing can be
-downloaded here.
+backbone, narrow necks and heads, fewer queries and transformer layers, the test pipeline's
+``Resize(keep_ratio=True)`` at ``SCALE`` instead of (1333, 800). ``Pretrained`` ``init_cfg``
+entries are dropped: nothing can be downloaded here.
 
 The alignment images carry, per channel, a trapezoid wave (0-plateau, ramp, 255-plateau, ramp;
 period 64 px): red along x, green along y, blue 0. Between the wave's kinks the content is
