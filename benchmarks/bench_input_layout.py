@@ -51,7 +51,7 @@ def main() -> None:
     cam = BoxCAM(model, DRISE(args.num_masks, 16, 0.5, 32, seed=0), topk=args.k)
     inputs = demo_input(model, 320, seed=3)
     channels_last = cam_engine.in_network_layout
-    layouts = {'standard': lambda x: x, 'channels-last': channels_last}
+    layouts = {'standard': lambda x, model=None: x, 'channels-last': channels_last}
     times = {name: [] for name in layouts}
     maps = {}
     try:

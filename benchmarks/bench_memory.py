@@ -12,7 +12,7 @@ left on the model. The hooks: FeatMapVisHook (maps of backbone + neck captured d
 validation forward, letterbox-aligned) and BoxAMVisHook (gradcam, gradients on its own forward).
 Claimed, and checked (the run exits with 1 otherwise): no module's hook counts change in either
 variant, and the hooks logged images in every run. The growth is printed, not checked here
-(``tests/test_reliability.py`` checks the 50 MB bound on 30 runs).
+(``tests/test_training_safety.py`` checks the 50 MB bound on 30 runs).
 
 ``--variant hooks --json`` measures one variant in this process and prints JSON (used by
 ``tests/test_training_safety.py``).

@@ -2,8 +2,10 @@
 """The docs picture: a YOLOv5-ins built with the demo detector's trained weights (backbone,
 neck, and the box/objectness/class rows of the head) and a random-init mask branch."""
 import sys; sys.path[:0] = ['tests', '.']
+import tempfile
 import numpy as np, torch, cv2
 from helpers import packaged_config
+from helpers.mmyolo_models import INSTANCE, yolov5_ins_with_demo_weights
 from mmengine.config import Config
 from mmyolo_vis_hooks.runtime.models import build_detector
 from mmyolo_vis_hooks.engine.cam import BoxCAM
@@ -11,23 +13,10 @@ from mmyolo_vis_hooks.engine.cam.draw import draw_box_cams
 from mmyolo_vis_hooks.data.synthetic_shapes import render_image, CLASSES
 from mmdet.structures import DetDataSample
 
-torch.manual_seed(0)
-ins = build_detector(packaged_config('yolov5/ins_seg/yolov5_ins_n-v61_syncbn_fast_8xb16-300e_coco_instance.py'),
-                     cfg_options={'model.bbox_head.head_module.num_classes': 3})
-state = torch.load('tests/assets/yolov5_n_shapes.pth', map_location='cpu', weights_only=False)['state_dict']
-own = ins.state_dict()
-copied = 0
-for key, value in state.items():
-    if key.startswith('bbox_head.head_module.convs_pred'):
-        target = own[key]
-        na = 3
-        t = target.view(na, -1, *target.shape[1:])
-        t[:, :value.shape[0] // na] = value.view(na, -1, *value.shape[1:])
-        copied += 1
-    elif key in own and own[key].shape == value.shape:
-        own[key].copy_(value); copied += 1
-print('copied', copied, 'of', len(state))
-ins.load_state_dict(own)
+cfg = Config.fromfile(packaged_config(INSTANCE['yolov5_ins']))
+cfg.model.bbox_head.head_module.num_classes = 3
+with tempfile.TemporaryDirectory() as tmp:
+    ins = build_detector(cfg, yolov5_ins_with_demo_weights(cfg, tmp + '/ins.pth'))
 ins.dataset_meta = dict(classes=CLASSES)
 ins.eval()
 size = 320

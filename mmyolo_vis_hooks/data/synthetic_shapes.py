@@ -19,6 +19,8 @@ CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 PALETTE: Tuple[Tuple[int, int, int], ...] = (
     (230, 40, 40), (40, 200, 60), (40, 80, 230), (240, 200, 30),
     (200, 50, 220), (30, 210, 220), (250, 140, 20), (245, 245, 245))
+# Vertices of a circle's polygon outline.
+CIRCLE_VERTICES = 32
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,18 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 def _draw_shape(img: np.ndarray, rng: np.random.Generator, label: int, cx: float, cy: float,
-                size: float) -> Tuple[float, float, float, float]:
-    """Draws one filled shape (RGB) and returns its tight box as (x1, y1, x2, y2)."""
+                size: float) -> Tuple[Tuple[float, float, float, float], np.ndarray]:
+    """Draws one filled shape (RGB). Returns its tight box as (x1, y1, x2, y2) and its outline
+    as an ``(N, 2)`` polygon of the drawn pixels (a circle's as ``CIRCLE_VERTICES`` points on
+    the drawn radius)."""
     color = tuple(int(c) for c in PALETTE[int(rng.integers(len(PALETTE)))])
     half = size / 2
     if CLASSES[label] == 'circle':
-        pts = None
-        cv2.circle(img, (int(round(cx)), int(round(cy))), int(round(half)), color, -1,
-                   cv2.LINE_AA)
+        center, radius = (int(round(cx)), int(round(cy))), int(round(half))
+        cv2.circle(img, center, radius, color, -1, cv2.LINE_AA)
+        angles = np.arange(CIRCLE_VERTICES) * 2 * np.pi / CIRCLE_VERTICES
+        pts = np.stack([center[0] + radius * np.cos(angles),
+                        center[1] + radius * np.sin(angles)], axis=1)
         x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
     else:
         if CLASSES[label] == 'square':
@@ -77,11 +83,14 @@ def _draw_shape(img: np.ndarray, rng: np.random.Generator, label: int, cx: float
         theta = rng.uniform(0, 2 * np.pi)
         rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         pts = corners @ rot.T + np.array([cx, cy])
-        cv2.fillPoly(img, [np.round(pts).astype(np.int32)], color, cv2.LINE_AA)
+        drawn = np.round(pts)
+        cv2.fillPoly(img, [drawn.astype(np.int32)], color, cv2.LINE_AA)
         x1, y1 = pts.min(axis=0)
         x2, y2 = pts.max(axis=0)
+        pts = drawn
     h, w = img.shape[:2]
-    return (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
+    polygon = np.clip(pts, 0, [w, h])
+    return (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)), polygon
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -108,8 +117,8 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_objects:
         if any(_iou(candidate, o['extent']) > 0.0 for o in objects):
             continue
         label = int(rng.integers(len(CLASSES)))
-        box = _draw_shape(img, rng, label, cx, cy, size)
-        objects.append(dict(label=label, bbox=box, extent=candidate))
+        box, polygon = _draw_shape(img, rng, label, cx, cy, size)
+        objects.append(dict(label=label, bbox=box, extent=candidate, polygon=polygon))
     return img, objects
 
 
@@ -126,19 +135,33 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
         raise OSError(f'could not write {path}')
 
 
-def _annotations(objects: List[dict], image_id: int, first_ann_id: int) -> List[dict]:
+def _annotations(objects: List[dict], image_id: int, first_ann_id: int,
+                 segmentation: bool = False) -> List[dict]:
     anns = []
     for k, obj in enumerate(objects):
         x1, y1, x2, y2 = obj['bbox']
         w, h = x2 - x1, y2 - y1
-        anns.append(dict(id=first_ann_id + k, image_id=image_id, category_id=obj['label'] + 1,
-                         bbox=[round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
-                         area=round(w * h, 2), iscrowd=0))
+        ann = dict(id=first_ann_id + k, image_id=image_id, category_id=obj['label'] + 1,
+                   bbox=[round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
+                   area=round(w * h, 2), iscrowd=0)
+        if segmentation:  # one COCO polygon: [x1, y1, x2, y2, ...]
+            ann['segmentation'] = [[round(float(v), 2) for v in obj['polygon'].ravel()]]
+        anns.append(ann)
     return anns
 
 
-def generate_split(out_dir: str, split: str, spec: SplitSpec, seed: int) -> str:
+def generate_split(out_dir: str, split: str, spec: SplitSpec, seed: int,
+                   segmentation: bool = False) -> str:
     """Writes ``<out_dir>/<split>/*.png`` and ``<out_dir>/annotations/<split>.json``.
+
+    Args:
+        out_dir (str): Output folder.
+        split (str): Split name (also a key of the images' random streams).
+        spec (SplitSpec): What the split looks like.
+        seed (int): Random seed.
+        segmentation (bool): Also write each object's outline as a COCO polygon
+            ``segmentation`` (instance masks); the images are the same either way.
+            Defaults to False.
 
     Returns:
         str: Path of the annotation file.
@@ -160,7 +183,7 @@ def generate_split(out_dir: str, split: str, spec: SplitSpec, seed: int) -> str:
         file_name = f'{split}_{idx:05d}.png'
         _write_png(osp.join(out_dir, split, file_name), img)
         images.append(dict(id=idx + 1, file_name=file_name, width=width, height=height))
-        annotations += _annotations(objects, idx + 1, len(annotations) + 1)
+        annotations += _annotations(objects, idx + 1, len(annotations) + 1, segmentation)
     ann_file = osp.join(out_dir, 'annotations', f'{split}.json')
     with open(ann_file, 'w', encoding='utf-8') as f:
         json.dump(_coco(images, annotations), f)

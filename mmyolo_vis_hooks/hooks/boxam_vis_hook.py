@@ -6,7 +6,7 @@ import torch
 from mmengine.registry import HOOKS
 
 from ..engine.detectors import explainable_detector
-from ..engine.cam import DEFAULT_TARGET, METHODS, TARGETS, BoxCAM, target_layer_error
+from ..engine.cam import DEFAULT_TARGET, METHODS, BoxCAM, target_layer_error
 from ..engine.cam.draw import draw_box_cams, energy_in_boxes
 from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method

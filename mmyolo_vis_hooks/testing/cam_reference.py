@@ -9,6 +9,7 @@ def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0
     """Random weights give exploding logits with BN's default running stats; refit the stats
     on random inputs (a random-init model that behaves like a network)."""
     from mmdet.models.detectors import DetectionTransformer
+    from mmdet.models.detectors.single_stage_instance_seg import SingleStageInstanceSegmentor
     from mmyolo_vis_hooks.engine.detectors.base import default_metas, samples_of
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():
@@ -19,8 +20,9 @@ def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0
     with torch.no_grad():
         for _ in range(batches):
             inputs = torch.rand(*shape, generator=gen) * 2 - 1
-            if isinstance(model, DetectionTransformer):  # its train-mode forward wants labels
-                model.extract_feat(inputs)  # (the transformer has LayerNorms, no BN)
+            if isinstance(model, (DetectionTransformer, SingleStageInstanceSegmentor)):
+                # their train-mode forwards want labels; the BNs are in backbone and neck
+                model.extract_feat(inputs)  # (a transformer has LayerNorms)
             else:  # two-stage forwards read the image geometry from data samples
                 model(inputs, samples_of(default_metas(shape[0], *shape[2:])), mode='tensor')
     model.eval()

@@ -7,7 +7,8 @@ vary), cached per session; with the checks every kind shares (selection equals p
 GradCAM equals grad-cam, every method leaves the model alone).
 
 Kinds in a Runner (``small_kind_cfg``, ``runner_cfg``): a dense one-stage detector (RetinaNet),
-a two-stage one (Faster R-CNN) and a DETR-like one (DINO), each shrunk for the CPU: a ResNet-18
+a two-stage one (Faster R-CNN, and Mask R-CNN for instance masks) and a DETR-like one (DINO),
+each shrunk for the CPU: a ResNet-18
 backbone, narrow necks and heads, fewer queries and transformer layers, the test pipeline's
 ``Resize(keep_ratio=True)`` at ``SCALE`` instead of (1333, 800); trained and validated on
 images whose content proves alignment.
@@ -77,10 +78,16 @@ DETR = {
     'deformable_detr': 'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
 }
+# MMDetection's own instance-segmentation dense heads (engine/detectors/mmdet_instance.py).
+INSTANCE = {
+    'mmdet_rtmdet_ins': 'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
+    'yolact': 'yolact/yolact_r50_1xb8-55e_coco.py',
+}
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'gfl', 'tood',
-                                                          'paa', 'fovea', 'reppoints')}}
-CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **DETR)
+                                                          'paa', 'fovea', 'reppoints',
+                                                          'yolact')}}
+CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
 
@@ -102,6 +109,12 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name in DETR:  # uninitialized parameters otherwise; the other kinds keep the
             initialize_without_downloads(model)  # constructors' init (scores above 0.05)
         calibrate_batchnorm(model, INPUT)
+        if name == 'mmdet_rtmdet_ins':
+            # As MMYOLO's RTMDet-ins (helpers.mmyolo_models): its random classifier saturates (top
+            # scores exactly 1.0 in float32, zero score gradients, arbitrary order of ties).
+            with torch.no_grad():
+                for conv in model.bbox_head.rtm_cls:
+                    conv.weight.mul_(0.05)
         _MODELS[name] = model
     return _MODELS[name]
 
@@ -225,6 +238,7 @@ def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Te
 KINDS = {
     'retinanet': 'retinanet/retinanet_r18_fpn_1x_coco.py',
     'faster_rcnn': 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    'mask_rcnn': 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
 }
 # (w, h) of the keep-ratio resize; neither side a multiple of 32, so pad_size_divisor pads.
@@ -263,8 +277,18 @@ def wave_image(width: int, height: int) -> np.ndarray:
     return img
 
 
-def write_wave_dataset(root: str) -> Dict[str, str]:
-    """Writes the alignment images and a COCO annotation file (one box each) under ``root``.
+def wave_ellipse(width: int, height: int, vertices: int = 48) -> np.ndarray:
+    """The ``(vertices, 2)`` polygon of the ellipse inscribed in an image's ground-truth box
+    (its instance mask; not the box, so that a mask-based measure differs from the box's)."""
+    angles = np.arange(vertices) * 2 * np.pi / vertices
+    return np.stack([width / 2 + width / 4 * np.cos(angles),
+                     height / 2 + height / 4 * np.sin(angles)], axis=1)
+
+
+def write_wave_dataset(root: str, segmentation: bool = False) -> Dict[str, str]:
+    """Writes the alignment images and a COCO annotation file (one box each; with
+    ``segmentation`` also its instance mask, :func:`wave_ellipse` as a COCO polygon) under
+    ``root``.
 
     Returns:
         dict: ``data_root``, ``ann_file`` (relative) and ``images`` (file names in order).
@@ -278,6 +302,9 @@ def write_wave_dataset(root: str) -> Dict[str, str]:
         box = [width / 4, height / 4, width / 2, height / 2]
         annotations.append(dict(id=idx + 1, image_id=idx + 1, category_id=1, bbox=box,
                                 area=box[2] * box[3], iscrowd=0))
+        if segmentation:
+            annotations[-1]['segmentation'] = [
+                np.round(wave_ellipse(width, height), 2).ravel().tolist()]
         names.append(name)
     ann = dict(images=images, annotations=annotations,
                categories=[dict(id=1, name=CLASSES[0])])
@@ -317,7 +344,7 @@ def small_kind_cfg(kind: str, scale: Tuple[int, int] = SCALE) -> Config:
     if kind == 'retinanet':
         model.neck.update(in_channels=[64, 128, 256, 512], out_channels=64)
         model.bbox_head.update(in_channels=64, feat_channels=64, stacked_convs=1)
-    elif kind == 'faster_rcnn':
+    elif kind in ('faster_rcnn', 'mask_rcnn'):
         model.neck.update(in_channels=[64, 128, 256, 512], out_channels=64)
         model.rpn_head.update(in_channels=64, feat_channels=64)
         model.roi_head.bbox_roi_extractor.out_channels = 64
@@ -325,6 +352,9 @@ def small_kind_cfg(kind: str, scale: Tuple[int, int] = SCALE) -> Config:
         model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
         model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
         model.train_cfg.rcnn.sampler.num = 64
+        if kind == 'mask_rcnn':
+            model.roi_head.mask_roi_extractor.out_channels = 64
+            model.roi_head.mask_head.update(in_channels=64, conv_out_channels=64, num_convs=2)
     elif kind == 'dino':
         model.neck.in_channels = [128, 256, 512]
         model.num_queries = 100
@@ -346,14 +376,17 @@ def small_kind_cfg(kind: str, scale: Tuple[int, int] = SCALE) -> Config:
 def runner_cfg(kind: str, dataset: Dict[str, str], work_dir: str,
                custom_hooks: List[dict], scale: Tuple[int, int] = SCALE) -> Config:
     """``small_kind_cfg(kind, scale)`` on the alignment images: one training iteration (batch
-    2, the test-time resize), then one validation epoch with both images in one batch."""
+    2, the test-time resize; instance masks loaded for a model with a mask head), then one
+    validation epoch with both images in one batch."""
     cfg = small_kind_cfg(kind, scale)
+    with_mask = 'mask_head' in cfg.model.get('roi_head', {})
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=0)
     val_pipeline = cfg.val_dataloader.dataset.pipeline
     resize = next(s for s in val_pipeline if s['type'] == 'Resize')
     train_pipeline = [dict(type='LoadImageFromFile'),
-                      dict(type='LoadAnnotations', with_bbox=True), dict(resize),
+                      dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask),
+                      dict(resize),
                       dict(type='PackDetInputs')]
     for loader, pipeline in ((cfg.train_dataloader, train_pipeline),
                              (cfg.val_dataloader, val_pipeline)):

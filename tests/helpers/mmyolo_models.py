@@ -44,3 +44,31 @@ def random_model(family: str) -> nn.Module:
                     conv.weight.mul_(0.05)
         _MODELS[family] = model
     return _MODELS[family]
+
+
+def yolov5_ins_with_demo_weights(config, out_path: str) -> str:
+    """Saves (as ``{'state_dict': ...}`` at ``out_path``) a YOLOv5-ins of ``config`` (3
+    classes) holding the trained demo detector's weights (tests/assets/yolov5_n_shapes.pth):
+    backbone, neck, and the box/objectness/class rows of each anchor in the head's prediction
+    convolutions; the mask branch (prototypes, mask coefficients) stays random (seed 0). A
+    random network's features are so flat at first that its masks fill their boxes; trained
+    features give masks with outlines of their own. Returns ``out_path``."""
+    from conftest import DEMO_CHECKPOINT
+    torch.manual_seed(0)
+    model = build_detector(config, device='cpu')
+    own = model.state_dict()
+    demo = torch.load(DEMO_CHECKPOINT, map_location='cpu', weights_only=True)['state_dict']
+    num_anchors = model.bbox_head.num_base_priors
+    for key, value in demo.items():
+        if key.startswith('bbox_head.head_module.convs_pred'):
+            # Per anchor: (box, objectness, classes) rows first, then the mask coefficients.
+            rows = own[key].view(num_anchors, -1, *own[key].shape[1:])
+            rows[:, :value.shape[0] // num_anchors] = value.view(num_anchors, -1,
+                                                                 *value.shape[1:])
+        elif own.get(key) is not None and own[key].shape == value.shape:
+            own[key].copy_(value)
+        else:
+            raise ValueError(f'demo weight {key} {tuple(value.shape)} has no place in the '
+                             f'YOLOv5-ins model')
+    torch.save(dict(state_dict=own), out_path)
+    return out_path

@@ -167,3 +167,37 @@ class MetricsRecorder(Hook):
 
     def after_val_epoch(self, runner, metrics=None):
         self.metrics.append(dict(metrics or {}))
+
+
+def train_and_record(cfg: Config, reset_singletons):
+    """Trains a Runner built from ``cfg`` (the MMEngine singletons cleared first). Returns the
+    runner and its state at the end: weights and buffers, optimizer state, the losses logged,
+    every epoch's validation metrics and the torch and numpy RNG states (compare two with
+    :func:`assert_same_trainings`)."""
+    import numpy as np
+    from mmengine.runner import Runner
+    reset_singletons()
+    runner = Runner.from_cfg(cfg)
+    recorder = MetricsRecorder()
+    runner.register_hook(recorder, priority='LOWEST')
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    return runner, dict(model=clone_tree(runner.model.state_dict()),
+                        optimizer=clone_tree(runner.optim_wrapper.state_dict()),
+                        losses=list(losses), metrics=recorder.metrics,
+                        torch_rng=torch.get_rng_state(),
+                        numpy_rng=np.random.get_state()[1].copy())
+
+
+def assert_same_trainings(plain: dict, hooked: dict) -> None:
+    """Two :func:`train_and_record` states are equal bit for bit, and the optimizer stepped
+    (its state exists: equal weights are not just the initial ones)."""
+    import numpy as np
+    assert plain['optimizer']['state']
+    assert_same_tree(plain['model'], hooked['model'], 'state_dict')
+    assert_same_tree(plain['optimizer'], hooked['optimizer'], 'optimizer')
+    assert plain['losses'] == hooked['losses']
+    assert plain['metrics'] == hooked['metrics']
+    assert torch.equal(plain['torch_rng'], hooked['torch_rng'])
+    assert np.array_equal(plain['numpy_rng'], hooked['numpy_rng'])
+

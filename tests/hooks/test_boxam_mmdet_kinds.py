@@ -17,12 +17,11 @@ import copy
 import cv2
 import numpy as np
 import pytest
-import torch
 from mmengine.runner import Runner
 
 from helpers.mmdet_models import IMAGE_SIZES, runner_cfg, wave_image, write_wave_dataset
-from helpers.runner import (MetricsRecorder, assert_same_tree, clone_tree, image_steps, read_events,
-                            replace_key)
+from helpers.runner import (assert_same_trainings, image_steps, read_events, replace_key,
+                            train_and_record)
 from mmyolo_vis_hooks.hooks import BoxAMVisHook, FeatMapVisHook
 
 # The hooks are registered in MMYOLO's registry; under these configs' default scope 'mmdet' a
@@ -63,21 +62,12 @@ def test_both_hooks_log_each_epoch_and_training_is_bit_identical(tmp_path, kind,
     replace_key(base.model.test_cfg, 'score_thr', 0.0)
 
     def train(work, hooks):
-        reset_singletons()
         cfg = copy.deepcopy(base)
         cfg.work_dir = str(tmp_path / work)
         cfg.custom_hooks = hooks
-        runner = Runner.from_cfg(cfg)
-        recorder = MetricsRecorder()
-        runner.register_hook(recorder, priority='LOWEST')
-        runner.train()
+        runner, state = train_and_record(cfg, reset_singletons)
         assert runner.iter == EPOCHS  # one iteration per epoch
-        losses = runner.message_hub.get_scalar('train/loss').data[0]
-        return runner, dict(model=clone_tree(runner.model.state_dict()),
-                            optimizer=clone_tree(runner.optim_wrapper.state_dict()),
-                            losses=list(losses), metrics=recorder.metrics,
-                            torch_rng=torch.get_rng_state(),
-                            numpy_rng=np.random.get_state()[1].copy())
+        return runner, state
 
     hook_cfgs = [
         dict(type=BOXAM, num_images=1, method=METHODS[kind], topk=1, score_thr=0.0,
@@ -128,15 +118,7 @@ def test_both_hooks_log_each_epoch_and_training_is_bit_identical(tmp_path, kind,
     plain_tags = read_events(str(tmp_path / 'plain')).Tags()['images']
     assert not [t for t in plain_tags if t.split('/')[0] in ('boxam', 'featmap')]
 
-    # The optimizer stepped (momentum / Adam moments exist), so the weights moved: equal
-    # weights are not just the initial ones.
-    assert plain['optimizer']['state']
-    assert_same_tree(plain['model'], hooked['model'], 'state_dict')
-    assert_same_tree(plain['optimizer'], hooked['optimizer'], 'optimizer')
-    assert plain['losses'] == hooked['losses']
-    assert plain['metrics'] == hooked['metrics']
-    assert torch.equal(plain['torch_rng'], hooked['torch_rng'])
-    assert np.array_equal(plain['numpy_rng'], hooked['numpy_rng'])
+    assert_same_trainings(plain, hooked)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import DEMO_CONFIG, packaged_config
+from helpers.tools import assert_one_line_error, run_tool_in_process
 from mmyolo_vis_hooks.cli import boxam_vis
 from mmyolo_vis_hooks.testing.cam_reference import write_saturated_checkpoint
 
@@ -136,3 +137,65 @@ def test_saturated_boxes_are_named_on_stderr_and_drawn_without_heat(tmp_path, sh
         else:
             assert 'has no CAM' not in err
             assert difference.mean() > 10
+
+
+def test_norm_in_mask_and_norm_in_bbox_exclude_each_other(tmp_path, capsys):
+    """Refused before any model is built (the config is never read)."""
+    result = run_tool_in_process('boxam_vis', ['unused.png', str(tmp_path / 'no_config.py'),
+                                               '--norm-in-mask', '--norm-in-bbox'], capsys)
+    assert_one_line_error(result, 'boxam_vis',
+                          '--norm-in-mask and --norm-in-bbox exclude each other: pick one')
+
+
+@pytest.mark.slow
+def test_norm_in_mask_is_refused_for_a_box_only_detector(tmp_path, shapes_data, capsys):
+    result = run_tool_in_process('boxam_vis', [shapes_data + 'val/val_00000.png', DEMO_CONFIG,
+                                               '--norm-in-mask', '--out-dir',
+                                               str(tmp_path / 'out')], capsys)
+    assert_one_line_error(result, 'boxam_vis', '--norm-in-mask needs instance masks; '
+                          'YOLOv5Head', 'predicts boxes only: use --norm-in-bbox')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_norm_in_mask_keeps_heat_inside_the_instance_mask_only(tmp_path, shapes_data, capsys):
+    """A YOLOv5-ins (the demo detector's weights, a random mask branch): with --norm-in-mask
+    every pixel with heat lies in the explained instance's mask (the model's own prediction,
+    rescaled by its own code), without it many lie outside."""
+    from mmdet.apis import inference_detector
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from helpers.mmyolo_models import INSTANCE, yolov5_ins_with_demo_weights
+    from helpers.runner import replace_key
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    cfg = Config.fromfile(packaged_config(INSTANCE['yolov5_ins']))
+    replace_key(cfg.model, 'num_classes', 3)
+    config = str(tmp_path / 'yolov5_ins_shapes.py')
+    cfg.dump(config)
+    checkpoint = yolov5_ins_with_demo_weights(config, str(tmp_path / 'ins.pth'))
+    image = shapes_data + 'val/val_00001.png'
+    init_default_scope('mmyolo')
+    instances = inference_detector(build_detector(config, checkpoint, device='cpu'),
+                                   image).pred_instances
+    top = int(instances.scores.argmax())
+    assert float(instances.scores[top]) > 0.3
+    mask = instances.masks[top].numpy().astype(np.uint8)
+    near_mask = cv2.dilate(mask, np.ones((7, 7), np.uint8)).astype(bool)  # 3 px around
+    original = cv2.cvtColor(cv2.imread(image), cv2.COLOR_BGR2RGB).astype(int)
+    jet_zero = cv2.cvtColor(cv2.applyColorMap(np.zeros((1, 1), np.uint8), cv2.COLORMAP_JET),
+                            cv2.COLOR_BGR2RGB)[0, 0].astype(int)
+    no_heat = np.round(0.5 * original + 0.5 * jet_zero)
+    outside = {}
+    for flag in ([], ['--norm-in-mask']):
+        out = tmp_path / ('mask' if flag else 'plain')
+        boxam_vis.main([image, config, checkpoint, '--topk', '1', '--score-thr', '0.3',
+                        *flag, '--out-dir', str(out)])
+        assert 'wrote 1 image(s)' in capsys.readouterr().out
+        drawn = cv2.cvtColor(cv2.imread(str(out / 'val_00001.png')), cv2.COLOR_BGR2RGB)
+        assert drawn.shape == original.shape  # one reliable box: one tile, no caption
+        heat = (np.abs(drawn - no_heat) > 1).any(axis=-1) & ~(drawn == 255).all(axis=-1)
+        outside[bool(flag)] = int((heat & ~near_mask).sum())
+        assert heat.sum() > 100
+    # Off the mask only the box's caption (black text on white, 2 x 8 px letters or so).
+    assert outside[True] < 300 and outside[False] > 10 * max(outside[True], 100), outside

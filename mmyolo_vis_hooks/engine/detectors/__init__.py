@@ -21,10 +21,11 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, YOLOv3 '
-                   'or MMDetection\'s YOLOX, and MMDetection\'s two-stage detectors with a '
-                   'standard or cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, '
-                   'Dynamic, Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR '
-                   'family (DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
+                   'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead) '
+                   'and YOLACT, and MMDetection\'s two-stage detectors with a standard or '
+                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
+                   'Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR family '
+                   '(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
 
 
 def _qualified_name(cls: type) -> str:
@@ -106,6 +107,12 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):
         from . import mmdet_dense, mmdet_yolo
+        from .mmdet_instance import (MMDetInstanceDetector, YOLACTDetector,
+                                     has_rtmdet_ins_decoding, has_yolact_decoding)
+        if has_rtmdet_ins_decoding(head):
+            return MMDetInstanceDetector(model)
+        if has_yolact_decoding(model):
+            return YOLACTDetector(model)
         adapters = {**mmdet_dense.adapter_classes(), **mmdet_yolo.adapter_classes()}
         # the nearest head class with an adapter decides, if the head decodes like it
         base = next(c for c in type(head).__mro__ if c in adapters)

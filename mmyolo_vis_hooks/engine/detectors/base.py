@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.geometry import box_iou
@@ -188,6 +189,16 @@ def pad_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:
     h, w = min(height, masks.shape[1]), min(width, masks.shape[2])
     out[:, :h, :w] = masks[:, :h, :w].bool()
     return out
+
+
+def upsampled_masks(logits: Tensor, stride: int, thr: float, size: Tuple[int, int]) -> Tensor:
+    """RTMDet-ins' masks on the network input: ``(K, h, w)`` mask logits on the mask features
+    upsampled by the finest ``stride`` (bilinear), a sigmoid above ``thr``, padded or cropped
+    to ``size`` (as both RTMDet-ins heads' post-processing does without rescaling)."""
+    if logits.shape[0] == 0:
+        return torch.zeros((0, *size), dtype=torch.bool, device=logits.device)
+    logits = F.interpolate(logits[None], scale_factor=stride, mode='bilinear')[0]
+    return pad_masks(logits.sigmoid() > thr, size)
 
 
 def matched_log_scores(per_level: Sequence[FlatPredictions], dets: ExplainedBoxes,

@@ -363,7 +363,6 @@ class PAADetector(MMDetDenseDetector):
         ``rescale=True``, keeping each detection's prior and class; then the detections
         above ``score_thr``, the ``topk`` best (``<= 0``: all)."""
         from mmdet.models.layers import multiclass_nms
-        from mmdet.structures.bbox import scale_boxes
         cfg = self.test_cfg if cfg is None else cfg
         nms_pre = cfg.get('nms_pre', -1)
         out = []

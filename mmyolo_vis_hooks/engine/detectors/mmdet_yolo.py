@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ExplainedBoxes, FlatPredictions, split_dense_outputs
-from .mmdet_dense import MMDetDenseDetector, _flat, bbox_post_process, explained_boxes
+from .mmdet_dense import MMDetDenseDetector, _flat, explained_boxes
 
 
 def _objectness_candidates(cls_logits: Tensor, obj_logits: Tensor, boxes: Tensor, level: int,

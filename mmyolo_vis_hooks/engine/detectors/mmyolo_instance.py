@@ -24,11 +24,10 @@ detection its mask from the head's own mask methods above, on the network input 
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_with_predict_by_feat, pad_masks)
+                   decode_with_predict_by_feat, upsampled_masks)
 from .mmyolo_dense import MMYOLODenseDetector, level_predictions, select_boxes
 
 # The instance heads this kind explains (mmyolo.models.dense_heads), by class name.
@@ -135,10 +134,8 @@ class MMYOLOInstanceDetector(MMYOLODenseDetector):
         mask_feat, priors = preds.mask_source
         mask_feat = mask_feat[min(b, mask_feat.shape[0] - 1)].detach()
         logits = head._mask_predict_by_feat(mask_feat, coeffs, priors[0][det.priors])
-        # as _bbox_mask_post_process without rescaling: up by the finest stride
-        stride = head.prior_generator.strides[0][0]
-        logits = F.interpolate(logits[None], scale_factor=stride, mode='bilinear')[0]
-        return pad_masks(logits.sigmoid() > cfg['mask_thr_binary'], size)
+        return upsampled_masks(logits, head.prior_generator.strides[0][0],
+                               cfg['mask_thr_binary'], size)
 
     def decode(self, outs, metas: List[dict], cfg: dict
                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:

@@ -14,7 +14,7 @@ from mmengine.config import ConfigDict
 from mmengine.dataset import pseudo_collate
 from torch import nn
 
-from helpers import packaged_config
+from helpers import DEMO_CONFIG
 from mmyolo_vis_hooks.engine.cam import (METHODS, BoxCAM, energy_inside, first_component_projection,
                                          merge_box_maps, norm_in_bbox)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector

@@ -3,19 +3,26 @@ candidate (its target is the candidate's class score, as a box's) and gets its m
 head's own mask decoding; the masks are the model's own predictions, and Grad-CAM per instance
 equals pytorch-grad-cam's on the same candidate.
 
-Kinds: MMDetection's Mask R-CNN and Cascade Mask R-CNN (two-stage kind, RoI mask head), and
-MMYOLO's YOLOv5-ins and RTMDet-ins (mmyolo_instance kind: per-candidate mask coefficients or
-dynamic kernels on an image-level mask source), all with random weights."""
+Kinds: MMDetection's Mask R-CNN and Cascade Mask R-CNN (two-stage kind, RoI mask head),
+MMDetection's own RTMDet-ins and YOLACT (mmdet_instance kinds: the dense kind's candidates;
+dynamic kernels on an image-level mask feature, or coefficients of the protonet's
+prototypes), and MMYOLO's YOLOv5-ins and RTMDet-ins (mmyolo_instance kind: per-candidate mask
+coefficients or dynamic kernels on an image-level mask source), all with random weights."""
 import mmcv
 import numpy as np
 import pytest
 import torch
 
 from helpers.mmyolo_models import INPUT as YOLO_INPUT, random_model
-from helpers.mmdet_models import (assert_gradcam_equals_grad_cam, assert_masks_equal_predict,
+from helpers.mmdet_models import (INPUT as MMDET_INPUT, METAS as MMDET_METAS,
+                                  assert_gradcam_equals_grad_cam,
+                                  assert_masks_equal_predict, assert_selection_equals_predict,
                           random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
+from mmyolo_vis_hooks.engine.detectors.base import decode_with_predict_by_feat
+from mmyolo_vis_hooks.engine.detectors.mmdet_instance import (MMDetInstanceDetector,
+                                                             YOLACTDetector)
 from mmyolo_vis_hooks.engine.detectors.mmyolo_instance import MMYOLOInstanceDetector
 from mmyolo_vis_hooks.engine.detectors.two_stage import TwoStageDetector
 
@@ -55,6 +62,65 @@ def test_mask_rcnn_gradcam_per_instance_equals_grad_cam():
                                        model.roi_head.bbox_roi_extractor.num_inputs)
     finally:
         cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_mmdet_rtmdet_ins_instances_are_the_heads_own_prediction():
+    """MMDetection's RTMDetInsSepBNHead: the selection is ``predict``'s (rescaled boxes,
+    labels, scores); with a uniform resize (where the NMS on rescaled and on input boxes
+    agree) the masks on the network input are ``predict_by_feat(rescale=False)``'s bit for
+    bit."""
+    model = random_mmdet_model('mmdet_rtmdet_ins')
+    detector = explainable_detector(model)
+    assert isinstance(detector, MMDetInstanceDetector) and detector.predicts_masks
+    inputs = random_inputs()
+    assert_selection_equals_predict(model, detector, inputs)
+    head = model.bbox_head
+    metas = [dict(img_shape=(120, 150), ori_shape=(240, 300), scale_factor=(0.5, 0.5),
+                  batch_input_shape=MMDET_INPUT[2:], pad_shape=MMDET_INPUT[2:])] * 2
+    with torch.no_grad():
+        theirs = head.predict_by_feat(*head(model.extract_feat(inputs)), batch_img_metas=metas,
+                                      cfg=head.test_cfg, rescale=False)
+        ours = detector.select(detector.candidates(inputs, metas), -1.0, 0, metas)
+    for det, ref in zip(ours, theirs):
+        assert len(det) == len(ref) > 5
+        assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
+        assert torch.equal(det.boxes, ref.bboxes)
+        assert det.masks.shape == ref.masks.shape == (len(ref), *MMDET_INPUT[2:])
+        assert torch.equal(det.masks, ref.masks)
+        assert 0 < int(ref.masks.sum()) < ref.masks.numel()
+    # Boxes only (sliced inference): the head's own predict_by_feat, rescaled.
+    with torch.no_grad():
+        outs = head(model.extract_feat(inputs))
+        boxes, scores, labels, counts = detector.decode(outs, MMDET_METAS, head.test_cfg)
+        ref_boxes, ref_scores, ref_labels, ref_counts = decode_with_predict_by_feat(
+            head, outs, MMDET_METAS, head.test_cfg)
+    assert counts == ref_counts and torch.equal(labels, ref_labels)
+    assert torch.equal(scores, ref_scores) and torch.allclose(boxes, ref_boxes, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_mmdet_rtmdet_ins_gradcam_per_instance_equals_grad_cam():
+    assert_gradcam_equals_grad_cam(random_mmdet_model('mmdet_rtmdet_ins'),
+                                   random_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_yolact_instances_are_the_models_own_prediction():
+    """YOLACT: the selection (its per-level ``nms_pre`` and ``fast_nms``) is ``predict``'s;
+    the masks on the network input are ``predict(rescale=False)``'s (the protonet's, on the
+    image content) bit for bit."""
+    model = random_mmdet_model('yolact')
+    detector = explainable_detector(model)
+    assert isinstance(detector, YOLACTDetector) and detector.predicts_masks
+    inputs = random_inputs()
+    assert_selection_equals_predict(model, detector, inputs)
+    assert_masks_equal_predict(model, detector, inputs)
+
+
+@pytest.mark.slow
+def test_yolact_gradcam_per_instance_equals_grad_cam():
+    assert_gradcam_equals_grad_cam(random_mmdet_model('yolact'), random_inputs(3)[:1])
 
 
 @pytest.mark.slow
@@ -141,3 +207,29 @@ def test_instances_keep_masks_through_cams_and_drise_mask_similarity():
     assert not torch.allclose(maps['box'], maps['mask'])
     with pytest.raises(ValueError, match="drise_similarity='mask' needs instance masks"):
         BoxCAM(random_model('yolov5'), 'drise', drise_similarity='mask')
+
+
+R18_NECK = {'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
+            'model.neck.in_channels': [128, 256, 512]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config, options, reason', [
+    ('condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py', R18_NECK,
+     "CondInstBboxHead decodes with CondInstBboxHead's own predict_by_feat"),
+    ('boxinst/boxinst_r50_fpn_ms-90k_coco.py', R18_NECK,
+     "BoxInstBboxHead decodes with CondInstBboxHead's own predict_by_feat"),
+    ('solov2/solov2-light_r18_fpn_ms-3x_coco.py', {}, 'SOLOv2 has no bbox_head'),
+    ('solo/solo_r18_fpn_8xb8-lsj-200e_coco.py', {}, 'SOLO has no bbox_head'),
+])
+def test_instance_heads_without_an_adapter_are_refused_in_one_line(config, options, reason):
+    from helpers import mmdet_config
+    from mmyolo_vis_hooks.engine.detectors import UnsupportedDetectorError
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    model = build_detector(mmdet_config(config), device='cpu', cfg_options=options)
+    with pytest.raises(UnsupportedDetectorError) as info:
+        explainable_detector(model)
+    message = str(info.value)
+    assert message.startswith('box CAMs support ') and '\n' not in message
+    assert message.endswith(reason + ', which has no adapter yet') or \
+        message.endswith(reason), message
