@@ -216,9 +216,9 @@ R18_NECK = {'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
 @pytest.mark.slow
 @pytest.mark.parametrize('config, options, reason', [
     ('condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py', R18_NECK,
-     "CondInstBboxHead decodes with CondInstBboxHead's own predict_by_feat"),
+     "CondInstBboxHead decodes with CondInstBboxHead's own post-processing"),
     ('boxinst/boxinst_r50_fpn_ms-90k_coco.py', R18_NECK,
-     "BoxInstBboxHead decodes with CondInstBboxHead's own predict_by_feat"),
+     "BoxInstBboxHead decodes with CondInstBboxHead's own post-processing"),
     ('solov2/solov2-light_r18_fpn_ms-3x_coco.py', {}, 'SOLOv2 has no bbox_head'),
     ('solo/solo_r18_fpn_8xb8-lsj-200e_coco.py', {}, 'SOLO has no bbox_head'),
 ])
