@@ -52,36 +52,40 @@ def test_demo_checkpoint_is_small_and_loads_into_fp32(demo_config, demo_checkpoi
 
 def _detect(model, img_path, score_thr=0.3):
     from mmdet.apis import inference_detector
-    from mmengine.registry import init_default_scope
-    init_default_scope(model.cfg.default_scope)  # the autouse fixture clears it between tests
     pred = inference_detector(model, img_path).pred_instances
     keep = pred.scores >= score_thr
     return pred.bboxes[keep], pred.labels[keep]
 
 
-def test_demo_checkpoint_detects_shapes(demo_detector, shapes_data):
+def test_demo_checkpoint_detects_shapes(demo_config, demo_checkpoint, shapes_data):
     from pycocotools.coco import COCO
+
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    model = build_detector(demo_config, demo_checkpoint)
     coco = COCO(osp.join(shapes_data, 'annotations', 'val.json'))
     recalls = []
     for img in coco.dataset['images']:
         anns = coco.loadAnns(coco.getAnnIds(imgIds=img['id']))
-        boxes, labels = _detect(demo_detector, osp.join(shapes_data, 'val', img['file_name']))
+        boxes, labels = _detect(model, osp.join(shapes_data, 'val', img['file_name']))
         recalls.append(_recall(boxes, labels, [_xywh_to_xyxy(a['bbox']) for a in anns],
                                [a['category_id'] - 1 for a in anns]))
     assert np.mean(recalls) >= 0.8, recalls
 
 
-def test_demo_checkpoint_detects_small_shapes_in_a_slice(demo_detector, tmp_path):
+def test_demo_checkpoint_detects_small_shapes_in_a_slice(demo_config, demo_checkpoint,
+                                                         tmp_path):
     """A 320-px crop of a large-image-like scene (16-40 px shapes), seen at its own scale."""
     import cv2
     from pycocotools.coco import COCO
 
     from mmyolo_vis_hooks.data.synthetic_shapes import generate_large_image
+    from mmyolo_vis_hooks.runtime.models import build_detector
     ann_file = generate_large_image(str(tmp_path), seed=11, width=320, height=320,
                                     num_objects=12)
     coco = COCO(ann_file)
     anns = coco.dataset['annotations']
-    boxes, labels = _detect(demo_detector, osp.join(tmp_path, 'large_00000.png'))
+    model = build_detector(demo_config, demo_checkpoint)
+    boxes, labels = _detect(model, osp.join(tmp_path, 'large_00000.png'))
     recall = _recall(boxes, labels, [_xywh_to_xyxy(a['bbox']) for a in anns],
                      [a['category_id'] - 1 for a in anns])
     assert recall >= 0.7, (recall, len(anns))
