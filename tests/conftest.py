@@ -35,7 +35,14 @@ def device(request) -> str:
 def _isolate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     clear_mmengine_singletons()
+    # A Runner with ``randomness=dict(deterministic=True)`` switches torch's deterministic
+    # algorithms on for the whole process; later tests must not inherit that.
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     yield
+    torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
     clear_mmengine_singletons()
 
 

@@ -53,7 +53,7 @@ def yolov5_ins_with_demo_weights(config, out_path: str) -> str:
     convolutions; the mask branch (prototypes, mask coefficients) stays random (seed 0). A
     random network's features are so flat at first that its masks fill their boxes; trained
     features give masks with outlines of their own. Returns ``out_path``."""
-    from conftest import DEMO_CHECKPOINT
+    from . import DEMO_CHECKPOINT
     torch.manual_seed(0)
     model = build_detector(config, device='cpu')
     own = model.state_dict()
