@@ -63,13 +63,14 @@ CUSTOM_DENSE = {
     'yolov3': 'yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py',
     'yolox': 'yolox/yolox_tiny_8xb8-300e_coco.py',
 }
-# Two-stage: a standard RoI head, a cascade (mean of the stages' logits), and Mask R-CNN's box
-# branch.
+# Two-stage: a standard RoI head, a cascade (mean of the stages' logits), Mask R-CNN's box
+# branch, and Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS).
 TWO_STAGE = {
     'faster_rcnn': 'faster_rcnn/faster-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_rcnn': 'cascade_rcnn/cascade-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'mask_rcnn': 'mask_rcnn/mask-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_mask_rcnn': 'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
+    'grid_rcnn': 'grid_rcnn/grid-rcnn_r50_fpn_gn-head_2x_coco.py',
 }
 # DETR family: softmax classes (DETR), sigmoid classes with learned queries (Deformable DETR)
 # and queries chosen from the encoder's proposals (DINO); ResNet-50 swapped for a ResNet-18.
@@ -84,9 +85,9 @@ INSTANCE = {
     'yolact': 'yolact/yolact_r50_1xb8-55e_coco.py',
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
-                **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'gfl', 'tood',
-                                                          'paa', 'fovea', 'reppoints',
-                                                          'yolact')}}
+                **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
+                                                          'gfl', 'tood', 'paa', 'fovea',
+                                                          'reppoints', 'yolact')}}
 CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}

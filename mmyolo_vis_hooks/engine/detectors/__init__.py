@@ -24,8 +24,9 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead) '
                    'and YOLACT, and MMDetection\'s two-stage detectors with a standard or '
                    'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
-                   'Double-Head, PISA, MS R-CNN, PointRend), and MMDetection\'s DETR family '
-                   '(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
+                   'Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head (Grid R-CNN), '
+                   'and MMDetection\'s DETR family (DETR, Deformable DETR, Conditional DETR, '
+                   'DAB-DETR, DINO)')
 
 
 def _qualified_name(cls: type) -> str:

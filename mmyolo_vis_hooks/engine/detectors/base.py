@@ -92,8 +92,9 @@ class FlatPredictions:
             (instance-segmentation heads with per-candidate mask coefficients or kernels);
             None otherwise.
         mask_source (optional): What the kind's mask decoding reads beside them (mask
-            prototypes, mask features, or the feature levels a mask head pools from), batch
-            first; opaque to consumers. None for box-only kinds.
+            prototypes, mask features, or the feature levels a mask head pools from; Grid
+            R-CNN: the levels its grid head pools from), batch first; opaque to consumers.
+            None for other box-only kinds.
     """
     scores: Tensor
     log_scores: Tensor

@@ -1,6 +1,7 @@
 """MMDetection's two-stage (RoI) detectors: Faster R-CNN and the box branch of Mask R-CNN,
-Libra, Dynamic, Double-Head, PISA, MS R-CNN, PointRend (``StandardRoIHead``), and the cascades
-(Cascade R-CNN / Cascade Mask R-CNN, HTC, SCNet: ``CascadeRoIHead``).
+Libra, Dynamic, Double-Head, PISA, MS R-CNN, PointRend (``StandardRoIHead``), the cascades
+(Cascade R-CNN / Cascade Mask R-CNN, HTC, SCNet: ``CascadeRoIHead``) and Grid R-CNN
+(``GridRoIHead``).
 
 How MMDetection predicts (``TwoStageDetector.predict``): the RPN proposes boxes
 (``rpn_head.predict``, no gradient: its boxes are detached), ``bbox2roi`` batches them, the RoI
@@ -22,7 +23,16 @@ features the RoI head used to classify that region, not why the RPN proposed it 
 step is not differentiable in MMDetection). Gradient-free re-scoring (AblationCAM) keeps the
 unmasked image's proposals too; D-RISE and the faithfulness metrics re-detect from scratch
 (black box), as the detector would.
+
+Grid R-CNN's bbox head only classifies (no regression: a candidate's box is its RoI);
+``GridRoIHead.predict_bbox`` runs the NMS on the network input, then its grid head moves each
+kept box (``GridHead.predict_by_feat``: a heatmap per grid point on the box's RoI features,
+boundaries voted from the points). :meth:`TwoStageDetector.select` runs the same NMS and then
+that same grid head decoding on the kept boxes, so the boxes are the model's; the score, and so
+the CAM's target, is still the box's own RoI's class logit (the grid head does not score). The
+re-scoring with fixed proposals matches each box's own RoI, not its refined box.
 """
+from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -34,12 +44,16 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, Unsuppo
 
 
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
-    """``'standard'`` or ``'cascade'`` when the RoI head predicts boxes like
-    ``StandardRoIHead``/``CascadeRoIHead`` with a standard ``BBoxHead`` decoding, else None."""
-    from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
+    """``'standard'``, ``'cascade'`` or ``'grid'`` when the RoI head predicts boxes like
+    ``StandardRoIHead``/``CascadeRoIHead``/``GridRoIHead`` with a standard ``BBoxHead``
+    decoding, else None."""
+    from mmdet.models.roi_heads import CascadeRoIHead, GridRoIHead, StandardRoIHead
     from mmdet.models.roi_heads.bbox_heads import BBoxHead
     cls = type(roi_head)
-    if isinstance(roi_head, CascadeRoIHead):
+    if isinstance(roi_head, GridRoIHead):  # a StandardRoIHead: tested first
+        kind, reference = 'grid', GridRoIHead
+        bbox_heads = [roi_head.bbox_head]
+    elif isinstance(roi_head, CascadeRoIHead):
         kind, reference = 'cascade', CascadeRoIHead
         bbox_heads = list(roi_head.bbox_head)
     elif isinstance(roi_head, StandardRoIHead):
@@ -69,7 +83,8 @@ class TwoStageDetector(ExplainableDetector):
             raise UnsupportedDetectorError(
                 f'{type(model).__name__}\'s RoI head {type(self.roi_head).__name__} predicts '
                 f'boxes its own way; two-stage box CAMs support StandardRoIHead and '
-                f'CascadeRoIHead with BBoxHead decoding (Faster/Mask/Cascade R-CNN, HTC, ...)')
+                f'CascadeRoIHead with BBoxHead decoding (Faster/Mask/Cascade R-CNN, HTC, ...) '
+                f'and GridRoIHead')
         self.head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
             else self.roi_head.bbox_head
         if self.head.custom_cls_channels:
@@ -90,9 +105,10 @@ class TwoStageDetector(ExplainableDetector):
         """Whether the RoI head predicts instance masks with ``StandardRoIHead``'s or
         ``CascadeRoIHead``'s own ``predict_mask`` (Mask R-CNN, Cascade Mask R-CNN, ...). RoI
         heads with a mask prediction of their own (HTC's reads a semantic branch) are
-        explained by their boxes only."""
+        explained by their boxes only, and so is Grid R-CNN (its masks would be pasted on the
+        refined boxes; no packaged config has a mask head)."""
         from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
-        if not getattr(self.roi_head, 'with_mask', False):
+        if not getattr(self.roi_head, 'with_mask', False) or self.roi_kind == 'grid':
             return False
         own = type(self.roi_head).predict_mask
         return own is StandardRoIHead.predict_mask or own is CascadeRoIHead.predict_mask
@@ -156,7 +172,8 @@ class TwoStageDetector(ExplainableDetector):
                      for roi, cls, pred, meta in zip(rois, cls_scores, bbox_preds, metas)]
         preds = _stack_padded(per_image)
         preds.proposals = _pad(boxes, float('nan'))
-        if self.with_mask:  # the mask head pools the chosen boxes from the same levels
+        if self.with_mask or self.roi_kind == 'grid':
+            # the mask (grid) head pools the chosen boxes from the same levels
             preds.mask_source = tuple(feats)
         return [preds]
 
@@ -197,7 +214,9 @@ class TwoStageDetector(ExplainableDetector):
 
         As ``BaseRoIHead.predict`` does, the boxes are rescaled to the original image before
         the NMS only without a mask head (a mask head rescales boxes and masks together
-        afterwards, so Mask R-CNN's NMS compares boxes on the network input)."""
+        afterwards, so Mask R-CNN's NMS compares boxes on the network input). Grid R-CNN's
+        NMS also compares boxes on the network input; its grid head then moves the kept
+        boxes (:meth:`_grid_boxes`)."""
         from mmdet.models.layers import multiclass_nms
         from mmdet.structures.bbox import scale_boxes
         cfg = self.test_cfg
@@ -209,7 +228,7 @@ class TwoStageDetector(ExplainableDetector):
             num_rois, num_classes = scores.shape
             meta = None if metas is None else metas[b]
             if meta is not None and meta.get('scale_factor') is not None and \
-                    not getattr(self.roi_head, 'with_mask', False):
+                    not getattr(self.roi_head, 'with_mask', False) and self.roi_kind != 'grid':
                 boxes = scale_boxes(boxes.reshape(-1, 4), [1 / s for s in meta['scale_factor']])
             # multiclass_nms drops the last score column (the background)
             with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
@@ -225,10 +244,47 @@ class TwoStageDetector(ExplainableDetector):
             det = ExplainedBoxes(boxes=preds.class_boxes[b, rois, labels].detach(),
                                  scores=det_scores, labels=labels, priors=rois,
                                  levels=torch.zeros_like(rois))
+            if self.roi_kind == 'grid':
+                det.boxes = self._grid_boxes(preds.mask_source, b, det, meta)
             if self.with_mask and preds.mask_source is not None:
                 det.masks = self._masks(preds.mask_source, b, det, meta)
             out.append(det)
         return out
+
+    def _grid_boxes(self, feats, b: int, det: ExplainedBoxes, meta: Optional[dict]) -> Tensor:
+        """``(K, 4)`` image ``b``'s detections moved by Grid R-CNN's grid head, on the network
+        input: ``GridRoIHead.predict_bbox``'s steps after its NMS (grid RoI features, shared
+        head, grid head) and the grid head's own ``predict_by_feat``. Each box is refined
+        from its own RoI features, so refining the kept boxes only gives the same boxes."""
+        from mmdet.structures.bbox import bbox2roi
+        from mmengine.structures import InstanceData
+        if len(det) == 0:
+            return det.boxes
+        if meta is None:
+            height, width = feats[0].shape[-2] * self._stride, feats[0].shape[-1] * self._stride
+            meta = default_metas(1, height, width)[0]
+        roi_head = self.roi_head
+        levels = tuple(f[min(b, f.shape[0] - 1)][None].contiguous()
+                       for f in feats[:len(roi_head.grid_roi_extractor.featmap_strides)])
+        with torch.no_grad():
+            grid_feats = roi_head.grid_roi_extractor(levels, bbox2roi([det.boxes]))
+            if roi_head.with_shared_head:
+                grid_feats = roi_head.shared_head(grid_feats)
+            grid_preds = roi_head.grid_head(grid_feats)
+            (result, ) = roi_head.grid_head.predict_by_feat(
+                grid_preds=grid_preds, results_list=[InstanceData(bboxes=det.boxes.clone())],
+                batch_img_metas=[meta], rescale=False)
+        return result.bboxes
+
+    def rescore(self, feats, classes: Tensor, dets: ExplainedBoxes, match_iou_thr: float,
+                metas: Optional[Sequence[dict]] = None,
+                proposals: Optional[Tensor] = None) -> Tensor:
+        """As :meth:`ExplainableDetector.rescore`; with fixed ``proposals`` a Grid R-CNN box
+        is matched by its own RoI (its candidate's box: the RPN clips it to the image), not by
+        the box the grid head moved."""
+        if self.roi_kind == 'grid' and proposals is not None and len(dets):
+            dets = replace(dets, boxes=proposals[0][dets.priors])
+        return super().rescore(feats, classes, dets, match_iou_thr, metas, proposals)
 
     def _masks(self, feats, b: int, det: ExplainedBoxes, meta: Optional[dict]) -> Tensor:
         """``(K, H, W)`` masks of image ``b``'s detections on the network input: the RoI

@@ -36,7 +36,7 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn'])
+@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
@@ -53,6 +53,38 @@ def test_gradcam_equals_grad_cam_on_the_same_roi(name):
 @pytest.mark.slow
 def test_every_method_explains_faster_rcnn_boxes_and_leaves_the_model_alone():
     model = random_mmdet_model('faster_rcnn')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=32)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_grid_rcnn_boxes_are_moved_by_its_grid_head():
+    """Grid R-CNN's candidates are its RoIs (no box regression); the selected boxes are
+    those RoIs moved by the grid head (equal to ``model.predict``'s, checked above), each still
+    scored by its own RoI's class."""
+    model = random_mmdet_model('grid_rcnn')
+    detector = explainable_detector(model)
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        with torch.no_grad():
+            preds = detector.candidates(random_inputs(), METAS)
+            dets = detector.select(preds, -1.0, 0, METAS)
+    finally:
+        cfg.update(saved)
+    for b, det in enumerate(dets):
+        rois = preds.proposals[b, det.priors]
+        assert torch.equal(preds.class_boxes[b, det.priors, det.labels], rois)
+        assert (det.boxes - rois).abs().amax(dim=1).gt(0.5).all()
+        assert torch.equal(preds.scores[b, det.priors, det.labels], det.scores)
+
+
+@pytest.mark.slow
+def test_every_method_explains_grid_rcnn_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('grid_rcnn')
     cfg, saved = _loose_test_cfg(model)
     try:
         assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
