@@ -8,7 +8,7 @@ from torch import nn
 def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0) -> None:
     """Random weights give exploding logits with BN's default running stats; refit the stats
     on random inputs (a random-init model that behaves like a network)."""
-    from mmdet.models.detectors import DetectionTransformer
+    from mmdet.models.detectors import DetectionTransformer, SparseRCNN
     from mmdet.models.detectors.single_stage_instance_seg import SingleStageInstanceSegmentor
     from mmyolo_vis_hooks.engine.detectors.base import default_metas, samples_of
     gen = torch.Generator().manual_seed(seed)
@@ -23,6 +23,9 @@ def calibrate_batchnorm(model: nn.Module, shape, batches: int = 2, seed: int = 0
             if isinstance(model, (DetectionTransformer, SingleStageInstanceSegmentor)):
                 # their train-mode forwards want labels; the BNs are in backbone and neck
                 model.extract_feat(inputs)  # (a transformer has LayerNorms)
+            elif isinstance(model, SparseRCNN):  # its tensor mode wants labels too; predict
+                # also runs QueryInst's mask head (BNs) on every proposal
+                model.predict(inputs, samples_of(default_metas(shape[0], *shape[2:])))
             else:  # two-stage forwards read the image geometry from data samples
                 model(inputs, samples_of(default_metas(shape[0], *shape[2:])), mode='tensor')
     model.eval()

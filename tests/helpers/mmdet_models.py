@@ -72,6 +72,12 @@ TWO_STAGE = {
     'cascade_mask_rcnn': 'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
     'grid_rcnn': 'grid_rcnn/grid-rcnn_r50_fpn_gn-head_2x_coco.py',
 }
+# Sparse R-CNN's learned proposals refined by the stages of a SparseRoIHead, and QueryInst's
+# masks from the last stage; ResNet-50 swapped for a ResNet-18.
+SPARSE_RCNN = {
+    'sparse_rcnn': 'sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py',
+    'queryinst': 'queryinst/queryinst_r50_fpn_1x_coco.py',
+}
 # DETR family: softmax classes (DETR), sigmoid classes with learned queries (Deformable DETR)
 # and queries chosen from the encoder's proposals (DINO); ResNet-50 swapped for a ResNet-18.
 DETR = {
@@ -86,9 +92,10 @@ INSTANCE = {
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
+                                                          'sparse_rcnn', 'queryinst',
                                                           'gfl', 'tood', 'paa', 'fovea',
                                                           'reppoints', 'yolact')}}
-CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **DETR, **INSTANCE)
+CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
 
@@ -107,8 +114,16 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name == 'dino':  # 900 queries; 100 keep the code path and the CPU time small
             options['model.num_queries'] = 100
         model = build_detector(mmdet_config(CONFIGS[name]), device='cpu', cfg_options=options)
-        if name in DETR:  # uninitialized parameters otherwise; the other kinds keep the
-            initialize_without_downloads(model)  # constructors' init (scores above 0.05)
+        if name in DETR or name in SPARSE_RCNN:
+            # uninitialized parameters otherwise (Sparse R-CNN's proposals: whole-image boxes);
+            # the other kinds keep the constructors' init (scores above 0.05)
+            initialize_without_downloads(model)
+        if name in SPARSE_RCNN:
+            # Random box deltas compound over the 6 stages into boxes far outside the image,
+            # inverted ones too (QueryInst cannot paste a mask into those): smaller deltas.
+            with torch.no_grad():
+                for head in model.roi_head.bbox_head:
+                    head.fc_reg.weight.mul_(0.05)
         calibrate_batchnorm(model, INPUT)
         if name == 'mmdet_rtmdet_ins':
             # As MMYOLO's RTMDet-ins (helpers.mmyolo_models): its random classifier saturates (top

@@ -25,8 +25,8 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'and YOLACT, and MMDetection\'s two-stage detectors with a standard or '
                    'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
                    'Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head (Grid R-CNN), '
-                   'and MMDetection\'s DETR family (DETR, Deformable DETR, Conditional DETR, '
-                   'DAB-DETR, DINO)')
+                   'Sparse R-CNN and QueryInst, and MMDetection\'s DETR family (DETR, '
+                   'Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
 
 
 def _qualified_name(cls: type) -> str:
@@ -74,6 +74,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
     if is_model_wrapper(model):
         model = model.module
     from mmdet.models.detectors import TwoStageDetector as MMDetTwoStage
+    from .sparse_rcnn import SparseRCNNDetector, is_sparse_rcnn
+    if is_sparse_rcnn(model):  # learned proposals, stages of a SparseRoIHead (a cascade's)
+        return SparseRCNNDetector(model)
     if isinstance(model, MMDetTwoStage) and getattr(model, 'with_rpn', False) and \
             getattr(model, 'with_bbox', False):
         from .two_stage import TwoStageDetector, roi_head_kind
