@@ -79,11 +79,13 @@ SPARSE_RCNN = {
     'queryinst': 'queryinst/queryinst_r50_fpn_1x_coco.py',
 }
 # DETR family: softmax classes (DETR), sigmoid classes with learned queries (Deformable DETR)
-# and queries chosen from the encoder's proposals (DINO); ResNet-50 swapped for a ResNet-18.
+# and queries chosen from the encoder's proposals (DINO), and DDQ-DETR's distinct queries (NMS
+# before and inside the decoder); ResNet-50 swapped for a ResNet-18.
 DETR = {
     'detr': 'detr/detr_r18_8xb2-500e_coco.py',
     'deformable_detr': 'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
+    'ddq_detr': 'ddq/ddq-detr-4scale_r50_8xb2-12e_coco.py',
 }
 # MMDetection's own instance-segmentation dense heads (engine/detectors/mmdet_instance.py).
 INSTANCE = {
@@ -91,6 +93,7 @@ INSTANCE = {
     'yolact': 'yolact/yolact_r50_1xb8-55e_coco.py',
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
+                'ddq_detr': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
                                                           'sparse_rcnn', 'queryinst',
                                                           'gfl', 'tood', 'paa', 'fovea',
@@ -111,13 +114,22 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name in R18_CHANNELS:
             options.update({'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
                             'model.neck.in_channels': R18_CHANNELS[name]})
-        if name == 'dino':  # 900 queries; 100 keep the code path and the CPU time small
+        if name in ('dino', 'ddq_detr'):  # 900 queries; 100 keep the code path and the CPU
+            # time small
             options['model.num_queries'] = 100
         model = build_detector(mmdet_config(CONFIGS[name]), device='cpu', cfg_options=options)
         if name in DETR or name in SPARSE_RCNN:
             # uninitialized parameters otherwise (Sparse R-CNN's proposals: whole-image boxes);
             # the other kinds keep the constructors' init (scores above 0.05)
             initialize_without_downloads(model)
+        if name == 'ddq_detr':
+            # The decoder's box branches start at zero: its boxes never move and its NMS
+            # between layers never suppresses a query. Random deltas that grow the boxes make
+            # the queries overlap (about a third stay distinct).
+            with torch.no_grad():
+                for branch in model.bbox_head.reg_branches[:-1]:  # the last: the encoder's
+                    branch[-1].weight.normal_(0, 0.05)
+                    branch[-1].bias[2:] = 1.5
         if name in SPARSE_RCNN:
             # Random box deltas compound over the 6 stages into boxes far outside the image,
             # inverted ones too (QueryInst cannot paste a mask into those): smaller deltas.

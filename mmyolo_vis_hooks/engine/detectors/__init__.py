@@ -26,7 +26,7 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
                    'Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head (Grid R-CNN), '
                    'Sparse R-CNN and QueryInst, and MMDetection\'s DETR family (DETR, '
-                   'Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
+                   'Deformable DETR, Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
 
 
 def _qualified_name(cls: type) -> str:

@@ -87,7 +87,8 @@ class FlatPredictions:
             (two-stage detectors): handing them back to ``level_candidates`` re-scores the
             same candidates on changed features.
         valid (Tensor, optional): ``(B, N)`` bool, False for padding where images have
-            different candidate counts (padding scores 0); None when all are real.
+            different candidate counts, or for candidates the detector's own decoding leaves
+            out (DDQ-DETR's non-distinct queries); those score 0. None when all are real.
         mask_coeffs (Tensor, optional): ``(B, N, M)`` each candidate's own mask parameters
             (instance-segmentation heads with per-candidate mask coefficients or kernels);
             None otherwise.

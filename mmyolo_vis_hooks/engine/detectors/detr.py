@@ -1,5 +1,5 @@
 """MMDetection's DETR family: DETR, Deformable DETR (plain, refine, two-stage), Conditional DETR,
-DAB-DETR and DINO.
+DAB-DETR, DINO and DDQ-DETR.
 
 How MMDetection predicts (``DetectionTransformer.predict``): ``extract_feat``, then
 ``forward_transformer(feats, data_samples)`` (the padding masks and positional encodings come
@@ -16,6 +16,14 @@ background column), ``logits`` the class logit, ``boxes`` the decoded query box.
 explains its query's class logit at the last decoder layer. Re-scoring after a change runs the
 transformer again: queries chosen from the encoder's proposals (two-stage Deformable DETR,
 DINO) are not fixed, so the IoU match finds the query that now holds the box.
+
+DDQ-DETR also selects distinct queries: an NMS over the encoder's proposals before the decoder,
+and one over the queries' boxes after each decoder layer but the last, which masks the
+suppressed queries out of the self-attention (its ``DDQTransformerDecoder``'s
+``select_distinct_queries``; the masks are kept in the model's ``cache_dict``). ``DDQDETRHead.predict_by_feat``
+then decodes, with ``DETRHead._predict_by_feat_single``, only the queries its last mask keeps.
+Here every query is a candidate, the others marked invalid (score 0) from that same mask, and
+the selection is the DETR top-k over the distinct ones.
 """
 import inspect
 from typing import List, Optional, Sequence, Tuple
@@ -30,13 +38,20 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, Unsuppo
 
 def uses_detr_decoding(head: nn.Module) -> bool:
     """Whether a DETR head decodes its last layer with ``DETRHead._predict_by_feat_single``
-    (DDQ-DETR adds an NMS of its own; Grounding DINO scores against text)."""
-    from mmdet.models.dense_heads import DeformableDETRHead, DETRHead
+    (of its distinct queries for DDQ-DETR; Grounding DINO scores against text)."""
+    from mmdet.models.dense_heads import DDQDETRHead, DeformableDETRHead, DETRHead
     cls = type(head)
     if cls._predict_by_feat_single is not DETRHead._predict_by_feat_single:
         return False
     return cls.predict_by_feat in (DETRHead.predict_by_feat,
-                                   DeformableDETRHead.predict_by_feat)
+                                   DeformableDETRHead.predict_by_feat,
+                                   DDQDETRHead.predict_by_feat)
+
+
+def decodes_distinct_queries(head: nn.Module) -> bool:
+    """Whether the head decodes only the distinct queries (``DDQDETRHead.predict_by_feat``)."""
+    from mmdet.models.dense_heads import DDQDETRHead
+    return type(head).predict_by_feat is DDQDETRHead.predict_by_feat
 
 
 class DETRDetector(ExplainableDetector):
@@ -50,8 +65,9 @@ class DETRDetector(ExplainableDetector):
             raise UnsupportedDetectorError(
                 f'{type(model).__name__}\'s head {type(self.head).__name__} decodes its '
                 f'queries its own way; DETR box CAMs support heads with DETRHead\'s decoding '
-                f'(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO)')
+                f'(DETR, Deformable DETR, Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
         self.sigmoid = bool(self.head.loss_cls.use_sigmoid)
+        self.distinct_queries = decodes_distinct_queries(self.head)
         self._head_args = [name for name in inspect.signature(self.head.forward).parameters]
 
     @property
@@ -88,18 +104,34 @@ class DETRDetector(ExplainableDetector):
         xyxy = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
         boxes = torch.minimum((xyxy * sizes[:, None]).clamp(min=0), sizes[:, None])
         levels = torch.zeros(box.shape[1], dtype=torch.long, device=box.device)
+        valid = None
+        if self.distinct_queries:
+            # DDQDETRHead.predict_by_feat's own choice: row 0 of the last layer's
+            # distinct-query mask of each image (first attention head)
+            cache = self.head.cache_dict
+            valid = torch.stack([cache['distinct_query_mask'][-1][b * cache['num_heads']][0]
+                                 for b in range(batch)])
+            scores = torch.where(valid[..., None], scores, scores.new_zeros(()))
+            log_scores = torch.where(valid[..., None], log_scores,
+                                     log_scores.new_full((), float('-inf')))
+            logits = torch.where(valid[..., None], logits, logits.new_full((), float('-inf')))
         return [FlatPredictions(scores=scores, log_scores=log_scores, logits=logits,
-                                boxes=boxes, levels=levels)]
+                                boxes=boxes, levels=levels, valid=valid)]
 
     def select(self, preds: FlatPredictions, score_thr: float, topk: int,
                metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
-        """``DETRHead._predict_by_feat_single``'s choice of (query, class) pairs; then the
-        detections above ``score_thr``, the ``topk`` best (``<= 0``: all)."""
+        """``DETRHead._predict_by_feat_single``'s choice of (query, class) pairs (among the
+        valid, i.e. distinct, queries for DDQ-DETR); then the detections above ``score_thr``,
+        the ``topk`` best (``<= 0``: all)."""
         out = []
         num_queries = preds.scores.shape[1]
         max_per_img = int(self.test_cfg.get('max_per_img', num_queries))
         for b in range(preds.scores.shape[0]):
             scores = preds.scores[b].detach()
+            kept = None
+            if preds.valid is not None:  # DDQ-DETR decodes its distinct queries only
+                kept = preds.valid[b].nonzero()[:, 0]
+                scores = scores[kept]
             if self.sigmoid:
                 top, index = scores.reshape(-1).topk(max_per_img)
                 labels = index % self.num_classes
@@ -108,6 +140,8 @@ class DETRDetector(ExplainableDetector):
                 best, labels = scores.max(-1)
                 top, queries = best.topk(max_per_img)
                 labels = labels[queries]
+            if kept is not None:
+                queries = kept[queries]
             above = top > score_thr
             top, labels, queries = top[above], labels[above], queries[above]
             if topk > 0:
