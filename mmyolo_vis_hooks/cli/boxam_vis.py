@@ -31,7 +31,7 @@ from .common import (ToolArgumentParser, add_align_arg, add_drise_args, add_mode
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
     parser = ToolArgumentParser(prog=prog,
-                                description='Visualize box-level CAMs of MMYOLO detectors')
+                                description='Visualize box-level CAMs of MMYOLO and MMDetection detectors')
     parser.add_argument('img', help='image file, folder, or .txt list of image paths')
     add_model_args(parser)
     parser.add_argument('--method', default='gradcam', choices=list(METHODS),
