@@ -87,17 +87,21 @@ DETR = {
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
     'ddq_detr': 'ddq/ddq-detr-4scale_r50_8xb2-12e_coco.py',
 }
-# MMDetection's own instance-segmentation dense heads (engine/detectors/mmdet_instance.py).
+# MMDetection's own instance-segmentation dense heads (engine/detectors/mmdet_instance.py,
+# condinst.py: FCOS boxes with a dynamic mask head, CondInst's and BoxInst's configs).
 INSTANCE = {
     'mmdet_rtmdet_ins': 'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
     'yolact': 'yolact/yolact_r50_1xb8-55e_coco.py',
+    'condinst': 'condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py',
+    'boxinst': 'boxinst/boxinst_r50_fpn_ms-90k_coco.py',
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 'ddq_detr': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
                                                           'sparse_rcnn', 'queryinst',
                                                           'gfl', 'tood', 'paa', 'fovea',
-                                                          'reppoints', 'yolact')}}
+                                                          'reppoints', 'yolact',
+                                                          'condinst', 'boxinst')}}
 CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}

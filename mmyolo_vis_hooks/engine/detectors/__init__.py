@@ -21,10 +21,11 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, YOLOv3 '
-                   'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead) '
-                   'and YOLACT, and MMDetection\'s two-stage detectors with a standard or '
-                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
-                   'Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head (Grid R-CNN), '
+                   'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead), '
+                   'YOLACT, CondInst and BoxInst, and MMDetection\'s two-stage detectors with '
+                   'a standard or cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, '
+                   'Libra, Dynamic, Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head '
+                   '(Grid R-CNN), '
                    'Sparse R-CNN and QueryInst, and MMDetection\'s DETR family (DETR, '
                    'Deformable DETR, Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
 
@@ -117,6 +118,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             return MMDetInstanceDetector(model)
         if has_yolact_decoding(model):
             return YOLACTDetector(model)
+        from .condinst import CondInstDetector, has_condinst_decoding
+        if has_condinst_decoding(model):
+            return CondInstDetector(model)
         adapters = {**mmdet_dense.adapter_classes(), **mmdet_yolo.adapter_classes()}
         # the nearest head class with an adapter decides, if the head decodes like it
         base = next(c for c in type(head).__mro__ if c in adapters)

@@ -6,7 +6,8 @@ equals pytorch-grad-cam's on the same candidate.
 Kinds: MMDetection's Mask R-CNN and Cascade Mask R-CNN (two-stage kind, RoI mask head),
 MMDetection's own RTMDet-ins and YOLACT (mmdet_instance kinds: the dense kind's candidates;
 dynamic kernels on an image-level mask feature, or coefficients of the protonet's
-prototypes), and MMYOLO's YOLOv5-ins and RTMDet-ins (mmyolo_instance kind: per-candidate mask
+prototypes), CondInst and BoxInst (condinst kind: FCOS points with the parameters of a dynamic
+mask head), and MMYOLO's YOLOv5-ins and RTMDet-ins (mmyolo_instance kind: per-candidate mask
 coefficients or dynamic kernels on an image-level mask source), all with random weights."""
 import mmcv
 import numpy as np
@@ -16,11 +17,14 @@ import torch
 from helpers.mmyolo_models import INPUT as YOLO_INPUT, random_model
 from helpers.mmdet_models import (INPUT as MMDET_INPUT, METAS as MMDET_METAS,
                                   assert_gradcam_equals_grad_cam,
-                                  assert_masks_equal_predict, assert_selection_equals_predict,
-                          random_inputs, random_mmdet_model)
-from mmyolo_vis_hooks.engine.cam import BoxCAM
+                                  assert_masks_equal_predict,
+                                  assert_methods_leave_the_model_alone,
+                                  assert_selection_equals_predict, random_inputs,
+                                  random_mmdet_model)
+from mmyolo_vis_hooks.engine.cam import METHODS, BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.base import decode_with_predict_by_feat
+from mmyolo_vis_hooks.engine.detectors.condinst import CondInstDetector
 from mmyolo_vis_hooks.engine.detectors.mmdet_instance import (MMDetInstanceDetector,
                                                              YOLACTDetector)
 from mmyolo_vis_hooks.engine.detectors.mmyolo_instance import MMYOLOInstanceDetector
@@ -209,16 +213,46 @@ def test_instances_keep_masks_through_cams_and_drise_mask_similarity():
         BoxCAM(random_model('yolov5'), 'drise', drise_similarity='mask')
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['condinst', 'boxinst'])
+def test_condinst_instances_are_the_models_own_prediction(name):
+    """CondInst and BoxInst: the selection (FCOS's, the NMS on network-input boxes as
+    ``predict`` runs it) is ``predict``'s; the masks on the network input are
+    ``predict(rescale=False)``'s (the dynamic mask head's, on the image content) bit for bit;
+    batched box decoding is the box head's own."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    assert isinstance(detector, CondInstDetector) and detector.predicts_masks
+    inputs = random_inputs()
+    assert_selection_equals_predict(model, detector, inputs)
+    assert_masks_equal_predict(model, detector, inputs)
+    with torch.no_grad():
+        outs = detector.forward(inputs)
+        cfg = model.bbox_head.test_cfg
+        ours = detector.decode(outs, MMDET_METAS, cfg)
+        theirs = detector.decode_unbatched(outs, MMDET_METAS, cfg)
+    assert ours[3] == theirs[3] and torch.equal(ours[2], theirs[2])
+    assert torch.equal(ours[1], theirs[1]) and torch.allclose(ours[0], theirs[0], atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['condinst', 'boxinst'])
+def test_condinst_gradcam_per_instance_equals_grad_cam(name):
+    assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_condinst_methods_leave_the_model_alone():
+    assert_methods_leave_the_model_alone(random_mmdet_model('condinst'), random_inputs(5)[:1],
+                                         METHODS, ratio_channels_to_ablate=0.05, num_masks=16)
+
+
 R18_NECK = {'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
             'model.neck.in_channels': [128, 256, 512]}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('config, options, reason', [
-    ('condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py', R18_NECK,
-     "CondInstBboxHead decodes with CondInstBboxHead's own post-processing"),
-    ('boxinst/boxinst_r50_fpn_ms-90k_coco.py', R18_NECK,
-     "BoxInstBboxHead decodes with CondInstBboxHead's own post-processing"),
     ('solov2/solov2-light_r18_fpn_ms-3x_coco.py', {}, 'SOLOv2 has no bbox_head'),
     ('solo/solo_r18_fpn_8xb8-lsj-200e_coco.py', {}, 'SOLO has no bbox_head'),
 ])
