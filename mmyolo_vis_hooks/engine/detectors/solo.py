@@ -169,13 +169,13 @@ class SOLODetector(ExplainableDetector):
                     batch, num, self.head.kernel_out_channels)
             out.append(preds)
         out[0].mask_source = outputs[2] if self.v2 else tuple(mask_outputs)
-        if metas is None:  # each image fills the whole input
-            metas = default_metas(cls_outputs[0].shape[0], *self._upsampled_size(out[0]))
-        self._candidate_boxes(out, metas, thr)
         if classes is not None:
             for preds in out:
                 preds.scores, preds.log_scores, preds.logits = (
                     t[..., classes] for t in (preds.scores, preds.log_scores, preds.logits))
+        if metas is None:  # each image fills the whole input
+            metas = default_metas(cls_outputs[0].shape[0], *self._upsampled_size(out[0]))
+        self._candidate_boxes(out, metas, thr)
         return out
 
     def _upsampled_size(self, preds: FlatPredictions) -> Tuple[int, int]:
@@ -186,7 +186,8 @@ class SOLODetector(ExplainableDetector):
 
     def _candidate_boxes(self, per_level: List[FlatPredictions], metas: Sequence[dict],
                          thr: float) -> None:
-        """Fills in the boxes of the cells scoring above ``thr`` in any class: the bounding
+        """Fills in the boxes of the cells scoring above ``thr`` in any of their class
+        columns (re-scoring asks for the explained instances' classes only): the bounding
         boxes of their masks as :meth:`select` decodes them (upsampled, cropped to
         ``img_shape``, ``> mask_thr``), so that a kept instance's box is its candidate's."""
         preds = FlatPredictions.cat(per_level)
