@@ -87,17 +87,23 @@ DETR = {
     'dino': 'dino/dino-4scale_r50_8xb2-12e_coco.py',
     'ddq_detr': 'ddq/ddq-detr-4scale_r50_8xb2-12e_coco.py',
 }
-# MMDetection's own instance-segmentation dense heads (engine/detectors/mmdet_instance.py).
+# MMDetection's own instance-segmentation dense heads (engine/detectors/mmdet_instance.py,
+# condinst.py: FCOS boxes with a dynamic mask head, CondInst's and BoxInst's configs).
 INSTANCE = {
     'mmdet_rtmdet_ins': 'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
     'yolact': 'yolact/yolact_r50_1xb8-55e_coco.py',
+    'condinst': 'condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py',
+    'boxinst': 'boxinst/boxinst_r50_fpn_ms-90k_coco.py',
+    'solo': 'solo/solo_r18_fpn_8xb8-lsj-200e_coco.py',
+    'solov2': 'solov2/solov2-light_r18_fpn_ms-3x_coco.py',
 }
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 'ddq_detr': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
                                                           'sparse_rcnn', 'queryinst',
                                                           'gfl', 'tood', 'paa', 'fovea',
-                                                          'reppoints', 'yolact')}}
+                                                          'reppoints', 'yolact',
+                                                          'condinst', 'boxinst')}}
 CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
@@ -143,6 +149,11 @@ def random_mmdet_model(name: str) -> nn.Module:
             with torch.no_grad():
                 for conv in model.bbox_head.rtm_cls:
                     conv.weight.mul_(0.05)
+        if name in ('solo', 'solov2'):
+            # Every cell of its random classifier scores about 0.5 (160k (cell, class) pairs
+            # above score_thr, a mask each); lower logits leave a few hundred.
+            with torch.no_grad():
+                model.mask_head.conv_cls.bias.sub_(3.4)
         _MODELS[name] = model
     return _MODELS[name]
 

@@ -21,12 +21,13 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, YOLOv3 '
-                   'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead) '
-                   'and YOLACT, and MMDetection\'s two-stage detectors with a standard or '
-                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
-                   'Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head (Grid R-CNN), '
-                   'Sparse R-CNN and QueryInst, and MMDetection\'s DETR family (DETR, '
-                   'Deformable DETR, Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
+                   'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead), '
+                   'YOLACT, CondInst, BoxInst, SOLO and SOLOv2, and MMDetection\'s two-stage '
+                   'detectors with a standard or cascade RoI head (Faster/Mask R-CNN, '
+                   'Cascade R-CNN, HTC, Libra, Dynamic, Double-Head, PISA, MS R-CNN, PointRend) '
+                   'or a grid RoI head (Grid R-CNN), Sparse R-CNN and QueryInst, and '
+                   'MMDetection\'s DETR family (DETR, Deformable DETR, Conditional DETR, '
+                   'DAB-DETR, DINO, DDQ-DETR)')
 
 
 def _qualified_name(cls: type) -> str:
@@ -58,6 +59,10 @@ def _kind_of_other(model: nn.Module) -> str:
             hasattr(model, 'num_queries'):
         return f'{name} is a DETR-style (query) detector'
     if getattr(model, 'bbox_head', None) is None:
+        mask_head = getattr(model, 'mask_head', None)
+        if mask_head is not None:  # decoupled SOLO: x and y masks per cell
+            return (f'{name} has no bbox_head and its mask head '
+                    f'{_qualified_name(type(mask_head))} decodes its own way')
         return f'{name} has no bbox_head'
     return f'{name}\'s head {_qualified_name(type(model.bbox_head))} is not one of them'
 
@@ -90,6 +95,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
     if isinstance(model, DetectionTransformer):
         from .detr import DETRDetector
         return DETRDetector(model)
+    from .solo import SOLODetector, has_solo_decoding
+    if has_solo_decoding(model):  # no box head: grid cells of a mask head
+        return SOLODetector(model)
     head = getattr(model, 'bbox_head', None)
     if head is None or not hasattr(model, 'extract_feat') or \
             getattr(model, 'roi_head', None) is not None or hasattr(model, 'num_queries'):
@@ -117,6 +125,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             return MMDetInstanceDetector(model)
         if has_yolact_decoding(model):
             return YOLACTDetector(model)
+        from .condinst import CondInstDetector, has_condinst_decoding
+        if has_condinst_decoding(model):
+            return CondInstDetector(model)
         adapters = {**mmdet_dense.adapter_classes(), **mmdet_yolo.adapter_classes()}
         # the nearest head class with an adapter decides, if the head decodes like it
         base = next(c for c in type(head).__mro__ if c in adapters)

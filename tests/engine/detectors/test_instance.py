@@ -6,8 +6,10 @@ equals pytorch-grad-cam's on the same candidate.
 Kinds: MMDetection's Mask R-CNN and Cascade Mask R-CNN (two-stage kind, RoI mask head),
 MMDetection's own RTMDet-ins and YOLACT (mmdet_instance kinds: the dense kind's candidates;
 dynamic kernels on an image-level mask feature, or coefficients of the protonet's
-prototypes), and MMYOLO's YOLOv5-ins and RTMDet-ins (mmyolo_instance kind: per-candidate mask
-coefficients or dynamic kernels on an image-level mask source), all with random weights."""
+prototypes), CondInst and BoxInst (condinst kind: FCOS points with the parameters of a dynamic
+mask head), SOLO and SOLOv2 (solo kind: grid cells, no box branch), and MMYOLO's YOLOv5-ins
+and RTMDet-ins (mmyolo_instance kind: per-candidate mask coefficients or dynamic kernels on
+an image-level mask source), all with random weights."""
 import mmcv
 import numpy as np
 import pytest
@@ -16,11 +18,15 @@ import torch
 from helpers.mmyolo_models import INPUT as YOLO_INPUT, random_model
 from helpers.mmdet_models import (INPUT as MMDET_INPUT, METAS as MMDET_METAS,
                                   assert_gradcam_equals_grad_cam,
-                                  assert_masks_equal_predict, assert_selection_equals_predict,
-                          random_inputs, random_mmdet_model)
-from mmyolo_vis_hooks.engine.cam import BoxCAM
+                                  assert_masks_equal_predict,
+                                  assert_methods_leave_the_model_alone,
+                                  assert_selection_equals_predict, random_inputs,
+                                  random_mmdet_model)
+from mmyolo_vis_hooks.engine.cam import METHODS, BoxCAM
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
-from mmyolo_vis_hooks.engine.detectors.base import decode_with_predict_by_feat
+from mmyolo_vis_hooks.engine.detectors.base import decode_with_predict_by_feat, samples_of
+from mmyolo_vis_hooks.engine.detectors.condinst import CondInstDetector
+from mmyolo_vis_hooks.engine.detectors.solo import SOLODetector
 from mmyolo_vis_hooks.engine.detectors.mmdet_instance import (MMDetInstanceDetector,
                                                              YOLACTDetector)
 from mmyolo_vis_hooks.engine.detectors.mmyolo_instance import MMYOLOInstanceDetector
@@ -209,18 +215,106 @@ def test_instances_keep_masks_through_cams_and_drise_mask_similarity():
         BoxCAM(random_model('yolov5'), 'drise', drise_similarity='mask')
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['condinst', 'boxinst'])
+def test_condinst_instances_are_the_models_own_prediction(name):
+    """CondInst and BoxInst: the selection (FCOS's, the NMS on network-input boxes as
+    ``predict`` runs it) is ``predict``'s; the masks on the network input are
+    ``predict(rescale=False)``'s (the dynamic mask head's, on the image content) bit for bit;
+    batched box decoding is the box head's own."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    assert isinstance(detector, CondInstDetector) and detector.predicts_masks
+    inputs = random_inputs()
+    assert_selection_equals_predict(model, detector, inputs)
+    assert_masks_equal_predict(model, detector, inputs)
+    with torch.no_grad():
+        outs = detector.forward(inputs)
+        cfg = model.bbox_head.test_cfg
+        ours = detector.decode(outs, MMDET_METAS, cfg)
+        theirs = detector.decode_unbatched(outs, MMDET_METAS, cfg)
+    assert ours[3] == theirs[3] and torch.equal(ours[2], theirs[2])
+    assert torch.equal(ours[1], theirs[1]) and torch.allclose(ours[0], theirs[0], atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['condinst', 'boxinst'])
+def test_condinst_gradcam_per_instance_equals_grad_cam(name):
+    assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_condinst_methods_leave_the_model_alone():
+    assert_methods_leave_the_model_alone(random_mmdet_model('condinst'), random_inputs(5)[:1],
+                                         METHODS, ratio_channels_to_ablate=0.05, num_masks=16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['solo', 'solov2'])
+def test_solo_instances_are_the_models_own_prediction(name):
+    """SOLO and SOLOv2: the instances (cells, labels, final scores after maskness and matrix
+    NMS) are ``predict``'s; with ``ori_shape`` = ``img_shape`` (its masks are always resized
+    to ``ori_shape``) the masks on the network input are its masks bit for bit. Each box is
+    its mask's bounding box and its candidate's box; each target is its cell's class score
+    above ``score_thr``. Batched decoding gives the same instances, boxes rescaled."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    assert isinstance(detector, SOLODetector) and detector.predicts_masks
+    cfg = model.mask_head.test_cfg
+    inputs = random_inputs()
+    unscaled = [dict(meta, ori_shape=meta['img_shape']) for meta in MMDET_METAS]
+    with torch.no_grad():
+        theirs = model.predict(inputs, samples_of(unscaled), rescale=True)
+        rescaled = model.predict(inputs, samples_of(MMDET_METAS), rescale=True)
+        preds = detector.candidates(inputs, unscaled)
+        ours = detector.select(preds, -1.0, 0, unscaled)
+        boxes, scores, labels, counts = detector.decode(detector.forward(inputs), MMDET_METAS,
+                                                        cfg)
+    assert counts == [len(det) for det in ours]
+    assert torch.equal(labels, torch.cat([det.labels for det in ours]))
+    assert torch.equal(scores, torch.cat([det.scores for det in ours]))
+    scale = torch.tensor(MMDET_METAS[0]['scale_factor'] * 2)
+    assert torch.allclose(boxes, torch.cat([det.boxes for det in ours]) / scale)
+    for b, (det, ref, ref_rescaled) in enumerate(zip(ours, theirs, rescaled)):
+        ref, ref_rescaled = ref.pred_instances, ref_rescaled.pred_instances
+        assert len(det) == len(ref) > 5
+        assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
+        assert torch.equal(ref_rescaled.labels, ref.labels)
+        assert torch.equal(ref_rescaled.scores, ref.scores)
+        height, width = ref.masks.shape[-2:]
+        assert det.masks.shape == (len(ref), *MMDET_INPUT[2:])
+        assert torch.equal(det.masks[:, :height, :width], ref.masks)
+        assert not det.masks[:, height:].any() and not det.masks[:, :, width:].any()
+        assert 0 < int(ref.masks.sum()) < ref.masks.numel()
+        assert torch.equal(det.boxes, preds.boxes[b, det.priors])
+        for box, mask in zip(det.boxes.long(), det.masks):
+            ys, xs = mask.nonzero(as_tuple=True)
+            assert box.tolist() == [int(xs.min()), int(ys.min()), int(xs.max()) + 1,
+                                    int(ys.max()) + 1]
+        assert (preds.scores[b, det.priors, det.labels] > cfg.score_thr).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['solo', 'solov2'])
+def test_solo_gradcam_per_instance_equals_grad_cam(name):
+    assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_solo_methods_leave_the_model_alone():
+    assert_methods_leave_the_model_alone(random_mmdet_model('solov2'), random_inputs(5)[:1],
+                                         METHODS, ratio_channels_to_ablate=0.05, num_masks=16)
+
+
 R18_NECK = {'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
-            'model.neck.in_channels': [128, 256, 512]}
+            'model.neck.in_channels': [64, 128, 256, 512]}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('config, options, reason', [
-    ('condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py', R18_NECK,
-     "CondInstBboxHead decodes with CondInstBboxHead's own post-processing"),
-    ('boxinst/boxinst_r50_fpn_ms-90k_coco.py', R18_NECK,
-     "BoxInstBboxHead decodes with CondInstBboxHead's own post-processing"),
-    ('solov2/solov2-light_r18_fpn_ms-3x_coco.py', {}, 'SOLOv2 has no bbox_head'),
-    ('solo/solo_r18_fpn_8xb8-lsj-200e_coco.py', {}, 'SOLO has no bbox_head'),
+    ('solo/decoupled-solo-light_r50_fpn_3x_coco.py', R18_NECK,
+     'SOLO has no bbox_head and its mask head '
+     'mmdet.models.dense_heads.solo_head.DecoupledSOLOLightHead decodes its own way'),
 ])
 def test_instance_heads_without_an_adapter_are_refused_in_one_line(config, options, reason):
     from helpers import mmdet_config
