@@ -464,17 +464,20 @@ class BoxCAM:
                 unused = set(_not_depending(scores, keys, acts))
         return missing, keys, sources, unused
 
-    def _unused_outputs(self, sources: Sequence[OutputSource]) -> Set[str]:
+    def _unused_outputs(self, sources: Sequence[OutputSource],
+                        input_size: Tuple[int, int]) -> Set[str]:
         """Outputs of multi-output target layers that the box scores do not depend on (the
         FPN level only Faster R-CNN's RPN reads): left out of every method's maps. Found once
         per detector adapter and set of target layers (engines sharing an adapter share it)
-        with one small forward, and only where a target layer returns several maps."""
+        with one forward of blank images of the explained inputs' size (a smaller one can be
+        too small for the model, e.g. a deformable convolution's kernel at the last stage),
+        and only where a target layer returns several maps."""
         key = tuple(self.target_layers)
         if key not in self.detector.unused_outputs:
             several = any(sum(s.path == path for s in sources) > 1
                           for path in self.target_layers)
             self.detector.unused_outputs[key] = \
-                self._probe_dependence(None)[3] if several else set()
+                self._probe_dependence(input_size)[3] if several else set()
         return self.detector.unused_outputs[key]
 
     def check_target_layers(self, input_size: Optional[Tuple[int, int]] = None) -> None:
@@ -506,7 +509,7 @@ class BoxCAM:
         if missing:
             raise ValueError(target_layer_error(self.detector, missing))
         keys, sources, acts = _layer_outputs(capture)
-        unused = self._unused_outputs(sources)
+        unused = self._unused_outputs(sources, tuple(inputs.shape[-2:]))
         if unused:
             kept = [i for i, key in enumerate(keys) if key not in unused]
             keys, sources, acts = ([v[i] for i in kept] for v in (keys, sources, acts))

@@ -135,3 +135,27 @@ def test_candidates_do_not_depend_on_the_features_memory_layout(name):
     assert torch.equal(ours[2], theirs[2])
     assert torch.allclose(ours[1], theirs[1], atol=1e-6)
     assert torch.allclose(ours[0], theirs[0], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_gradcam_on_a_backbone_that_needs_more_than_a_tiny_input():
+    """A deformable convolution in ResNet's last stage refuses a map smaller than its kernel.
+    Which FPN outputs the scores read (the level only the RPN reads is dropped) is found with
+    one forward of blank images of the explained inputs' size: it was a fixed 64 px, too
+    small for such a model whatever the user's image (GFL, RepPoints, Faster R-CNN with
+    ``dconv-c3-c5``)."""
+    from helpers.mmdet_models import mmdet_config
+    from mmyolo_vis_hooks.engine.cam import BoxCAM
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    torch.manual_seed(0)
+    model = build_detector(
+        mmdet_config('dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py'), device='cpu',
+        cfg_options={'model.test_cfg.rpn.nms_pre': 256, 'model.test_cfg.rpn.max_per_img': 64,
+                     'model.test_cfg.rcnn.score_thr': 0.0})
+    inputs = random_inputs(3)[:1]
+    result, = BoxCAM(model, 'gradcam', score_thr=0.0, topk=2)(inputs, METAS[:1])
+    assert len(result) == 2
+    maps = result.box_maps()
+    assert maps.shape[-2:] == inputs.shape[-2:] and torch.isfinite(maps).all()
+    # the FPN's extra level feeds the RPN only: left out of the explained layers
+    assert len(result.layer_keys) == 4, result.layer_keys
