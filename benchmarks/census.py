@@ -8,7 +8,7 @@ input with random weights.
 Per config file: read it; refuse it in one line where a tool would (``runtime.models``: no
 model, a package or download it needs, a kind we do not support: these are the EXCLUSIONS,
 each with its reason); else build the detector (random weights, no ``init_weights``: nothing is
-downloaded) and run, on one generated image at ``--size`` pixels (blank images packed and
+downloaded; ``runtime.models.initialize_without_downloads``) and run, on one generated image at ``--size`` pixels (blank images packed and
 preprocessed as a test pipeline would, ``core.dummy_forward``, plus noise so that boxes vary):
 
 - feature maps: the probe of the default feature layer (``neck``, else ``backbone``),
@@ -110,7 +110,8 @@ def run_config(path: str, size: int) -> dict:
     from mmyolo_vis_hooks.engine.detectors import explainable_detector
     from mmyolo_vis_hooks.engine.featmap.capture import probe_feature_layers
     from mmyolo_vis_hooks.engine.slicing.predictor import BatchPredictor
-    from mmyolo_vis_hooks.runtime.models import build_detector, load_config
+    from mmyolo_vis_hooks.runtime.models import (build_detector,
+                                                 initialize_without_downloads, load_config)
     times = {}
     step = 'build'
     try:
@@ -119,6 +120,9 @@ def run_config(path: str, size: int) -> dict:
         no_score_threshold(cfg.model)  # random weights: scores near 1 / num_classes
         fewer_proposals(cfg)
         model = build_detector(cfg, device='cpu')
+        # the constructors leave some parameters uninitialized (DETRs' level embeddings,
+        # Sparse R-CNN's proposal boxes): the documented random init, as at a first epoch
+        initialize_without_downloads(model)
         times['build'] = time.perf_counter() - start
         step = 'featmap'
         layer = 'neck' if getattr(model, 'with_neck', False) else 'backbone'
