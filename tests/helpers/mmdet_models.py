@@ -64,13 +64,17 @@ CUSTOM_DENSE = {
     'yolox': 'yolox/yolox_tiny_8xb8-300e_coco.py',
 }
 # Two-stage: a standard RoI head, a cascade (mean of the stages' logits), Mask R-CNN's box
-# branch, and Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS).
+# branch, Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS), and
+# the cascades whose box branch fuses image-level features into every RoI (HTC's semantic
+# feature; SCNet's, plus its global context).
 TWO_STAGE = {
     'faster_rcnn': 'faster_rcnn/faster-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_rcnn': 'cascade_rcnn/cascade-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'mask_rcnn': 'mask_rcnn/mask-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_mask_rcnn': 'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
     'grid_rcnn': 'grid_rcnn/grid-rcnn_r50_fpn_gn-head_2x_coco.py',
+    'htc': 'htc/htc_r50_fpn_1x_coco.py',
+    'scnet': 'scnet/scnet_r50_fpn_1x_coco.py',
 }
 # Sparse R-CNN's learned proposals refined by the stages of a SparseRoIHead, and QueryInst's
 # masks from the last stage; ResNet-50 swapped for a ResNet-18.
@@ -95,6 +99,7 @@ INSTANCE = {
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 'ddq_detr': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
+                                                          'htc', 'scnet',
                                                           'sparse_rcnn', 'queryinst',
                                                           'gfl', 'tood', 'paa', 'fovea',
                                                           'reppoints', 'yolact')}}

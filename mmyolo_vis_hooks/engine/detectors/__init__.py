@@ -23,7 +23,7 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, YOLOv3 '
                    'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead) '
                    'and YOLACT, and MMDetection\'s two-stage detectors with a standard or '
-                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, Libra, Dynamic, '
+                   'cascade RoI head (Faster/Mask R-CNN, Cascade R-CNN, HTC, SCNet, Libra, Dynamic, '
                    'Double-Head, PISA, MS R-CNN, PointRend) or a grid RoI head (Grid R-CNN), '
                    'Sparse R-CNN and QueryInst, and MMDetection\'s DETR family (DETR, '
                    'Deformable DETR, Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')

@@ -11,7 +11,10 @@ _predict_by_feat_single`` takes the softmax, decodes every class's box with ``bb
 (clipped to ``img_shape``), rescales, and ``multiclass_nms`` keeps the (RoI, class) pairs above
 ``score_thr`` after class-wise NMS. A cascade runs its stages one after another
 (``CascadeRoIHead._refine_roi``: each stage re-pools the boxes the previous one regressed) and
-scores with the MEAN of the stages' class logits, boxes from the last stage.
+scores with the MEAN of the stages' class logits, boxes from the last stage. HTC's and SCNet's
+box branches add image-level features to every RoI's (a semantic head's, SCNet's global
+context head's), which their ``predict`` computes from the levels and hands to every stage's
+``_bbox_forward``; :meth:`TwoStageDetector._image_context` does the same.
 
 Here the candidates are the RoIs of one image: ``scores`` = that softmax without the background
 column, ``logits`` = the class logit (for a cascade: the stages' mean logit, the value its
@@ -142,12 +145,25 @@ class TwoStageDetector(ExplainableDetector):
         if self.roi_kind == 'cascade':
             rois, cls_scores, bbox_preds = self.roi_head._refine_roi(
                 x=tuple(feats), rois=rois, batch_img_metas=list(metas),
-                num_proposals_per_img=counts)
+                num_proposals_per_img=counts, **self._image_context(feats))
             return list(rois), list(cls_scores), list(bbox_preds)
         results = self.roi_head._bbox_forward(tuple(feats), rois)
         bbox_pred = results['bbox_pred']
         return (list(rois.split(counts)), list(results['cls_score'].split(counts)),
                 list(bbox_pred.split(counts)) if bbox_pred is not None else [None] * len(counts))
+
+    def _image_context(self, feats) -> dict:
+        """The image-level features a cascade's box branch fuses into every RoI, as its own
+        ``predict`` computes them from the same levels and hands them to ``predict_bbox``:
+        HTC's and SCNet's semantic feature (``semantic_head``), SCNet's global context
+        (``glbctx_head``). Empty for other RoI heads. They are differentiable: a box's
+        gradient also reaches the levels through them."""
+        roi_head, context = self.roi_head, {}
+        if getattr(roi_head, 'with_semantic', False):
+            _, context['semantic_feat'] = roi_head.semantic_head(tuple(feats))
+        if getattr(roi_head, 'with_glbctx', False):
+            _, context['glbctx_feat'] = roi_head.glbctx_head(tuple(feats))
+        return context
 
     def level_candidates(self, feats, classes: Optional[Tensor] = None,
                          metas: Optional[Sequence[dict]] = None,

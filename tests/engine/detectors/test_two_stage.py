@@ -36,14 +36,16 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn'])
+@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
     cfg, saved = _loose_test_cfg(model)
-    # the RoI head pools from the first levels only (the last FPN level feeds the RPN)
+    # the RoI head pools from the first levels only (the last FPN level feeds the RPN); HTC's
+    # and SCNet's semantic (and global context) heads read every level
     extractor = model.roi_head.bbox_roi_extractor
-    levels = (extractor[-1] if name == 'cascade_rcnn' else extractor).num_inputs
+    levels = None if name in ('htc', 'scnet') else \
+        (extractor[-1] if name == 'cascade_rcnn' else extractor).num_inputs
     try:
         assert_gradcam_equals_grad_cam(model, random_inputs(3)[:1], levels)
     finally:
@@ -53,6 +55,20 @@ def test_gradcam_equals_grad_cam_on_the_same_roi(name):
 @pytest.mark.slow
 def test_every_method_explains_faster_rcnn_boxes_and_leaves_the_model_alone():
     model = random_mmdet_model('faster_rcnn')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=32)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['htc', 'scnet'])
+def test_every_method_explains_semantic_cascade_boxes_and_leaves_the_model_alone(name):
+    """HTC and SCNet: the semantic (and global context) features computed for the box branch
+    leave no state behind either."""
+    model = random_mmdet_model(name)
     cfg, saved = _loose_test_cfg(model)
     try:
         assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
