@@ -14,7 +14,12 @@ _predict_by_feat_single`` takes the softmax, decodes every class's box with ``bb
 scores with the MEAN of the stages' class logits, boxes from the last stage. HTC's and SCNet's
 box branches add image-level features to every RoI's (a semantic head's, SCNet's global
 context head's), which their ``predict`` computes from the levels and hands to every stage's
-``_bbox_forward``; :meth:`TwoStageDetector._image_context` does the same.
+``_bbox_forward``; :meth:`TwoStageDetector._image_context` does the same. SABL's box head
+(``SABLHead``) regresses one box per RoI as bucket logits and offsets; its
+``_predict_by_feat_single`` decodes them with its ``BucketingBBoxCoder``, which also gives a
+localization confidence that ``multiclass_nms`` multiplies into the class scores after its
+threshold (``score_factors``). Its candidates carry that confidence as their score factors:
+``scores`` are the products, ``logits`` stay the class logits.
 
 Here the candidates are the RoIs of one image: ``scores`` = that softmax without the background
 column, ``logits`` = the class logit (for a cascade: the stages' mean logit, the value its
@@ -46,12 +51,28 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, Unsuppo
                    decode_by_predict, default_metas, pad_masks, samples_of)
 
 
+def _decodes_like_bbox_head(head: nn.Module) -> bool:
+    """Whether a box head decodes with ``BBoxHead``'s or ``SABLHead``'s own
+    ``_predict_by_feat_single`` (both go through ``bbox_coder.decode`` and
+    ``multiclass_nms``)."""
+    from mmdet.models.roi_heads.bbox_heads import BBoxHead, SABLHead
+    own = type(head)._predict_by_feat_single
+    return isinstance(head, BBoxHead) and (own is BBoxHead._predict_by_feat_single or
+                                           own is SABLHead._predict_by_feat_single)
+
+
+def _is_sabl(head: nn.Module) -> bool:
+    """Whether a box head decodes like ``SABLHead`` (bucketing: boxes and a localization
+    confidence per RoI)."""
+    from mmdet.models.roi_heads.bbox_heads import SABLHead
+    return type(head)._predict_by_feat_single is SABLHead._predict_by_feat_single
+
+
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
     """``'standard'``, ``'cascade'`` or ``'grid'`` when the RoI head predicts boxes like
     ``StandardRoIHead``/``CascadeRoIHead``/``GridRoIHead`` with a standard ``BBoxHead``
-    decoding, else None."""
+    (or ``SABLHead``) decoding, else None."""
     from mmdet.models.roi_heads import CascadeRoIHead, GridRoIHead, StandardRoIHead
-    from mmdet.models.roi_heads.bbox_heads import BBoxHead
     cls = type(roi_head)
     if isinstance(roi_head, GridRoIHead):  # a StandardRoIHead: tested first
         kind, reference = 'grid', GridRoIHead
@@ -66,10 +87,8 @@ def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
         return None
     if cls.predict_bbox is not reference.predict_bbox:
         return None
-    for head in bbox_heads:
-        if not isinstance(head, BBoxHead) or \
-                type(head)._predict_by_feat_single is not BBoxHead._predict_by_feat_single:
-            return None
+    if not all(_decodes_like_bbox_head(head) for head in bbox_heads):
+        return None
     return kind
 
 
@@ -149,8 +168,13 @@ class TwoStageDetector(ExplainableDetector):
             return list(rois), list(cls_scores), list(bbox_preds)
         results = self.roi_head._bbox_forward(tuple(feats), rois)
         bbox_pred = results['bbox_pred']
-        return (list(rois.split(counts)), list(results['cls_score'].split(counts)),
-                list(bbox_pred.split(counts)) if bbox_pred is not None else [None] * len(counts))
+        if bbox_pred is None:
+            bbox_preds = [None] * len(counts)
+        elif isinstance(bbox_pred, Tensor):
+            bbox_preds = list(bbox_pred.split(counts))
+        else:  # SABL's (bucket logits, offsets), split as StandardRoIHead.predict_bbox does
+            bbox_preds = list(self.head.bbox_pred_split(bbox_pred, counts))
+        return list(rois.split(counts)), list(results['cls_score'].split(counts)), bbox_preds
 
     def _image_context(self, feats) -> dict:
         """The image-level features a cascade's box branch fuses into every RoI, as its own
@@ -198,7 +222,13 @@ class TwoStageDetector(ExplainableDetector):
         """One image's RoIs as ``BBoxHead._predict_by_feat_single`` decodes them, unfiltered."""
         head = self.head
         num_rois, num_classes = cls.shape[0], head.num_classes
-        if pred is not None:
+        confidence = None
+        if pred is not None and _is_sabl(head):
+            # one box per RoI and a localization confidence that multiclass_nms multiplies
+            # into the class scores after its threshold (SABLHead._predict_by_feat_single)
+            boxes, confidence = head.bbox_coder.decode(roi[:, 1:], pred, meta['img_shape'])
+            boxes = boxes[:, None].expand(num_rois, num_classes, 4)
+        elif pred is not None:
             per_class = 1 if head.reg_class_agnostic else num_classes
             boxes = head.bbox_coder.decode(roi[:, 1:].repeat_interleave(per_class, dim=0),
                                            pred.reshape(-1, head.bbox_coder.encode_size),
@@ -218,8 +248,15 @@ class TwoStageDetector(ExplainableDetector):
             logits, scores, log_scores = logits[:, classes], scores[:, classes], \
                 log_scores[:, classes]
             boxes = boxes[:, classes]
-        return dict(scores=scores, log_scores=log_scores, logits=logits, boxes=top_boxes,
-                    class_boxes=boxes)
+        out = dict(scores=scores, log_scores=log_scores, logits=logits, boxes=top_boxes,
+                   class_boxes=boxes)
+        if confidence is not None:
+            # the confidence is a mean of bucket probabilities (no logit of its own): it
+            # enters the score and log score; the logit target stays the class logit
+            out.update(class_scores=scores, score_factors=confidence,
+                       scores=scores * confidence[:, None],
+                       log_scores=log_scores + confidence.log()[:, None])
+        return out
 
     def select(self, preds: FlatPredictions, score_thr: float, topk: int,
                metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
@@ -239,7 +276,12 @@ class TwoStageDetector(ExplainableDetector):
         out = []
         for b in range(preds.scores.shape[0]):
             valid = preds.valid[b] if preds.valid is not None else slice(None)
-            scores = preds.scores[b][valid].detach()
+            factors = None
+            if preds.score_factors is not None:  # SABL: threshold, then the product
+                scores = preds.class_scores[b][valid].detach()
+                factors = preds.score_factors[b][valid].detach()
+            else:
+                scores = preds.scores[b][valid].detach()
             boxes = preds.class_boxes[b][valid].detach()
             num_rois, num_classes = scores.shape
             meta = None if metas is None else metas[b]
@@ -250,7 +292,8 @@ class TwoStageDetector(ExplainableDetector):
             with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
             dets, labels, inds = multiclass_nms(boxes.reshape(num_rois, -1), with_bg,
                                                 cfg['score_thr'], cfg['nms'],
-                                                cfg['max_per_img'], return_inds=True)
+                                                cfg['max_per_img'], score_factors=factors,
+                                                return_inds=True)
             rois, labels = inds // num_classes, labels
             det_scores = dets[:, -1]
             above = det_scores > score_thr
@@ -349,6 +392,9 @@ def _stack_padded(per_image: Sequence[dict]) -> FlatPredictions:
     score and logit -inf) and are marked invalid."""
     counts = [d['scores'].shape[0] for d in per_image]
     size = max(counts)
+
+    def optional(name: str, value: float) -> Optional[Tensor]:
+        return _pad([d[name] for d in per_image], value) if name in per_image[0] else None
     valid = torch.zeros((len(counts), size), dtype=torch.bool,
                         device=per_image[0]['scores'].device)
     for b, count in enumerate(counts):
@@ -360,4 +406,6 @@ def _stack_padded(per_image: Sequence[dict]) -> FlatPredictions:
         boxes=_pad([d['boxes'] for d in per_image], 0.0),
         levels=torch.zeros(size, dtype=torch.long, device=valid.device),
         class_boxes=_pad([d['class_boxes'] for d in per_image], 0.0),
+        score_factors=optional('score_factors', 0.0),
+        class_scores=optional('class_scores', 0.0),
         valid=None if all(c == size for c in counts) else valid)

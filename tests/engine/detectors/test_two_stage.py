@@ -36,7 +36,8 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet'])
+@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet',
+                                  'sabl_faster_rcnn', 'sabl_cascade_rcnn'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
@@ -45,7 +46,7 @@ def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     # and SCNet's semantic (and global context) heads read every level
     extractor = model.roi_head.bbox_roi_extractor
     levels = None if name in ('htc', 'scnet') else \
-        (extractor[-1] if name == 'cascade_rcnn' else extractor).num_inputs
+        (extractor[-1] if 'cascade' in name else extractor).num_inputs
     try:
         assert_gradcam_equals_grad_cam(model, random_inputs(3)[:1], levels)
     finally:
@@ -69,6 +70,32 @@ def test_every_method_explains_semantic_cascade_boxes_and_leaves_the_model_alone
     """HTC and SCNet: the semantic (and global context) features computed for the box branch
     leave no state behind either."""
     model = random_mmdet_model(name)
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=32)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['sabl_faster_rcnn', 'sabl_cascade_rcnn'])
+def test_sabl_scores_are_class_scores_times_localization_confidence(name):
+    """SABL's RoI head multiplies each RoI's bucketing confidence into its class scores
+    after the threshold (``multiclass_nms``'s score factors): the candidates carry both."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    with torch.no_grad():
+        preds = detector.candidates(random_inputs(), METAS)
+    assert preds.score_factors is not None and preds.class_scores is not None
+    assert ((preds.score_factors > 0) & (preds.score_factors < 1)).all()
+    assert torch.allclose(preds.scores, preds.class_scores * preds.score_factors[..., None])
+    assert torch.allclose(preds.log_scores.exp(), preds.scores, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_every_method_explains_sabl_cascade_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('sabl_cascade_rcnn')
     cfg, saved = _loose_test_cfg(model)
     try:
         assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
