@@ -69,7 +69,9 @@ CUSTOM_DENSE = {
 # branch, Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS), and
 # the cascades whose box branch fuses image-level features into every RoI (HTC's semantic
 # feature; SCNet's, plus its global context), and SABL's bucketing box heads (a box and a
-# localization confidence per RoI) in a standard and a cascade RoI head.
+# localization confidence per RoI) in a standard and a cascade RoI head, and TridentNet (a C4
+# Faster R-CNN whose weight-sharing branches run one at test time; its TridentResNet has no
+# ResNet-18).
 TWO_STAGE = {
     'faster_rcnn': 'faster_rcnn/faster-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_rcnn': 'cascade_rcnn/cascade-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
@@ -80,6 +82,7 @@ TWO_STAGE = {
     'scnet': 'scnet/scnet_r50_fpn_1x_coco.py',
     'sabl_faster_rcnn': 'sabl/sabl-faster-rcnn_r50_fpn_1x_coco.py',
     'sabl_cascade_rcnn': 'sabl/sabl-cascade-rcnn_r50_fpn_1x_coco.py',
+    'tridentnet': 'tridentnet/tridentnet_r50-caffe_1x_coco.py',
 }
 # Sparse R-CNN's learned proposals refined by the stages of a SparseRoIHead, and QueryInst's
 # masks from the last stage; ResNet-50 swapped for a ResNet-18.

@@ -32,6 +32,15 @@ step is not differentiable in MMDetection). Gradient-free re-scoring (AblationCA
 unmasked image's proposals too; D-RISE and the faithfulness metrics re-detect from scratch
 (black box), as the detector would.
 
+TridentNet (``TridentFasterRCNN``) runs one of its weight-sharing branches at test time
+(``test_branch_idx``: the backbone's trident blocks use only that branch's dilation, one
+feature map per image) and ``TridentRoIHead.predict`` is ``StandardRoIHead``'s followed by
+``merge_trident_bboxes`` over the branches' detections: with one branch, a class-wise NMS of
+detections that the same class-wise NMS already kept, which keeps them all. So a TridentNet
+is explained as the Faster R-CNN of its test branch: its candidates are that branch's RoIs.
+With ``test_branch_idx=-1`` (every branch at test time, each image's detections merged across
+branches) it is refused.
+
 Grid R-CNN's bbox head only classifies (no regression: a candidate's box is its RoI);
 ``GridRoIHead.predict_bbox`` runs the NMS on the network input, then its grid head moves each
 kept box (``GridHead.predict_by_feat``: a heatmap per grid point on the box's RoI features,
@@ -107,6 +116,11 @@ class TwoStageDetector(ExplainableDetector):
                 f'boxes its own way; two-stage box CAMs support StandardRoIHead and '
                 f'CascadeRoIHead with BBoxHead decoding (Faster/Mask/Cascade R-CNN, HTC, ...) '
                 f'and GridRoIHead')
+        if getattr(model, 'num_branch', 1) > 1 and getattr(model, 'test_branch_idx', 0) == -1:
+            raise UnsupportedDetectorError(
+                f'{type(model).__name__} with test_branch_idx=-1 merges the detections of its '
+                f'{model.num_branch} branches per image; box CAMs explain one test branch (set '
+                f'test_branch_idx to a branch index, as the packaged configs do)')
         self.head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
             else self.roi_head.bbox_head
         if self.head.custom_cls_channels:
@@ -290,11 +304,15 @@ class TwoStageDetector(ExplainableDetector):
                 boxes = scale_boxes(boxes.reshape(-1, 4), [1 / s for s in meta['scale_factor']])
             # multiclass_nms drops the last score column (the background)
             with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
-            dets, labels, inds = multiclass_nms(boxes.reshape(num_rois, -1), with_bg,
-                                                cfg['score_thr'], cfg['nms'],
-                                                cfg['max_per_img'], score_factors=factors,
-                                                return_inds=True)
-            rois, labels = inds // num_classes, labels
+            if num_rois == 0:  # no proposal (MMDetection gives the image empty instances)
+                rois = labels = torch.zeros(0, dtype=torch.long, device=scores.device)
+                dets = scores.new_zeros((0, 5))
+            else:
+                dets, labels, inds = multiclass_nms(boxes.reshape(num_rois, -1), with_bg,
+                                                    cfg['score_thr'], cfg['nms'],
+                                                    cfg['max_per_img'], score_factors=factors,
+                                                    return_inds=True)
+                rois = inds // num_classes
             det_scores = dets[:, -1]
             above = det_scores > score_thr
             rois, labels, det_scores = rois[above], labels[above], det_scores[above]

@@ -9,7 +9,7 @@ from helpers.mmdet_models import (METAS, TWO_STAGE, assert_gradcam_equals_grad_c
                                   assert_selection_equals_predict, random_inputs,
                                   random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import METHODS
-from mmyolo_vis_hooks.engine.detectors import explainable_detector
+from mmyolo_vis_hooks.engine.detectors import UnsupportedDetectorError, explainable_detector
 from mmyolo_vis_hooks.engine.detectors.two_stage import TwoStageDetector
 
 
@@ -37,7 +37,7 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet',
-                                  'sabl_faster_rcnn', 'sabl_cascade_rcnn'])
+                                  'sabl_faster_rcnn', 'sabl_cascade_rcnn', 'tridentnet'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
@@ -94,6 +94,17 @@ def test_sabl_scores_are_class_scores_times_localization_confidence(name):
 
 
 @pytest.mark.slow
+def test_every_method_explains_tridentnet_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('tridentnet')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.01, num_masks=16)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
 def test_every_method_explains_sabl_cascade_boxes_and_leaves_the_model_alone():
     model = random_mmdet_model('sabl_cascade_rcnn')
     cfg, saved = _loose_test_cfg(model)
@@ -102,6 +113,40 @@ def test_every_method_explains_sabl_cascade_boxes_and_leaves_the_model_alone():
                                              ratio_channels_to_ablate=0.1, num_masks=32)
     finally:
         cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_tridentnet_explains_its_test_branch_and_refuses_every_branch():
+    """TridentNet's test branch gives one feature map per image (explained like a Faster
+    R-CNN, its selection checked above); with ``test_branch_idx=-1`` the RoI head merges the
+    three branches' detections per image, which is refused in one line."""
+    model = random_mmdet_model('tridentnet')
+    detector = explainable_detector(model)
+    with torch.no_grad():
+        feats = detector.extract_feat(random_inputs())
+    assert [f.shape[0] for f in feats] == [2]
+    saved = model.test_branch_idx
+    model.test_branch_idx = -1
+    try:
+        with pytest.raises(UnsupportedDetectorError, match='test_branch_idx=-1'):
+            explainable_detector(model)
+    finally:
+        model.test_branch_idx = saved
+
+
+@pytest.mark.slow
+def test_an_image_without_proposals_has_no_detections():
+    """An RPN may keep no proposal for an image (a random caffe-style ResNet's features can
+    overflow): the selection gives it no box, as ``model.predict`` does."""
+    model = random_mmdet_model('faster_rcnn')
+    detector = explainable_detector(model)
+    feats = detector.extract_feat(random_inputs()[:1])
+    with torch.no_grad():
+        preds = detector.level_candidates(feats, metas=METAS[:1],
+                                          proposals=torch.zeros((1, 0, 4)))[0]
+        (det, ) = detector.select(preds, -1.0, 0, METAS[:1])
+    assert preds.scores.shape[:2] == (1, 0)
+    assert len(det) == 0 and det.boxes.shape == (0, 4)
 
 
 @pytest.mark.slow
