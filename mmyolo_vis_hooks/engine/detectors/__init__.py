@@ -25,9 +25,9 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'YOLACT, and MMDetection\'s two-stage detectors with a standard or cascade RoI '
                    'head (Faster/Mask R-CNN, Cascade R-CNN, HTC, SCNet, Libra, Dynamic, '
                    'Double-Head, PISA, MS R-CNN, PointRend, SABL\'s bucketing box head, '
-                   'TridentNet\'s test branch) or a grid RoI head (Grid R-CNN), Sparse R-CNN and '
-                   'QueryInst, and MMDetection\'s DETR family (DETR, Deformable DETR, '
-                   'Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
+                   'TridentNet\'s test branch, Seesaw loss scores) or a grid RoI head (Grid '
+                   'R-CNN), Sparse R-CNN and QueryInst, and MMDetection\'s DETR family (DETR, '
+                   'Deformable DETR, Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
 
 
 def _qualified_name(cls: type) -> str:

@@ -19,7 +19,9 @@ context head's), which their ``predict`` computes from the levels and hands to e
 ``_predict_by_feat_single`` decodes them with its ``BucketingBBoxCoder``, which also gives a
 localization confidence that ``multiclass_nms`` multiplies into the class scores after its
 threshold (``score_factors``). Its candidates carry that confidence as their score factors:
-``scores`` are the products, ``logits`` stay the class logits.
+``scores`` are the products, ``logits`` stay the class logits. A box head trained with the
+Seesaw loss has ``C + 2`` outputs and scores with the loss's ``get_activation`` (class softmax
+times the softmax of an objectness pair); its ``logits`` add that objectness logit.
 
 Here the candidates are the RoIs of one image: ``scores`` = that softmax without the background
 column, ``logits`` = the class logit (for a cascade: the stages' mean logit, the value its
@@ -77,6 +79,14 @@ def _is_sabl(head: nn.Module) -> bool:
     return type(head)._predict_by_feat_single is SABLHead._predict_by_feat_single
 
 
+def _is_seesaw(head: nn.Module) -> bool:
+    """Whether a box head scores with the Seesaw loss's activation (``C + 2`` outputs: the
+    classes, then a positive and a negative objectness column)."""
+    from mmdet.models.losses import SeesawLoss
+    get_activation = getattr(type(getattr(head, 'loss_cls', None)), 'get_activation', None)
+    return get_activation is SeesawLoss.get_activation
+
+
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
     """``'standard'``, ``'cascade'`` or ``'grid'`` when the RoI head predicts boxes like
     ``StandardRoIHead``/``CascadeRoIHead``/``GridRoIHead`` with a standard ``BBoxHead``
@@ -123,10 +133,10 @@ class TwoStageDetector(ExplainableDetector):
                 f'test_branch_idx to a branch index, as the packaged configs do)')
         self.head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
             else self.roi_head.bbox_head
-        if self.head.custom_cls_channels:
+        if self.head.custom_cls_channels and not _is_seesaw(self.head):
             raise UnsupportedDetectorError(
                 f'{type(self.head.loss_cls).__name__} turns logits into scores with its '
-                f'own activation; box CAMs support softmax classifiers')
+                f'own activation; box CAMs support softmax classifiers and the Seesaw loss\'s')
 
     @property
     def test_cfg(self) -> dict:
@@ -253,9 +263,20 @@ class TwoStageDetector(ExplainableDetector):
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, meta['img_shape'][1])
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, meta['img_shape'][0])
             boxes = boxes[:, None].expand(num_rois, num_classes, 4)
-        logits = cls[:, :num_classes]
-        scores = F.softmax(cls, dim=-1)[:, :num_classes]
-        log_scores = F.log_softmax(cls, dim=-1)[:, :num_classes]
+        if _is_seesaw(head):
+            # the loss's own activation (BBoxHead._predict_by_feat_single calls it): softmax
+            # over the classes times softmax over the two objectness columns' first, that is
+            # sigmoid(o_pos - o_neg); the logit target adds that objectness logit
+            classes_logits, objectness = head.loss_cls._split_cls_score(cls)
+            objectness = objectness[:, 0] - objectness[:, 1]
+            scores = head.loss_cls.get_activation(cls)[:, :num_classes]
+            log_scores = F.log_softmax(classes_logits, dim=-1) + \
+                F.logsigmoid(objectness)[:, None]
+            logits = classes_logits + objectness[:, None]
+        else:
+            logits = cls[:, :num_classes]
+            scores = F.softmax(cls, dim=-1)[:, :num_classes]
+            log_scores = F.log_softmax(cls, dim=-1)[:, :num_classes]
         best = scores.detach().argmax(dim=1)
         top_boxes = boxes[torch.arange(num_rois, device=boxes.device), best]
         if classes is not None:

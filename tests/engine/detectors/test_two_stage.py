@@ -37,7 +37,8 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet',
-                                  'sabl_faster_rcnn', 'sabl_cascade_rcnn', 'tridentnet'])
+                                  'sabl_faster_rcnn', 'sabl_cascade_rcnn', 'tridentnet',
+                                  'seesaw_mask_rcnn'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
@@ -100,6 +101,34 @@ def test_every_method_explains_tridentnet_boxes_and_leaves_the_model_alone():
     try:
         assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
                                              ratio_channels_to_ablate=0.01, num_masks=16)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_seesaw_scores_are_the_losss_own_activation():
+    """Seesaw: the scores are ``loss_cls.get_activation`` (class softmax times the positive
+    objectness), the log scores their logarithm, the logits the class logit plus the
+    objectness logit ``o_pos - o_neg``."""
+    model = random_mmdet_model('seesaw_mask_rcnn')
+    detector = explainable_detector(model)
+    with torch.no_grad():
+        preds = detector.candidates(random_inputs(), METAS)
+    num_classes = model.roi_head.bbox_head.num_classes
+    assert preds.scores.shape[-1] == num_classes
+    assert torch.allclose(preds.log_scores.exp(), preds.scores, rtol=1e-4, atol=1e-9)
+    # the objectness enters every class's logit alike: their differences are the classes'
+    assert torch.allclose((preds.logits - preds.log_scores).std(dim=-1),
+                          torch.zeros(preds.scores.shape[:2]), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_every_method_explains_seesaw_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('seesaw_mask_rcnn')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=16)
     finally:
         cfg.update(saved)
 
