@@ -246,7 +246,7 @@ class TwoStageDetector(ExplainableDetector):
         """One image's RoIs as ``BBoxHead._predict_by_feat_single`` decodes them, unfiltered."""
         head = self.head
         num_rois, num_classes = cls.shape[0], head.num_classes
-        confidence = None
+        confidence, decoded_classes = None, False
         if pred is not None and _is_sabl(head):
             # one box per RoI and a localization confidence that multiclass_nms multiplies
             # into the class scores after its threshold (SABLHead._predict_by_feat_single)
@@ -254,10 +254,18 @@ class TwoStageDetector(ExplainableDetector):
             boxes = boxes[:, None].expand(num_rois, num_classes, 4)
         elif pred is not None:
             per_class = 1 if head.reg_class_agnostic else num_classes
-            boxes = head.bbox_coder.decode(roi[:, 1:].repeat_interleave(per_class, dim=0),
-                                           pred.reshape(-1, head.bbox_coder.encode_size),
-                                           max_shape=meta['img_shape'])
-            boxes = boxes.reshape(num_rois, per_class, 4).expand(num_rois, num_classes, 4)
+            deltas = pred.reshape(num_rois, per_class, head.bbox_coder.encode_size)
+            if classes is not None and per_class > 1:
+                # only the asked classes' boxes (each decoded from its own deltas, as in the
+                # full decoding): re-scoring n copies with 1203 LVIS classes otherwise
+                # decodes n x R x 1203 boxes
+                deltas, decoded_classes = deltas[:, classes], True
+            boxes = head.bbox_coder.decode(
+                roi[:, 1:].repeat_interleave(deltas.shape[1], dim=0),
+                deltas.reshape(-1, head.bbox_coder.encode_size), max_shape=meta['img_shape'])
+            boxes = boxes.reshape(num_rois, deltas.shape[1], 4)
+            if per_class == 1:
+                boxes = boxes.expand(num_rois, num_classes, 4)
         else:  # a head without regression (Grid R-CNN's): the RoI itself, clipped
             boxes = roi[:, 1:].clone()
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, meta['img_shape'][1])
@@ -277,12 +285,14 @@ class TwoStageDetector(ExplainableDetector):
             logits = cls[:, :num_classes]
             scores = F.softmax(cls, dim=-1)[:, :num_classes]
             log_scores = F.log_softmax(cls, dim=-1)[:, :num_classes]
-        best = scores.detach().argmax(dim=1)
-        top_boxes = boxes[torch.arange(num_rois, device=boxes.device), best]
         if classes is not None:
             logits, scores, log_scores = logits[:, classes], scores[:, classes], \
                 log_scores[:, classes]
-            boxes = boxes[:, classes]
+            if not decoded_classes:
+                boxes = boxes[:, classes]
+        # each RoI's box of its best (asked) class
+        best = scores.detach().argmax(dim=1)
+        top_boxes = boxes[torch.arange(num_rois, device=boxes.device), best]
         out = dict(scores=scores, log_scores=log_scores, logits=logits, boxes=top_boxes,
                    class_boxes=boxes)
         if confidence is not None:

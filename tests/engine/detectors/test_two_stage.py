@@ -164,6 +164,26 @@ def test_tridentnet_explains_its_test_branch_and_refuses_every_branch():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('name', ['faster_rcnn', 'seesaw_mask_rcnn'])
+def test_candidates_of_some_classes_are_those_of_every_class(name):
+    """Re-scoring asks for the explained boxes' classes only, and only their boxes are
+    decoded (1203 LVIS classes otherwise make n x R x 1203 boxes): the same values as the
+    full decoding's columns."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    classes = torch.tensor([3, 0, 3, 7])
+    with torch.no_grad():
+        feats = detector.extract_feat(random_inputs()[:1])
+        full = detector.level_candidates(feats, metas=METAS[:1])[0]
+        part = detector.level_candidates(feats, classes=classes, metas=METAS[:1],
+                                         proposals=full.proposals)[0]
+    assert part.class_boxes.shape == (*full.scores.shape[:2], len(classes), 4)
+    assert torch.allclose(part.class_boxes, full.class_boxes[:, :, classes], atol=1e-4)
+    assert torch.allclose(part.scores, full.scores[..., classes])
+    assert torch.allclose(part.logits, full.logits[..., classes])
+
+
+@pytest.mark.slow
 def test_an_image_without_proposals_has_no_detections():
     """An RPN may keep no proposal for an image (a random caffe-style ResNet's features can
     overflow): the selection gives it no box, as ``model.predict`` does."""
