@@ -52,7 +52,8 @@ DENSE = {
 # Dense heads with a decoding of their own, one config per code path: GFL's distance
 # distributions, TOOD's geometric-mean scores and decoded boxes, PAA's geometric mean with
 # score voting, FoveaBox's and RepPoints' own box decoding, and MMDetection's YOLO heads with
-# objectness and a selection over all levels (YOLOv3's anchors, YOLOX's points). ResNet-50s
+# objectness and a selection over all levels (YOLOv3's anchors, YOLOX's points), and SABL
+# RetinaNet's bucketing boxes with a localization confidence as score factor. ResNet-50s
 # swapped for ResNet-18s.
 CUSTOM_DENSE = {
     'gfl': 'gfl/gfl_r50_fpn_1x_coco.py',
@@ -62,15 +63,29 @@ CUSTOM_DENSE = {
     'reppoints': 'reppoints/reppoints-moment_r50_fpn-gn_head-gn_1x_coco.py',
     'yolov3': 'yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py',
     'yolox': 'yolox/yolox_tiny_8xb8-300e_coco.py',
+    'sabl_retinanet': 'sabl/sabl-retinanet_r50_fpn_1x_coco.py',
 }
 # Two-stage: a standard RoI head, a cascade (mean of the stages' logits), Mask R-CNN's box
-# branch, and Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS).
+# branch, Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS), and
+# the cascades whose box branch fuses image-level features into every RoI (HTC's semantic
+# feature; SCNet's, plus its global context), and SABL's bucketing box heads (a box and a
+# localization confidence per RoI) in a standard and a cascade RoI head, and TridentNet (a C4
+# Faster R-CNN whose weight-sharing branches run one at test time; its TridentResNet has no
+# ResNet-18), and the Seesaw loss's scores (its own activation, an objectness pair) in a
+# Mask R-CNN (its Cascade Mask R-CNN's predict with 300 detections of 1203 classes' masks
+# takes too much memory for the test machines).
 TWO_STAGE = {
     'faster_rcnn': 'faster_rcnn/faster-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_rcnn': 'cascade_rcnn/cascade-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'mask_rcnn': 'mask_rcnn/mask-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'cascade_mask_rcnn': 'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
     'grid_rcnn': 'grid_rcnn/grid-rcnn_r50_fpn_gn-head_2x_coco.py',
+    'htc': 'htc/htc_r50_fpn_1x_coco.py',
+    'scnet': 'scnet/scnet_r50_fpn_1x_coco.py',
+    'sabl_faster_rcnn': 'sabl/sabl-faster-rcnn_r50_fpn_1x_coco.py',
+    'sabl_cascade_rcnn': 'sabl/sabl-cascade-rcnn_r50_fpn_1x_coco.py',
+    'tridentnet': 'tridentnet/tridentnet_r50-caffe_1x_coco.py',
+    'seesaw_mask_rcnn': 'seesaw_loss/mask-rcnn_r50_fpn_seesaw-loss_random-ms-2x_lvis-v1.py',
 }
 # Sparse R-CNN's learned proposals refined by the stages of a SparseRoIHead, and QueryInst's
 # masks from the last stage; ResNet-50 swapped for a ResNet-18.
@@ -100,10 +115,13 @@ INSTANCE = {
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 'ddq_detr': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
+                                                          'htc', 'scnet', 'sabl_faster_rcnn',
+                                                          'sabl_cascade_rcnn', 'seesaw_mask_rcnn',
                                                           'sparse_rcnn', 'queryinst',
                                                           'gfl', 'tood', 'paa', 'fovea',
                                                           'reppoints', 'yolact',
-                                                          'condinst', 'boxinst')}}
+                                                          'condinst', 'boxinst',
+                                                          'sabl_retinanet')}}
 CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}

@@ -20,14 +20,15 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    '(YOLOv5InsHead, RTMDetInsSepBNHead), and MMDetection\'s dense heads that '
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
-                   'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, YOLOv3 '
-                   'or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, RTMDetInsSepBNHead), '
-                   'YOLACT, CondInst, BoxInst, SOLO and SOLOv2, and MMDetection\'s two-stage '
-                   'detectors with a standard or cascade RoI head (Faster/Mask R-CNN, '
-                   'Cascade R-CNN, HTC, Libra, Dynamic, Double-Head, PISA, MS R-CNN, PointRend) '
-                   'or a grid RoI head (Grid R-CNN), Sparse R-CNN and QueryInst, and '
-                   'MMDetection\'s DETR family (DETR, Deformable DETR, Conditional DETR, '
-                   'DAB-DETR, DINO, DDQ-DETR)')
+                   'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, SABL '
+                   'RetinaNet, YOLOv3 or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, '
+                   'RTMDetInsSepBNHead), YOLACT, CondInst, BoxInst, SOLO and SOLOv2, and '
+                   'MMDetection\'s two-stage detectors with a standard or cascade RoI head '
+                   '(Faster/Mask R-CNN, Cascade R-CNN, HTC, SCNet, Libra, Dynamic, Double-Head, '
+                   'PISA, MS R-CNN, PointRend, SABL\'s bucketing box head, TridentNet\'s test '
+                   'branch, Seesaw loss scores) or a grid RoI head (Grid R-CNN), Sparse R-CNN '
+                   'and QueryInst, and MMDetection\'s DETR family (DETR, Deformable DETR, '
+                   'Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
 
 
 def _qualified_name(cls: type) -> str:

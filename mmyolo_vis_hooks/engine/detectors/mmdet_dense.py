@@ -20,8 +20,8 @@ Heads with a ``_predict_by_feat_single`` of their own on the same per-level stru
 subclasses that replace only what differs: the box decoding (GFL/LD, FoveaBox, RepPoints),
 the scores (TOOD, whose class output is already a score) or the post-processing (PAA/LAD's
 geometric mean, ``multiclass_nms`` and score voting). MMDetection's YOLO heads select over all
-levels at once (``mmdet_yolo.py``). CenterNet, CornerNet/CentripetalNet, SABL and guided
-anchoring have no adapter.
+levels at once (``mmdet_yolo.py``). SABL RetinaNet's boxes and score factors come from its
+bucketing coder. CenterNet, CornerNet/CentripetalNet and guided anchoring have no adapter.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -413,6 +413,62 @@ class PAADetector(MMDetDenseDetector):
         return self.decode_unbatched(outs, metas, cfg)
 
 
+class SABLRetinaDetector(MMDetDenseDetector):
+    """SABL RetinaNet (``SABLRetinaHead``): the base structure with square anchors
+    (``square_anchor_generator``) and bucketing boxes. Each level's box output is a pair
+    (bucket logits, offsets); the head's ``BucketingBBoxCoder.decode`` gives every anchor its
+    box and a localization confidence (the mean over the four sides of the best bucket's
+    probability, plus its neighbour's), which ``_bbox_post_process`` multiplies into the class
+    scores after the threshold, as a score factor. The confidence has no logit of its own: it
+    enters the score and the log score, and the logit target is the class logit alone."""
+
+    kind = 'MMDetection SABL head'
+
+    @property
+    def num_levels(self) -> int:
+        return self.head.square_anchor_generator.num_levels
+
+    def _input_size(self, feats) -> Tuple[int, int]:
+        height, width = feats[0].shape[-2:]
+        stride = self.head.square_anchor_generator.strides[0]
+        return int(height * stride[1]), int(width * stride[0])
+
+    def _output_candidates(self, outputs, classes: Optional[Tensor],
+                           metas: Sequence[dict], level_logits=None) -> List[FlatPredictions]:
+        head = self.head
+        cls_scores, bbox_preds, _ = split_dense_outputs(head, outputs, 'score_factor')
+        device = cls_scores[0].device
+        # SABLRetinaHead.get_anchors: the same squares for every image
+        mlvl_anchors = head.square_anchor_generator.grid_priors(
+            [c.shape[-2:] for c in cls_scores], device=device)
+        sides = head.side_num * 4
+        out = []
+        for level, (cls, (bucket_cls, bucket_reg), anchors) in enumerate(
+                zip(cls_scores, bbox_preds, mlvl_anchors)):
+            batch = cls.shape[0]
+            metas_l = list(metas)
+            if len(metas_l) != batch:  # n perturbed copies of one image
+                metas_l = metas_l[:1] * batch
+            scores, log_scores, logits = self._scores(_flat(cls, head.cls_out_channels))
+            if classes is not None:
+                scores, log_scores, logits = (t[..., classes] for t in
+                                              (scores, log_scores, logits))
+            bucket_cls, bucket_reg = _flat(bucket_cls, sides), _flat(bucket_reg, sides)
+            # contiguous as the head passes them (bucket2bbox views them)
+            decoded = [head.bbox_coder.decode(anchors, [bucket_cls[b].contiguous(),
+                                                        bucket_reg[b].contiguous()],
+                                              max_shape=metas_l[b]['img_shape'])
+                       for b in range(batch)]
+            boxes = torch.stack([d[0] for d in decoded])
+            confidence = torch.stack([d[1] for d in decoded])
+            levels = torch.full((anchors.shape[0], ), level, dtype=torch.long, device=device)
+            out.append(FlatPredictions(scores=scores * confidence[..., None],
+                                       log_scores=log_scores + confidence.log()[..., None],
+                                       logits=logits, boxes=boxes, levels=levels,
+                                       score_factors=confidence, class_scores=scores))
+        return out
+
+
 def decodes_like(head_cls: type, reference: type) -> bool:
     """Whether ``head_cls`` predicts with ``reference``'s own decoding and post-processing."""
     return all(getattr(head_cls, name, None) is getattr(reference, name, None)
@@ -422,8 +478,8 @@ def decodes_like(head_cls: type, reference: type) -> bool:
 def adapter_classes() -> dict:
     """MMDetection dense head class -> the adapter of heads that decode like it."""
     from mmdet.models.dense_heads import (FoveaHead, GFLHead, PAAHead, RepPointsHead,
-                                          TOODHead)
+                                          SABLRetinaHead, TOODHead)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     return {GFLHead: GFLDetector, TOODHead: TOODDetector, PAAHead: PAADetector,
             FoveaHead: FoveaDetector, RepPointsHead: RepPointsDetector,
-            BaseDenseHead: MMDetDenseDetector}
+            SABLRetinaHead: SABLRetinaDetector, BaseDenseHead: MMDetDenseDetector}

@@ -11,7 +11,17 @@ _predict_by_feat_single`` takes the softmax, decodes every class's box with ``bb
 (clipped to ``img_shape``), rescales, and ``multiclass_nms`` keeps the (RoI, class) pairs above
 ``score_thr`` after class-wise NMS. A cascade runs its stages one after another
 (``CascadeRoIHead._refine_roi``: each stage re-pools the boxes the previous one regressed) and
-scores with the MEAN of the stages' class logits, boxes from the last stage.
+scores with the MEAN of the stages' class logits, boxes from the last stage. HTC's and SCNet's
+box branches add image-level features to every RoI's (a semantic head's, SCNet's global
+context head's), which their ``predict`` computes from the levels and hands to every stage's
+``_bbox_forward``; :meth:`TwoStageDetector._image_context` does the same. SABL's box head
+(``SABLHead``) regresses one box per RoI as bucket logits and offsets; its
+``_predict_by_feat_single`` decodes them with its ``BucketingBBoxCoder``, which also gives a
+localization confidence that ``multiclass_nms`` multiplies into the class scores after its
+threshold (``score_factors``). Its candidates carry that confidence as their score factors:
+``scores`` are the products, ``logits`` stay the class logits. A box head trained with the
+Seesaw loss has ``C + 2`` outputs and scores with the loss's ``get_activation`` (class softmax
+times the softmax of an objectness pair); its ``logits`` add that objectness logit.
 
 Here the candidates are the RoIs of one image: ``scores`` = that softmax without the background
 column, ``logits`` = the class logit (for a cascade: the stages' mean logit, the value its
@@ -23,6 +33,15 @@ features the RoI head used to classify that region, not why the RPN proposed it 
 step is not differentiable in MMDetection). Gradient-free re-scoring (AblationCAM) keeps the
 unmasked image's proposals too; D-RISE and the faithfulness metrics re-detect from scratch
 (black box), as the detector would.
+
+TridentNet (``TridentFasterRCNN``) runs one of its weight-sharing branches at test time
+(``test_branch_idx``: the backbone's trident blocks use only that branch's dilation, one
+feature map per image) and ``TridentRoIHead.predict`` is ``StandardRoIHead``'s followed by
+``merge_trident_bboxes`` over the branches' detections: with one branch, a class-wise NMS of
+detections that the same class-wise NMS already kept, which keeps them all. So a TridentNet
+is explained as the Faster R-CNN of its test branch: its candidates are that branch's RoIs.
+With ``test_branch_idx=-1`` (every branch at test time, each image's detections merged across
+branches) it is refused.
 
 Grid R-CNN's bbox head only classifies (no regression: a candidate's box is its RoI);
 ``GridRoIHead.predict_bbox`` runs the NMS on the network input, then its grid head moves each
@@ -43,12 +62,36 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, Unsuppo
                    decode_by_predict, default_metas, pad_masks, samples_of)
 
 
+def _decodes_like_bbox_head(head: nn.Module) -> bool:
+    """Whether a box head decodes with ``BBoxHead``'s or ``SABLHead``'s own
+    ``_predict_by_feat_single`` (both go through ``bbox_coder.decode`` and
+    ``multiclass_nms``)."""
+    from mmdet.models.roi_heads.bbox_heads import BBoxHead, SABLHead
+    own = type(head)._predict_by_feat_single
+    return isinstance(head, BBoxHead) and (own is BBoxHead._predict_by_feat_single or
+                                           own is SABLHead._predict_by_feat_single)
+
+
+def _is_sabl(head: nn.Module) -> bool:
+    """Whether a box head decodes like ``SABLHead`` (bucketing: boxes and a localization
+    confidence per RoI)."""
+    from mmdet.models.roi_heads.bbox_heads import SABLHead
+    return type(head)._predict_by_feat_single is SABLHead._predict_by_feat_single
+
+
+def _is_seesaw(head: nn.Module) -> bool:
+    """Whether a box head scores with the Seesaw loss's activation (``C + 2`` outputs: the
+    classes, then a positive and a negative objectness column)."""
+    from mmdet.models.losses import SeesawLoss
+    get_activation = getattr(type(getattr(head, 'loss_cls', None)), 'get_activation', None)
+    return get_activation is SeesawLoss.get_activation
+
+
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
     """``'standard'``, ``'cascade'`` or ``'grid'`` when the RoI head predicts boxes like
     ``StandardRoIHead``/``CascadeRoIHead``/``GridRoIHead`` with a standard ``BBoxHead``
-    decoding, else None."""
+    (or ``SABLHead``) decoding, else None."""
     from mmdet.models.roi_heads import CascadeRoIHead, GridRoIHead, StandardRoIHead
-    from mmdet.models.roi_heads.bbox_heads import BBoxHead
     cls = type(roi_head)
     if isinstance(roi_head, GridRoIHead):  # a StandardRoIHead: tested first
         kind, reference = 'grid', GridRoIHead
@@ -63,10 +106,8 @@ def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
         return None
     if cls.predict_bbox is not reference.predict_bbox:
         return None
-    for head in bbox_heads:
-        if not isinstance(head, BBoxHead) or \
-                type(head)._predict_by_feat_single is not BBoxHead._predict_by_feat_single:
-            return None
+    if not all(_decodes_like_bbox_head(head) for head in bbox_heads):
+        return None
     return kind
 
 
@@ -85,12 +126,17 @@ class TwoStageDetector(ExplainableDetector):
                 f'boxes its own way; two-stage box CAMs support StandardRoIHead and '
                 f'CascadeRoIHead with BBoxHead decoding (Faster/Mask/Cascade R-CNN, HTC, ...) '
                 f'and GridRoIHead')
+        if getattr(model, 'num_branch', 1) > 1 and getattr(model, 'test_branch_idx', 0) == -1:
+            raise UnsupportedDetectorError(
+                f'{type(model).__name__} with test_branch_idx=-1 merges the detections of its '
+                f'{model.num_branch} branches per image; box CAMs explain one test branch (set '
+                f'test_branch_idx to a branch index, as the packaged configs do)')
         self.head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
             else self.roi_head.bbox_head
-        if self.head.custom_cls_channels:
+        if self.head.custom_cls_channels and not _is_seesaw(self.head):
             raise UnsupportedDetectorError(
                 f'{type(self.head.loss_cls).__name__} turns logits into scores with its '
-                f'own activation; box CAMs support softmax classifiers')
+                f'own activation; box CAMs support softmax classifiers and the Seesaw loss\'s')
 
     @property
     def test_cfg(self) -> dict:
@@ -142,12 +188,30 @@ class TwoStageDetector(ExplainableDetector):
         if self.roi_kind == 'cascade':
             rois, cls_scores, bbox_preds = self.roi_head._refine_roi(
                 x=tuple(feats), rois=rois, batch_img_metas=list(metas),
-                num_proposals_per_img=counts)
+                num_proposals_per_img=counts, **self._image_context(feats))
             return list(rois), list(cls_scores), list(bbox_preds)
         results = self.roi_head._bbox_forward(tuple(feats), rois)
         bbox_pred = results['bbox_pred']
-        return (list(rois.split(counts)), list(results['cls_score'].split(counts)),
-                list(bbox_pred.split(counts)) if bbox_pred is not None else [None] * len(counts))
+        if bbox_pred is None:
+            bbox_preds = [None] * len(counts)
+        elif isinstance(bbox_pred, Tensor):
+            bbox_preds = list(bbox_pred.split(counts))
+        else:  # SABL's (bucket logits, offsets), split as StandardRoIHead.predict_bbox does
+            bbox_preds = list(self.head.bbox_pred_split(bbox_pred, counts))
+        return list(rois.split(counts)), list(results['cls_score'].split(counts)), bbox_preds
+
+    def _image_context(self, feats) -> dict:
+        """The image-level features a cascade's box branch fuses into every RoI, as its own
+        ``predict`` computes them from the same levels and hands them to ``predict_bbox``:
+        HTC's and SCNet's semantic feature (``semantic_head``), SCNet's global context
+        (``glbctx_head``). Empty for other RoI heads. They are differentiable: a box's
+        gradient also reaches the levels through them."""
+        roi_head, context = self.roi_head, {}
+        if getattr(roi_head, 'with_semantic', False):
+            _, context['semantic_feat'] = roi_head.semantic_head(tuple(feats))
+        if getattr(roi_head, 'with_glbctx', False):
+            _, context['glbctx_feat'] = roi_head.glbctx_head(tuple(feats))
+        return context
 
     def level_candidates(self, feats, classes: Optional[Tensor] = None,
                          metas: Optional[Sequence[dict]] = None,
@@ -182,28 +246,62 @@ class TwoStageDetector(ExplainableDetector):
         """One image's RoIs as ``BBoxHead._predict_by_feat_single`` decodes them, unfiltered."""
         head = self.head
         num_rois, num_classes = cls.shape[0], head.num_classes
-        if pred is not None:
+        confidence, decoded_classes = None, False
+        if pred is not None and _is_sabl(head):
+            # one box per RoI and a localization confidence that multiclass_nms multiplies
+            # into the class scores after its threshold (SABLHead._predict_by_feat_single)
+            boxes, confidence = head.bbox_coder.decode(roi[:, 1:], pred, meta['img_shape'])
+            boxes = boxes[:, None].expand(num_rois, num_classes, 4)
+        elif pred is not None:
             per_class = 1 if head.reg_class_agnostic else num_classes
-            boxes = head.bbox_coder.decode(roi[:, 1:].repeat_interleave(per_class, dim=0),
-                                           pred.reshape(-1, head.bbox_coder.encode_size),
-                                           max_shape=meta['img_shape'])
-            boxes = boxes.reshape(num_rois, per_class, 4).expand(num_rois, num_classes, 4)
+            deltas = pred.reshape(num_rois, per_class, head.bbox_coder.encode_size)
+            if classes is not None and per_class > 1:
+                # only the asked classes' boxes (each decoded from its own deltas, as in the
+                # full decoding): re-scoring n copies with 1203 LVIS classes otherwise
+                # decodes n x R x 1203 boxes
+                deltas, decoded_classes = deltas[:, classes], True
+            boxes = head.bbox_coder.decode(
+                roi[:, 1:].repeat_interleave(deltas.shape[1], dim=0),
+                deltas.reshape(-1, head.bbox_coder.encode_size), max_shape=meta['img_shape'])
+            boxes = boxes.reshape(num_rois, deltas.shape[1], 4)
+            if per_class == 1:
+                boxes = boxes.expand(num_rois, num_classes, 4)
         else:  # a head without regression (Grid R-CNN's): the RoI itself, clipped
             boxes = roi[:, 1:].clone()
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, meta['img_shape'][1])
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, meta['img_shape'][0])
             boxes = boxes[:, None].expand(num_rois, num_classes, 4)
-        logits = cls[:, :num_classes]
-        scores = F.softmax(cls, dim=-1)[:, :num_classes]
-        log_scores = F.log_softmax(cls, dim=-1)[:, :num_classes]
-        best = scores.detach().argmax(dim=1)
-        top_boxes = boxes[torch.arange(num_rois, device=boxes.device), best]
+        if _is_seesaw(head):
+            # the loss's own activation (BBoxHead._predict_by_feat_single calls it): softmax
+            # over the classes times softmax over the two objectness columns' first, that is
+            # sigmoid(o_pos - o_neg); the logit target adds that objectness logit
+            classes_logits, objectness = head.loss_cls._split_cls_score(cls)
+            objectness = objectness[:, 0] - objectness[:, 1]
+            scores = head.loss_cls.get_activation(cls)[:, :num_classes]
+            log_scores = F.log_softmax(classes_logits, dim=-1) + \
+                F.logsigmoid(objectness)[:, None]
+            logits = classes_logits + objectness[:, None]
+        else:
+            logits = cls[:, :num_classes]
+            scores = F.softmax(cls, dim=-1)[:, :num_classes]
+            log_scores = F.log_softmax(cls, dim=-1)[:, :num_classes]
         if classes is not None:
             logits, scores, log_scores = logits[:, classes], scores[:, classes], \
                 log_scores[:, classes]
-            boxes = boxes[:, classes]
-        return dict(scores=scores, log_scores=log_scores, logits=logits, boxes=top_boxes,
-                    class_boxes=boxes)
+            if not decoded_classes:
+                boxes = boxes[:, classes]
+        # each RoI's box of its best (asked) class
+        best = scores.detach().argmax(dim=1)
+        top_boxes = boxes[torch.arange(num_rois, device=boxes.device), best]
+        out = dict(scores=scores, log_scores=log_scores, logits=logits, boxes=top_boxes,
+                   class_boxes=boxes)
+        if confidence is not None:
+            # the confidence is a mean of bucket probabilities (no logit of its own): it
+            # enters the score and log score; the logit target stays the class logit
+            out.update(class_scores=scores, score_factors=confidence,
+                       scores=scores * confidence[:, None],
+                       log_scores=log_scores + confidence.log()[:, None])
+        return out
 
     def select(self, preds: FlatPredictions, score_thr: float, topk: int,
                metas: Optional[Sequence[dict]] = None) -> List[ExplainedBoxes]:
@@ -223,7 +321,12 @@ class TwoStageDetector(ExplainableDetector):
         out = []
         for b in range(preds.scores.shape[0]):
             valid = preds.valid[b] if preds.valid is not None else slice(None)
-            scores = preds.scores[b][valid].detach()
+            factors = None
+            if preds.score_factors is not None:  # SABL: threshold, then the product
+                scores = preds.class_scores[b][valid].detach()
+                factors = preds.score_factors[b][valid].detach()
+            else:
+                scores = preds.scores[b][valid].detach()
             boxes = preds.class_boxes[b][valid].detach()
             num_rois, num_classes = scores.shape
             meta = None if metas is None else metas[b]
@@ -232,10 +335,15 @@ class TwoStageDetector(ExplainableDetector):
                 boxes = scale_boxes(boxes.reshape(-1, 4), [1 / s for s in meta['scale_factor']])
             # multiclass_nms drops the last score column (the background)
             with_bg = torch.cat([scores, scores.new_zeros((num_rois, 1))], dim=1)
-            dets, labels, inds = multiclass_nms(boxes.reshape(num_rois, -1), with_bg,
-                                                cfg['score_thr'], cfg['nms'],
-                                                cfg['max_per_img'], return_inds=True)
-            rois, labels = inds // num_classes, labels
+            if num_rois == 0:  # no proposal (MMDetection gives the image empty instances)
+                rois = labels = torch.zeros(0, dtype=torch.long, device=scores.device)
+                dets = scores.new_zeros((0, 5))
+            else:
+                dets, labels, inds = multiclass_nms(boxes.reshape(num_rois, -1), with_bg,
+                                                    cfg['score_thr'], cfg['nms'],
+                                                    cfg['max_per_img'], score_factors=factors,
+                                                    return_inds=True)
+                rois = inds // num_classes
             det_scores = dets[:, -1]
             above = det_scores > score_thr
             rois, labels, det_scores = rois[above], labels[above], det_scores[above]
@@ -333,6 +441,9 @@ def _stack_padded(per_image: Sequence[dict]) -> FlatPredictions:
     score and logit -inf) and are marked invalid."""
     counts = [d['scores'].shape[0] for d in per_image]
     size = max(counts)
+
+    def optional(name: str, value: float) -> Optional[Tensor]:
+        return _pad([d[name] for d in per_image], value) if name in per_image[0] else None
     valid = torch.zeros((len(counts), size), dtype=torch.bool,
                         device=per_image[0]['scores'].device)
     for b, count in enumerate(counts):
@@ -344,4 +455,6 @@ def _stack_padded(per_image: Sequence[dict]) -> FlatPredictions:
         boxes=_pad([d['boxes'] for d in per_image], 0.0),
         levels=torch.zeros(size, dtype=torch.long, device=valid.device),
         class_boxes=_pad([d['class_boxes'] for d in per_image], 0.0),
+        score_factors=optional('score_factors', 0.0),
+        class_scores=optional('class_scores', 0.0),
         valid=None if all(c == size for c in counts) else valid)

@@ -1,6 +1,6 @@
 """MMDetection's dense heads with a decoding of their own (GFL, TOOD, PAA, FoveaBox, RepPoints,
-YOLOv3, MMDetection's YOLOX) behind the detector contract: the selection is the head's own
-prediction, the sliced predictor's batched decoding too, and box CAMs agree with
+YOLOv3, MMDetection's YOLOX, SABL RetinaNet) behind the detector contract: the selection is the
+head's own prediction, the sliced predictor's batched decoding too, and box CAMs agree with
 pytorch-grad-cam on a target that selects the same candidate."""
 import pytest
 import torch
@@ -12,12 +12,12 @@ from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.base import samples_of
 from mmyolo_vis_hooks.engine.detectors.mmdet_dense import (FoveaDetector, GFLDetector,
                                                            PAADetector, RepPointsDetector,
-                                                           TOODDetector)
+                                                           SABLRetinaDetector, TOODDetector)
 from mmyolo_vis_hooks.engine.detectors.mmdet_yolo import YOLOV3Detector, YOLOXDetector
 
 ADAPTERS = {'gfl': GFLDetector, 'tood': TOODDetector, 'paa': PAADetector,
             'fovea': FoveaDetector, 'reppoints': RepPointsDetector, 'yolov3': YOLOV3Detector,
-            'yolox': YOLOXDetector}
+            'yolox': YOLOXDetector, 'sabl_retinanet': SABLRetinaDetector}
 
 
 @pytest.mark.slow
@@ -44,12 +44,20 @@ def test_selection_and_decoding_are_the_heads_own_prediction(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['gfl', 'tood', 'paa', 'yolov3', 'yolox'])
+@pytest.mark.parametrize('name', ['gfl', 'tood', 'paa', 'yolov3', 'yolox', 'sabl_retinanet'])
 def test_gradcam_equals_grad_cam_on_the_same_candidate(name):
     """grad-cam's target picks the box's (prior, class) of the flat candidate scores: TOOD's
     scores are the head's own output, PAA's a geometric mean, YOLOv3's and YOLOX's include
-    the objectness."""
+    the objectness, SABL's the bucketing confidence."""
     assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
+
+
+@pytest.mark.slow
+def test_every_method_explains_sabl_retinanet_boxes_and_leaves_the_model_alone():
+    assert_methods_leave_the_model_alone(
+        random_mmdet_model('sabl_retinanet'), random_inputs(5)[:1],
+        ('gradcam', 'eigencam', 'ablationcam', 'drise'), ratio_channels_to_ablate=0.1,
+        num_masks=16)
 
 
 @pytest.mark.slow

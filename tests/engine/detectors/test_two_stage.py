@@ -9,7 +9,7 @@ from helpers.mmdet_models import (METAS, TWO_STAGE, assert_gradcam_equals_grad_c
                                   assert_selection_equals_predict, random_inputs,
                                   random_mmdet_model)
 from mmyolo_vis_hooks.engine.cam import METHODS
-from mmyolo_vis_hooks.engine.detectors import explainable_detector
+from mmyolo_vis_hooks.engine.detectors import UnsupportedDetectorError, explainable_detector
 from mmyolo_vis_hooks.engine.detectors.two_stage import TwoStageDetector
 
 
@@ -36,14 +36,18 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn'])
+@pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet',
+                                  'sabl_faster_rcnn', 'sabl_cascade_rcnn', 'tridentnet',
+                                  'seesaw_mask_rcnn'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
     cfg, saved = _loose_test_cfg(model)
-    # the RoI head pools from the first levels only (the last FPN level feeds the RPN)
+    # the RoI head pools from the first levels only (the last FPN level feeds the RPN); HTC's
+    # and SCNet's semantic (and global context) heads read every level
     extractor = model.roi_head.bbox_roi_extractor
-    levels = (extractor[-1] if name == 'cascade_rcnn' else extractor).num_inputs
+    levels = None if name in ('htc', 'scnet') else \
+        (extractor[-1] if 'cascade' in name else extractor).num_inputs
     try:
         assert_gradcam_equals_grad_cam(model, random_inputs(3)[:1], levels)
     finally:
@@ -59,6 +63,139 @@ def test_every_method_explains_faster_rcnn_boxes_and_leaves_the_model_alone():
                                              ratio_channels_to_ablate=0.1, num_masks=32)
     finally:
         cfg.update(saved)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['htc', 'scnet'])
+def test_every_method_explains_semantic_cascade_boxes_and_leaves_the_model_alone(name):
+    """HTC and SCNet: the semantic (and global context) features computed for the box branch
+    leave no state behind either."""
+    model = random_mmdet_model(name)
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=32)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['sabl_faster_rcnn', 'sabl_cascade_rcnn'])
+def test_sabl_scores_are_class_scores_times_localization_confidence(name):
+    """SABL's RoI head multiplies each RoI's bucketing confidence into its class scores
+    after the threshold (``multiclass_nms``'s score factors): the candidates carry both."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    with torch.no_grad():
+        preds = detector.candidates(random_inputs(), METAS)
+    assert preds.score_factors is not None and preds.class_scores is not None
+    assert ((preds.score_factors > 0) & (preds.score_factors < 1)).all()
+    assert torch.allclose(preds.scores, preds.class_scores * preds.score_factors[..., None])
+    assert torch.allclose(preds.log_scores.exp(), preds.scores, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_every_method_explains_tridentnet_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('tridentnet')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.01, num_masks=16)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_seesaw_scores_are_the_losss_own_activation():
+    """Seesaw: the scores are ``loss_cls.get_activation`` (class softmax times the positive
+    objectness), the log scores their logarithm, the logits the class logit plus the
+    objectness logit ``o_pos - o_neg``."""
+    model = random_mmdet_model('seesaw_mask_rcnn')
+    detector = explainable_detector(model)
+    with torch.no_grad():
+        preds = detector.candidates(random_inputs(), METAS)
+    num_classes = model.roi_head.bbox_head.num_classes
+    assert preds.scores.shape[-1] == num_classes
+    assert torch.allclose(preds.log_scores.exp(), preds.scores, rtol=1e-4, atol=1e-9)
+    # the objectness enters every class's logit alike: their differences are the classes'
+    assert torch.allclose((preds.logits - preds.log_scores).std(dim=-1),
+                          torch.zeros(preds.scores.shape[:2]), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_every_method_explains_seesaw_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('seesaw_mask_rcnn')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=16)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_every_method_explains_sabl_cascade_boxes_and_leaves_the_model_alone():
+    model = random_mmdet_model('sabl_cascade_rcnn')
+    cfg, saved = _loose_test_cfg(model)
+    try:
+        assert_methods_leave_the_model_alone(model, random_inputs(5)[:1], METHODS,
+                                             ratio_channels_to_ablate=0.1, num_masks=32)
+    finally:
+        cfg.update(saved)
+
+
+@pytest.mark.slow
+def test_tridentnet_explains_its_test_branch_and_refuses_every_branch():
+    """TridentNet's test branch gives one feature map per image (explained like a Faster
+    R-CNN, its selection checked above); with ``test_branch_idx=-1`` the RoI head merges the
+    three branches' detections per image, which is refused in one line."""
+    model = random_mmdet_model('tridentnet')
+    detector = explainable_detector(model)
+    with torch.no_grad():
+        feats = detector.extract_feat(random_inputs())
+    assert [f.shape[0] for f in feats] == [2]
+    saved = model.test_branch_idx
+    model.test_branch_idx = -1
+    try:
+        with pytest.raises(UnsupportedDetectorError, match='test_branch_idx=-1'):
+            explainable_detector(model)
+    finally:
+        model.test_branch_idx = saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['faster_rcnn', 'seesaw_mask_rcnn'])
+def test_candidates_of_some_classes_are_those_of_every_class(name):
+    """Re-scoring asks for the explained boxes' classes only, and only their boxes are
+    decoded (1203 LVIS classes otherwise make n x R x 1203 boxes): the same values as the
+    full decoding's columns."""
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    classes = torch.tensor([3, 0, 3, 7])
+    with torch.no_grad():
+        feats = detector.extract_feat(random_inputs()[:1])
+        full = detector.level_candidates(feats, metas=METAS[:1])[0]
+        part = detector.level_candidates(feats, classes=classes, metas=METAS[:1],
+                                         proposals=full.proposals)[0]
+    assert part.class_boxes.shape == (*full.scores.shape[:2], len(classes), 4)
+    assert torch.allclose(part.class_boxes, full.class_boxes[:, :, classes], atol=1e-4)
+    assert torch.allclose(part.scores, full.scores[..., classes])
+    assert torch.allclose(part.logits, full.logits[..., classes])
+
+
+@pytest.mark.slow
+def test_an_image_without_proposals_has_no_detections():
+    """An RPN may keep no proposal for an image (a random caffe-style ResNet's features can
+    overflow): the selection gives it no box, as ``model.predict`` does."""
+    model = random_mmdet_model('faster_rcnn')
+    detector = explainable_detector(model)
+    feats = detector.extract_feat(random_inputs()[:1])
+    with torch.no_grad():
+        preds = detector.level_candidates(feats, metas=METAS[:1],
+                                          proposals=torch.zeros((1, 0, 4)))[0]
+        (det, ) = detector.select(preds, -1.0, 0, METAS[:1])
+    assert preds.scores.shape[:2] == (1, 0)
+    assert len(det) == 0 and det.boxes.shape == (0, 4)
 
 
 @pytest.mark.slow
