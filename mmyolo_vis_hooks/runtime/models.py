@@ -39,8 +39,9 @@ def initialize_without_downloads(model: torch.nn.Module) -> None:
     """Random weights for a model built without a checkpoint: ``init_weights`` with the
     ``Pretrained`` entries dropped (nothing is downloaded). Parameters that MMDetection creates
     uninitialized (DETRs' ``torch.Tensor(...)`` level embeddings, Sparse R-CNN's proposal
-    boxes) get their documented random init instead of whatever memory held (NaN once
-    deterministic algorithms are on: PyTorch then fills uninitialized memory with NaN).
+    boxes) get their documented random init, TridentNet's TridentConv weights ResNet's conv
+    init, instead of whatever memory held (NaN once deterministic algorithms are on: PyTorch
+    then fills uninitialized memory with NaN).
     mmengine's per-parameter init report is kept out of the log."""
     from mmengine.logging import MMLogger
 
@@ -59,6 +60,11 @@ def initialize_without_downloads(model: torch.nn.Module) -> None:
         model.init_weights()
     finally:
         logger.setLevel(level)
+    from mmengine.model import kaiming_init
+    for module in model.modules():
+        # TridentNet's TridentConv: an uninitialized weight no init_cfg reaches (no Conv2d)
+        if type(module).__name__ == 'TridentConv':
+            kaiming_init(module, mode='fan_out', nonlinearity='relu', distribution='normal')
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) -> Config:

@@ -142,6 +142,15 @@ def random_mmdet_model(name: str) -> nn.Module:
             # time small
             options['model.num_queries'] = 100
         model = build_detector(mmdet_config(CONFIGS[name]), device='cpu', cfg_options=options)
+        if name == 'tridentnet':
+            # TridentConv creates its weight uninitialized (torch.Tensor(...)) and no init
+            # reaches it (it is no Conv2d): whatever memory held, features of 1e37 and no
+            # proposal depending on the tests before. ResNet's own conv init instead.
+            from mmengine.model import kaiming_init
+            for module in model.modules():
+                if type(module).__name__ == 'TridentConv':
+                    kaiming_init(module, mode='fan_out', nonlinearity='relu',
+                                 distribution='normal')
         if name in DETR or name in SPARSE_RCNN:
             # uninitialized parameters otherwise (Sparse R-CNN's proposals: whole-image boxes);
             # the other kinds keep the constructors' init (scores above 0.05)
@@ -248,7 +257,8 @@ def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
 def assert_masks_equal_predict(model: nn.Module, detector, inputs: torch.Tensor) -> None:
     """Instance segmentation: the detections chosen from the candidates, with their masks on
     the network input, = ``model.predict(..., rescale=False)`` (same labels, scores, boxes
-    and masks, bit for bit: the masks are the model's own ``img_shape`` pastes, padded)."""
+    and masks, bit for bit but for a rare pixel at the mask threshold: the masks are the
+    model's own ``img_shape`` pastes, padded)."""
     from mmyolo_vis_hooks.engine.detectors.base import samples_of
     with torch.no_grad():
         theirs = model.predict(inputs, samples_of(METAS), rescale=False)
@@ -261,7 +271,10 @@ def assert_masks_equal_predict(model: nn.Module, detector, inputs: torch.Tensor)
         assert torch.equal(det.boxes, ref.bboxes)
         height, width = ref.masks.shape[-2:]
         assert det.masks.shape == (len(ref), *INPUT[2:])
-        assert torch.equal(det.masks[:, :height, :width], ref.masks)
+        # Bit for bit at 1 thread; at 2, BoxInst's random model flipped 1 pixel of 1.8 M at
+        # the mask threshold (the same logits rounded differently): allow 1 in 100000.
+        flipped = int((det.masks[:, :height, :width] != ref.masks).sum())
+        assert flipped <= max(1, ref.masks.numel() // 100000), flipped
         assert not det.masks[:, height:].any() and not det.masks[:, :, width:].any()
         assert 0 < int(ref.masks.sum()) < ref.masks.numel()  # masks with content
 
