@@ -197,7 +197,7 @@ def random_inputs(seed: int = 1) -> torch.Tensor:
 
 
 def assert_gradcam_equals_grad_cam(model: nn.Module, inputs: torch.Tensor, levels=None,
-                                   topk: int = 3) -> None:
+                                   topk: int = 3, score_thr: float = 0.0) -> None:
     """Per box, our GradCAM (target ``log_score``: the gradient of the score) equals
     grad-cam's ``GradCAM`` on the flat candidate scores with a target selecting the box's
     (candidate, class), on the taps of feature ``levels`` (all when None)."""
@@ -207,7 +207,7 @@ def assert_gradcam_equals_grad_cam(model: nn.Module, inputs: torch.Tensor, level
     from mmyolo_vis_hooks.testing.cam_reference import BoxScoreTarget, FlatScoresModel
     wrapper = FlatScoresModel(model)
     try:
-        result = BoxCAM(model, 'gradcam', score_thr=0.0, topk=topk,
+        result = BoxCAM(model, 'gradcam', score_thr=score_thr, topk=topk,
                         target='log_score')(inputs)[0]
         assert len(result) == topk
         reference = gc.GradCAM(wrapper, list(wrapper.taps)[:levels])
@@ -228,10 +228,12 @@ def assert_gradcam_equals_grad_cam(model: nn.Module, inputs: torch.Tensor, level
 
 def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
                                          methods, ratio_channels_to_ablate: float,
-                                         num_masks: int, reliable: bool = False) -> None:
+                                         num_masks: int, reliable: bool = False,
+                                         score_thr: float = 0.0, metas=None) -> None:
     """Each method explains 2 boxes with finite maps of the input's size (with ``reliable``,
     at least one of them more than float noise), and the model's weights, buffers, modes and
-    ``.grad`` are as before."""
+    ``.grad`` are as before. ``metas`` default to :data:`METAS` (for inputs of
+    :data:`INPUT`'s size)."""
     from mmyolo_vis_hooks.engine.cam import BoxCAM
     model.train()  # a state to restore
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -241,11 +243,11 @@ def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
             options = dict(num_masks=num_masks, batch_size=16) if method == 'drise' else {}
             if method == 'ablationcam':
                 options = dict(batch_size=64, ratio_channels_to_ablate=ratio_channels_to_ablate)
-            result = BoxCAM(model, method, score_thr=0.0, topk=2, **options)(inputs,
-                                                                             METAS[:1])[0]
+            result = BoxCAM(model, method, score_thr=score_thr, topk=2, **options)(
+                inputs, metas or METAS[:1])[0]
             assert len(result) == 2, method
             maps = result.box_maps()
-            assert maps.shape == (2, *INPUT[2:]) and torch.isfinite(maps).all(), method
+            assert maps.shape == (2, *inputs.shape[2:]) and torch.isfinite(maps).all(), method
             assert result.reliable.any() or not reliable, (method, result.reasons)
         assert [m.training for m in model.modules()] == modes
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

@@ -22,6 +22,10 @@ INSTANCE = {
     'yolov5_ins': 'yolov5/ins_seg/yolov5_ins_n-v61_syncbn_fast_8xb16-300e_coco_instance.py',
     'rtmdet_ins': 'rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py',
 }
+# MMYOLO's rotated-box config (engine/detectors/rotated.py; needs mmrotate 1.x).
+ROTATED = {
+    'rtmdet_r': 'rtmdet/rotated/rtmdet-r_tiny_fast_1xb8-36e_dota.py',
+}
 INPUT = (2, 3, 160, 192)
 _MODELS = {}
 
@@ -29,7 +33,7 @@ _MODELS = {}
 def random_model(family: str) -> nn.Module:
     """A random-init model of ``family`` with BN statistics refitted on random inputs of shape
     ``INPUT`` (cached per session; tests must leave it as they found it)."""
-    configs = dict(FAMILIES, **INSTANCE)
+    configs = dict(FAMILIES, **INSTANCE, **ROTATED)
     if family not in configs:
         raise ValueError(f'unknown family {family!r}; expected one of {sorted(configs)}')
     if family not in _MODELS:
@@ -42,6 +46,18 @@ def random_model(family: str) -> nn.Module:
             with torch.no_grad():
                 for conv in model.bbox_head.head_module.rtm_cls:
                     conv.weight.mul_(0.05)
+        if family == 'rtmdet_r':
+            # The same saturation, and box distances of hundreds of pixels either way
+            # (negative sizes). Smaller outputs around a prior give scores that spread (a few
+            # above 0.3: its rotated NMS is quadratic in the candidates) and boxes about two
+            # strides wide.
+            module = model.bbox_head.head_module
+            with torch.no_grad():
+                for cls_conv, reg_conv in zip(module.rtm_cls, module.rtm_reg):
+                    cls_conv.weight.mul_(0.05)
+                    cls_conv.bias.fill_(-2.0)
+                    reg_conv.weight.mul_(0.01)
+                    reg_conv.bias.fill_(1.0)
         _MODELS[family] = model
     return _MODELS[family]
 

@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..core.geometry import map_to_original
+from ..core.geometry import map_to_original, points_in_boxes
 
 EPS = 1e-7
 
@@ -67,7 +67,8 @@ def compose_box_maps(layer_maps: Sequence[Tensor], meta: Optional[Dict] = None,
 
 def box_masks(boxes: Tensor, size: Tuple[int, int], scale: Tuple[float, float] = (1.0, 1.0)
               ) -> Tensor:
-    """``(K, h, w)`` bool masks of the cells whose centres lie inside each xyxy box.
+    """``(K, h, w)`` bool masks of the cells whose centres lie inside each box (xyxy, or
+    rotated: the rotated rectangle).
 
     ``scale`` = (x, y) pixels per cell; boxes are in pixels.
     """
@@ -75,10 +76,7 @@ def box_masks(boxes: Tensor, size: Tuple[int, int], scale: Tuple[float, float] =
     device = boxes.device
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * scale[0]
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * scale[1]
-    b = boxes.float()
-    inside_x = (xs[None] >= b[:, 0:1]) & (xs[None] <= b[:, 2:3])
-    inside_y = (ys[None] >= b[:, 1:2]) & (ys[None] <= b[:, 3:4])
-    return inside_y[:, :, None] & inside_x[:, None, :]
+    return points_in_boxes(xs, ys, boxes)
 
 
 def norm_in_bbox(maps: Tensor, boxes: Tensor) -> Tensor:
@@ -87,7 +85,7 @@ def norm_in_bbox(maps: Tensor, boxes: Tensor) -> Tensor:
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps on the image the ``boxes`` are given in.
-        boxes (Tensor): ``(K, 4)`` xyxy boxes in pixels of that image.
+        boxes (Tensor): ``(K, 4)`` xyxy (or ``(K, 5)`` rotated) boxes in pixels of that image.
     """
     masks = box_masks(boxes, maps.shape[-2:])
     out = torch.zeros_like(maps)
@@ -143,7 +141,7 @@ def energy_inside(heat: Tensor, boxes: Tensor, masks: Optional[Tensor] = None
     elif boxes.numel() == 0:
         return 0.0
     else:
-        inside = box_masks(boxes.reshape(-1, 4), heat.shape[-2:]).any(dim=0)
+        inside = box_masks(boxes.reshape(-1, boxes.shape[-1]), heat.shape[-2:]).any(dim=0)
     return float(heat.clamp(min=0)[inside].sum()) / total
 
 

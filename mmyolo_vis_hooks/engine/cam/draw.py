@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from ..core.draw import draw_boxes, draw_mask_outlines, make_grid, overlay
-from ..core.geometry import boxes_to_original, map_to_original, original_size
+from ..core.geometry import (boxes_to_original, is_rotated, map_to_original, original_size,
+                             scale_boxes)
 from . import compose
 from .compose import energy_inside, merge_box_maps
 from .engine import BoxCAMResult
@@ -32,7 +33,7 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
     Returns:
         tuple: ``(K, h, w)`` maps in [0, 1] (normalised inside each box and zero outside with
         ``norm_in_bbox``, inside each instance mask with ``norm_in_mask``) and the ``(K, 4)``
-        boxes in pixels of that display.
+        (rotated: ``(K, 5)``) boxes in pixels of that display.
 
     Raises:
         ValueError: ``norm_in_mask`` for detections without masks.
@@ -40,7 +41,7 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
     ori_h, ori_w = original_size(meta)
     maps = result.box_maps(meta, out_size=size).cpu()
     boxes = boxes_to_original(result.detections.boxes.detach().float().cpu(), meta)
-    boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
+    boxes = scale_boxes(boxes, size[1] / ori_w, size[0] / ori_h)
     if norm_in_mask:
         masks = masks_on_image(result, meta, size)
         if masks is None:
@@ -118,7 +119,8 @@ def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
     Args:
         result (BoxCAMResult): The image's CAMs.
         meta (dict): Its sample metainfo.
-        gt_boxes (np.ndarray): ``(G, 4)`` xyxy ground-truth boxes in original-image pixels.
+        gt_boxes (np.ndarray): ``(G, 4)`` xyxy (or ``(G, 5)`` rotated) ground-truth boxes in
+            original-image pixels.
         size (tuple[int, int], optional): Evaluate on this (h, w) grid (scaled geometry);
             the original image size when None.
         gt_masks (np.ndarray, optional): ``(G, H, W)`` bool ground-truth instance masks of
@@ -133,8 +135,9 @@ def energy_in_boxes(result: BoxCAMResult, meta: Dict, gt_boxes: np.ndarray,
     ori_h, ori_w = original_size(meta)
     size = size or (ori_h, ori_w)
     heat = merge_box_maps(result.box_maps(meta, out_size=size).cpu())
-    boxes = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4))
-    boxes = boxes * torch.tensor([size[1] / ori_w, size[0] / ori_h] * 2)
+    gt_boxes = np.asarray(gt_boxes, np.float32)
+    boxes = torch.as_tensor(gt_boxes.reshape(-1, 5 if is_rotated(gt_boxes) else 4))
+    boxes = scale_boxes(boxes, size[1] / ori_w, size[0] / ori_h)
     masks = None if gt_masks is None else resize_masks(gt_masks, size)
     return energy_inside(heat, boxes, masks)
 

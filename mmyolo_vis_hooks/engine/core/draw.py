@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .checks import check_number
+from .geometry import box_corners, is_rotated
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -68,7 +69,8 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
                color: Tuple[int, int, int] = (255, 255, 255),
                palette: Optional[Sequence[Tuple[int, int, int]]] = None,
                thickness: Optional[int] = None, captions: bool = True) -> np.ndarray:
-    """Draws xyxy boxes (in this image's pixels) with ``class score`` captions.
+    """Draws boxes (in this image's pixels) with ``class score`` captions: ``(K, 4)`` xyxy
+    rectangles, or ``(K, 5)`` rotated boxes as their polygons.
 
     Args:
         color (tuple): Box colour when no ``palette`` is given. Defaults to white.
@@ -79,10 +81,19 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
     """
     out = np.array(image, dtype=np.uint8, order='C', copy=True)
     thickness = thickness or max(1, round(max(out.shape[:2]) / 400))
-    for box, label, score in zip(np.asarray(boxes).reshape(-1, 4), labels, scores):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    boxes = np.asarray(boxes, dtype=np.float32)
+    rotated = is_rotated(boxes)
+    boxes = boxes.reshape(-1, 5 if rotated else 4)
+    corners = box_corners(torch.as_tensor(boxes)).numpy() if rotated else None
+    for k, (box, label, score) in enumerate(zip(boxes, labels, scores)):
         colour = tuple(int(c) for c in palette[int(label) % len(palette)]) if palette else color
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        if rotated:
+            polygon = np.round(corners[k]).astype(np.int32)
+            cv2.polylines(out, [polygon], True, colour, thickness, cv2.LINE_AA)
+            (x1, y1), (x2, y2) = polygon.min(axis=0), polygon.max(axis=0)
+        else:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
         if not captions:
             continue
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))

@@ -8,6 +8,10 @@ each original pixel is traced through the sample's own metadata (``scale_factor`
 no intermediate upsampled copy. (The other way, ``engine.core.pipeline.resize_only_pipeline``,
 replaces the letterbox steps with a plain resize, so only a scale remains to undo.)
 
+Boxes are ``(..., 4)`` xyxy, or ``(..., 5)`` rotated ``(cx, cy, w, h, angle)`` in mmrotate's
+convention (``RotatedBoxes``: angle in radians; rotated detectors need mmrotate, whose box
+structure and overlaps these functions then use). Every function here takes both.
+
 MMDetection's test pipelines resize keeping the ratio (``scale_factor`` is the exact per-axis
 ratio of the resized to the original size) and its data preprocessor pads at the bottom/right
 to the batch's largest image and to ``pad_size_divisor`` (``batch_input_shape``): the same
@@ -29,8 +33,49 @@ def original_size(meta: Dict) -> Tuple[int, int]:
     return ori_h, ori_w
 
 
+def is_rotated(boxes) -> bool:
+    """Whether ``boxes`` are rotated ``(..., 5)`` boxes rather than ``(..., 4)`` xyxy ones."""
+    return tuple(np.shape(boxes))[-1:] == (5, )
+
+
+def _rotated_boxes(boxes: torch.Tensor):
+    from mmrotate.structures.bbox import RotatedBoxes
+    return RotatedBoxes(boxes.reshape(-1, 5))
+
+
+def rotated_box_iou(boxes: torch.Tensor, refs: torch.Tensor, metric: str = 'iou'
+                    ) -> torch.Tensor:
+    """:func:`box_iou` of rotated boxes: ``(..., N, 5)`` with ``(K, 5)`` gives ``(..., N, K)``,
+    mmrotate's ``rbbox_overlaps`` (mmcv's ``box_iou_rotated``) on the pairs whose
+    circumscribed circles meet (the others cannot overlap: D-RISE's ``(n, P, K)`` overlaps
+    then cost a fraction of all pairs). Not differentiable."""
+    from mmrotate.structures.bbox import rbbox_overlaps
+    lead = boxes.shape[:-1]
+    flat = boxes.detach().reshape(-1, 5).float()
+    refs = refs.detach().reshape(-1, 5).float().to(flat.device)
+    out = flat.new_zeros((flat.shape[0], refs.shape[0]))
+    if out.numel():
+        radius = flat[:, 2:4].norm(dim=-1) / 2
+        ref_radius = refs[:, 2:4].norm(dim=-1) / 2
+        near = torch.cdist(flat[:, :2], refs[:, :2]) < radius[:, None] + ref_radius[None]
+        rows, cols = near.nonzero(as_tuple=True)
+        if rows.numel():
+            iou = rbbox_overlaps(flat[rows], refs[cols], mode='iou', is_aligned=True)
+            iou = iou.reshape(-1)
+            if metric == 'ios':  # intersection from the IoU, over the smaller area
+                area = flat[rows, 2] * flat[rows, 3]
+                ref_area = refs[cols, 2] * refs[cols, 3]
+                inter = iou * (area + ref_area) / (1 + iou)
+                smaller = torch.minimum(area, ref_area)
+                iou = torch.where(smaller > 0, inter / smaller.clamp(min=1e-12),
+                                  torch.zeros_like(inter))
+            out[rows, cols] = iou.to(out.dtype)
+    return out.reshape(*lead, refs.shape[0])
+
+
 def box_iou(boxes, refs, metric: str = 'iou'):
-    """Pairwise overlap of xyxy boxes: ``(..., N, 4)`` with ``(K, 4)`` gives ``(..., N, K)``.
+    """Pairwise overlap of boxes: ``(..., N, 4)`` with ``(K, 4)`` gives ``(..., N, K)``
+    (rotated ``(..., N, 5)`` boxes: :func:`rotated_box_iou`).
 
     Args:
         boxes, refs (Tensor | np.ndarray | list): The boxes. Torch tensors stay tensors
@@ -44,6 +89,12 @@ def box_iou(boxes, refs, metric: str = 'iou'):
     if metric not in ('iou', 'ios'):
         raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
     as_numpy = not isinstance(boxes, torch.Tensor)
+    if is_rotated(boxes):
+        if as_numpy:
+            return rotated_box_iou(torch.as_tensor(np.asarray(boxes, np.float32)),
+                                   torch.as_tensor(np.asarray(refs, np.float32)),
+                                   metric).double().numpy()
+        return rotated_box_iou(boxes, refs, metric)
     if as_numpy:
         boxes = torch.as_tensor(np.asarray(boxes, np.float64).reshape(-1, 4))
         refs = torch.as_tensor(np.asarray(refs, np.float64).reshape(-1, 4))
@@ -155,9 +206,67 @@ def stretch_to_original(featmap: torch.Tensor, meta: Dict) -> torch.Tensor:
     return out[0] if squeeze else out
 
 
+def box_sizes(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(widths, heights)`` of ``(N, 4)`` xyxy boxes, or of rotated boxes along their own
+    sides (mmrotate's ``RotatedBoxes.widths``/``heights``)."""
+    if is_rotated(boxes):
+        return boxes[..., 2], boxes[..., 3]
+    return boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+
+
+def scale_boxes(boxes: torch.Tensor, scale_x: float, scale_y: float) -> torch.Tensor:
+    """Boxes in pixels of an image scaled by ``(scale_x, scale_y)``: xyxy coordinates times
+    the scale; rotated boxes through mmrotate's ``RotatedBoxes.rescale_`` (a rotated box
+    under unequal scales becomes the rotated box mmrotate defines)."""
+    if is_rotated(boxes):
+        if scale_x == scale_y == 1:
+            return boxes.clone()
+        rotated = _rotated_boxes(boxes.float())
+        rotated.rescale_((scale_x, scale_y))
+        return rotated.tensor.reshape(boxes.shape)
+    return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
+
+
+def box_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """``(N, 4, 2)`` corner points of boxes: a rotated box's four corners in mmrotate's
+    order, an xyxy box's clockwise from its top left."""
+    if is_rotated(boxes):
+        from mmrotate.structures.bbox import RotatedBoxes
+        return RotatedBoxes.rbox2corner(boxes.reshape(-1, 5).float())
+    x1, y1, x2, y2 = boxes.reshape(-1, 4).float().unbind(-1)
+    return torch.stack([torch.stack(corner, dim=-1) for corner in
+                        ((x1, y1), (x2, y1), (x2, y2), (x1, y2))], dim=1)
+
+
+def points_in_boxes(xs: torch.Tensor, ys: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``(K, len(ys), len(xs))`` bool: which grid points ``(xs[j], ys[i])`` lie inside each
+    box (on its edge counts as inside)."""
+    boxes = boxes.float()
+    if is_rotated(boxes):  # the point in the box's own frame, as RotatedBoxes.is_inside
+        boxes = boxes.reshape(-1, 5)
+        dx = xs[None, None, :] - boxes[:, 0, None, None]
+        dy = ys[None, :, None] - boxes[:, 1, None, None]
+        cos, sin = boxes[:, 4].cos()[:, None, None], boxes[:, 4].sin()[:, None, None]
+        along_w = dx * cos + dy * sin
+        along_h = -dx * sin + dy * cos
+        return (along_w.abs() <= boxes[:, 2, None, None] / 2) & \
+            (along_h.abs() <= boxes[:, 3, None, None] / 2)
+    boxes = boxes.reshape(-1, 4)
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3])
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
 def boxes_to_original(boxes: torch.Tensor, meta: Dict) -> torch.Tensor:
-    """``(N, 4)`` xyxy boxes in network-input pixels -> original-image pixels."""
+    """``(N, 4)`` xyxy boxes in network-input pixels -> original-image pixels, clipped to
+    the image; rotated ``(N, 5)`` boxes are moved and rescaled as mmrotate's
+    ``RotatedBoxes`` does (MMYOLO's rotated head does not clip them either)."""
     geo = input_geometry(meta)
+    if is_rotated(boxes):
+        rotated = _rotated_boxes(boxes.float())
+        rotated.translate_((-geo['left'], -geo['top']))
+        rotated.rescale_((1 / geo['scale_x'], 1 / geo['scale_y']))
+        return rotated.tensor.reshape(boxes.shape)
     offset = boxes.new_tensor([geo['left'], geo['top'], geo['left'], geo['top']])
     scale = boxes.new_tensor([geo['scale_x'], geo['scale_y'], geo['scale_x'], geo['scale_y']])
     out = (boxes - offset) / scale

@@ -70,7 +70,8 @@ class FlatPredictions:
         logits (Tensor): ``(B, N, num_classes)`` the sum of the logits behind each score: the
             class logit, plus the candidate's objectness (or centerness) logit where the score
             is a product with one. Its gradient has no saturating function at the end.
-        boxes (Tensor): ``(B, N, 4)`` xyxy boxes in network-input pixels.
+        boxes (Tensor): ``(B, N, 4)`` xyxy boxes in network-input pixels (``(B, N, 5)``
+            rotated boxes for kinds with :attr:`ExplainableDetector.box_dim` 5).
         levels (Tensor): ``(N,)`` feature level of each candidate.
         objectness (Tensor, optional): ``(B, N)`` objectness probability of each candidate for
             heads with an objectness branch, else None. ``scores`` already include it (D-RISE
@@ -150,7 +151,7 @@ class ExplainedBoxes:
     """The boxes chosen in one image, each tied to the candidate that produced it.
 
     Attributes:
-        boxes (Tensor): ``(K, 4)`` xyxy in network-input pixels.
+        boxes (Tensor): ``(K, 4)`` xyxy in network-input pixels (``(K, 5)`` rotated).
         scores (Tensor): ``(K, )`` confidences.
         labels (Tensor): ``(K, )`` class indices.
         priors (Tensor): ``(K, )`` candidate index into :class:`FlatPredictions` (the target
@@ -297,7 +298,8 @@ def decode_with_predict_by_feat(head: nn.Module, outs, metas: List[dict], cfg: d
                                 ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
     """A dense head's own ``predict_by_feat(..., rescale=True)``, as flat tensors."""
     results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
-    return (torch.cat([res.bboxes for res in results]),
+    # rotated heads give mmrotate's RotatedBoxes: their (K, 5) tensor
+    return (torch.cat([getattr(res.bboxes, 'tensor', res.bboxes) for res in results]),
             torch.cat([res.scores for res in results]),
             torch.cat([res.labels for res in results]), [len(res) for res in results])
 
@@ -311,6 +313,9 @@ class ExplainableDetector:
 
     #: Short name of the kind, for messages.
     kind: str = 'detector'
+    #: Columns of a box: 4 (xyxy) or 5 (rotated ``(cx, cy, w, h, angle)``, mmrotate's
+    #: ``RotatedBoxes``; ``engine.core.geometry`` takes both).
+    box_dim: int = 4
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

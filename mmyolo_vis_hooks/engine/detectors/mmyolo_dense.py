@@ -12,8 +12,8 @@ a third output in training mode only, so the head must run in eval mode (the con
 model in eval mode and restore the modes afterwards).
 
 MMYOLO's instance-segmentation, rotated and pose heads subclass these heads but return more
-outputs or other box encodings: they are refused by name in ``detectors/__init__.py`` until a
-kind of their own exists.
+outputs or other box encodings: they have kinds of their own (``mmyolo_instance``, ``rotated``),
+and a head that replaces the decoding without one is refused in ``detectors/__init__.py``.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from torch import Tensor, nn
 
+from ..core.geometry import box_sizes
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
                    decode_with_predict_by_feat, split_dense_outputs)
 
@@ -126,9 +127,8 @@ def select_boxes(preds: FlatPredictions, test_cfg, score_thr: float, topk: int,
         flat, labels, prior_idx = flat[order], labels[order], prior_idx[order]
         if min_size >= 0:  # as _bbox_post_process, on the boxes in original pixels
             scale = (1.0, 1.0) if metas is None else metas[b].get('scale_factor', (1.0, 1.0))
-            chosen = boxes[prior_idx]
-            wide = ((chosen[:, 2] - chosen[:, 0]) / scale[0] > min_size) & \
-                ((chosen[:, 3] - chosen[:, 1]) / scale[1] > min_size)
+            widths, heights = box_sizes(boxes[prior_idx])
+            wide = (widths / scale[0] > min_size) & (heights / scale[1] > min_size)
             flat, labels, prior_idx = flat[wide], labels[wide], prior_idx[wide]
         if flat.numel():
             _, keep = batched_nms(boxes[prior_idx], flat, labels, nms_cfg)

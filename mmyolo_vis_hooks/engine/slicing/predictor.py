@@ -30,7 +30,7 @@ from mmengine.model import is_model_wrapper
 from ..core.devices import prefers_channels_last
 from ..core.model_state import preserved_modes
 from ..core.pipeline import test_pipeline_cfg, without_loading
-from ..detectors import explainable_detector
+from ..detectors import UnsupportedDetectorError, explainable_detector
 from .detections import Detections
 
 _PROBE_SIDE = 2048
@@ -95,6 +95,11 @@ class BatchPredictor:
             raise ValueError('the model carries no config (model.cfg); build it with '
                              'runtime.models.build_detector or pass cfg=')
         self.detector = explainable_detector(self.model)
+        if self.detector.box_dim != 4:
+            # merging slices needs rotated NMS and rotated merges: not built yet
+            raise UnsupportedDetectorError(
+                f'sliced inference supports axis-aligned boxes; {self.detector.kind} predicts '
+                f'rotated boxes (box CAMs and feature maps support it)')
         if channels_last is None:
             channels_last = prefers_channels_last(self.device, self.model)
         elif not isinstance(channels_last, bool):

@@ -1,0 +1,151 @@
+"""Rotated boxes behind the detector contract: MMYOLO's RTMDet-R (mmrotate 1.x).
+
+Its detections are the head's own prediction (labels and scores bit for bit, the rotated boxes
+moved to the original image as ``predict`` moves them), Grad-CAM per rotated box equals
+pytorch-grad-cam's on the same candidate, every method runs and leaves the model alone; the
+geometry every consumer uses (overlaps, masks, scaling, drawing) takes rotated boxes and
+agrees with mmrotate's own."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmrotate', reason='rotated boxes need mmrotate 1.x')
+
+from helpers.mmdet_models import (assert_gradcam_equals_grad_cam,  # noqa: E402
+                                  assert_methods_leave_the_model_alone)
+from helpers.mmyolo_models import INPUT, random_model  # noqa: E402
+from mmyolo_vis_hooks.engine.cam import METHODS  # noqa: E402
+from mmyolo_vis_hooks.engine.cam.compose import box_masks, energy_inside  # noqa: E402
+from mmyolo_vis_hooks.engine.core.draw import draw_boxes  # noqa: E402
+from mmyolo_vis_hooks.engine.core.geometry import (box_iou, boxes_to_original,  # noqa: E402
+                                                   scale_boxes)
+from mmyolo_vis_hooks.engine.detectors import explainable_detector  # noqa: E402
+from mmyolo_vis_hooks.engine.detectors.base import samples_of  # noqa: E402
+from mmyolo_vis_hooks.engine.detectors.rotated import MMYOLORotatedDetector  # noqa: E402
+
+# MMYOLO's letterbox: scale 0.5, 5 px of padding above the content
+METAS = [dict(img_shape=(150, 192), ori_shape=(300, 384), scale_factor=(0.5, 0.5),
+              batch_input_shape=INPUT[2:], pad_shape=INPUT[2:],
+              pad_param=np.array([5., 5., 0., 0.], np.float32))] * INPUT[0]
+SCORE_THR = 0.2  # rotated NMS is quadratic in the candidates above it (a few hundred here)
+
+
+def _inputs(seed: int = 1) -> torch.Tensor:
+    return torch.rand(INPUT, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _random_rotated_boxes(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([200., 150., 60., 40., 3.0])
+    boxes = torch.rand((n, 5), generator=gen) * scale
+    boxes[:, 2:4] += 4
+    boxes[:, 4] -= 1.5
+    return boxes
+
+
+# ------------------------------------------------------------------ geometry (unit tier)
+def test_rotated_iou_is_mmrotates_on_every_pair():
+    """The pairs left out (circumscribed circles apart) are exactly those mmrotate gives 0."""
+    from mmrotate.structures.bbox import rbbox_overlaps
+    boxes, refs = _random_rotated_boxes(300, 0), _random_rotated_boxes(7, 1)
+    ours = box_iou(boxes.reshape(3, 100, 5), refs)
+    assert ours.shape == (3, 100, 7)
+    theirs = rbbox_overlaps(boxes, refs)
+    assert torch.allclose(ours.reshape(300, 7), theirs, atol=1e-6)
+    assert (theirs > 0).sum() > 20 and (theirs == 0).sum() > 20
+    # numpy in, numpy out; 'ios' = intersection over the smaller box
+    ios = box_iou(boxes.numpy(), refs.numpy(), 'ios')
+    inter = theirs * (boxes[:, None, 2] * boxes[:, None, 3] + refs[:, 2] * refs[:, 3]) \
+        / (1 + theirs)
+    smaller = torch.minimum(boxes[:, None, 2] * boxes[:, None, 3], refs[:, 2] * refs[:, 3])
+    assert np.allclose(ios, (inter / smaller).numpy(), atol=1e-5)
+
+
+def test_rotated_box_masks_are_the_rotated_rectangle():
+    from mmrotate.structures.bbox import RotatedBoxes
+    boxes = _random_rotated_boxes(6, 2)
+    masks = box_masks(boxes, (160, 220))
+    ys, xs = torch.meshgrid(torch.arange(160) + 0.5, torch.arange(220) + 0.5, indexing='ij')
+    points = torch.stack([xs.ravel(), ys.ravel()], dim=1)
+    strictly = RotatedBoxes(boxes).find_inside_points(points, eps=0.01).T.reshape(6, 160, 220)
+    loosely = RotatedBoxes(boxes + torch.tensor([0, 0, 0.02, 0.02, 0])).find_inside_points(
+        points, eps=0.0).T.reshape(6, 160, 220)
+    assert (masks >= strictly).all() and (masks <= loosely).all()  # edges within 0.01 px
+    # an unrotated box is its xyxy box
+    upright = torch.tensor([[50., 40., 30., 20., 0.]])
+    assert torch.equal(box_masks(upright, (100, 100)),
+                       box_masks(torch.tensor([[35., 30., 65., 50.]]), (100, 100)))
+    heat = torch.zeros(160, 220)
+    heat[masks[0]] = 1.0
+    assert energy_inside(heat, boxes[:1]) == pytest.approx(1.0)
+
+
+def test_rotated_boxes_scale_and_move_as_mmrotate_does():
+    from mmrotate.structures.bbox import RotatedBoxes
+    boxes = _random_rotated_boxes(5, 3)
+    theirs = RotatedBoxes(boxes.clone())
+    theirs.translate_((-0.0, -5.0))
+    theirs.rescale_((2.0, 2.0))
+    assert torch.allclose(boxes_to_original(boxes, METAS[0]), theirs.tensor)
+    # unequal scales: the box mmrotate defines; equal ones keep the angle and scale w, h
+    scaled = scale_boxes(boxes, 0.5, 0.5)
+    assert torch.allclose(scaled[:, :4], boxes[:, :4] * 0.5, atol=1e-5)
+    assert torch.allclose(torch.remainder(scaled[:, 4] - boxes[:, 4] + 1, torch.pi), 1 +
+                          torch.zeros(5), atol=1e-5)
+
+
+def test_rotated_boxes_are_drawn_as_polygons():
+    image = np.zeros((100, 100, 3), np.uint8)
+    box = np.array([[50., 50., 60., 20., np.pi / 4]], np.float32)
+    out = draw_boxes(image, box, [0], [0.9], ['a'], thickness=1, captions=False)
+    drawn = out.any(axis=2)
+    # a corner of the rotated box is drawn; the axis-aligned hull's corner is not
+    corner = np.array([50 + 30 * np.cos(np.pi / 4) - 10 * np.sin(np.pi / 4),
+                       50 + 30 * np.sin(np.pi / 4) + 10 * np.cos(np.pi / 4)])
+    x, y = np.round(corner).astype(int)
+    assert drawn[y - 1:y + 2, x - 1:x + 2].any()
+    assert not drawn[20:26, 20:26].any() and not drawn[50, 50]
+
+
+# ------------------------------------------------------------------ the kind (slow)
+@pytest.mark.slow
+def test_rotated_detections_are_the_heads_own_prediction():
+    model = random_model('rtmdet_r')
+    detector = explainable_detector(model)
+    assert isinstance(detector, MMYOLORotatedDetector) and detector.box_dim == 5
+    cfg = model.bbox_head.test_cfg.copy()
+    cfg.update(score_thr=SCORE_THR)
+    inputs = _inputs()
+    with torch.no_grad():
+        theirs = model.bbox_head.predict_by_feat(
+            *model.bbox_head(model.extract_feat(inputs)), batch_img_metas=METAS, cfg=cfg,
+            rescale=True)
+        preds = detector.candidates(inputs, METAS)
+        ours = detector.select(preds, SCORE_THR, cfg.max_per_img, METAS)
+    for b, (det, ref) in enumerate(zip(ours, theirs)):
+        assert len(det) == len(ref) > 5
+        assert det.boxes.shape[1] == 5
+        assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
+        assert torch.equal(preds.scores[b, det.priors, det.labels], det.scores)
+        # predict rescales all candidates before its NMS; the transcendental ops of mmrotate's
+        # rescale may round differently by position in a vector: 1e-5 px / rad
+        assert torch.allclose(boxes_to_original(det.boxes, METAS[b]), ref.bboxes.tensor,
+                              atol=1e-5)
+    # through the whole model too (YOLODetector.predict with its own test config)
+    with torch.no_grad():
+        predicted = model.predict(inputs[:1], samples_of(METAS[:1]), rescale=True)[0]
+    assert predicted.pred_instances.bboxes.shape[-1] == 5
+
+
+@pytest.mark.slow
+def test_rotated_gradcam_per_box_equals_grad_cam():
+    assert_gradcam_equals_grad_cam(random_model('rtmdet_r'), _inputs(3)[:1],
+                                   score_thr=SCORE_THR)
+
+
+@pytest.mark.slow
+def test_rotated_methods_leave_the_model_alone():
+    """All 8 methods (D-RISE with rotated IoU, AblationCAM re-scoring by rotated IoU)."""
+    assert_methods_leave_the_model_alone(random_model('rtmdet_r'), _inputs(5)[:1], METHODS,
+                                         ratio_channels_to_ablate=0.05, num_masks=16,
+                                         score_thr=SCORE_THR, metas=METAS[:1])
