@@ -22,6 +22,8 @@ INSTANCE = {
     'yolov5_ins': 'yolov5/ins_seg/yolov5_ins_n-v61_syncbn_fast_8xb16-300e_coco_instance.py',
     'rtmdet_ins': 'rtmdet/rtmdet-ins_s_syncbn_fast_8xb32-300e_coco.py',
 }
+# MMYOLO's pose config (engine/detectors/pose.py; building it needs mmpose).
+POSE = {'yolox_pose': 'yolox/pose/yolox-pose_tiny_8xb32-300e-rtmdet-hyp_coco.py'}
 INPUT = (2, 3, 160, 192)
 _MODELS = {}
 
@@ -29,7 +31,7 @@ _MODELS = {}
 def random_model(family: str) -> nn.Module:
     """A random-init model of ``family`` with BN statistics refitted on random inputs of shape
     ``INPUT`` (cached per session; tests must leave it as they found it)."""
-    configs = dict(FAMILIES, **INSTANCE)
+    configs = dict(FAMILIES, **INSTANCE, **POSE)
     if family not in configs:
         raise ValueError(f'unknown family {family!r}; expected one of {sorted(configs)}')
     if family not in _MODELS:

@@ -186,3 +186,13 @@ def segmentation_masks(segmentations: Sequence, height: int, width: int
             rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
         masks.append(mask_utils.decode(rle).astype(bool))
     return np.stack(masks)
+
+
+def points_to_original(points: torch.Tensor, meta: Dict) -> torch.Tensor:
+    """``(..., 2)`` xy points in network-input pixels -> original-image pixels, through the
+    same letterbox / resize geometry as :func:`boxes_to_original` (not clamped: a keypoint
+    may lie outside the image)."""
+    geo = input_geometry(meta)
+    offset = points.new_tensor([geo['left'], geo['top']])
+    scale = points.new_tensor([geo['scale_x'], geo['scale_y']])
+    return (points - offset) / scale

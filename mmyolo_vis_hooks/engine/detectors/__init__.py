@@ -17,7 +17,8 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
 
 SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, YOLOv8Head, '
                    'YOLOXHead, RTMDetHead, PPYOLOEHead) and instance-segmentation heads '
-                   '(YOLOv5InsHead, RTMDetInsSepBNHead), and MMDetection\'s dense heads that '
+                   '(YOLOv5InsHead, RTMDetInsSepBNHead) and pose head (YOLOXPoseHead), and '
+                   'MMDetection\'s dense heads that '
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, SABL '
@@ -46,6 +47,14 @@ def _mmyolo_heads() -> Tuple[type, ...]:
 def _mmyolo_instance_heads() -> Tuple[type, ...]:
     try:
         from .mmyolo_instance import head_classes
+        return head_classes()
+    except ImportError:  # MMYOLO is optional
+        return ()
+
+
+def _mmyolo_pose_heads() -> Tuple[type, ...]:
+    try:
+        from .pose import head_classes
         return head_classes()
     except ImportError:  # MMYOLO is optional
         return ()
@@ -105,7 +114,11 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
         raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
                                        f'{_kind_of_other(model)}')
     mmyolo_heads, instance_heads = _mmyolo_heads(), _mmyolo_instance_heads()
+    pose_heads = _mmyolo_pose_heads()
     for cls in type(head).__mro__:
+        if cls in pose_heads:
+            from .pose import PoseDetector
+            return PoseDetector(model)
         if cls in instance_heads:
             from .mmyolo_instance import MMYOLOInstanceDetector
             return MMYOLOInstanceDetector(model)
@@ -114,8 +127,8 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             if not has_standard_decoding(head):
                 raise UnsupportedDetectorError(
                     f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
-                    f'subclasses {cls.__name__} with a decoding of its own (rotated boxes or '
-                    f'keypoints are not supported yet)')
+                    f'subclasses {cls.__name__} with a decoding of its own (rotated boxes are '
+                    f'not supported yet)')
             return MMYOLODenseDetector(model)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):

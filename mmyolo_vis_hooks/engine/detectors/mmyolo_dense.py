@@ -12,8 +12,8 @@ a third output in training mode only, so the head must run in eval mode (the con
 model in eval mode and restore the modes afterwards).
 
 MMYOLO's instance-segmentation, rotated and pose heads subclass these heads but return more
-outputs or other box encodings: they are refused by name in ``detectors/__init__.py`` until a
-kind of their own exists.
+outputs or other box encodings: they have kinds of their own (``mmyolo_instance``, ``pose``)
+or are refused by name in ``detectors/__init__.py`` until a kind of their own exists.
 """
 from typing import List, Optional, Sequence, Tuple
 
