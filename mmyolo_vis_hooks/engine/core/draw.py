@@ -177,7 +177,7 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-# COCO's 17-keypoint skeleton (mmpose's ``configs/_base_/datasets/coco.py``, 0-based).
+# COCO's 17-keypoint skeleton, 0-based (mmpose's COCO metainfo ``skeleton_info``).
 COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
                  (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4),
                  (3, 5), (4, 6))
