@@ -90,6 +90,9 @@ def test_keypoint_option_is_checked_without_a_model():
         BoxCAM.check_options(keypoint=-1)
     with pytest.raises(TypeError, match='keypoint must be None or a keypoint index'):
         BoxCAM.check_options(keypoint='nose')
+    from mmyolo_vis_hooks.hooks.boxam_vis_hook import BoxAMVisHook
+    with pytest.raises(ValueError, match='BoxAMVisHook: keypoint must be None or a keypoint'):
+        BoxAMVisHook(score_thr=0.3, keypoint=-2)
 
 
 # ------------------------------------------------------------------ slow: the model
@@ -229,3 +232,25 @@ def test_drawn_tiles_show_each_persons_keypoints(pose_model):
     plain = draw_box_cams(image, result, meta, kpt_thr=1.0)  # no keypoint reaches 1.0
     drawn = draw_box_cams(image, result, meta, kpt_thr=0.0)
     assert plain.shape == drawn.shape and not np.array_equal(plain, drawn)
+
+
+@pytest.mark.slow
+def test_boxam_vis_draws_keypoint_cams_of_a_pose_config(tmp_path, shapes_data, pose_model,
+                                                          capsys):
+    """``mmyolo-boxam --keypoint`` on a YOLOX-pose config: its test pipeline packs keys only
+    its dataset gives (``id``, ``flip_indices``), left out for a bare image; one titled tile
+    per person."""
+    import cv2
+    from helpers import packaged_config
+    from helpers.mmyolo_models import POSE
+    from mmyolo_vis_hooks.cli import boxam_vis
+    checkpoint = str(tmp_path / 'pose.pth')
+    torch.save(dict(state_dict=pose_model.state_dict()), checkpoint)
+    image = shapes_data + 'val/val_00000.png'
+    out = tmp_path / 'out'
+    boxam_vis.main([image, packaged_config(POSE['yolox_pose']), checkpoint, '--device', 'cpu',
+                    '--score-thr', '0', '--topk', '2', '--keypoint', '9', '--out-dir',
+                    str(out)])
+    assert 'wrote 1 image(s)' in capsys.readouterr().out
+    drawn, ori = cv2.imread(str(out / 'val_00000.png')), cv2.imread(image)
+    assert drawn.shape == (ori.shape[0] + 16, 2 * ori.shape[1] + 4, 3)
