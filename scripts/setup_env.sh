@@ -39,7 +39,9 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
 fi
 
 echo "[setup] installing the pinned OpenMMLab / grad-cam / sahi stack"
-"${PIP[@]}" install --quiet -r "$ROOT/requirements/pinned.txt"
+# xtcocotools (mmpose's) is built from source: its PyPI wheel is built for NumPy 1 and fails to
+# import under NumPy 2 ("numpy.dtype size changed"), which also stops MMYOLO's models importing.
+"${PIP[@]}" install --quiet --no-binary xtcocotools -r "$ROOT/requirements/pinned.txt"
 # One OpenCV distribution (opencv-python, which mmengine, mmcv and sahi require). Venvs made before
 # also had opencv-python-headless: both write cv2/, so removing one needs the other reinstalled.
 if "$PY" -m pip show --quiet opencv-python-headless 2>/dev/null; then
@@ -55,6 +57,6 @@ fi
   --no-build-isolation --no-cache-dir -r "$ROOT/requirements/albumentations.txt"
 "${PIP[@]}" check
 "${PIP[@]}" install --quiet --no-deps --no-build-isolation -e "$ROOT"
-"$PY" -c "import mmcv.ops, mmdet, mmyolo, pytorch_grad_cam, sahi, mmyolo_vis_hooks"
+"$PY" -c "import mmcv.ops, mmdet, mmyolo, mmpose, pytorch_grad_cam, sahi, mmyolo_vis_hooks"
 echo "$stamp" > "$stamp_file"
 echo "[setup] done: $VENV"

@@ -11,6 +11,8 @@ Example:
     python tools/boxam_vis.py img.png CONFIG CKPT --method eigencam --norm-in-bbox --merge
     python tools/boxam_vis.py img.png CONFIG CKPT --method drise --num-masks 1000 --grid-size 8
     python tools/boxam_vis.py img.png CONFIG --preview-model
+    python tools/boxam_vis.py img.png mmyolo::yolox/pose/yolox-pose_tiny_8xb32-300e-rtmdet-hyp_coco.py \
+        CKPT --keypoint 9
 """
 import argparse
 import os.path as osp
@@ -43,6 +45,13 @@ def build_parser(prog=None) -> argparse.ArgumentParser:
                         'logit of its label at its prior plus the objectness logit (YOLOv5/v7/X; '
                         'cannot underflow); log_score = the log of its score (underflows for very '
                         'confident boxes). Ignored by eigencam, ablationcam and drise')
+    parser.add_argument('--keypoint', type=int, default=None, metavar='INDEX',
+                        help='pose detectors (YOLOX-pose): explain keypoint INDEX of each '
+                        'person (its visibility at the person\'s candidate; COCO: 0 nose, 9 '
+                        'left wrist ...) instead of the person; gradient methods only')
+    parser.add_argument('--kpt-thr', type=float, default=0.3,
+                        help='pose detectors: draw the keypoints whose visibility score reaches '
+                        'this')
     parser.add_argument('--target-layers', nargs='+', default=None,
                         help='layer paths; default: every neck.out_layers[i] (MMYOLO) or the '
                         'neck\'s outputs (MMDetection): each box is explained on its own '
@@ -80,11 +89,13 @@ def run(args: argparse.Namespace) -> None:
     # Options the engine checks too, checked here before the model is built.
     check_alpha(args.alpha)
     check_number('--score-thr', args.score_thr, 0, 1)
+    check_number('--kpt-thr', args.kpt_thr, 0, 1)
     if args.norm_in_mask and args.norm_in_bbox:
         raise ValueError('--norm-in-mask and --norm-in-bbox exclude each other: pick one')
     BoxCAM.check_options(method=args.method, batch_size=args.batch_size,
                          ratio_channels_to_ablate=args.ratio_channels_to_ablate,
-                         target=args.target, owner='boxam_vis', **drise_options(args))
+                         target=args.target, owner='boxam_vis', keypoint=args.keypoint,
+                         **drise_options(args))
     paths = None if args.preview_model else list_images(args.img)
     model = build_detector(args.config, args.checkpoint, args.device, args.cfg_options,
                            unsafe_load=args.unsafe_load)
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     cam = BoxCAM(model, args.method, args.target_layers, score_thr=args.score_thr,
                  topk=args.topk, batch_size=args.batch_size,
                  ratio_channels_to_ablate=args.ratio_channels_to_ablate, target=args.target,
-                 **drise_options(args))
+                 keypoint=args.keypoint, **drise_options(args))
     cam.check_target_layers()  # layers the box scores do not depend on: before any image
     if args.norm_in_mask and not cam.detector.predicts_masks:
         raise ValueError(f'--norm-in-mask needs instance masks; {cam.detector.head_name} '
@@ -114,7 +125,8 @@ def run(args: argparse.Namespace) -> None:
             tqdm.write(f'{path}: warning: {line}; drawn without heat', file=sys.stderr)
         image = display_image(read_rgb(path), args.max_size)
         drawn = draw_box_cams(image, result, meta, class_names, args.norm_in_bbox, args.merge,
-                              args.alpha, args.ncols, args.norm_in_mask)
+                              args.alpha, args.ncols, args.norm_in_mask,
+                              skeleton=cam.detector.skeleton, kpt_thr=args.kpt_thr)
         out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         write_rgb(out, drawn)
         written += 1

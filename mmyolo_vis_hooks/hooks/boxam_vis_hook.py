@@ -116,6 +116,9 @@ class BoxAMVisHook(BaseVisHook):
             Defaults to 'box'.
         mask_sampling (str): D-RISE: ``'balanced'`` or ``'random'`` (see ``BoxCAM``).
             Defaults to 'balanced'.
+        keypoint (int, optional): Pose detectors: explain keypoint ``j`` of each person (its
+            visibility at the person's candidate) instead of the person; gradient methods
+            only (see ``BoxCAM``). Defaults to None.
         **kwargs: ``interval``, ``num_images``, ``img_indices``, ``seed``, ``align``
             (``'letterbox'`` or ``'resize'``), ``alpha``, ``score_thr`` (the boxes explained;
             a number is required), ``max_size``, ``strict``; see ``BaseVisHook``.
@@ -142,6 +145,7 @@ class BoxAMVisHook(BaseVisHook):
                  mask_seed: Optional[int] = 0,
                  drise_similarity: str = 'box',
                  mask_sampling: str = 'balanced',
+                 keypoint: Optional[int] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self._drise_options = dict(num_masks=num_masks, grid_size=grid_size,
@@ -166,7 +170,8 @@ class BoxAMVisHook(BaseVisHook):
             for name in methods:  # the engine's own checks, before any model exists
                 BoxCAM.check_options(name, self.score_thr, topk, batch_size,
                                      ratio_channels_to_ablate, target=target,
-                                     owner='BoxAMVisHook', **self._drise_options)
+                                     owner='BoxAMVisHook', keypoint=keypoint,
+                                     **self._drise_options)
         self.methods = [build_method(m).name for m in methods]
         self.target_layers = None if target_layers is None else list(target_layers)
         self.topk = topk
@@ -177,6 +182,7 @@ class BoxAMVisHook(BaseVisHook):
         self.ratio_channels_to_ablate = float(ratio_channels_to_ablate)
         self.log_energy = log_energy
         self.target = target
+        self.keypoint = keypoint
         self.log_faithfulness = log_faithfulness
         self.faithfulness_steps = faithfulness_steps
         self._faithfulness: Optional[Faithfulness] = None
@@ -195,7 +201,8 @@ class BoxAMVisHook(BaseVisHook):
             method: BoxCAM(detector, method, self.target_layers, score_thr=self.score_thr,
                            topk=self.topk, batch_size=self.batch_size,
                            ratio_channels_to_ablate=self.ratio_channels_to_ablate,
-                           target=self.target, **self._drise_options)
+                           target=self.target, keypoint=self.keypoint,
+                           **self._drise_options)
             for method in self.methods
         }
         layer_cams = [cam for cam in self._cams.values() if cam.target_layers]
@@ -249,7 +256,8 @@ class BoxAMVisHook(BaseVisHook):
                                       f'heat')
                         drawn = draw_box_cams(image, result, meta, self._class_names,
                                               self.norm_in_bbox, self.merge, self.alpha,
-                                              norm_in_mask=self.norm_in_mask)
+                                              norm_in_mask=self.norm_in_mask,
+                                              skeleton=cam.detector.skeleton)
                         if self.log_energy:
                             boxes, masks = self._ground_truth(sample)
                             energy = energy_in_boxes(result, meta, boxes, size=image.shape[:2],

@@ -15,6 +15,9 @@ from .config_check import (build_errors_explained, check_config, config_scope,
                            explanation_model_cfg, is_importable, missing_package_error,
                            read_config)
 
+# Meta keys a test pipeline may pack that only a dataset's annotations give (PoseCocoDataset's
+# instance id and keypoint flip indices), left out when loading a bare image.
+ANNOTATION_META_KEYS = ('id', 'flip_indices')
 # ``<package>::<path>``: a config shipped inside an installed package (``.mim/configs``).
 CONFIG_PACKAGES = ('mmyolo', 'mmdet')
 
@@ -150,6 +153,12 @@ def build_image_loader(cfg: Config, align: str = 'letterbox') -> Callable[[str, 
 
     check_align(align)
     steps = [s for s in test_pipeline_cfg(cfg) if transform_type(s) != 'LoadAnnotations']
+    for step in steps:
+        if step.get('meta_keys') is not None:
+            # YOLOX-pose packs keys only its dataset's annotations give, which MMYOLO's
+            # PackDetInputs asserts are present: a bare image has none of them.
+            step['meta_keys'] = tuple(k for k in step['meta_keys']
+                                      if k not in ANNOTATION_META_KEYS)
     if align == 'resize':
         steps = resize_only_pipeline(steps)
     pipeline = Compose(steps)

@@ -26,6 +26,8 @@ INSTANCE = {
 ROTATED = {
     'rtmdet_r': 'rtmdet/rotated/rtmdet-r_tiny_fast_1xb8-36e_dota.py',
 }
+# MMYOLO's pose config (engine/detectors/pose.py; building it needs mmpose).
+POSE = {'yolox_pose': 'yolox/pose/yolox-pose_tiny_8xb32-300e-rtmdet-hyp_coco.py'}
 INPUT = (2, 3, 160, 192)
 _MODELS = {}
 
@@ -33,7 +35,7 @@ _MODELS = {}
 def random_model(family: str) -> nn.Module:
     """A random-init model of ``family`` with BN statistics refitted on random inputs of shape
     ``INPUT`` (cached per session; tests must leave it as they found it)."""
-    configs = dict(FAMILIES, **INSTANCE, **ROTATED)
+    configs = dict(FAMILIES, **INSTANCE, **ROTATED, **POSE)
     if family not in configs:
         raise ValueError(f'unknown family {family!r}; expected one of {sorted(configs)}')
     if family not in _MODELS:

@@ -4,9 +4,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..core.draw import draw_boxes, draw_mask_outlines, make_grid, overlay
+from ..core.draw import draw_boxes, draw_keypoints, draw_mask_outlines, make_grid, overlay
 from ..core.geometry import (boxes_to_original, is_rotated, map_to_original, original_size,
-                             scale_boxes)
+                             points_to_original, scale_boxes)
 from . import compose
 from .compose import energy_inside, merge_box_maps
 from .engine import BoxCAMResult
@@ -23,6 +23,20 @@ def masks_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int]
     if len(masks) == 0:
         return torch.zeros((0, *size), dtype=torch.bool)
     return map_to_original(masks.detach().cpu().float(), meta, size) > 0.5
+
+
+def keypoints_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int]
+                       ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The detections' keypoints on the original image shown at ``size`` = (h, w): ``(K, J,
+    2)`` xy in pixels of that display (mapped as the boxes are) and their ``(K, J)``
+    visibility scores; None for detections without keypoints."""
+    det = result.detections
+    if det.keypoints is None:
+        return None
+    ori_h, ori_w = original_size(meta)
+    points = points_to_original(det.keypoints.detach().float().cpu(), meta)
+    points = points * torch.tensor([size[1] / ori_w, size[0] / ori_h])
+    return points.numpy(), det.keypoint_scores.detach().float().cpu().numpy()
 
 
 def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
@@ -57,7 +71,9 @@ def maps_on_image(result: BoxCAMResult, meta: Dict, size: Tuple[int, int],
 def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
                   class_names: Sequence[str] = (), norm_in_bbox: bool = False,
                   merge: bool = False, alpha: float = 0.5,
-                  ncols: Optional[int] = None, norm_in_mask: bool = False) -> np.ndarray:
+                  ncols: Optional[int] = None, norm_in_mask: bool = False,
+                  skeleton: Optional[Sequence[Tuple[int, int]]] = None,
+                  kpt_thr: float = 0.3) -> np.ndarray:
     """The CAMs of one image over ``image`` (the original image, possibly scaled for display).
 
     Args:
@@ -73,11 +89,18 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
         ncols (int, optional): Tiles per row of the per-box grid.
         norm_in_mask (bool): Normalise each map inside its instance mask, zero outside
             (instance-segmentation detectors only). Defaults to False.
+        skeleton (Sequence[tuple[int, int]], optional): Pose detectors: the keypoint pairs
+            joined by lines (``ExplainableDetector.skeleton``); None: COCO's for 17
+            keypoints. Defaults to None.
+        kpt_thr (float): Pose detectors: keypoints whose visibility score is below this are
+            not drawn (the explained keypoint of a keypoint CAM always is). Defaults to 0.3.
 
     Returns:
         np.ndarray: RGB uint8 image: the merged overlay, or a grid of per-box overlays each
         showing its own box and, for instance-segmentation detectors, the outline of its
-        mask (the plain image when there is no box). A box whose CAM is
+        mask (the plain image when there is no box); for pose detectors each person's
+        keypoints and skeleton, and on a keypoint CAM a ring around the explained keypoint.
+        A box whose CAM is
         unreliable (``BoxCAMResult.reasons``: float32 noise) gets no heat: its tile is the
         plain image with its box, captioned ``noise``; in the merged map it adds no heat.
     """
@@ -86,6 +109,7 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
     maps, boxes = maps_on_image(result, meta, size, norm_in_bbox, norm_in_mask)
     masks = masks_on_image(result, meta, size)
     masks = None if masks is None else masks.numpy()
+    keypoints = keypoints_on_image(result, meta, size)
     labels = det.labels.cpu().numpy()
     scores = det.scores.detach().float().cpu().numpy()
     if len(result) == 0:
@@ -94,16 +118,23 @@ def draw_box_cams(image: np.ndarray, result: BoxCAMResult, meta: Dict,
         base = overlay(image, merge_box_maps(maps), alpha)
         if masks is not None:
             base = draw_mask_outlines(base, masks)
+        for k in range(len(result) if keypoints is not None else 0):
+            base = draw_keypoints(base, keypoints[0][k], keypoints[1][k], skeleton, kpt_thr,
+                                  result.keypoint)
         return draw_boxes(base, boxes, labels, scores, class_names)
     tiles, titles = [], []
     for k, reason in enumerate(result.reasons):
         base = image if reason else overlay(image, maps[k], alpha)
         if masks is not None:
             base = draw_mask_outlines(base, masks[k:k + 1])
+        if keypoints is not None:
+            base = draw_keypoints(base, keypoints[0][k], keypoints[1][k], skeleton, kpt_thr,
+                                  result.keypoint)
         tiles.append(draw_boxes(base, boxes[k:k + 1], labels[k:k + 1], scores[k:k + 1],
                                 class_names))
         name = class_names[labels[k]] if labels[k] < len(class_names) else str(labels[k])
-        titles.append(f'#{k} {name} {scores[k]:.2f}' + (' noise' if reason else ''))
+        titles.append(f'#{k} {name} {scores[k]:.2f}' + (' noise' if reason else '') +
+                      ('' if result.keypoint is None else f' kpt {result.keypoint}'))
     if len(tiles) == 1 and not result.reasons[0]:
         return tiles[0]  # a lone reliable box needs no caption; a noise one keeps its caption
     return make_grid(tiles, titles, ncols=ncols)

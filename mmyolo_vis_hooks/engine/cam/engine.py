@@ -176,6 +176,9 @@ class BoxCAMResult:
             zero or subnormal gradient, or noise on every layer), ``''`` when it is reliable.
             An unreliable box's map is all zeros: never draw noise.
         target (str): What gradient methods differentiated (``'logit'`` or ``'log_score'``).
+        keypoint (int, optional): The keypoint whose visibility was differentiated instead of
+            the box's class score (``BoxCAM(keypoint=j)``, pose detectors); None for box
+            CAMs.
     """
     detections: ExplainedBoxes
     layer_maps: List[Tensor]
@@ -185,6 +188,7 @@ class BoxCAMResult:
     layer_noise: Tensor
     reasons: List[str]
     target: str = DEFAULT_TARGET
+    keypoint: Optional[int] = None
     _maps_cache: list = field(default_factory=list, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -288,6 +292,12 @@ class BoxCAM:
         mask_sampling (str): D-RISE: ``'balanced'`` (each mask drawn as the paper's, in
             balanced blocks: the same map with less noise) or ``'random'`` (the paper's
             independent masks). Defaults to 'balanced'.
+        keypoint (int, optional): Pose detectors: explain each person's keypoint ``j``
+            instead of the person: gradient methods differentiate the visibility of keypoint
+            ``j`` at the person's candidate (``target`` ``'logit'``: its visibility logit;
+            ``'log_score'``: its log visibility score). Needs a gradient method (EigenCAM has
+            no target; AblationCAM and D-RISE re-score boxes by their class score). Defaults
+            to None: each box's class score.
 
     Raises:
         ValueError: Unsupported detector, unknown method or layer, bad option. A layer the box
@@ -310,13 +320,14 @@ class BoxCAM:
                  keep_prob: float = 0.5,
                  mask_seed: Optional[int] = 0,
                  drise_similarity: str = 'box',
-                 mask_sampling: str = 'balanced') -> None:
+                 mask_sampling: str = 'balanced',
+                 keypoint: Optional[int] = None) -> None:
         self.detector = explainable_detector(model)
         self.check_options(method, score_thr, topk, batch_size, ratio_channels_to_ablate,
                            match_iou_thr, target, num_masks=num_masks, grid_size=grid_size,
                            keep_prob=keep_prob, mask_seed=mask_seed,
                            drise_similarity=drise_similarity,
-                           mask_sampling=mask_sampling)
+                           mask_sampling=mask_sampling, keypoint=keypoint)
         name = method.lower() if isinstance(method, str) else None
         if name == AblationCAM.name:
             self.method = build_method(method, batch_size=batch_size,
@@ -346,6 +357,22 @@ class BoxCAM:
         self.topk = topk
         self.match_iou_thr = float(match_iou_thr)
         self.target = target
+        self.keypoint = keypoint
+        if keypoint is not None:
+            self._check_keypoint(keypoint)
+
+    def _check_keypoint(self, keypoint: int) -> None:
+        detector = self.detector
+        if not detector.predicts_keypoints:
+            raise ValueError(f'BoxCAM: keypoint={keypoint} needs a pose detector; '
+                             f'{detector.head_name} ({detector.kind}) predicts no keypoints')
+        if keypoint >= detector.num_keypoints:
+            raise ValueError(f'BoxCAM: keypoint must be below {detector.num_keypoints} (the '
+                             f'keypoints of {detector.head_name}), got {keypoint}')
+        if not self.method.uses_gradients:
+            raise ValueError(f'BoxCAM: keypoint targets need a gradient method; '
+                             f'{self.method.name} has no keypoint target (EigenCAM has no '
+                             f'target, AblationCAM and D-RISE re-score boxes by class score)')
 
     @staticmethod
     def check_options(method: Union[str, BoxCAMMethod] = 'gradcam', score_thr: float = 0.3,
@@ -354,7 +381,7 @@ class BoxCAM:
                       target: str = DEFAULT_TARGET, owner: Optional[str] = None,
                       num_masks: int = 1000, grid_size: int = 16, keep_prob: float = 0.5,
                       mask_seed: Optional[int] = 0, drise_similarity: str = 'box',
-                      mask_sampling: str = 'balanced') -> None:
+                      mask_sampling: str = 'balanced', keypoint: Optional[int] = None) -> None:
         """Checks the options without a model (hooks and tools call it before one exists).
 
         Raises:
@@ -369,6 +396,9 @@ class BoxCAM:
             check_number('match_iou_thr', match_iou_thr, 0, 1)
             check_int('topk', topk, accepted='an int (<= 0 for all boxes)')
             check_choice('target', target, TARGETS)
+            if keypoint is not None:
+                check_int('keypoint', keypoint, low=0,
+                          accepted='None or a keypoint index (an int >= 0)')
             AblationCAM(batch_size, ratio_channels_to_ablate)  # its own checks
             DRISE(num_masks, grid_size, keep_prob, batch_size, mask_seed,
                   similarity=drise_similarity, sampling=mask_sampling)
@@ -549,7 +579,8 @@ class BoxCAM:
                 [grads[li][b].abs().flatten(1).amax(dim=1) for li in range(len(acts))],
                 dim=1).amax(dim=1).cpu()
             results.append(BoxCAMResult(det, layer_maps, keys, (height, width), self.method.name,
-                                        noise, box_reasons(noise, grad_peak), self.target))
+                                        noise, box_reasons(noise, grad_peak), self.target,
+                                        self.keypoint))
         return results
 
     def _predict(self, inputs: Tensor, metas: Optional[List[dict]] = None) -> FlatPredictions:
@@ -593,7 +624,8 @@ class BoxCAM:
     def _box_gradients(self, preds: FlatPredictions, dets: List[ExplainedBoxes],
                        keys: List[str], acts: List[Tensor]) -> List[List[Tensor]]:
         """Per layer, per image, ``(K_b, C, h, w)``: gradient of each box's target
-        (``self.target``): the sum of its logits, or its score taken as
+        (``self.target``; with ``self.keypoint``, of that keypoint's visibility at the box's
+        candidate): the sum of its logits, or its score taken as
         ``score * grad(log score)`` (the same gradient, without ``sigmoid``'s float32 underflow
         for logits above ~17; ``grad(log score)`` itself underflows above ~87).
 
@@ -606,12 +638,18 @@ class BoxCAM:
         if not index:
             return [[a.new_zeros((0, *a.shape[1:])) for _ in dets] for a in acts]
         bi, pi, ci = (torch.tensor(v, device=preds.scores.device) for v in zip(*index))
+        if self.keypoint is None:
+            logits, log_scores, scores = preds.logits, preds.log_scores, preds.scores
+        else:  # keypoint j's visibility at the box's candidate, whatever its class
+            logits, log_scores, scores = (preds.keypoint_logits, preds.keypoint_log_scores,
+                                          preds.keypoint_scores)
+            ci = torch.full_like(ci, self.keypoint)
         if self.target == 'logit':
-            targets = preds.logits[bi, pi, ci]
+            targets = logits[bi, pi, ci]
             scale = torch.ones_like(targets.detach())
         else:
-            targets = preds.log_scores[bi, pi, ci]
-            scale = preds.scores[bi, pi, ci].detach()
+            targets = log_scores[bi, pi, ci]
+            scale = scores[bi, pi, ci].detach()
         if not targets.requires_grad:
             self._raise_not_depending(keys)
         total = targets.numel()

@@ -186,3 +186,56 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
     if pixels.shape[2] == 4:
         return pixels[..., :3]
     return pixels
+
+
+# COCO's 17-keypoint skeleton, 0-based (mmpose's COCO metainfo ``skeleton_info``).
+COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
+                 (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4),
+                 (3, 5), (4, 6))
+
+
+def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
+                   skeleton: Optional[Sequence[Tuple[int, int]]] = None,
+                   kpt_thr: float = 0.3, highlight: Optional[int] = None,
+                   color: Tuple[int, int, int] = (255, 0, 255),
+                   radius: Optional[int] = None) -> np.ndarray:
+    """Draws one person's keypoints (in this image's pixels): a dot per keypoint whose
+    visibility score reaches ``kpt_thr`` and a line per skeleton link between two such
+    keypoints.
+
+    Args:
+        image (np.ndarray): RGB uint8 image.
+        keypoints (np.ndarray): ``(J, 2)`` xy.
+        scores (np.ndarray): ``(J, )`` visibility scores.
+        skeleton (Sequence[tuple[int, int]], optional): Keypoint pairs to join; None joins
+            COCO's (:data:`COCO_SKELETON`) for 17 keypoints and nothing otherwise.
+            Defaults to None.
+        kpt_thr (float): Keypoints below this score are left out (mmpose's visualizer
+            default). Defaults to 0.3.
+        highlight (int, optional): A keypoint drawn whatever its score, with a ring (the one a
+            keypoint CAM explains). Defaults to None.
+        color (tuple): Dot colour. Defaults to magenta.
+        radius (int, optional): Dot radius; None scales it with the image. Defaults to None.
+
+    Returns:
+        np.ndarray: A drawn copy of the image.
+    """
+    out = np.array(image, dtype=np.uint8, order='C', copy=True)
+    points = np.asarray(keypoints, dtype=np.float32).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if skeleton is None:
+        skeleton = COCO_SKELETON if len(points) == 17 else ()
+    radius = radius or max(2, round(max(out.shape[:2]) / 150))
+    thickness = max(1, radius // 2)
+    shown = scores >= kpt_thr
+    xy = [(int(round(float(x))), int(round(float(y)))) for x, y in points]
+    for a, b in skeleton:
+        if a < len(xy) and b < len(xy) and shown[a] and shown[b]:
+            cv2.line(out, xy[a], xy[b], (255, 255, 255), thickness, cv2.LINE_AA)
+    for j, point in enumerate(xy):
+        if shown[j]:
+            cv2.circle(out, point, radius, color, -1, cv2.LINE_AA)
+            cv2.circle(out, point, radius, (255, 255, 255), 1, cv2.LINE_AA)
+    if highlight is not None and 0 <= highlight < len(xy):
+        cv2.circle(out, xy[highlight], radius * 2, (255, 255, 0), thickness + 1, cv2.LINE_AA)
+    return out

@@ -267,9 +267,7 @@ def boxes_to_original(boxes: torch.Tensor, meta: Dict) -> torch.Tensor:
         rotated.translate_((-geo['left'], -geo['top']))
         rotated.rescale_((1 / geo['scale_x'], 1 / geo['scale_y']))
         return rotated.tensor.reshape(boxes.shape)
-    offset = boxes.new_tensor([geo['left'], geo['top'], geo['left'], geo['top']])
-    scale = boxes.new_tensor([geo['scale_x'], geo['scale_y'], geo['scale_x'], geo['scale_y']])
-    out = (boxes - offset) / scale
+    out = points_to_original(boxes.reshape(-1, 2, 2), meta, geo).reshape(boxes.shape)
     out[:, 0::2] = out[:, 0::2].clamp(0, geo['ori_w'])
     out[:, 1::2] = out[:, 1::2].clamp(0, geo['ori_h'])
     return out
@@ -295,3 +293,13 @@ def segmentation_masks(segmentations: Sequence, height: int, width: int
             rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
         masks.append(mask_utils.decode(rle).astype(bool))
     return np.stack(masks)
+
+
+def points_to_original(points: torch.Tensor, meta: Dict,
+                       geo: Optional[Dict[str, float]] = None) -> torch.Tensor:
+    """``(..., 2)`` xy points in network-input pixels -> original-image pixels (not clamped:
+    a keypoint may lie outside the image); ``geo``: ``input_geometry(meta)`` when known."""
+    geo = geo or input_geometry(meta)
+    offset = points.new_tensor([geo['left'], geo['top']])
+    scale = points.new_tensor([geo['scale_x'], geo['scale_y']])
+    return (points - offset) / scale

@@ -7,6 +7,7 @@ subclass the box heads with other outputs). Instance-segmentation kinds also giv
 detection its mask (``ExplainedBoxes.masks``). Every other detector is refused with
 one line naming its kind and what is supported.
 """
+import importlib
 from typing import Tuple
 
 from mmengine.model import is_model_wrapper
@@ -17,8 +18,9 @@ from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions,
 
 SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, YOLOv8Head, '
                    'YOLOXHead, RTMDetHead, PPYOLOEHead) and instance-segmentation heads '
-                   '(YOLOv5InsHead, RTMDetInsSepBNHead) and its rotated head (RTMDetRotatedHead, '
-                   'with mmrotate 1.x), and MMDetection\'s dense heads that '
+                   '(YOLOv5InsHead, RTMDetInsSepBNHead), its rotated head (RTMDetRotatedHead, '
+                   'with mmrotate 1.x) and pose head (YOLOXPoseHead, with mmpose 1.x), and '
+                   'MMDetection\'s dense heads that '
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, SABL '
@@ -36,27 +38,12 @@ def _qualified_name(cls: type) -> str:
     return f'{cls.__module__}.{cls.__qualname__}'
 
 
-def _mmyolo_heads() -> Tuple[type, ...]:
+def _mmyolo_heads(kind: str) -> Tuple[type, ...]:
+    """The MMYOLO head classes the kind module ``kind`` (``mmyolo_dense``,
+    ``mmyolo_instance``, ``rotated``, ``pose``) explains; none without MMYOLO (optional)."""
     try:
-        from .mmyolo_dense import head_classes
-        return head_classes()
-    except ImportError:  # MMYOLO is optional
-        return ()
-
-
-def _mmyolo_instance_heads() -> Tuple[type, ...]:
-    try:
-        from .mmyolo_instance import head_classes
-        return head_classes()
-    except ImportError:  # MMYOLO is optional
-        return ()
-
-
-def _mmyolo_rotated_heads() -> Tuple[type, ...]:
-    try:
-        from .rotated import head_classes
-        return head_classes()
-    except ImportError:  # MMYOLO is optional
+        return importlib.import_module(f'{__name__}.{kind}').head_classes()
+    except ImportError:
         return ()
 
 
@@ -113,8 +100,8 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             getattr(model, 'roi_head', None) is not None or hasattr(model, 'num_queries'):
         raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
                                        f'{_kind_of_other(model)}')
-    mmyolo_heads, instance_heads = _mmyolo_heads(), _mmyolo_instance_heads()
-    rotated_heads = _mmyolo_rotated_heads()
+    mmyolo_heads, instance_heads, rotated_heads, pose_heads = (
+        _mmyolo_heads(kind) for kind in ('mmyolo_dense', 'mmyolo_instance', 'rotated', 'pose'))
     for cls in type(head).__mro__:
         if cls in rotated_heads:
             from .rotated import MMYOLORotatedDetector, has_rotated_decoding
@@ -123,6 +110,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
                     f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
                     f'subclasses {cls.__name__} with a decoding of its own')
             return MMYOLORotatedDetector(model)
+        if cls in pose_heads:
+            from .pose import PoseDetector
+            return PoseDetector(model)
         if cls in instance_heads:
             from .mmyolo_instance import MMYOLOInstanceDetector
             return MMYOLOInstanceDetector(model)
@@ -131,8 +121,7 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
             if not has_standard_decoding(head):
                 raise UnsupportedDetectorError(
                     f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
-                    f'subclasses {cls.__name__} with a decoding of its own (keypoints are not '
-                    f'supported yet)')
+                    f'subclasses {cls.__name__} with a decoding of its own')
             return MMYOLODenseDetector(model)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):

@@ -25,6 +25,10 @@ output) and optionally its metainfo ``metas`` (one dict per image: ``img_shape``
   segmentation kinds also give each detection its predicted mask
   (:attr:`ExplainedBoxes.masks`, on the network input), from the head's own mask decoding of
   exactly those detections; the target of an instance stays its candidate's class score.
+  Pose kinds also give each detection its candidate's keypoints
+  (:attr:`ExplainedBoxes.keypoints`); the target of a person is its candidate's class score,
+  that of its keypoint ``j`` the candidate's visibility
+  ``preds.keypoint_<scores|logits|log_scores>[image, candidate, j]``.
 - Re-scoring the same candidate after the input or a layer changed: run
   :meth:`level_candidates` again on the changed features, restricted to the boxes' classes,
   and :func:`matched_log_scores` finds, per box, the best IoU-matched candidate above
@@ -97,6 +101,13 @@ class FlatPredictions:
             prototypes, mask features, or the feature levels a mask head pools from; Grid
             R-CNN: the levels its grid head pools from), batch first; opaque to consumers.
             None for other box-only kinds.
+        keypoints (Tensor, optional): ``(B, N, J, 2)`` xy of each candidate's ``J`` keypoints
+            in network-input pixels (pose heads), decoded by the head; None otherwise.
+        keypoint_scores (Tensor, optional): ``(B, N, J)`` their visibility scores in [0, 1]
+            (what the head reports as ``keypoint_scores``), differentiable; None otherwise.
+        keypoint_logits (Tensor, optional): ``(B, N, J)`` the visibility logits behind them.
+        keypoint_log_scores (Tensor, optional): ``(B, N, J)`` their logarithms, computed
+            stably from the logits.
     """
     scores: Tensor
     log_scores: Tensor
@@ -111,6 +122,10 @@ class FlatPredictions:
     valid: Optional[Tensor] = None
     mask_coeffs: Optional[Tensor] = None
     mask_source: Optional[Any] = None
+    keypoints: Optional[Tensor] = None
+    keypoint_scores: Optional[Tensor] = None
+    keypoint_logits: Optional[Tensor] = None
+    keypoint_log_scores: Optional[Tensor] = None
 
     def image(self, b: int) -> 'FlatPredictions':
         """The predictions of image ``b`` as a batch of one."""
@@ -120,7 +135,11 @@ class FlatPredictions:
                                pick(self.boxes), self.levels, pick(self.objectness),
                                pick(self.score_factors), pick(self.class_scores),
                                pick(self.class_boxes), pick(self.proposals), pick(self.valid),
-                               pick(self.mask_coeffs), batch_item(self.mask_source, b))
+                               pick(self.mask_coeffs), batch_item(self.mask_source, b),
+                               keypoints=pick(self.keypoints),
+                               keypoint_scores=pick(self.keypoint_scores),
+                               keypoint_logits=pick(self.keypoint_logits),
+                               keypoint_log_scores=pick(self.keypoint_log_scores))
 
     @staticmethod
     def cat(per_level: Sequence['FlatPredictions']) -> 'FlatPredictions':
@@ -143,7 +162,11 @@ class FlatPredictions:
             score_factors=cat_optional('score_factors'),
             class_scores=cat_optional('class_scores'),
             mask_coeffs=cat_optional('mask_coeffs'),
-            mask_source=per_level[0].mask_source)  # image-level: the same for every level
+            mask_source=per_level[0].mask_source,  # image-level: the same for every level
+            keypoints=cat_optional('keypoints'),
+            keypoint_scores=cat_optional('keypoint_scores'),
+            keypoint_logits=cat_optional('keypoint_logits'),
+            keypoint_log_scores=cat_optional('keypoint_log_scores'))
 
 
 @dataclass
@@ -161,6 +184,10 @@ class ExplainedBoxes:
             mask on the network input (its ``(H, W)``, the boxes' pixels), as the
             detector's own mask decoding gives it for that detection (before rescaling to
             the original image). None for detectors without masks.
+        keypoints (Tensor, optional): ``(K, J, 2)`` xy of each detection's keypoints in
+            network-input pixels (its candidate's, as the pose head decodes them). None for
+            detectors without keypoints.
+        keypoint_scores (Tensor, optional): ``(K, J)`` their visibility scores.
     """
     boxes: Tensor
     scores: Tensor
@@ -168,6 +195,8 @@ class ExplainedBoxes:
     priors: Tensor
     levels: Tensor
     masks: Optional[Tensor] = None
+    keypoints: Optional[Tensor] = None
+    keypoint_scores: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return int(self.scores.numel())
@@ -352,6 +381,22 @@ class ExplainableDetector:
         """Whether :meth:`select` gives each detection its instance mask
         (:attr:`ExplainedBoxes.masks`)."""
         return False
+
+    @property
+    def predicts_keypoints(self) -> bool:
+        """Whether :meth:`select` gives each detection its keypoints
+        (:attr:`ExplainedBoxes.keypoints`) and :meth:`level_candidates` their visibilities."""
+        return False
+
+    @property
+    def num_keypoints(self) -> int:
+        """Keypoints per detection (0 for detectors without keypoints)."""
+        return 0
+
+    @property
+    def skeleton(self) -> Optional[List[Tuple[int, int]]]:
+        """The keypoint pairs a drawing joins (the dataset's), or None."""
+        return None
 
     @property
     def selection_thr(self) -> float:

@@ -12,8 +12,9 @@ a third output in training mode only, so the head must run in eval mode (the con
 model in eval mode and restore the modes afterwards).
 
 MMYOLO's instance-segmentation, rotated and pose heads subclass these heads but return more
-outputs or other box encodings: they have kinds of their own (``mmyolo_instance``, ``rotated``),
-and a head that replaces the decoding without one is refused in ``detectors/__init__.py``.
+outputs or other box encodings: they have kinds of their own (``mmyolo_instance``, ``rotated``,
+``pose``), and a head that replaces the decoding without one is refused in
+``detectors/__init__.py``.
 """
 from typing import List, Optional, Sequence, Tuple
 
