@@ -83,7 +83,11 @@ class MMYOLODetectionModel(DetectionModel):
 
     def set_model(self, model: Any, **kwargs: Any) -> None:
         self.model = model
-        self.predictor = BatchPredictor(model)
+        predictor = BatchPredictor(model)
+        if predictor.detector.box_dim != 4:  # sahi's ObjectPrediction holds xyxy boxes
+            raise ValueError(f'sahi takes axis-aligned boxes; {predictor.detector.kind} '
+                             f'predicts rotated ones (mmyolo-sliced merges them itself)')
+        self.predictor = predictor
         if self.category_mapping is None:
             classes = self.predictor.detector.class_names
             self.category_mapping = {str(i): str(name) for i, name in enumerate(classes)}

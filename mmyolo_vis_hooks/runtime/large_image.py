@@ -170,7 +170,7 @@ class _TrimmingProgress:
 
 def _shrunk(dets: Detections, factor: int) -> Detections:
     """Boxes in the pixels of a picture shrunk by ``factor``."""
-    return dets if factor == 1 else Detections(dets.bboxes / factor, dets.scores, dets.labels)
+    return dets if factor == 1 else dets.scaled(1 / factor)
 
 
 class LargeImageRunner:

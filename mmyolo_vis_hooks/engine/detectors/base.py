@@ -45,6 +45,7 @@ output) and optionally its metainfo ``metas`` (one dict per image: ``img_shape``
 Adapters never change the model: they run it in whatever mode the caller set (consumers use
 ``core.model_state.preserved_model_state`` and eval mode).
 """
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -323,10 +324,14 @@ def default_metas(batch: int, height: int, width: int) -> List[dict]:
             for _ in range(batch)]
 
 
-def decode_with_predict_by_feat(head: nn.Module, outs, metas: List[dict], cfg: dict
+def decode_with_predict_by_feat(head: nn.Module, outs, metas: List[dict], cfg: dict,
+                                owner: Optional[type] = None
                                 ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
-    """A dense head's own ``predict_by_feat(..., rescale=True)``, as flat tensors."""
-    results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
+    """A dense head's own ``predict_by_feat(..., rescale=True)``, as flat tensors (that of
+    its base class ``owner`` when given)."""
+    predict_by_feat = head.predict_by_feat if owner is None else \
+        functools.partial(owner.predict_by_feat, head)
+    results = predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
     # rotated heads give mmrotate's RotatedBoxes: their (K, 5) tensor
     return (torch.cat([getattr(res.bboxes, 'tensor', res.bboxes) for res in results]),
             torch.cat([res.scores for res in results]),

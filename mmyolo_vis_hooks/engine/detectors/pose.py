@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import ExplainedBoxes, FlatPredictions, UnsupportedDetectorError
+from .base import (ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
+                   decode_with_predict_by_feat)
 from .mmyolo_dense import MMYOLODenseDetector, level_predictions, select_boxes
 
 # The pose heads this kind explains (mmyolo.models.dense_heads), by class name.
@@ -131,18 +132,18 @@ class PoseDetector(MMYOLODenseDetector):
 
     def decode(self, outs, metas: List[dict], cfg: dict
                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
-        """The head's own ``predict_by_feat`` (boxes; the keypoints are left out)."""
-        return self.decode_unbatched(outs, metas, cfg)
+        """The persons' boxes (no keypoints) as the head's ``predict_by_feat`` gives them:
+        its boxes are ``YOLOv5Head.predict_by_feat``'s of YOLOX's three outputs, which
+        :func:`~.mmyolo_dense.batched_predict_by_feat` reproduces bit for bit."""
+        from .mmyolo_dense import batched_predict_by_feat
+        return batched_predict_by_feat(self.head, *outs[:3], batch_img_metas=metas,
+                                       cfg=self.test_cfg if cfg is None else cfg)
 
     def decode_unbatched(self, outs, metas: List[dict], cfg: dict
                          ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
-        from mmengine.config import ConfigDict
-        cfg = ConfigDict(self.test_cfg if cfg is None else cfg)  # it reads cfg.max_per_img
-        results = self.head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg,
-                                            rescale=True)
-        # its results are numpy (InstanceData.numpy()), on the CPU
-        device = outs[0][0].device
-
-        def flat(name: str) -> Tensor:
-            return torch.cat([torch.as_tensor(getattr(r, name)) for r in results]).to(device)
-        return flat('bboxes'), flat('scores'), flat('labels'), [len(r) for r in results]
+        """``YOLOv5Head.predict_by_feat`` of YOLOX's outputs, the boxes part of the head's own
+        (which, with more than ``max_per_img`` candidates above the threshold, indexes its
+        keypoints out of range: MMYOLO 0.6)."""
+        from mmyolo.models.dense_heads import YOLOv5Head
+        return decode_with_predict_by_feat(self.head, outs[:3], metas,
+                                           self.test_cfg if cfg is None else cfg, YOLOv5Head)

@@ -3,6 +3,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
+
+from ..core.geometry import box_corners, is_rotated
 
 
 @dataclass
@@ -10,7 +13,8 @@ class Detections:
     """Boxes of one image.
 
     Args:
-        bboxes (np.ndarray): (N, 4) float32 [x1, y1, x2, y2] in pixels.
+        bboxes (np.ndarray): (N, 4) float32 [x1, y1, x2, y2] in pixels, or (N, 5) rotated
+            [cx, cy, w, h, angle] (mmrotate's ``RotatedBoxes``, angle in radians).
         scores (np.ndarray): (N,) float32.
         labels (np.ndarray): (N,) int64 class indices (0-based).
     """
@@ -19,7 +23,8 @@ class Detections:
     labels: np.ndarray
 
     def __post_init__(self):
-        self.bboxes = np.asarray(self.bboxes, dtype=np.float32).reshape(-1, 4)
+        bboxes = np.asarray(self.bboxes, dtype=np.float32)
+        self.bboxes = bboxes.reshape(-1, 5 if is_rotated(bboxes) else 4)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         if not len(self.bboxes) == len(self.scores) == len(self.labels):
@@ -27,8 +32,12 @@ class Detections:
                              f'{len(self.scores)}, {len(self.labels)}')
 
     @classmethod
-    def empty(cls) -> 'Detections':
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    def empty(cls, box_dim: int = 4) -> 'Detections':
+        return cls(np.zeros((0, box_dim)), np.zeros(0), np.zeros(0))
+
+    @property
+    def rotated(self) -> bool:
+        return self.bboxes.shape[1] == 5
 
     @classmethod
     def concat(cls, parts: Sequence['Detections']) -> 'Detections':
@@ -48,11 +57,20 @@ class Detections:
 
     def shifted(self, dx: float, dy: float) -> 'Detections':
         """The same boxes moved by (dx, dy), e.g. from slice to full-image pixels."""
-        offset = np.array([dx, dy, dx, dy], dtype=np.float32)
+        offset = np.array([dx, dy, 0, 0, 0] if self.rotated else [dx, dy, dx, dy], np.float32)
         return Detections(self.bboxes + offset, self.scores, self.labels)
 
+    def scaled(self, factor: float) -> 'Detections':
+        """The same boxes in the pixels of the image scaled by ``factor`` (a rotated box
+        keeps its angle)."""
+        scale = [factor] * 4 + [1] if self.rotated else [factor] * 4
+        return Detections(self.bboxes * np.array(scale, np.float32), self.scores, self.labels)
+
     def as_array(self) -> np.ndarray:
-        """(N, 6) float32 [x1, y1, x2, y2, score, label], sahi's postprocess layout."""
+        """(N, 6) float32 [x1, y1, x2, y2, score, label], sahi's postprocess layout
+        (axis-aligned boxes)."""
+        if self.rotated:
+            raise ValueError('sahi\'s postprocess takes axis-aligned boxes, not rotated ones')
         return np.concatenate(
             [self.bboxes, self.scores[:, None], self.labels[:, None].astype(np.float32)], axis=1)
 
@@ -64,14 +82,24 @@ def coco_categories(class_names: Sequence[str]) -> List[Dict]:
 
 def to_coco_annotations(dets: Detections, image_id: int,
                         first_id: int = 1) -> List[Dict]:
-    """COCO-style result entries ([x, y, w, h], category id = label + 1, with score)."""
+    """COCO-style result entries ([x, y, w, h], category id = label + 1, with score). A
+    rotated box also gives ``rbox`` [cx, cy, w, h, angle] (what rotated evaluation matches),
+    its ``bbox`` is the axis-aligned box around its corners and its ``area`` w x h."""
     anns = []
+    corners = box_corners(torch.as_tensor(dets.bboxes)).numpy() if dets.rotated else None
     for k, (box, score, label) in enumerate(zip(dets.bboxes, dets.scores, dets.labels)):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        anns.append(dict(id=first_id + k, image_id=int(image_id), category_id=int(label) + 1,
-                         bbox=[round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                         area=round((x2 - x1) * (y2 - y1), 2), score=round(float(score), 5),
-                         iscrowd=0))
+        if corners is not None:
+            (x1, y1), (x2, y2) = corners[k].min(axis=0), corners[k].max(axis=0)
+            area = float(box[2] * box[3])
+        else:
+            x1, y1, x2, y2 = (float(v) for v in box)
+            area = (x2 - x1) * (y2 - y1)
+        ann = dict(id=first_id + k, image_id=int(image_id), category_id=int(label) + 1,
+                   bbox=[round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                   area=round(area, 2), score=round(float(score), 5), iscrowd=0)
+        if corners is not None:
+            ann['rbox'] = [round(float(v), 2) for v in box[:4]] + [round(float(box[4]), 6)]
+        anns.append(ann)
     return anns
 
 

@@ -51,9 +51,10 @@ def category_labels(coco: Mapping, class_names: Optional[Sequence[str]] = None,
 
 
 def load_coco_ground_truth(ann_file: str, file_name: str,
-                           class_names: Optional[Sequence[str]] = None
+                           class_names: Optional[Sequence[str]] = None, rotated: bool = False
                            ) -> Tuple[np.ndarray, np.ndarray]:
-    """Ground-truth boxes (xyxy) and 0-based labels of one image of a COCO file.
+    """Ground-truth boxes (xyxy, or with ``rotated`` the annotations' ``rbox`` [cx, cy, w, h,
+    angle]) and 0-based labels of one image of a COCO file.
 
     Labels follow ``class_names`` by category name when given, else the category ids in
     ascending order.
@@ -64,10 +65,47 @@ def load_coco_ground_truth(ann_file: str, file_name: str,
         raise ValueError(f'{file_name} is not an image of {ann_file}')
     cat_to_label = category_labels(coco, class_names, ann_file)
     anns = [a for a in coco['annotations'] if a['image_id'] == images[0]['id']]
+    labels = np.array([cat_to_label[a['category_id']] for a in anns], np.int64)
+    if rotated:
+        return rotated_ground_truth(anns, ann_file), labels
     boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
                        a['bbox'][1] + a['bbox'][3]] for a in anns], np.float64).reshape(-1, 4)
-    labels = np.array([cat_to_label[a['category_id']] for a in anns], np.int64)
     return boxes, labels
+
+
+def rotated_ground_truth(anns: Sequence[Mapping], ann_file: str) -> np.ndarray:
+    """``(G, 5)`` rotated boxes of COCO annotations that carry ``rbox`` [cx, cy, w, h,
+    angle] (radians, mmrotate's ``RotatedBoxes``): what rotated detections are evaluated
+    against.
+
+    Raises:
+        ValueError: An annotation has no ``rbox``.
+    """
+    missing = [a.get('id') for a in anns if len(a.get('rbox') or ()) != 5]
+    if missing:
+        raise ValueError(f'rotated detections need rotated ground truth: annotation(s) '
+                         f'{missing[:5]} of {ann_file} have no rbox [cx, cy, w, h, angle]')
+    return np.array([a['rbox'] for a in anns], np.float64).reshape(-1, 5)
+
+
+def _coco_eval(gt, res, rotated: bool):
+    """pycocotools' ``COCOeval`` for boxes; with ``rotated`` it matches by the rotated IoU of
+    the annotations' ``rbox`` (its ``computeIoU``: everything else is COCO's)."""
+    from pycocotools.cocoeval import COCOeval
+    if not rotated:
+        return COCOeval(gt, res, iouType='bbox')
+
+    class RotatedCOCOeval(COCOeval):
+
+        def computeIoU(self, imgId, catId):  # noqa: N802 (pycocotools' name)
+            gts, dts = self._gts[imgId, catId], self._dts[imgId, catId]
+            if not gts or not dts:
+                return []
+            order = np.argsort([-d['score'] for d in dts], kind='mergesort')
+            dts = [dts[i] for i in order[:self.params.maxDets[-1]]]
+            return box_iou(np.array([d['rbox'] for d in dts]),
+                           np.array([g['rbox'] for g in gts]))
+    return RotatedCOCOeval(gt, res, iouType='bbox')
 
 
 @dataclass
@@ -241,7 +279,9 @@ def _mean_valid(values: np.ndarray) -> float:
 
 def evaluate_coco(ground_truth: str, runs: Mapping[str, Dict], class_names: Sequence[str]
                   ) -> CocoEvaluation:
-    """COCO box mAP (pycocotools) of detection documents against one ground truth.
+    """COCO box mAP (pycocotools) of detection documents against one ground truth (rotated
+    detections, whose annotations carry ``rbox``: by rotated IoU against the ground truth's
+    ``rbox``, COCO's protocol otherwise).
 
     Every run is a COCO-style document as the large-image tool writes it (``images`` with
     ``file_name``, ``annotations`` with ``bbox``, ``score`` and ``category_id`` = label + 1);
@@ -263,7 +303,6 @@ def evaluate_coco(ground_truth: str, runs: Mapping[str, Dict], class_names: Sequ
         ValueError: A ground-truth category is not a model class, the runs hold different
             images, or no image of the runs is in the ground truth.
     """
-    from pycocotools.cocoeval import COCOeval
     coco = read_coco_file(ground_truth)
     cat_to_label = category_labels(coco, class_names, ground_truth)
     label_to_cat = {label: cat for cat, label in cat_to_label.items()}
@@ -280,12 +319,16 @@ def evaluate_coco(ground_truth: str, runs: Mapping[str, Dict], class_names: Sequ
                          f'{ground_truth}')
     img_ids = sorted(set(pairs.values()))
     wanted = set(img_ids)
+    # rotated detections (``rbox``) are matched to rotated ground truth by rotated IoU
+    rotated = any('rbox' in ann for doc in docs for ann in doc['annotations'])
     gt_anns = []
     for ann in coco['annotations']:
         if ann['image_id'] in wanted and ann['category_id'] in cat_to_label:
             x, y, w, h = ann['bbox']
             gt_anns.append(dict(ann, area=ann.get('area', w * h),
                                 iscrowd=int(ann.get('iscrowd', 0))))
+    if rotated:
+        rotated_ground_truth(gt_anns, ground_truth)
     gt = _quiet_coco(dict(images=[im for im in coco['images'] if im['id'] in wanted],
                           annotations=gt_anns, categories=coco['categories']))
     cat_ids = sorted(cat_to_label, key=lambda c: cat_to_label[c])
@@ -302,14 +345,16 @@ def evaluate_coco(ground_truth: str, runs: Mapping[str, Dict], class_names: Sequ
             if ann['image_id'] in pairs and cat is not None:
                 dets.append(dict(id=len(dets) + 1, image_id=pairs[ann['image_id']],
                                  category_id=cat, bbox=list(ann['bbox']),
-                                 area=ann['bbox'][2] * ann['bbox'][3],
+                                 area=ann.get('area', ann['bbox'][2] * ann['bbox'][3]),
                                  score=float(ann['score']), iscrowd=0))
+                if rotated:
+                    dets[-1]['rbox'] = list(ann['rbox'])
         per_image: Dict[int, int] = {}
         for det in dets:
             per_image[det['image_id']] = per_image.get(det['image_id'], 0) + 1
         res = _quiet_coco(dict(images=gt.dataset['images'], annotations=dets,
                                categories=coco['categories']))
-        coco_eval = COCOeval(gt, res, iouType='bbox')
+        coco_eval = _coco_eval(gt, res, rotated)
         coco_eval.params.imgIds = img_ids
         coco_eval.params.catIds = cat_ids
         coco_eval.params.maxDets = [1, 10, max([100] + list(per_image.values()))]

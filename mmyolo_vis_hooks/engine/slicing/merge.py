@@ -6,6 +6,11 @@ max score, label of the higher-scored box, the match re-checked against the grow
 the tool and ``sahi.predict.get_sliced_prediction`` give the same boxes; without building one
 Python object per box. ``soft_nms`` is mmcv's (MMYOLO's demo offers it; IoU only).
 
+Rotated boxes (RTMDet-R) merge by NMS on their rotated IoU only (mmcv's ``nms_rotated``, the
+NMS of the rotated head itself): a union box of rotated boxes (``nmm``) is not a rotated box,
+and neither sahi nor mmcv's soft-NMS take rotated boxes; :func:`check_merge_for` says so
+before any slice runs.
+
 A class-wise merge (sahi's default, MMYOLO's demo's only mode) never merges boxes of different
 labels, so one object predicted as 'square' in one slice and 'triangle' in the next stays twice;
 ``class_agnostic=True`` merges across labels.
@@ -102,11 +107,34 @@ def _soft_nms(dets: Detections, merge: MergeConfig) -> Detections:
     return Detections(out[:, :4].numpy(), out[:, 4].numpy(), dets.labels[keep.numpy()])
 
 
+def check_merge_for(merge: MergeConfig, box_dim: int) -> None:
+    """Raises ValueError when ``merge`` cannot merge boxes of ``box_dim`` columns (rotated
+    boxes: class-wise or class-agnostic NMS on IOU only)."""
+    if box_dim == 5 and (merge.method != 'nms' or merge.metric != 'IOU'):
+        raise ValueError(f'rotated boxes merge by NMS on their rotated IoU only (method nms, '
+                         f'metric IOU), not {merge.method} with {merge.metric}')
+
+
+def _rotated_nms(dets: Detections, merge: MergeConfig) -> Detections:
+    """mmcv's rotated NMS (class-wise unless ``class_agnostic``), as the rotated head's."""
+    import torch
+    from mmcv.ops import batched_nms
+    _, keep = batched_nms(
+        torch.from_numpy(dets.bboxes), torch.from_numpy(dets.scores),
+        torch.from_numpy(dets.labels),
+        dict(type='nms_rotated', iou_threshold=merge.threshold,
+             class_agnostic=merge.class_agnostic))
+    return dets.select(keep.numpy())
+
+
 def merge_detections(dets: Detections, merge: MergeConfig) -> Detections:
     """One set of boxes from the overlapping boxes of all slices (sorted by score)."""
+    check_merge_for(merge, dets.bboxes.shape[1])
     if len(dets) == 0:
-        return Detections.empty()
-    if merge.method == 'soft_nms':
+        return Detections.empty(dets.bboxes.shape[1])
+    if dets.rotated:
+        merged = _rotated_nms(dets, merge)
+    elif merge.method == 'soft_nms':
         merged = _soft_nms(dets, merge)
     else:
         from sahi.postprocess import combine

@@ -30,7 +30,7 @@ from mmengine.model import is_model_wrapper
 from ..core.devices import prefers_channels_last
 from ..core.model_state import preserved_modes
 from ..core.pipeline import test_pipeline_cfg, without_loading
-from ..detectors import UnsupportedDetectorError, explainable_detector
+from ..detectors import explainable_detector
 from .detections import Detections
 
 _PROBE_SIDE = 2048
@@ -95,11 +95,6 @@ class BatchPredictor:
             raise ValueError('the model carries no config (model.cfg); build it with '
                              'runtime.models.build_detector or pass cfg=')
         self.detector = explainable_detector(self.model)
-        if self.detector.box_dim != 4:
-            # merging slices needs rotated NMS and rotated merges: not built yet
-            raise UnsupportedDetectorError(
-                f'sliced inference supports axis-aligned boxes; {self.detector.kind} predicts '
-                f'rotated boxes (box CAMs and feature maps support it)')
         if channels_last is None:
             channels_last = prefers_channels_last(self.device, self.model)
         elif not isinstance(channels_last, bool):
@@ -238,7 +233,7 @@ class BatchPredictor:
     def decode_flat(self, outs: tuple, metas: List[dict], score_thr: float = 0.0
                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The head's decoding + NMS for a batch, as flat arrays: boxes in each image's pixels
-        (K, 4), scores (K,) above ``score_thr``, labels (K,), and each box's image index (K,),
+        (K, 4) (rotated: (K, 5)), scores (K,) above ``score_thr``, labels (K,), and each box's image index (K,),
         images in order: the detector's own decoding (``ExplainableDetector.decode``), or
         with ``batched_decode`` off its head's ``predict_by_feat``."""
         test_cfg = copy.deepcopy(self.detector.test_cfg)

@@ -10,7 +10,7 @@ from ..core.devices import core_free_beside
 from .detections import Detections
 from .grid import (check_overlap_ratio, check_patch_size, image_geometry, read_picture,
                    read_window, slice_windows)
-from .merge import MergeConfig, merge_detections
+from .merge import MergeConfig, check_merge_for, merge_detections
 from .predictor import BatchPredictor
 
 
@@ -110,6 +110,7 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
     Returns:
         SlicedResult: Merged boxes (and, if asked, the unmerged ones).
     """
+    check_merge_for(settings.merge, predictor.detector.box_dim)
     height, width, _ = image_geometry(image)
     windows = slice_windows(height, width, resolve_patch_size(settings, predictor),
                             settings.overlap_ratio)
@@ -124,7 +125,10 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
 
     def decode(outs: tuple, metas: List[dict], start: int) -> int:
         bboxes, scores, labels, index = predictor.decode_flat(outs, metas, settings.score_thr)
-        offsets = np.tile(windows[start:start + settings.batch_size][index, :2], 2)
+        corners = windows[start:start + settings.batch_size][index, :2]
+        # a rotated box moves its centre only
+        offsets = np.concatenate([corners, np.zeros_like(corners[:, :1].repeat(3, 1))], 1) \
+            if bboxes.shape[1] == 5 else np.tile(corners, 2)
         parts.append((bboxes + offsets.astype(np.float32), scores, labels, index + start))
         return len(metas)
 
@@ -157,7 +161,7 @@ def sliced_predict(predictor: BatchPredictor, image: Any, settings: SliceSetting
             whole, factor = read_picture(image)  # a huge image's overview: never read whole
             full = predictor.predict([whole], settings.score_thr)[0]
             if factor > 1:
-                full = Detections(full.bboxes * factor, full.scores, full.labels)
+                full = full.scaled(factor)
     bboxes, scores, labels, slice_index = (np.concatenate(a) for a in zip(*parts))
     everything = Detections(bboxes, scores, labels)
     per_slice = None
