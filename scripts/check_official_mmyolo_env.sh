@@ -83,7 +83,8 @@ wheel=$(ls "$WORK"/dist/mmyolo_vis_hooks-*.whl)
 echo "$(basename "$wheel") Requires-Python: $(unzip -p "$wheel" '*.dist-info/METADATA' \
   | sed -n 's/^Requires-Python: //p'); requires: $(unzip -p "$wheel" '*.dist-info/METADATA' \
   | sed -n 's/^Requires-Dist: \([^;]*\)$/\1/p' | tr '\n' ',')"
-step "install the wheel" quiet_pip install --quiet "$wheel"
+# with its [sliced] extra (sahi, tifffile, imagecodecs), as the README installs it
+step "install the wheel" quiet_pip install --quiet "$wheel[sliced]"
 snapshot after
 
 echo "== what the install changed (pip freeze before -> after)"
@@ -217,9 +218,12 @@ EOF
   }
   try_package mmrotate rtmdet/rotated/rtmdet-r_s_fast_1xb8-36e_dota.py 'mmrotate-dev==1.0.1'
   try_package mmpose yolox/pose/yolox-pose_s_8xb32-300e-rtmdet-hyp_coco.py 'mmpose==1.3.2'
-  if ! "$PY" -c 'import mmpose' 2>/dev/null; then
-    try_package mmpose yolox/pose/yolox-pose_s_8xb32-300e-rtmdet-hyp_coco.py 'mmpose==1.3.2' \
-      --no-binary xtcocotools
+  # mmpose imports; MMYOLO's models import mmpose's datasets, hence xtcocotools, whose binary
+  # wheel may be built for NumPy 1 ("numpy.dtype size changed"): then build it from source
+  if ! "$PY" -c 'import mmyolo.models' 2>/dev/null; then
+    "$PY" -c 'import mmyolo.models' 2>&1 | tail -1 | sed 's/^/   mmyolo.models: /'
+    try_package mmpose yolox/pose/yolox-pose_s_8xb32-300e-rtmdet-hyp_coco.py \
+      --force-reinstall --no-deps --no-binary xtcocotools 'xtcocotools==1.14.3'
   fi
   echo "-- after mmrotate-dev and mmpose: pip check: $("${PIP[@]}" check 2>&1 | tr '\n' ' ')"
   # mmrotate==1.0.0rc1 writes the same mmrotate module: take mmrotate-dev out first

@@ -39,6 +39,7 @@ from typing import Dict, Optional, Sequence
 from mmengine.config import DictAction
 
 from ..engine.slicing import BatchPredictor, MergeConfig, SliceSettings
+from ..engine.slicing.merge import check_merge_for
 from ..runtime.images import list_images
 from ..runtime.distributed import (DEFAULT_TIMEOUT, LAUNCHERS, DistContext, check_launcher,
                                    init_distributed)
@@ -153,7 +154,9 @@ def _run(args: argparse.Namespace, settings: SliceSettings, paths: Sequence[str]
     if args.fuse_conv_bn:
         from mmcv.cnn import fuse_conv_bn
         model = fuse_conv_bn(model)
-    runner = LargeImageRunner(BatchPredictor(model), settings, args.out_dir, debug=args.debug,
+    predictor = BatchPredictor(model)
+    check_merge_for(settings.merge, predictor.detector.box_dim)  # before any image
+    runner = LargeImageRunner(predictor, settings, args.out_dir, debug=args.debug,
                               save_patch=args.save_patch,
                               show=show_image if args.show else None,
                               progress=not args.no_progress and ctx.is_main,

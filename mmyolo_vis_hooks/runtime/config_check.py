@@ -455,9 +455,29 @@ def _unregistered_type(model: dict, scope: str, name: str) -> Optional[Unsupport
     node_scope = model.get('_scope_') or scope
     if not isinstance(type_, str) or _resolve(type_, node_scope) is not None:
         return None
+    broken = _models_import_error(type_.rpartition('.')[0] or node_scope)
+    if broken:  # the registry is empty because its models do not import: say why
+        return UnsupportedConfigError(
+            f'{name}: model.type={type_!r} cannot be found because {broken}; repair that '
+            f'installation', 'broken package')
     return UnsupportedConfigError(
         f'{name}: model.type={type_!r} is not registered in {node_scope}\'s registries; '
         f'{_registered_hint(type_, node_scope)}', 'unregistered type')
+
+
+def _models_import_error(scope: str) -> Optional[str]:
+    """Why ``<scope>.models`` (where a scope's registries find their classes) does not
+    import here, in one line; None when it does or the scope has no such module (e.g. a
+    binary wheel built for another NumPy, several imports down)."""
+    top = (scope or '').split('.')[0]
+    if not top or not is_importable(top) or importlib.util.find_spec(f'{top}.models') is None:
+        return None
+    try:
+        importlib.import_module(f'{top}.models')
+    except Exception as err:  # noqa: B902 any failure of a package's import is reported
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        return f'importing {top}.models fails: {type(err).__name__}: {first}'
+    return None
 
 
 def _registered_hint(type_: str, scope: str) -> str:

@@ -175,3 +175,16 @@ def test_device_defaults_to_cuda_where_available(monkeypatch):
     common.run_tool(featmap_vis.build_parser('featmap_vis'), seen.append,
                     argv + ['--device', 'cpu'])
     assert seen[-1].device == 'cpu'
+
+
+@pytest.mark.slow
+def test_sliced_tool_without_sahi_says_what_to_install(tmp_path, shapes_data, capsys,
+                                                       demo_checkpoint, monkeypatch):
+    """sahi is an extra ([sliced]): its merges refuse in one line, before any image, where it
+    is missing; soft_nms (mmcv's) needs no sahi."""
+    monkeypatch.setitem(sys.modules, 'sahi', None)  # find_spec says 'not installed'
+    args = _tool_commands(_val_image(shapes_data), demo_checkpoint, str(tmp_path / 'out'))
+    result = run_tool_in_process('large_image_infer', args['large_image_infer'], capsys)
+    assert_one_line_error(result, 'large_image_infer', 'uses sahi\'s postprocess',
+                          'pip install "sahi>=0.12,<0.13"', 'or merge with soft_nms')
+    assert not (tmp_path / 'out' / 'detections.json').exists()

@@ -139,6 +139,29 @@ def test_unregistered_model_type_names_the_package_that_registers_it(tmp_path, s
                           "mmyolo.YOLODetector or set default_scope='mmyolo'")
 
 
+def test_type_missing_because_the_scopes_models_fail_to_import_says_why(
+        tmp_path, shapes_data, capsys, monkeypatch):
+    """A registry that is empty because its package's models raise on import (in the official
+    MMYOLO stack a binary xtcocotools built for NumPy 1 did that to mmyolo.models) names that
+    import error, not 'not registered'."""
+    import importlib as _importlib
+    real_import = _importlib.import_module
+
+    def broken(name, *args, **kwargs):
+        if name == 'mmyolo.models':
+            raise ValueError('numpy.dtype size changed, may indicate binary incompatibility')
+        return real_import(name, *args, **kwargs)
+    pytest.importorskip('mmyolo')
+    monkeypatch.setattr(_importlib, 'import_module', broken)
+    base = packaged_config('yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco.py')
+    config = _write_config(tmp_path / 'yolo.py', f"_base_ = '{base}'\n"
+                           "model = dict(type='NoSuchYOLODetector')\n")
+    result = run_tool_in_process('featmap_vis', [_val_image(shapes_data), config], capsys)
+    assert_one_line_error(result, 'featmap_vis', "model.type='NoSuchYOLODetector' cannot be "
+                          'found because importing mmyolo.models fails: ValueError: numpy.dtype '
+                          'size changed', 'repair that installation')
+
+
 def test_unregistered_nested_type_is_reported_by_the_build(tmp_path, shapes_data, capsys):
     """Nested types are left to the build (some are no registry names); its KeyError becomes
     one line naming the type."""

@@ -15,6 +15,7 @@ A class-wise merge (sahi's default, MMYOLO's demo's only mode) never merges boxe
 labels, so one object predicted as 'square' in one slice and 'triangle' in the next stays twice;
 ``class_agnostic=True`` merges across labels.
 """
+import importlib.util
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -108,11 +109,18 @@ def _soft_nms(dets: Detections, merge: MergeConfig) -> Detections:
 
 
 def check_merge_for(merge: MergeConfig, box_dim: int) -> None:
-    """Raises ValueError when ``merge`` cannot merge boxes of ``box_dim`` columns (rotated
-    boxes: class-wise or class-agnostic NMS on IOU only)."""
-    if box_dim == 5 and (merge.method != 'nms' or merge.metric != 'IOU'):
-        raise ValueError(f'rotated boxes merge by NMS on their rotated IoU only (method nms, '
-                         f'metric IOU), not {merge.method} with {merge.metric}')
+    """Raises ValueError when ``merge`` cannot merge boxes of ``box_dim`` columns here
+    (rotated boxes: class-wise or class-agnostic NMS on IOU only), or needs sahi (nms, nmm
+    and greedynmm of axis-aligned boxes) and sahi is not installed."""
+    if box_dim == 5:
+        if merge.method != 'nms' or merge.metric != 'IOU':
+            raise ValueError(f'rotated boxes merge by NMS on their rotated IoU only (method '
+                             f'nms, metric IOU), not {merge.method} with {merge.metric}')
+        return
+    if merge.method != 'soft_nms' and importlib.util.find_spec('sahi') is None:
+        raise ValueError(f'merging slices with {merge.method} uses sahi\'s postprocess, and '
+                         f'sahi is not installed: pip install "sahi>=0.12,<0.13" (the '
+                         f'[sliced] extra of mmyolo_vis_hooks), or merge with soft_nms')
 
 
 def _rotated_nms(dets: Detections, merge: MergeConfig) -> Detections:
