@@ -7,12 +7,12 @@ import os
 import os.path as osp
 import time
 from importlib import import_module
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
 
-from .data.synthetic_shapes import generate_demo_data
+from .data.synthetic_shapes import generate_demo_data, generate_rotated_demo_data
 from .engine.core.devices import usable_cpus
 
 # The main job's config (configs/demo/, installed as mmyolo_vis_hooks.configs); the test detector
@@ -22,8 +22,16 @@ DEMO_CONFIG = osp.join(list(import_module('mmyolo_vis_hooks.configs').__path__)[
 # What the main job uses; the sliced-evaluation set (large_eval/) comes with the first
 # generation, or from tools/make_demo_data.py for a folder made before it existed.
 DATA_FILES = ('shapes/annotations/train.json', 'shapes/annotations/val.json', 'large/large.json')
+# The rotated-box demo (configs/demo/rtmdet_r_shapes.py); its val DOTA folder is written last.
+ROTATED_DATA_FILES = ('shapes_rotated/annotations/train.json',
+                      'shapes_rotated/annotations/val.json', 'shapes_rotated/annfiles/val')
+# A config names its demo dataset (a folder of --data-dir) with a top-level `demo_dataset`.
+DEMO_DATASETS = ('shapes', 'shapes_rotated')
 MAP50_KEY = 'coco/bbox_mAP_50'
 MAP_KEY = 'coco/bbox_mAP'
+# (mAP@50, mAP@[.5:.95]) keys per evaluator: COCO boxes, then mmrotate's DOTAMetric (rotated
+# IoU; its `dota/mAP` is the mean over the config's thresholds, the demo's is 0.5 alone)
+METRIC_KEYS = ((MAP50_KEY, MAP_KEY), ('dota/AP50', None))
 
 
 def auto_threads(num_workers: int, cpus: Optional[int] = None) -> int:
@@ -39,29 +47,49 @@ def auto_threads(num_workers: int, cpus: Optional[int] = None) -> int:
     return max(1, cpus - max(0, num_workers))
 
 
-def ensure_demo_data(data_dir: str, seed: int) -> bool:
-    """Generates the demo data into ``data_dir`` unless all its annotation files exist.
+def demo_dataset(cfg: Config) -> str:
+    """The demo dataset a config trains on: its top-level ``demo_dataset``, default
+    ``'shapes'`` (one of :data:`DEMO_DATASETS`)."""
+    name = cfg.get('demo_dataset', 'shapes')
+    if name not in DEMO_DATASETS:
+        raise ValueError(f'demo_dataset must be one of {DEMO_DATASETS}, got {name!r}')
+    return name
+
+
+def ensure_demo_data(data_dir: str, seed: int, dataset: str = 'shapes') -> bool:
+    """Generates a demo dataset into ``data_dir`` unless all its annotation files exist.
+
+    Args:
+        dataset (str): ``'shapes'`` (the demo: ``shapes/``, ``large/``, ``large_eval/``) or
+            ``'shapes_rotated'`` (``shapes_rotated/``, DOTA rotated boxes). Defaults to
+            ``'shapes'``.
 
     Returns:
         bool: True when the data was generated now.
     """
-    if all(osp.isfile(osp.join(data_dir, f)) for f in DATA_FILES):
+    rotated = dataset == 'shapes_rotated'
+    files = ROTATED_DATA_FILES if rotated else DATA_FILES
+    if all(osp.exists(osp.join(data_dir, f)) for f in files):
         return False
-    print(f'[demo] generating the synthetic shapes data into {data_dir}/ (seed {seed})',
+    print(f'[demo] generating the synthetic {dataset} data into {data_dir}/ (seed {seed})',
           flush=True)
-    generate_demo_data(data_dir, seed=seed)
+    if rotated:
+        generate_rotated_demo_data(osp.join(data_dir, dataset), seed=seed)
+    else:
+        generate_demo_data(data_dir, seed=seed)
     return True
 
 
 def _set_data_root(cfg: Config, data_dir: str) -> None:
-    shapes_root = osp.join(data_dir, 'shapes') + '/'
+    shapes_root = osp.join(data_dir, demo_dataset(cfg)) + '/'
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = cfg[loader]['dataset']
         # dataset wrappers (e.g. RepeatDataset) keep the real dataset one level down
         dataset = dataset.get('dataset', dataset)
         dataset['data_root'] = shapes_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator]['ann_file'] = osp.join(shapes_root, 'annotations', 'val.json')
+        if 'ann_file' in cfg[evaluator]:  # COCO; DOTAMetric reads the dataset's boxes
+            cfg[evaluator]['ann_file'] = osp.join(shapes_root, 'annotations', 'val.json')
 
 
 def _set_epochs(cfg: Config, epochs: int) -> None:
@@ -119,13 +147,22 @@ def final_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def last_val_metrics(runner) -> Dict[str, float]:
-    """mAP@50 and mAP of the last validation (RuntimeInfoHook stores them as ``val/<key>``)."""
+    """mAP@50 and mAP of the last validation (RuntimeInfoHook stores them as ``val/<key>``),
+    under the evaluator's keys (:data:`METRIC_KEYS`)."""
     metrics = {}
-    for key in (MAP50_KEY, MAP_KEY):
+    for key in (key for pair in METRIC_KEYS for key in pair if key):
         buffer = runner.message_hub.log_scalars.get(f'val/{key}')
         if buffer is not None:
             metrics[key] = float(buffer.current())
     return metrics
+
+
+def map_values(metrics: Dict[str, float]) -> Tuple[Optional[float], Optional[float]]:
+    """(mAP@50, mAP) of whichever evaluator's keys (:data:`METRIC_KEYS`) ``metrics`` has."""
+    for map50_key, map_key in METRIC_KEYS:
+        if map50_key in metrics:
+            return metrics[map50_key], metrics.get(map_key) if map_key else None
+    return None, None
 
 
 def cpu_model() -> str:
@@ -177,8 +214,9 @@ def train(cfg: Config, threads: Optional[int] = None,
     load_after = _loadavg()
 
     metrics = last_val_metrics(runner)
-    if MAP50_KEY not in metrics:  # e.g. val_interval pushed past the end by --cfg-options
-        metrics = {k: float(v) for k, v in runner.val().items() if k in (MAP50_KEY, MAP_KEY)}
+    if map_values(metrics)[0] is None:  # e.g. val_interval pushed past the end
+        keys = {key for pair in METRIC_KEYS for key in pair if key}
+        metrics = {k: float(v) for k, v in runner.val().items() if k in keys}
     checkpoint = final_checkpoint(cfg.work_dir)
     epochs = cfg.train_cfg.max_epochs
     seed = cfg.get('randomness', {}).get('seed')
@@ -188,7 +226,7 @@ def train(cfg: Config, threads: Optional[int] = None,
         from .runtime.checkpoint import export_weights
         exported = export_weights(checkpoint, export_to,
                                   extra_meta=dict(epochs=epochs, seed=seed,
-                                                  val_bbox_mAP_50=metrics.get(MAP50_KEY)))
+                                                  val_bbox_mAP_50=map_values(metrics)[0]))
     return dict(metrics=metrics, train_seconds=train_seconds, cpu_seconds=cpu_seconds,
                 threads=threads, cpus=usable_cpus(), load_before=load_before,
                 load_after=load_after, checkpoint=checkpoint, exported=exported,
@@ -204,7 +242,7 @@ def tensorboard_command(tb_dir: str, epochs: int) -> str:
 
 def summary_lines(result: Dict[str, object]) -> List[str]:
     """The summary the main job prints at the end."""
-    metrics = result['metrics']
+    map50, map_all = ('-' if v is None else f'{v:.3f}' for v in map_values(result['metrics']))
     train_s, cpu_s = result['train_seconds'], result['cpu_seconds']
     load = [v for v in (result.get('load_before'), result.get('load_after')) if v is not None]
     load_txt = ('; load average ' + ' -> '.join(f'{v:.1f}' for v in load)) if load else ''
@@ -215,8 +253,7 @@ def summary_lines(result: Dict[str, object]) -> List[str]:
         '=' * 72,
         f'demo detector: {osp.basename(str(result["config"]))}, {result["epochs"]} epochs'
         f'{scale_txt}, seed {result["seed"]}',
-        f'val bbox mAP@50: {metrics.get(MAP50_KEY, float("nan")):.3f}   '
-        f'mAP@[.5:.95]: {metrics.get(MAP_KEY, float("nan")):.3f}',
+        f'val bbox mAP@50: {map50}   mAP@[.5:.95]: {map_all}',
         f'training wall time: {train_s / 60:.1f} min ({train_s:.0f} s, validations included); '
         f'CPU time of the main process {cpu_s / 60:.1f} min',
         f'{cpu_model()}, {result["cpus"]} usable CPUs, {result["threads"]} torch thread(s)'

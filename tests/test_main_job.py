@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import REPO_ROOT
 from helpers.tools import load_tool
 
 
@@ -132,6 +133,43 @@ def test_main_job_generates_missing_data(tmp_path, monkeypatch):
         (tmp_path / 'data' / rel).write_text('{}')
     assert demo.ensure_demo_data(str(tmp_path / 'data'), 5) is False
     assert len(calls) == 1
+
+
+def test_main_job_generates_the_dataset_its_config_names(tmp_path, monkeypatch):
+    """A config's ``demo_dataset`` picks the generated data and the data root; the rotated
+    demo's evaluator (DOTAMetric) gets no COCO file."""
+    from mmyolo_vis_hooks import demo
+    from mmyolo_vis_hooks.data.synthetic_shapes import generate_rotated_demo_data
+    data = str(tmp_path / 'data')
+    calls = []
+    monkeypatch.setattr(demo, 'generate_rotated_demo_data',
+                        lambda out_dir, seed: calls.append((out_dir, seed)))
+    cfg = demo.build_config(osp.join(REPO_ROOT, 'configs', 'demo', 'rtmdet_r_shapes.py'),
+                            data_dir=data)
+    assert demo.demo_dataset(cfg) == 'shapes_rotated'
+    assert cfg.train_dataloader.dataset.data_root == osp.join(data, 'shapes_rotated') + '/'
+    assert 'ann_file' not in cfg.val_evaluator
+    assert demo.ensure_demo_data(data, 3, 'shapes_rotated') is True
+    assert calls == [(osp.join(data, 'shapes_rotated'), 3)]
+    generate_rotated_demo_data(osp.join(data, 'shapes_rotated'), seed=3, num_train=2,
+                               num_val=2)
+    assert demo.ensure_demo_data(data, 3, 'shapes_rotated') is False
+    assert len(calls) == 1
+    cfg.demo_dataset = 'nope'
+    with pytest.raises(ValueError, match='demo_dataset'):
+        demo.demo_dataset(cfg)
+
+
+def test_summary_reads_the_rotated_evaluators_map():
+    """DOTAMetric's mAP@50 is reported as the COCO one; it has no mAP@[.5:.95] here."""
+    from mmyolo_vis_hooks import demo
+    result = dict(metrics={'dota/AP50': 0.9876}, train_seconds=60.0, cpu_seconds=50.0,
+                  threads=1, cpus=2, checkpoint='c.pth', epochs=3, seed=0, config='r.py')
+    assert demo.map_values(result['metrics']) == (0.9876, None)
+    line = next(line for line in demo.summary_lines(result) if 'mAP@50' in line)
+    assert line.split() == ['val', 'bbox', 'mAP@50:', '0.988', 'mAP@[.5:.95]:', '-']
+    coco = {demo.MAP50_KEY: 0.5, demo.MAP_KEY: 0.25}
+    assert demo.map_values(coco) == (0.5, 0.25) and demo.map_values({}) == (None, None)
 
 
 def test_main_job_rejects_bad_numbers(capsys):

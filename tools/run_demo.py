@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     for flag, value in (('--epochs', args.epochs), ('--threads', args.threads)):
         if value is not None:
             check_int(flag, value, low=1)
-    demo.ensure_demo_data(args.data_dir, args.seed)
     cfg = demo.build_config(args.config, work_dir=args.work_dir, data_dir=args.data_dir,
                             seed=args.seed, epochs=args.epochs, resume=args.resume,
                             cfg_options=args.cfg_options)
+    demo.ensure_demo_data(args.data_dir, args.seed, demo.demo_dataset(cfg))
     result = demo.train(cfg, threads=args.threads, export_to=args.export_weights)
     print('\n'.join(demo.summary_lines(result)), flush=True)
     return result

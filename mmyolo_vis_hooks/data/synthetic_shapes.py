@@ -265,3 +265,108 @@ def generate_demo_data(out_dir: str, seed: int = 0, num_train: int = 400, num_va
         paths['large'] = generate_large_image(osp.join(out_dir, 'large'), seed)
         paths['large_eval'] = generate_large_eval_set(osp.join(out_dir, 'large_eval'), seed)
     return paths
+
+
+def _triangle_box(polygon: np.ndarray) -> np.ndarray:
+    """Corners ``(4, 2)`` of the rectangle flush with the triangle's side nearest horizontal.
+
+    An equilateral triangle has three minimum-area rectangles (one per side) of equal area, so
+    ``cv2.minAreaRect`` would choose among them by pixel rounding: a random target. The side
+    nearest horizontal is a function of the image (it jumps only at ±30° of the side's slope).
+    """
+    best = None
+    for k in range(3):
+        p, q = polygon[k], polygon[(k + 1) % 3]
+        u = (q - p) / max(float(np.linalg.norm(q - p)), 1e-6)
+        slope = abs(np.arctan2(u[1], u[0]))
+        slope = min(slope, np.pi - slope)  # a side's orientation, mod 180°, against horizontal
+        if best is None or slope < best[0]:
+            best = (slope, u)
+    u = best[1]
+    n = np.array([-u[1], u[0]])
+    along, across = polygon @ u, polygon @ n
+    a0, a1, c0, c1 = along.min(), along.max(), across.min(), across.max()
+    return np.array([a0 * u + c0 * n, a1 * u + c0 * n, a1 * u + c1 * n, a0 * u + c1 * n])
+
+
+def rotated_box_corners(label: int, polygon: np.ndarray) -> np.ndarray:
+    """The rotated box of one shape, as its 4 corners ``(4, 2)`` (a DOTA quadrilateral).
+
+    A square's is its minimum-area rectangle (``cv2.minAreaRect`` -> ``cv2.boxPoints``), i.e.
+    its drawn corners; a triangle's is the minimum-area rectangle flush with its side nearest
+    horizontal (see :func:`_triangle_box`); a circle has no orientation, so its box is the
+    axis-aligned square around it (a fixed angle keeps the target unambiguous).
+
+    Args:
+        label (int): Class index into :data:`CLASSES`.
+        polygon (np.ndarray): The shape's outline ``(N, 2)``, as :func:`render_image` gives it.
+
+    Returns:
+        np.ndarray: Corners in order around the box, float64.
+    """
+    polygon = np.asarray(polygon, np.float64)
+    name = CLASSES[label]
+    if name == 'circle':
+        (x1, y1), (x2, y2) = polygon.min(axis=0), polygon.max(axis=0)
+        return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+    if name == 'triangle':
+        return _triangle_box(polygon)
+    return cv2.boxPoints(cv2.minAreaRect(polygon.astype(np.float32))).astype(np.float64)
+
+
+def write_dota_annotations(ann_file: str, out_dir: str) -> int:
+    """Writes DOTA-style txt annotations, one file per image of a COCO file with polygon
+    ``segmentation`` (as :func:`generate_split` writes it with ``segmentation=True``).
+
+    Each line is ``x1 y1 x2 y2 x3 y3 x4 y4 class difficulty`` (difficulty 0), the corners of
+    :func:`rotated_box_corners`; MMRotate's ``DOTADataset`` reads the folder.
+
+    Args:
+        ann_file (str): The COCO annotation file.
+        out_dir (str): Folder of the txt files (``<image stem>.txt``).
+
+    Returns:
+        int: Number of files written.
+    """
+    with open(ann_file, encoding='utf-8') as f:
+        coco = json.load(f)
+    names = {c['id']: c['name'] for c in coco['categories']}
+    lines: Dict[int, List[str]] = {img['id']: [] for img in coco['images']}
+    for ann in coco['annotations']:
+        label = CLASSES.index(names[ann['category_id']])
+        polygon = np.asarray(ann['segmentation'][0], np.float64).reshape(-1, 2)
+        corners = rotated_box_corners(label, polygon)
+        lines[ann['image_id']].append(
+            ' '.join(f'{v:.2f}' for v in corners.ravel()) + f' {CLASSES[label]} 0')
+    os.makedirs(out_dir, exist_ok=True)
+    for img in coco['images']:
+        stem = osp.splitext(img['file_name'])[0]
+        with open(osp.join(out_dir, stem + '.txt'), 'w', encoding='utf-8') as f:
+            f.write(''.join(line + '\n' for line in lines[img['id']]))
+    return len(coco['images'])
+
+
+def generate_rotated_demo_data(out_dir: str, seed: int = 0, num_train: int = 400,
+                               num_val: int = 80) -> Dict[str, str]:
+    """Generates the rotated-box demo (RTMDet-R): the shapes train/val splits of
+    :func:`generate_demo_data` (the same images for the same seed), with polygons, and their
+    rotated boxes as DOTA txt folders.
+
+    Layout: ``<out_dir>/<split>/*.png``, ``<out_dir>/annotations/<split>.json`` (COCO, with
+    ``segmentation``) and ``<out_dir>/annfiles/<split>/*.txt`` (DOTA).
+
+    Args:
+        out_dir (str): Output folder, e.g. ``data/shapes_rotated``.
+        seed (int): Random seed. Defaults to 0.
+        num_train (int): Train images. Defaults to 400.
+        num_val (int): Val images. Defaults to 80.
+
+    Returns:
+        dict: The DOTA annotation folders keyed by ``train`` and ``val``.
+    """
+    paths = {}
+    for split, num in (('train', num_train), ('val', num_val)):
+        ann_file = generate_split(out_dir, split, SplitSpec(num), seed, segmentation=True)
+        paths[split] = osp.join(out_dir, 'annfiles', split)
+        write_dota_annotations(ann_file, paths[split])
+    return paths

@@ -83,3 +83,82 @@ def test_large_image_has_small_shapes_inside(tmp_path):
         # object size 16-40 px: a rotated square's box reaches size * sqrt(2)
         assert 10 <= max(w, h) <= 40 * 2**0.5 + 1, ann
     assert osp.isfile(tmp_path / 'large_00000.png')
+
+
+def _dota_boxes(ann_dir, stem):
+    """(corners (K, 4, 2), class names) of one DOTA txt file."""
+    with open(osp.join(ann_dir, stem + '.txt'), encoding='utf-8') as f:
+        rows = [line.split() for line in f if line.strip()]
+    assert all(len(r) == 10 and r[9] == '0' for r in rows), rows
+    corners = np.array([[float(v) for v in r[:8]] for r in rows]).reshape(-1, 4, 2)
+    return corners, [r[8] for r in rows]
+
+
+def test_rotated_demo_boxes_contain_their_shapes(tmp_path):
+    """Every shape's DOTA box is a rectangle holding its polygon; for a shape wholly inside
+    the image, a square's box is its drawn corners, a circle's the axis-aligned square on its
+    radius, a triangle's lies flush with one of its sides."""
+    import json
+
+    import cv2
+
+    from mmyolo_vis_hooks.data.synthetic_shapes import generate_rotated_demo_data
+    root = str(tmp_path / 'rot')
+    paths = generate_rotated_demo_data(root, seed=0, num_train=6, num_val=4)
+    assert sorted(paths) == ['train', 'val']
+    seen, square_offsets = set(), []
+    for split in ('train', 'val'):
+        with open(osp.join(root, 'annotations', f'{split}.json'), encoding='utf-8') as f:
+            coco = json.load(f)
+        names = {c['id']: c['name'] for c in coco['categories']}
+        for img in coco['images']:
+            stem = osp.splitext(img['file_name'])[0]
+            assert osp.isfile(osp.join(root, split, img['file_name']))
+            corners, classes = _dota_boxes(paths[split], stem)
+            anns = [a for a in coco['annotations'] if a['image_id'] == img['id']]
+            assert classes == [names[a['category_id']] for a in anns]
+            for box, name, ann in zip(corners, classes, anns):
+                seen.add(name)
+                polygon = np.array(ann['segmentation'][0]).reshape(-1, 2)
+                sides = np.linalg.norm(box - np.roll(box, -1, axis=0), axis=1)
+                diagonal = np.linalg.norm(box[0] - box[2])
+                # a rectangle: opposite sides equal, Pythagoras on the diagonal
+                assert np.allclose(sides[:2], sides[2:], atol=0.05)
+                assert abs(diagonal**2 - sides[0]**2 - sides[1]**2) < 0.5 * diagonal
+                contour = box.astype(np.float32).reshape(-1, 1, 2)
+                inside = [cv2.pointPolygonTest(contour, tuple(map(float, p)), True)
+                          for p in polygon]
+                assert min(inside) >= -0.05, (name, min(inside))
+                to_box = np.linalg.norm(polygon[:, None] - box[None], axis=2)
+                # a shape cut by the image border keeps its visible (clipped) outline; the
+                # exact checks are for whole shapes
+                whole = (polygon > 0).all() and (polygon < [img['width'], img['height']]).all()
+                if not whole:
+                    continue
+                if name == 'square':
+                    # the drawn corners are rounded to pixels, so four of them are not quite a
+                    # square: the smallest rectangle around them passes within about a pixel
+                    assert len(polygon) == 4
+                    assert to_box.min(axis=0).max() <= 1.5 and to_box.min(axis=1).max() <= 1.5
+                    square_offsets.extend(to_box.min(axis=0))
+                elif name == 'circle':  # axis-aligned, the radius on every side
+                    (x1, y1), (x2, y2) = box.min(axis=0), box.max(axis=0)
+                    assert np.allclose(np.sort(box[:, 0]), [x1, x1, x2, x2], atol=0.01)
+                    assert np.allclose(np.sort(box[:, 1]), [y1, y1, y2, y2], atol=0.01)
+                    assert abs((x2 - x1) - (y2 - y1)) < 0.02
+                    assert np.allclose(polygon.min(axis=0), [x1, y1], atol=0.01)
+                else:  # two vertices on one box side, the third on the opposite one
+                    assert len(polygon) == 3
+                    assert (to_box.min(axis=1) <= 0.01).sum() >= 2
+                    assert max(inside) <= 0.05
+    assert seen == {'circle', 'square', 'triangle'}
+    assert np.median(square_offsets) <= 0.5, square_offsets
+    # MMRotate's DOTA dataset reads the folders (classes by name, one instance per line)
+    from mmrotate.datasets import DOTADataset
+    dataset = DOTADataset(data_root=root + '/', ann_file='annfiles/val/',
+                          data_prefix=dict(img_path='val/'), metainfo=dict(
+                              classes=('circle', 'square', 'triangle')), test_mode=True,
+                          lazy_init=False)
+    assert len(dataset) == 4
+    assert sum(len(dataset.get_data_info(i)['instances']) for i in range(4)) == \
+        len([a for a in coco['annotations']])

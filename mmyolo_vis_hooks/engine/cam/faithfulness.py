@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from ..core.checks import check_choice, check_int, check_number, owned_by
 from ..core.devices import in_network_layout
-from ..core.geometry import boxes_to_original, input_geometry, same_label_iou
+from ..core.geometry import (box_corners, boxes_to_original, input_geometry, is_rotated,
+                             same_label_iou)
 from ..core.model_state import autocast_off, preserved_model_state
 from ..detectors import ExplainedBoxes, explainable_detector
 from .compose import energy_inside
@@ -281,7 +282,11 @@ class Faithfulness:
 def match_ground_truth(boxes: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray,
                        gt_labels: np.ndarray, iou_thr: float = GT_MATCH_IOU) -> np.ndarray:
     """Per detection, the index of the ground-truth box of its class it overlaps most (IoU at
-    least ``iou_thr``), or -1 (a false positive). Boxes in the same pixels (xyxy)."""
+    least ``iou_thr``), or -1 (a false positive). Boxes in the same pixels (xyxy); rotated
+    ``(K, 5)`` detections meet the (xyxy) ground truth with their axis-aligned hull."""
+    if is_rotated(boxes) and not is_rotated(gt_boxes):
+        corners = box_corners(torch.as_tensor(np.asarray(boxes, np.float32))).double()
+        boxes = torch.cat([corners.amin(dim=1), corners.amax(dim=1)], dim=1).numpy()
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     if not len(boxes) or not len(gt_boxes):
@@ -368,7 +373,8 @@ def ground_truth_scores(maps: Tensor, boxes: Tensor, labels: Sequence[int],
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps on the original image (``box_maps(meta)``).
-        boxes (Tensor): ``(K, 4)`` the detections, xyxy in original-image pixels.
+        boxes (Tensor): ``(K, 4)`` the detections, xyxy in original-image pixels (rotated
+            ``(K, 5)`` ones are matched by their axis-aligned hull).
         labels (Sequence[int]): Their classes.
         gt_boxes (np.ndarray): ``(G, 4)`` ground-truth xyxy boxes, original-image pixels.
         gt_labels (Sequence[int]): Their classes (model label indices).
