@@ -152,7 +152,7 @@ def test_main_job_generates_the_dataset_its_config_names(tmp_path, monkeypatch):
     assert demo.ensure_demo_data(data, 3, 'shapes_rotated') is True
     assert calls == [(osp.join(data, 'shapes_rotated'), 3)]
     generate_rotated_demo_data(osp.join(data, 'shapes_rotated'), seed=3, num_train=2,
-                               num_val=2)
+                               num_val=2, large=False)
     assert demo.ensure_demo_data(data, 3, 'shapes_rotated') is False
     assert len(calls) == 1
     cfg.demo_dataset = 'nope'

@@ -136,7 +136,7 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
 
 
 def _annotations(objects: List[dict], image_id: int, first_ann_id: int,
-                 segmentation: bool = False) -> List[dict]:
+                 segmentation: bool = False, rotated: bool = False) -> List[dict]:
     anns = []
     for k, obj in enumerate(objects):
         x1, y1, x2, y2 = obj['bbox']
@@ -146,6 +146,11 @@ def _annotations(objects: List[dict], image_id: int, first_ann_id: int,
                    area=round(w * h, 2), iscrowd=0)
         if segmentation:  # one COCO polygon: [x1, y1, x2, y2, ...]
             ann['segmentation'] = [[round(float(v), 2) for v in obj['polygon'].ravel()]]
+        if rotated:  # [cx, cy, w, h, angle] of its rotated box, as mmrotate's qbox2rbox gives
+            corners = rotated_box_corners(obj['label'], obj['polygon']).astype(np.float32)
+            (cx, cy), (w, h), degrees = cv2.minAreaRect(corners)
+            ann['rbox'] = [round(float(v), 2) for v in (cx, cy, w, h)] + \
+                [round(float(np.deg2rad(degrees)), 6)]
         anns.append(ann)
     return anns
 
@@ -217,7 +222,8 @@ LARGE_EVAL_IMAGES: Tuple[Tuple[int, int, int], ...] = (
 
 def generate_large_eval_set(out_dir: str, seed: int,
                             images: Sequence[Tuple[int, int, int]] = LARGE_EVAL_IMAGES,
-                            object_size_range: Tuple[int, int] = (12, 32)) -> str:
+                            object_size_range: Tuple[int, int] = (12, 32),
+                            rotated: bool = False) -> str:
     """Writes a few large images with many small shapes and one COCO ground truth for them
     (sliced vs full-image evaluation: letterboxed whole, the shapes shrink to 3-10 px).
 
@@ -230,6 +236,9 @@ def generate_large_eval_set(out_dir: str, seed: int,
             Defaults to ``LARGE_EVAL_IMAGES``.
         object_size_range (tuple[int, int]): Range of shape sizes in pixels.
             Defaults to (12, 32).
+        rotated (bool): Also give each annotation its outline (``segmentation``) and its
+            rotated box (``rbox`` [cx, cy, w, h, angle], :func:`rotated_box_corners`), the
+            ground truth of rotated detectors; the images are the same. Defaults to False.
 
     Returns:
         str: Path of the annotation file (``large_eval.json``).
@@ -242,7 +251,8 @@ def generate_large_eval_set(out_dir: str, seed: int,
         file_name = f'large_eval_{idx:05d}.png'
         _write_png(osp.join(out_dir, file_name), img)
         coco_images.append(dict(id=idx + 1, file_name=file_name, width=width, height=height))
-        annotations += _annotations(objects, idx + 1, len(annotations) + 1)
+        annotations += _annotations(objects, idx + 1, len(annotations) + 1,
+                                    segmentation=rotated, rotated=rotated)
     ann_file = osp.join(out_dir, 'large_eval.json')
     with open(ann_file, 'w', encoding='utf-8') as f:
         json.dump(_coco(coco_images, annotations), f)
@@ -347,7 +357,7 @@ def write_dota_annotations(ann_file: str, out_dir: str) -> int:
 
 
 def generate_rotated_demo_data(out_dir: str, seed: int = 0, num_train: int = 400,
-                               num_val: int = 80) -> Dict[str, str]:
+                               num_val: int = 80, large: bool = True) -> Dict[str, str]:
     """Generates the rotated-box demo (RTMDet-R): the shapes train/val splits of
     :func:`generate_demo_data` (the same images for the same seed), with polygons, and their
     rotated boxes as DOTA txt folders.
@@ -360,13 +370,19 @@ def generate_rotated_demo_data(out_dir: str, seed: int = 0, num_train: int = 400
         seed (int): Random seed. Defaults to 0.
         num_train (int): Train images. Defaults to 400.
         num_val (int): Val images. Defaults to 80.
+        large (bool): Also write the sliced evaluation set. Defaults to True.
 
     Returns:
-        dict: The DOTA annotation folders keyed by ``train`` and ``val``.
+        dict: The DOTA annotation folders keyed by ``train`` and ``val``, and the sliced
+        evaluation set with rotated ground truth (:func:`generate_large_eval_set`'s images,
+        ``<out_dir>/large_eval/large_eval.json``) keyed by ``large_eval`` (with ``large``).
     """
     paths = {}
     for split, num in (('train', num_train), ('val', num_val)):
         ann_file = generate_split(out_dir, split, SplitSpec(num), seed, segmentation=True)
         paths[split] = osp.join(out_dir, 'annfiles', split)
         write_dota_annotations(ann_file, paths[split])
+    if large:
+        paths['large_eval'] = generate_large_eval_set(osp.join(out_dir, 'large_eval'), seed,
+                                                      rotated=True)
     return paths

@@ -104,7 +104,7 @@ def test_rotated_demo_boxes_contain_their_shapes(tmp_path):
 
     from mmyolo_vis_hooks.data.synthetic_shapes import generate_rotated_demo_data
     root = str(tmp_path / 'rot')
-    paths = generate_rotated_demo_data(root, seed=0, num_train=6, num_val=4)
+    paths = generate_rotated_demo_data(root, seed=0, num_train=6, num_val=4, large=False)
     assert sorted(paths) == ['train', 'val']
     seen, square_offsets = set(), []
     for split in ('train', 'val'):
