@@ -266,7 +266,8 @@ def test_sliced_rotated_detection_beats_the_whole_image(trained_rotated, tmp_pat
     (12-32 px; ground truth ``rbox``): slices merged by rotated NMS find most shapes by
     rotated IoU; letterboxed whole, the shapes shrink below what it detects. Measured on
     this image (1 thread): sliced 20 of 24 shapes found (rotated IoU >= 0.5, right class),
-    with 24 unmatched boxes (it was trained on 16-40 px shapes at 320 px); whole: 0 of 24."""
+    with 24 unmatched boxes (it was trained on larger shapes: 17-120 px at its input);
+    whole: 0 of 24."""
     import json
 
     from mmyolo_vis_hooks.data.synthetic_shapes import generate_large_eval_set
