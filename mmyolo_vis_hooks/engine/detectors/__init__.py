@@ -102,13 +102,16 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
                                        f'{_kind_of_other(model)}')
     mmyolo_heads, instance_heads, rotated_heads, pose_heads = (
         _mmyolo_heads(kind) for kind in ('mmyolo_dense', 'mmyolo_instance', 'rotated', 'pose'))
+
+    def own_decoding(base: type) -> UnsupportedDetectorError:
+        return UnsupportedDetectorError(
+            f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} subclasses '
+            f'{base.__name__} with a decoding of its own')
     for cls in type(head).__mro__:
         if cls in rotated_heads:
             from .rotated import MMYOLORotatedDetector, has_rotated_decoding
             if not has_rotated_decoding(head):
-                raise UnsupportedDetectorError(
-                    f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
-                    f'subclasses {cls.__name__} with a decoding of its own')
+                raise own_decoding(cls)
             return MMYOLORotatedDetector(model)
         if cls in pose_heads:
             from .pose import PoseDetector
@@ -119,9 +122,7 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
         if cls in mmyolo_heads:
             from .mmyolo_dense import MMYOLODenseDetector, has_standard_decoding
             if not has_standard_decoding(head):
-                raise UnsupportedDetectorError(
-                    f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} '
-                    f'subclasses {cls.__name__} with a decoding of its own')
+                raise own_decoding(cls)
             return MMYOLODenseDetector(model)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     if isinstance(head, BaseDenseHead):

@@ -96,15 +96,20 @@ def _apply_merges(preds: np.ndarray, keep_to_merge: Dict[int, List[int]], metric
     return Detections(np.asarray(out_boxes), np.asarray(out_scores), np.asarray(out_labels))
 
 
-def _soft_nms(dets: Detections, merge: MergeConfig) -> Detections:
-    """mmcv's soft-NMS (linear decay): boxes are kept, lower-scored overlapping ones decay."""
+def _mmcv_nms(dets: Detections, merge: MergeConfig, nms_type: str):
+    """``mmcv.ops.batched_nms`` of ``nms_type`` (class-wise unless ``class_agnostic``):
+    its ``(dets, keep)`` as tensors."""
     import torch
     from mmcv.ops import batched_nms
-    out, keep = batched_nms(
+    return batched_nms(
         torch.from_numpy(dets.bboxes), torch.from_numpy(dets.scores),
         torch.from_numpy(dets.labels),
-        dict(type='soft_nms', iou_threshold=merge.threshold,
-             class_agnostic=merge.class_agnostic))
+        dict(type=nms_type, iou_threshold=merge.threshold, class_agnostic=merge.class_agnostic))
+
+
+def _soft_nms(dets: Detections, merge: MergeConfig) -> Detections:
+    """mmcv's soft-NMS (linear decay): boxes are kept, lower-scored overlapping ones decay."""
+    out, keep = _mmcv_nms(dets, merge, 'soft_nms')
     return Detections(out[:, :4].numpy(), out[:, 4].numpy(), dets.labels[keep.numpy()])
 
 
@@ -125,14 +130,7 @@ def check_merge_for(merge: MergeConfig, box_dim: int) -> None:
 
 def _rotated_nms(dets: Detections, merge: MergeConfig) -> Detections:
     """mmcv's rotated NMS (class-wise unless ``class_agnostic``), as the rotated head's."""
-    import torch
-    from mmcv.ops import batched_nms
-    _, keep = batched_nms(
-        torch.from_numpy(dets.bboxes), torch.from_numpy(dets.scores),
-        torch.from_numpy(dets.labels),
-        dict(type='nms_rotated', iou_threshold=merge.threshold,
-             class_agnostic=merge.class_agnostic))
-    return dets.select(keep.numpy())
+    return dets.select(_mmcv_nms(dets, merge, 'nms_rotated')[1].numpy())
 
 
 def merge_detections(dets: Detections, merge: MergeConfig) -> Detections:
