@@ -75,6 +75,11 @@ class MMYOLOInstanceDetector(MMYOLODenseDetector):
     def level_candidates(self, feats, classes: Optional[Tensor] = None,
                          metas: Optional[Sequence[dict]] = None,
                          proposals: Optional[Tensor] = None) -> List[FlatPredictions]:
+        if self.mask_kind == 'rtmdet':
+            # its mask head fuses every level: a level perturbed for n copies beside
+            # unchanged ones at batch 1 (the contract's re-scoring) needs them all at n
+            batch = max(f.shape[0] for f in feats)
+            feats = [f.expand(batch, *f.shape[1:]) for f in feats]
         outputs = self.head(tuple(feats))
         if self.mask_kind == 'yolov5':
             box_outputs, coeffs, source = outputs[:3], outputs[3], outputs[4]
