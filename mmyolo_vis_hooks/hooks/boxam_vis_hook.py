@@ -12,7 +12,7 @@ from ..engine.cam.faithfulness import Faithfulness
 from ..engine.cam.methods import build_method
 from ..engine.core.checks import check_bool, check_int, check_str_list, owned_by
 from ..engine.core.draw import display_image
-from ..engine.core.geometry import segmentation_masks
+from ..engine.core.geometry import quads_to_rotated, segmentation_masks
 from ..engine.core.model_state import autocast_off, checkpointing_off, preserved_model_state
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
@@ -293,13 +293,16 @@ class BoxAMVisHook(BaseVisHook):
                 f'first)')
 
     def _ground_truth(self, sample) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """The image's ground-truth xyxy boxes in original pixels (ignored ones left out), and
-        their ``(G, H, W)`` instance masks where every one has a segmentation (COCO's
-        ``mask`` entries of the data info), else None."""
+        """The image's ground-truth boxes in original pixels (ignored ones left out): xyxy,
+        or rotated ``(G, 5)`` where the dataset gives quadrilaterals (DOTA's 8 values per
+        box); and their ``(G, H, W)`` instance masks where every one has a segmentation
+        (COCO's ``mask`` entries of the data info), else None."""
         info = self._dataset.get_data_info(sample.index)
         instances = [inst for inst in info.get('instances', [])
                      if not inst.get('ignore_flag', 0)]
-        boxes = np.asarray([inst['bbox'] for inst in instances], np.float32).reshape(-1, 4)
+        boxes = np.asarray([inst['bbox'] for inst in instances], np.float32)
+        boxes = quads_to_rotated(boxes) if boxes.ndim == 2 and boxes.shape[1] == 8 else \
+            boxes.reshape(-1, 4)
         masks = None
         if instances and info.get('height') and info.get('width'):
             masks = segmentation_masks([inst.get('mask') for inst in instances],

@@ -279,16 +279,25 @@ class Faithfulness:
         return log_scores.exp()  # exp(-inf) = 0: the box is no longer detected
 
 
+def _hull(boxes) -> np.ndarray:
+    """The xyxy box around each box (rotated ones: around their corners)."""
+    if not is_rotated(boxes):
+        return np.asarray(boxes, np.float64).reshape(-1, 4)
+    corners = box_corners(torch.as_tensor(np.asarray(boxes, np.float32))).double()
+    return torch.cat([corners.amin(dim=1), corners.amax(dim=1)], dim=1).numpy()
+
+
 def match_ground_truth(boxes: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray,
                        gt_labels: np.ndarray, iou_thr: float = GT_MATCH_IOU) -> np.ndarray:
     """Per detection, the index of the ground-truth box of its class it overlaps most (IoU at
-    least ``iou_thr``), or -1 (a false positive). Boxes in the same pixels (xyxy); rotated
-    ``(K, 5)`` detections meet the (xyxy) ground truth with their axis-aligned hull."""
-    if is_rotated(boxes) and not is_rotated(gt_boxes):
-        corners = box_corners(torch.as_tensor(np.asarray(boxes, np.float32))).double()
-        boxes = torch.cat([corners.amin(dim=1), corners.amax(dim=1)], dim=1).numpy()
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    least ``iou_thr``), or -1 (a false positive). Boxes in the same pixels, xyxy or rotated
+    ``(K, 5)``: rotated detections meet rotated ground truth by rotated IoU, and xyxy ground
+    truth with their axis-aligned hull (and the other way round)."""
+    if is_rotated(boxes) != is_rotated(gt_boxes):
+        boxes, gt_boxes = _hull(boxes), _hull(gt_boxes)
+    dim = 5 if is_rotated(boxes) else 4
+    boxes = np.asarray(boxes, np.float64).reshape(-1, dim)
+    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, dim)
     if not len(boxes) or not len(gt_boxes):
         return np.full(len(boxes), -1, dtype=np.int64)
     ious = same_label_iou(boxes, labels, gt_boxes, gt_labels)  # (K, G), -1 across classes
@@ -303,7 +312,8 @@ def pointing_hits(maps: Tensor, gt_boxes: Tensor, tolerance: float = POINTING_TO
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps on the image the boxes are given in.
-        gt_boxes (Tensor): ``(K, 4)`` xyxy, box k for map k, in pixels of that image.
+        gt_boxes (Tensor): ``(K, 4)`` xyxy (or ``(K, 5)`` rotated), box k for map k, in pixels
+            of that image.
         tolerance (float): Pixels around the box that still count (Zhang et al. 2016: 15).
             Defaults to 15.
         gt_masks (Tensor, optional): ``(K, H, W)`` bool, mask k for map k: the distance is
@@ -330,8 +340,14 @@ def pointing_hits(maps: Tensor, gt_boxes: Tensor, tolerance: float = POINTING_TO
             continue
         # Pixel centre; the distance to the box is 0 inside it.
         x, y = flat % width + 0.5, flat // width + 0.5
-        dx = max(float(box[0]) - x, 0.0, x - float(box[2]))
-        dy = max(float(box[1]) - y, 0.0, y - float(box[3]))
+        if len(box) == 5:  # a rotated box: the point in the box's own frame
+            cx, cy, w, h, angle = (float(v) for v in box)
+            along_w = (x - cx) * math.cos(angle) + (y - cy) * math.sin(angle)
+            along_h = -(x - cx) * math.sin(angle) + (y - cy) * math.cos(angle)
+            dx, dy = max(abs(along_w) - w / 2, 0.0), max(abs(along_h) - h / 2, 0.0)
+        else:
+            dx = max(float(box[0]) - x, 0.0, x - float(box[2]))
+            dy = max(float(box[1]) - y, 0.0, y - float(box[3]))
         hits.append(math.hypot(dx, dy) <= tolerance)
     return hits
 
@@ -373,10 +389,11 @@ def ground_truth_scores(maps: Tensor, boxes: Tensor, labels: Sequence[int],
 
     Args:
         maps (Tensor): ``(K, H, W)`` maps on the original image (``box_maps(meta)``).
-        boxes (Tensor): ``(K, 4)`` the detections, xyxy in original-image pixels (rotated
-            ``(K, 5)`` ones are matched by their axis-aligned hull).
+        boxes (Tensor): ``(K, 4)`` the detections, xyxy in original-image pixels, or rotated
+            ``(K, 5)`` (:func:`match_ground_truth`).
         labels (Sequence[int]): Their classes.
-        gt_boxes (np.ndarray): ``(G, 4)`` ground-truth xyxy boxes, original-image pixels.
+        gt_boxes (np.ndarray): ``(G, 4)`` ground-truth xyxy boxes (or ``(G, 5)`` rotated),
+            original-image pixels.
         gt_labels (Sequence[int]): Their classes (model label indices).
         tolerance (float): Pointing-game tolerance in pixels. Defaults to 15.
         gt_masks (np.ndarray, optional): ``(G, H, W)`` bool ground-truth instance masks on
@@ -388,7 +405,9 @@ def ground_truth_scores(maps: Tensor, boxes: Tensor, labels: Sequence[int],
     energy: List[Optional[float]] = [None] * len(matched)
     keep = np.flatnonzero(matched >= 0)
     if len(keep):
-        targets = torch.as_tensor(np.asarray(gt_boxes, np.float32).reshape(-1, 4)[matched[keep]])
+        gt_boxes = np.asarray(gt_boxes, np.float32)
+        gt_boxes = gt_boxes.reshape(-1, 5 if is_rotated(gt_boxes) else 4)
+        targets = torch.as_tensor(gt_boxes[matched[keep]])
         chosen = maps[torch.as_tensor(keep)].float().cpu()
         masks = None if gt_masks is None else torch.as_tensor(
             np.asarray(gt_masks, dtype=bool)[matched[keep]])

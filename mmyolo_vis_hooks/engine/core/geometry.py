@@ -206,6 +206,14 @@ def stretch_to_original(featmap: torch.Tensor, meta: Dict) -> torch.Tensor:
     return out[0] if squeeze else out
 
 
+def quads_to_rotated(quads) -> np.ndarray:
+    """``(N, 8)`` quadrilaterals (DOTA's ground truth: 4 corners) -> ``(N, 5)`` rotated boxes,
+    as mmrotate's ``qbox2rbox`` (its datasets' ``qbox`` -> ``rbox`` conversion) gives them."""
+    from mmrotate.structures.bbox import qbox2rbox
+    quads = torch.as_tensor(np.asarray(quads, np.float32).reshape(-1, 8))
+    return qbox2rbox(quads).numpy().reshape(-1, 5)
+
+
 def box_sizes(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(widths, heights)`` of ``(N, 4)`` xyxy boxes, or of rotated boxes along their own
     sides (mmrotate's ``RotatedBoxes.widths``/``heights``)."""

@@ -166,6 +166,32 @@ def test_rotated_detections_meet_axis_aligned_ground_truth_by_their_hull():
     assert match_ground_truth(dets, np.array([0, 0]), gt, np.array([0, 1])).tolist() == [-1, -1]
 
 
+
+def test_rotated_ground_truth_scores_by_rotated_iou_and_the_rotated_rectangle():
+    """Rotated ground truth (DOTA's, as the hook reads it): detections are matched by rotated
+    IoU, and the pointing game and the energy use the rotated rectangle, not its hull."""
+    from mmyolo_vis_hooks.engine.cam.faithfulness import ground_truth_scores
+    from mmyolo_vis_hooks.engine.core.geometry import quads_to_rotated
+    # a 56.6 x 28.3 box at 45° around (100, 100): its hull's corners lie far outside it
+    gt = quads_to_rotated(np.array([[90, 70, 130, 110, 110, 130, 70, 90]], np.float32))
+    assert gt.shape == (1, 5) and gt[0, 2] * gt[0, 3] == pytest.approx(
+        np.hypot(40, 40) * np.hypot(20, 20), rel=1e-4)
+    turned = torch.tensor(gt, dtype=torch.float32)
+    upright = turned.clone()
+    upright[0, 4] += np.pi / 2  # the same centre and size, turned 90°: rotated IoU ~0.33
+    maps = torch.zeros(2, 200, 200)
+    maps[0, 100, 100] = 1.0  # peak at the centre: inside
+    maps[1, 75, 75] = 1.0  # 7 px beyond the box's end: within the 15 px tolerance
+    scores = ground_truth_scores(maps, torch.cat([turned, turned]), [0, 0], gt, [0])
+    assert scores.matched.tolist() == [0, 0]
+    assert scores.pointing == [1.0, 1.0] and scores.energy[0] == 1.0
+    far = torch.zeros(1, 200, 200)
+    far[0, 75, 125] = 1.0  # inside the hull, 21 px from the rotated box: a miss
+    assert ground_truth_scores(far, turned, [0], gt, [0]).pointing == [0.0]
+    assert ground_truth_scores(far, turned, [0], gt, [0]).energy == [0.0]
+    assert ground_truth_scores(maps[:1], upright, [0], gt, [0]).matched.tolist() == [-1]
+
+
 # ------------------------------------------------------------------ the trained RTMDet-R (slow)
 # The small RTMDet-R trained on the rotated shapes data (tests/assets/README.md)
 TRAINED = (osp.join(REPO_ROOT, 'configs', 'demo', 'rtmdet_r_shapes.py'),
