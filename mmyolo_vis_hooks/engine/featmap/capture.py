@@ -35,7 +35,8 @@ def captured_from_output(maps: Dict[str, torch.Tensor], data_sample) -> Captured
     pred = getattr(data_sample, 'pred_instances', None)
     sample = CapturedSample(maps=dict(maps), meta=dict(data_sample.metainfo))
     if pred is not None and len(pred) > 0:
-        sample.boxes = pred.bboxes.detach().float().cpu().numpy()
+        # rotated heads may give mmrotate's RotatedBoxes: their (K, 5) tensor
+        sample.boxes = getattr(pred.bboxes, 'tensor', pred.bboxes).detach().float().cpu().numpy()
         sample.scores = pred.scores.detach().float().cpu().numpy()
         sample.labels = pred.labels.detach().cpu().numpy()
     return sample

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..core.draw import draw_boxes, make_grid, overlay
-from ..core.geometry import map_to_original, original_size
+from ..core.geometry import map_to_original, original_size, scale_boxes
 from .capture import CapturedSample
 from .reduce import reduce_channels
 
@@ -49,9 +49,10 @@ def draw_layer(image: np.ndarray, featmap: torch.Tensor, sample: CapturedSample,
         tile = overlay(image, heat, alpha)
         if score_thr is not None and len(sample.scores):
             keep = sample.scores >= score_thr
-            scale = np.array([width / ori_w, height / ori_h] * 2, np.float32)
-            tile = draw_boxes(tile, sample.boxes[keep] * scale, sample.labels[keep],
-                              sample.scores[keep], class_names)
+            boxes = scale_boxes(torch.as_tensor(sample.boxes[keep]), width / ori_w,
+                                height / ori_h).numpy()
+            tile = draw_boxes(tile, boxes, sample.labels[keep], sample.scores[keep],
+                              class_names)
         tiles.append(tile)
         titles.append(label)
     if len(tiles) == 1:
