@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 
-from .data.synthetic_shapes import generate_demo_data, generate_rotated_demo_data
+from .data.synthetic_shapes import (generate_demo_data, generate_pose_demo_data,
+                                    generate_rotated_demo_data)
 from .engine.core.devices import usable_cpus
 
 # The main job's config (configs/demo/, installed as mmyolo_vis_hooks.configs); the test detector
@@ -25,13 +26,17 @@ DATA_FILES = ('shapes/annotations/train.json', 'shapes/annotations/val.json', 'l
 # The rotated-box demo (configs/demo/rtmdet_r_shapes.py); its val DOTA folder is written last.
 ROTATED_DATA_FILES = ('shapes_rotated/annotations/train.json',
                       'shapes_rotated/annotations/val.json', 'shapes_rotated/annfiles/val')
+# The pose demo (configs/demo/yolox_pose_shapes.py): stick figures, COCO keypoints.
+POSE_DATA_FILES = ('stick_figures/annotations/train.json', 'stick_figures/annotations/val.json')
 # A config names its demo dataset (a folder of --data-dir) with a top-level `demo_dataset`.
-DEMO_DATASETS = ('shapes', 'shapes_rotated')
+DEMO_DATASETS = ('shapes', 'shapes_rotated', 'stick_figures')
 MAP50_KEY = 'coco/bbox_mAP_50'
 MAP_KEY = 'coco/bbox_mAP'
 # (mAP@50, mAP@[.5:.95]) keys per evaluator: COCO boxes, then mmrotate's DOTAMetric (rotated
-# IoU; its `dota/mAP` is the mean over the config's thresholds, the demo's is 0.5 alone)
-METRIC_KEYS = ((MAP50_KEY, MAP_KEY), ('dota/AP50', None))
+# IoU; its `dota/mAP` is the mean over the config's thresholds, the demo's is 0.5 alone), then
+# mmpose's keypoint CocoMetric (OKS AP)
+POSE_AP_KEY = 'coco/AP'
+METRIC_KEYS = ((MAP50_KEY, MAP_KEY), ('dota/AP50', None), ('coco/AP .5', POSE_AP_KEY))
 
 
 def auto_threads(num_workers: int, cpus: Optional[int] = None) -> int:
@@ -61,20 +66,22 @@ def ensure_demo_data(data_dir: str, seed: int, dataset: str = 'shapes') -> bool:
 
     Args:
         dataset (str): ``'shapes'`` (the demo: ``shapes/``, ``large/``, ``large_eval/``) or
-            ``'shapes_rotated'`` (``shapes_rotated/``, DOTA rotated boxes). Defaults to
-            ``'shapes'``.
+            ``'shapes_rotated'`` (``shapes_rotated/``, DOTA rotated boxes) or
+            ``'stick_figures'`` (``stick_figures/``, COCO keypoints). Defaults to ``'shapes'``.
 
     Returns:
         bool: True when the data was generated now.
     """
-    rotated = dataset == 'shapes_rotated'
-    files = ROTATED_DATA_FILES if rotated else DATA_FILES
+    files = dict(shapes_rotated=ROTATED_DATA_FILES, stick_figures=POSE_DATA_FILES).get(
+        dataset, DATA_FILES)
     if all(osp.exists(osp.join(data_dir, f)) for f in files):
         return False
     print(f'[demo] generating the synthetic {dataset} data into {data_dir}/ (seed {seed})',
           flush=True)
-    if rotated:
+    if dataset == 'shapes_rotated':
         generate_rotated_demo_data(osp.join(data_dir, dataset), seed=seed)
+    elif dataset == 'stick_figures':
+        generate_pose_demo_data(osp.join(data_dir, dataset), seed=seed)
     else:
         generate_demo_data(data_dir, seed=seed)
     return True
@@ -88,13 +95,16 @@ def _set_data_root(cfg: Config, data_dir: str) -> None:
         dataset = dataset.get('dataset', dataset)
         dataset['data_root'] = shapes_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
-        if 'ann_file' in cfg[evaluator]:  # COCO; DOTAMetric reads the dataset's boxes
+        if 'ann_file' in cfg[evaluator]:  # COCO (boxes or keypoints); DOTAMetric reads the
+            # dataset's boxes
             cfg[evaluator]['ann_file'] = osp.join(shapes_root, 'annotations', 'val.json')
 
 
 def _set_epochs(cfg: Config, epochs: int) -> None:
     cfg.train_cfg.max_epochs = epochs
-    cfg.default_hooks.param_scheduler.max_epochs = epochs
+    # YOLOv5ParamSchedulerHook's epochs; MMEngine's ParamSchedulerHook (YOLOX, RTMDet) has none
+    if 'max_epochs' in cfg.default_hooks.param_scheduler:
+        cfg.default_hooks.param_scheduler.max_epochs = epochs
     close_epochs = cfg.get('close_mosaic_epochs', 0)
     for hook in cfg.get('custom_hooks', []):
         if hook['type'].split('.')[-1] == 'PipelineSwitchHook':
@@ -253,7 +263,9 @@ def summary_lines(result: Dict[str, object]) -> List[str]:
         '=' * 72,
         f'demo detector: {osp.basename(str(result["config"]))}, {result["epochs"]} epochs'
         f'{scale_txt}, seed {result["seed"]}',
-        f'val bbox mAP@50: {map50}   mAP@[.5:.95]: {map_all}',
+        (f'val keypoint AP@50 (OKS): {map50}   AP@[.5:.95]: {map_all}'
+         if POSE_AP_KEY in result['metrics'] else
+         f'val bbox mAP@50: {map50}   mAP@[.5:.95]: {map_all}'),
         f'training wall time: {train_s / 60:.1f} min ({train_s:.0f} s, validations included); '
         f'CPU time of the main process {cpu_s / 60:.1f} min',
         f'{cpu_model()}, {result["cpus"]} usable CPUs, {result["threads"]} torch thread(s)'

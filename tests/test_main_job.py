@@ -160,6 +160,41 @@ def test_main_job_generates_the_dataset_its_config_names(tmp_path, monkeypatch):
         demo.demo_dataset(cfg)
 
 
+def test_main_job_generates_the_pose_data_of_the_pose_config(tmp_path, monkeypatch):
+    """The YOLOX-pose demo (``demo_dataset = 'stick_figures'``): its data is generated when
+    missing, its keypoint evaluator reads the val file of the data root, ``--epochs`` leaves
+    MMEngine's ParamSchedulerHook (which takes no epochs) alone."""
+    from mmyolo_vis_hooks import demo
+    from mmyolo_vis_hooks.data.synthetic_shapes import generate_pose_demo_data
+    data = str(tmp_path / 'data')
+    calls = []
+    monkeypatch.setattr(demo, 'generate_pose_demo_data',
+                        lambda out_dir, seed: calls.append((out_dir, seed)))
+    cfg = demo.build_config(osp.join(REPO_ROOT, 'configs', 'demo', 'yolox_pose_shapes.py'),
+                            data_dir=data, epochs=3)
+    root = osp.join(data, 'stick_figures') + '/'
+    assert demo.demo_dataset(cfg) == 'stick_figures'
+    assert cfg.train_dataloader.dataset.data_root == root
+    assert cfg.val_evaluator.ann_file == osp.join(root, 'annotations', 'val.json')
+    assert cfg.train_cfg.max_epochs == 3 and 'max_epochs' not in cfg.default_hooks.param_scheduler
+    assert demo.ensure_demo_data(data, 3, 'stick_figures') is True
+    assert calls == [(osp.join(data, 'stick_figures'), 3)]
+    generate_pose_demo_data(osp.join(data, 'stick_figures'), seed=3, num_train=1, num_val=1)
+    assert demo.ensure_demo_data(data, 3, 'stick_figures') is False
+    assert len(calls) == 1
+
+
+def test_summary_reads_the_keypoint_evaluators_ap():
+    """mmpose's CocoMetric (OKS) AP is reported, named as keypoint AP."""
+    from mmyolo_vis_hooks import demo
+    result = dict(metrics={'coco/AP .5': 0.9, 'coco/AP': 0.6}, train_seconds=60.0,
+                  cpu_seconds=50.0, threads=1, cpus=2, checkpoint='c.pth', epochs=2, seed=0,
+                  config='yolox_pose_shapes.py')
+    assert demo.map_values(result['metrics']) == (0.9, 0.6)
+    text = '\n'.join(demo.summary_lines(result))
+    assert 'val keypoint AP@50 (OKS): 0.900   AP@[.5:.95]: 0.600' in text
+
+
 def test_summary_reads_the_rotated_evaluators_map():
     """DOTAMetric's mAP@50 is reported as the COCO one; it has no mAP@[.5:.95] here."""
     from mmyolo_vis_hooks import demo

@@ -386,3 +386,164 @@ def generate_rotated_demo_data(out_dir: str, seed: int = 0, num_train: int = 400
         paths['large_eval'] = generate_large_eval_set(osp.join(out_dir, 'large_eval'), seed,
                                                       rotated=True)
     return paths
+
+
+# ------------------------------------------------------------------ pose: stick figures
+# COCO's 17 person keypoints, in COCO order (mmpose's coco metainfo).
+POSE_KEYPOINTS: Tuple[str, ...] = (
+    'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
+    'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip',
+    'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
+# COCO's skeleton (0-based keypoint pairs), the limbs drawn.
+POSE_SKELETON: Tuple[Tuple[int, int], ...] = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+
+
+def _stick_figure_keypoints(rng: np.random.Generator, height: float) -> np.ndarray:
+    """The 17 keypoints ``(17, 2)`` of a frontal stick figure ``height`` px tall (top of the
+    head to the ankles), pelvis at the origin, y down: the person's left is the image's right
+    (a figure facing the viewer), arm and leg angles and a body tilt drawn from ``rng``."""
+    h = height / 0.95  # the head's top at -0.5 h, the ankles at 0.45 h
+    head = np.array([0.0, -0.42 * h])
+    pts = np.zeros((17, 2))
+    pts[0] = head + [0.0, 0.025 * h]                     # nose
+    pts[1], pts[2] = head + [0.03 * h, -0.015 * h], head + [-0.03 * h, -0.015 * h]  # eyes
+    pts[3], pts[4] = head + [0.07 * h, 0.0], head + [-0.07 * h, 0.0]               # ears
+    pts[5], pts[6] = [0.11 * h, -0.3 * h], [-0.11 * h, -0.3 * h]                   # shoulders
+    pts[11], pts[12] = [0.07 * h, 0.0], [-0.07 * h, 0.0]                           # hips
+    for side, (sh, el, wr, hip, kn, an) in ((1.0, (5, 7, 9, 11, 13, 15)),
+                                            (-1.0, (6, 8, 10, 12, 14, 16))):
+        # angles from straight down, outward positive; an arm may reach above the shoulder
+        upper = np.deg2rad(rng.uniform(10, 150))
+        lower = upper + np.deg2rad(rng.uniform(-60, 60))
+        pts[el] = pts[sh] + 0.15 * h * np.array([side * np.sin(upper), np.cos(upper)])
+        pts[wr] = pts[el] + 0.14 * h * np.array([side * np.sin(lower), np.cos(lower)])
+        thigh = np.deg2rad(rng.uniform(0, 35))
+        shin = thigh + np.deg2rad(rng.uniform(-25, 15))
+        pts[kn] = pts[hip] + 0.22 * h * np.array([side * np.sin(thigh), np.cos(thigh)])
+        pts[an] = pts[kn] + 0.22 * h * np.array([side * np.sin(shin), np.cos(shin)])
+    tilt = np.deg2rad(rng.uniform(-15, 15))
+    rot = np.array([[np.cos(tilt), -np.sin(tilt)], [np.sin(tilt), np.cos(tilt)]])
+    return pts @ rot.T
+
+
+def _draw_stick_figure(img: np.ndarray, rng: np.random.Generator, keypoints: np.ndarray,
+                       height: float) -> Tuple[float, float, float, float]:
+    """Draws one stick figure (RGB) whose keypoints are ``keypoints`` (image coordinates): the
+    COCO skeleton's limbs as lines, a filled head around the face keypoints, dark eyes and nose.
+    Returns its tight box (x1, y1, x2, y2) around everything drawn."""
+    color = tuple(int(c) for c in PALETTE[int(rng.integers(len(PALETTE)))])
+    thick = max(2, int(round(height * 0.035)))
+    head_c = (keypoints[3] + keypoints[4]) / 2
+    head_r = 0.085 * height / 0.95
+    limbs = [(a, b) for a, b in POSE_SKELETON if min(a, b) >= 5]
+    for a, b in limbs:
+        cv2.line(img, tuple(int(round(v)) for v in keypoints[a]),
+                 tuple(int(round(v)) for v in keypoints[b]), color, thick, cv2.LINE_AA)
+    # the neck: shoulders' midpoint to the head
+    neck = (keypoints[5] + keypoints[6]) / 2
+    cv2.line(img, tuple(int(round(v)) for v in neck), tuple(int(round(v)) for v in head_c),
+             color, thick, cv2.LINE_AA)
+    cv2.circle(img, tuple(int(round(v)) for v in head_c), int(round(head_r)), color, -1,
+               cv2.LINE_AA)
+    dark = tuple(int(c * 0.25) for c in color)
+    dot = max(1, int(round(height * 0.012)))
+    for k in (0, 1, 2):
+        cv2.circle(img, tuple(int(round(v)) for v in keypoints[k]), dot, dark, -1, cv2.LINE_AA)
+    pad = thick / 2
+    x1 = min(keypoints[:, 0].min() - pad, head_c[0] - head_r)
+    y1 = min(keypoints[:, 1].min() - pad, head_c[1] - head_r)
+    x2 = max(keypoints[:, 0].max() + pad, head_c[0] + head_r)
+    y2 = max(keypoints[:, 1].max() + pad, head_c[1] + head_r)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def render_pose_image(rng: np.random.Generator, height: int, width: int, num_figures: int,
+                      figure_size_range: Tuple[int, int] = (40, 120)
+                      ) -> Tuple[np.ndarray, List[dict]]:
+    """Renders one RGB image with up to ``num_figures`` stick figures wholly inside it, their
+    boxes not overlapping. Each object has ``keypoints`` ``(17, 2)`` and ``bbox``."""
+    img = _background(rng, height, width)
+    objects: List[dict] = []
+    for _ in range(num_figures * 20):  # rejection sampling for placement
+        if len(objects) == num_figures:
+            break
+        size = min(rng.uniform(*figure_size_range), 0.9 * min(height, width))
+        kpts = _stick_figure_keypoints(rng, size)
+        lo, hi = kpts.min(axis=0) - 0.1 * size, kpts.max(axis=0) + 0.1 * size
+        if np.any(hi - lo > [width, height]):
+            continue
+        offset = np.array([rng.uniform(-lo[0], width - hi[0]),
+                           rng.uniform(-lo[1], height - hi[1])])
+        extent = (*(lo + offset), *(hi + offset))
+        if any(_iou(extent, o['extent']) > 0.0 for o in objects):
+            continue
+        kpts = kpts + offset
+        box = _draw_stick_figure(img, rng, kpts, size)
+        box = (max(0.0, box[0]), max(0.0, box[1]), min(float(width), box[2]),
+               min(float(height), box[3]))
+        objects.append(dict(keypoints=kpts, bbox=box, extent=extent))
+    return img, objects
+
+
+def generate_pose_split(out_dir: str, split: str, num_images: int, seed: int,
+                        size_range: Tuple[int, int] = (256, 384),
+                        figures_range: Tuple[int, int] = (1, 3),
+                        figure_size_range: Tuple[int, int] = (40, 120)) -> str:
+    """Writes ``<out_dir>/<split>/*.png`` and a COCO keypoints file
+    ``<out_dir>/annotations/<split>.json`` (category ``person`` with COCO's keypoint names and
+    skeleton; each annotation's ``keypoints`` [x, y, v] * 17, all visible, v = 2).
+
+    Each image comes from its own random stream ``(seed, split key, 31, index)``.
+
+    Returns:
+        str: Path of the annotation file.
+    """
+    split_key = sum(ord(c) for c in split)
+    os.makedirs(osp.join(out_dir, split), exist_ok=True)
+    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
+    images, annotations = [], []
+    for idx in range(num_images):
+        rng = _rng(seed, split_key, 31, idx)
+        long_side = int(rng.integers(size_range[0], size_range[1] + 1))
+        aspect = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
+        if aspect >= 1:
+            width, height = long_side, int(round(long_side / aspect))
+        else:
+            width, height = int(round(long_side * aspect)), long_side
+        n = int(rng.integers(figures_range[0], figures_range[1] + 1))
+        img, objects = render_pose_image(rng, height, width, n, figure_size_range)
+        file_name = f'{split}_{idx:05d}.png'
+        _write_png(osp.join(out_dir, split, file_name), img)
+        images.append(dict(id=idx + 1, file_name=file_name, width=width, height=height))
+        for obj in objects:
+            x1, y1, x2, y2 = obj['bbox']
+            w, h = x2 - x1, y2 - y1
+            kpts = np.concatenate([np.round(obj['keypoints'], 2), np.full((17, 1), 2.0)], 1)
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=idx + 1, category_id=1,
+                bbox=[round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
+                area=round(w * h, 2), iscrowd=0, num_keypoints=17,
+                keypoints=[float(v) for v in kpts.ravel()]))
+    categories = [dict(id=1, name='person', supercategory='person',
+                       keypoints=list(POSE_KEYPOINTS),
+                       skeleton=[[a + 1, b + 1] for a, b in POSE_SKELETON])]
+    ann_file = osp.join(out_dir, 'annotations', f'{split}.json')
+    with open(ann_file, 'w', encoding='utf-8') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    return ann_file
+
+
+def generate_pose_demo_data(out_dir: str, seed: int = 0, num_train: int = 400,
+                            num_val: int = 80) -> Dict[str, str]:
+    """Generates the pose demo (YOLOX-pose): stick figures with COCO's 17 keypoints, 1-3 per
+    image, 40-120 px tall, on the demo's backgrounds, as COCO keypoints files.
+
+    Layout: ``<out_dir>/<split>/*.png`` and ``<out_dir>/annotations/<split>.json``.
+
+    Returns:
+        dict: Paths of the annotation files keyed by ``train`` and ``val``.
+    """
+    return {split: generate_pose_split(out_dir, split, num, seed)
+            for split, num in (('train', num_train), ('val', num_val))}
