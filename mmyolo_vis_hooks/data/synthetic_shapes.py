@@ -45,6 +45,17 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
+def _image_size(rng: np.random.Generator, size_range: Tuple[int, int],
+                aspect_range: Tuple[float, float]) -> Tuple[int, int]:
+    """``(width, height)`` of a generated image: the longer side drawn from ``size_range``,
+    width / height log-uniform in ``aspect_range``, the shorter side at least 32 px."""
+    long_side = int(rng.integers(size_range[0], size_range[1] + 1))
+    aspect = float(np.exp(rng.uniform(*np.log(aspect_range))))
+    if aspect >= 1:
+        return long_side, max(32, int(round(long_side / aspect)))
+    return max(32, int(round(long_side * aspect))), long_side
+
+
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A muted, noisy, textured background (gradient + stripes + pixel noise)."""
     base = rng.integers(60, 170, size=3).astype(np.float32)
@@ -177,12 +188,7 @@ def generate_split(out_dir: str, split: str, spec: SplitSpec, seed: int,
     images, annotations = [], []
     for idx in range(spec.num_images):
         rng = _rng(seed, split_key, idx)
-        long_side = int(rng.integers(spec.size_range[0], spec.size_range[1] + 1))
-        aspect = float(np.exp(rng.uniform(*np.log(spec.aspect_range))))
-        if aspect >= 1:
-            width, height = long_side, max(32, int(round(long_side / aspect)))
-        else:
-            width, height = max(32, int(round(long_side * aspect))), long_side
+        width, height = _image_size(rng, spec.size_range, spec.aspect_range)
         n = int(rng.integers(spec.objects_range[0], spec.objects_range[1] + 1))
         img, objects = render_image(rng, height, width, n, spec.object_size_range)
         file_name = f'{split}_{idx:05d}.png'
@@ -506,12 +512,7 @@ def generate_pose_split(out_dir: str, split: str, num_images: int, seed: int,
     images, annotations = [], []
     for idx in range(num_images):
         rng = _rng(seed, split_key, 31, idx)
-        long_side = int(rng.integers(size_range[0], size_range[1] + 1))
-        aspect = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
-        if aspect >= 1:
-            width, height = long_side, int(round(long_side / aspect))
-        else:
-            width, height = int(round(long_side * aspect)), long_side
+        width, height = _image_size(rng, size_range, (0.75, 1.33))
         n = int(rng.integers(figures_range[0], figures_range[1] + 1))
         img, objects = render_pose_image(rng, height, width, n, figure_size_range)
         file_name = f'{split}_{idx:05d}.png'
