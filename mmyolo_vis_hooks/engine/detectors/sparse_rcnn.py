@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_by_predict, default_metas, pad_masks, samples_of)
+                   default_metas, pad_masks, samples_of)
 
 
 def is_sparse_rcnn(model: nn.Module) -> bool:
@@ -172,7 +172,13 @@ class SparseRCNNDetector(ExplainableDetector):
         size = tuple(meta.get('batch_input_shape') or (height, width))
         if len(det) == 0:
             return torch.zeros((0, *size), dtype=torch.bool, device=det.boxes.device)
-        instances = InstanceData(bboxes=det.boxes.clone(), scores=det.scores,
+        # pasted inside the image: the box coder does not clip, and MMDetection's paste
+        # fails on a box wholly outside it (the mask there is not drawn anyway)
+        img_h, img_w = meta.get('img_shape', size)[:2]
+        boxes = det.boxes.clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, img_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, img_h)
+        instances = InstanceData(bboxes=boxes, scores=det.scores,
                                  labels=det.labels, topk_inds=index)
         # every proposal's box and attention features, as predict_bbox leaves them for
         # predict_mask (which pops them); InstanceData's setattr would refuse them when fewer
@@ -191,11 +197,21 @@ class SparseRCNNDetector(ExplainableDetector):
 
     def decode(self, outs, metas: List[dict], cfg: dict
                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
-        """MMDetection's own ``predict`` (every stage, last-stage top-k, rescaled) of the
-        batch ``outs`` given contiguous (RoIAlign), with the boxes at or below
-        ``cfg['score_thr']`` dropped (the RoI head keeps every top-k pair)."""
-        bboxes, scores, labels, counts = decode_by_predict(self.model, self.roi_head,
-                                                           outs.contiguous(), metas, cfg)
+        """MMDetection's own prediction of the batch ``outs`` given contiguous (RoIAlign):
+        ``TwoStageDetector.predict``'s steps up to ``SparseRoIHead.predict_bbox`` (every stage,
+        last-stage top-k, rescaled), with the boxes at or below ``cfg['score_thr']`` dropped
+        (the RoI head keeps every top-k pair). QueryInst's masks are not computed: the boxes
+        do not depend on them, and MMDetection's mask pasting fails on a box wholly outside
+        the image (its box coder does not clip)."""
+        from mmengine.config import ConfigDict
+        feats = self.model.extract_feat(outs.contiguous())
+        proposals = self.model.rpn_head.predict(feats, samples_of(metas))
+        inst = self.roi_head.predict_bbox(feats, list(metas), proposals,
+                                          rcnn_test_cfg=ConfigDict(cfg), rescale=True)
+        bboxes, scores, labels = (torch.cat([i.bboxes for i in inst]),
+                                  torch.cat([i.scores for i in inst]),
+                                  torch.cat([i.labels for i in inst]))
+        counts = [len(i) for i in inst]
         keep = scores > float(cfg.get('score_thr', 0.0) or 0.0)
         image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
         counts = torch.bincount(image[keep], minlength=len(counts)).tolist()
