@@ -170,16 +170,18 @@ class SparseRCNNDetector(ExplainableDetector):
         if meta is None:
             meta = default_metas(1, height, width)[0]
         size = tuple(meta.get('batch_input_shape') or (height, width))
-        if len(det) == 0:
-            return torch.zeros((0, *size), dtype=torch.bool, device=det.boxes.device)
-        # pasted inside the image: the box coder does not clip, and MMDetection's paste
-        # fails on a box wholly outside it (the mask there is not drawn anyway)
+        masks = torch.zeros((len(det), *size), dtype=torch.bool, device=det.boxes.device)
+        # MMDetection's paste fails when every box lies wholly outside the image (the box coder
+        # does not clip): such a box covers no pixel, so only the others are pasted (each mask
+        # depends on its own box alone)
         img_h, img_w = meta.get('img_shape', size)[:2]
-        boxes = det.boxes.clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, img_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, img_h)
-        instances = InstanceData(bboxes=boxes, scores=det.scores,
-                                 labels=det.labels, topk_inds=index)
+        boxes = det.boxes
+        inside = (boxes[:, 0] < img_w) & (boxes[:, 1] < img_h) & (boxes[:, 2] > 0) & \
+            (boxes[:, 3] > 0)
+        if not inside.any():
+            return masks
+        instances = InstanceData(bboxes=boxes[inside].clone(), scores=det.scores[inside],
+                                 labels=det.labels[inside], topk_inds=index[inside])
         # every proposal's box and attention features, as predict_bbox leaves them for
         # predict_mask (which pops them); InstanceData's setattr would refuse them when fewer
         # pairs than proposals are explained, set_field does not check lengths
@@ -189,7 +191,8 @@ class SparseRCNNDetector(ExplainableDetector):
             (result, ) = self.roi_head.predict_mask(
                 tuple(f[min(b, f.shape[0] - 1)][None] for f in feats), [meta], [instances],
                 rescale=False)
-        return pad_masks(result.masks, size)
+        masks[inside] = pad_masks(result.masks, size).to(masks.device)
+        return masks
 
     def forward(self, inputs: Tensor):
         """The preprocessed batch itself: the proposals need each image's metainfo."""

@@ -4,7 +4,7 @@ top-k over (proposal, class), a box's CAM is the gradient of its proposal's clas
 last stage, and QueryInst's detections carry the RoI head's own masks."""
 import pytest
 
-from helpers.mmdet_models import (SPARSE_RCNN, assert_gradcam_equals_grad_cam,
+from helpers.mmdet_models import (INPUT, METAS, SPARSE_RCNN, assert_gradcam_equals_grad_cam,
                                   assert_masks_equal_predict,
                                   assert_methods_leave_the_model_alone,
                                   assert_selection_equals_predict, random_inputs,
@@ -31,6 +31,45 @@ def test_queryinst_instances_are_the_models_own_prediction():
     bit for bit ``model.predict(..., rescale=False)``'s."""
     model = random_mmdet_model('queryinst')
     assert_masks_equal_predict(model, explainable_detector(model), random_inputs())
+
+
+@pytest.mark.slow
+def test_queryinst_box_wholly_outside_the_image_gets_an_empty_mask():
+    """Sparse R-CNN's box coder does not clip, and MMDetection's paste fails when every box lies
+    wholly outside the image: such a box gets an empty mask, the others keep theirs."""
+    import torch
+    model = random_mmdet_model('queryinst')
+    detector = explainable_detector(model)
+    inputs = random_inputs()[:1]
+    with torch.no_grad():
+        preds = detector.candidates(inputs, METAS[:1])
+        (det, ) = detector.select(preds, -1.0, 3, METAS[:1])
+        index = det.priors * preds.scores.shape[-1] + det.labels
+        det.boxes[1:] += INPUT[-1] + 10.0  # two boxes right of the image
+        masks = detector._masks(preds, 0, det, index, METAS[0])
+        det.boxes[:1] += INPUT[-1] + 10.0  # all three
+        none = detector._masks(preds, 0, det, index, METAS[0])
+    assert masks[0].any() and not masks[1:].any() and not none.any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', list(SPARSE_RCNN))
+def test_sliced_decode_gives_predicts_boxes(name):
+    """The boxes-only decode (no QueryInst masks) = ``model.predict(..., rescale=True)``."""
+    import torch
+    from mmyolo_vis_hooks.engine.detectors.base import samples_of
+    model = random_mmdet_model(name)
+    detector = explainable_detector(model)
+    inputs = random_inputs()
+    with torch.no_grad():
+        theirs = model.predict(inputs, samples_of(METAS), rescale=True)
+        bboxes, scores, labels, counts = detector.decode(inputs, METAS,
+                                                         dict(detector.test_cfg, score_thr=-1))
+    ref = [r.pred_instances for r in theirs]
+    assert counts == [len(r) for r in ref]
+    assert torch.equal(bboxes, torch.cat([r.bboxes for r in ref]))
+    assert torch.equal(scores, torch.cat([r.scores for r in ref]))
+    assert torch.equal(labels, torch.cat([r.labels for r in ref]))
 
 
 @pytest.mark.slow
