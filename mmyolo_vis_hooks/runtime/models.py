@@ -48,8 +48,9 @@ def initialize_without_downloads(model: torch.nn.Module) -> None:
     mmengine's per-parameter init report is kept out of the log."""
     from mmengine.logging import MMLogger
 
-    def pretrained(entry) -> bool:
-        return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
+    def pretrained(entry) -> bool:  # PVT's init_cfg names only the checkpoint, no type
+        return isinstance(entry, dict) and (entry.get('type') == 'Pretrained'
+                                            or 'checkpoint' in entry)
     for module in model.modules():
         cfg = getattr(module, 'init_cfg', None)
         if pretrained(cfg):

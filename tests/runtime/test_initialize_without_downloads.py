@@ -1,0 +1,47 @@
+"""``initialize_without_downloads``: the documented random init, never a download, whether an
+``init_cfg`` names its checkpoint with ``type='Pretrained'`` or (as PVT's) alone."""
+import pytest
+import torch
+from mmengine.model import BaseModule
+
+from mmyolo_vis_hooks.runtime.models import initialize_without_downloads
+
+URL = 'https://download.invalid/weights.pth'  # never resolves: a download attempt would raise
+
+
+class Backbone(BaseModule):
+    """Loads ``init_cfg.checkpoint`` in ``init_weights`` as PVT does, else its own init."""
+
+    def __init__(self, init_cfg=None):
+        super().__init__(init_cfg)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def init_weights(self):
+        if self.init_cfg is not None and 'checkpoint' in self.init_cfg:
+            raise AssertionError(f'would download {self.init_cfg["checkpoint"]}')
+        torch.nn.init.constant_(self.conv.weight, 0.5)
+
+
+class Detector(BaseModule):
+
+    def __init__(self, backbone_init_cfg):
+        super().__init__()
+        self.backbone = Backbone(backbone_init_cfg)
+        self.head = torch.nn.Linear(2, 2)
+
+
+@pytest.mark.parametrize('init_cfg', [dict(checkpoint=URL),
+                                      dict(type='Pretrained', checkpoint=URL)])
+def test_a_pretrained_init_cfg_is_dropped_and_the_modules_own_init_runs(init_cfg):
+    model = Detector(init_cfg)
+    initialize_without_downloads(model)
+    assert model.backbone.init_cfg is None
+    assert torch.all(model.backbone.conv.weight == 0.5)
+
+
+def test_other_init_entries_are_kept():
+    model = Detector(None)
+    model.head.init_cfg = [dict(type='Pretrained', checkpoint=URL),
+                           dict(type='Constant', layer='Linear', val=0.25)]
+    initialize_without_downloads(model)
+    assert model.head.init_cfg == [dict(type='Constant', layer='Linear', val=0.25)]
