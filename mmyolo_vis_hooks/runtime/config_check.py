@@ -42,7 +42,8 @@ class UnsupportedConfigError(ValueError):
 # The kinds of refusal (``UnsupportedConfigError.reason``).
 REASONS = ('no model', 'deployment', 'test-time augmentation', 'partial model',
            'classification', 'distillation', 'video/tracking', 're-identification',
-           'text-grounded', 'missing package', 'unregistered type', 'download')
+           'text-grounded', 'precomputed proposals', 'missing package', 'unregistered type',
+           'download')
 
 # How to get an optional package next to torch 2.14 / mmcv 2.1 / mmdet 3.3, each command tried
 # in a venv on top of this stack (the distributions' own version asserts at import decide).
@@ -345,6 +346,14 @@ def _kind_refusal(model: dict, scope: str, name: str,
         return UnsupportedConfigError(
             f'{name} is a re-identification model ({type_name}: embeddings of object crops '
             f'for trackers): not a detector, not supported', 're-identification')
+    if 'roi_head' in model and not model.get('rpn_head') and (
+            type_name == 'FastRCNN' or _subclass_of(cls, 'mmdet.models.detectors',
+                                                    'TwoStageDetector')):
+        return UnsupportedConfigError(
+            f'{name} is a two-stage detector without an RPN ({type_name}): it reads '
+            f'precomputed proposals from a proposals file for every image, which the tools '
+            f'cannot give; pass a config with an RPN (Faster R-CNN for Fast R-CNN)',
+            'precomputed proposals')
     if 'language_model' in model or type_name in ('GLIP', 'GroundingDINO'):
         return UnsupportedConfigError(
             f'{name} is a text-grounded detector ({type_name}): building it needs transformers '

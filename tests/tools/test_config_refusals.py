@@ -59,6 +59,8 @@ REFUSALS = [
      ['text-grounded detector (GLIP)', 'transformers', 'BERT weights']),
     (mmdet_config('grounding_dino/grounding_dino_r50_scratch_8xb2_1x_coco.py'), 'text-grounded',
      ['text-grounded detector (GroundingDINO)']),
+    (mmdet_config('fast_rcnn/fast-rcnn_r50_fpn_1x_coco.py'), 'precomputed proposals',
+     ['without an RPN (FastRCNN)', 'proposals file', 'Faster R-CNN']),
     (mmdet_config('misc/d2_retinanet_r50-caffe_fpn_ms-90k_coco.py'), 'missing package',
      ['Detectron2Wrapper', 'needs detectron2, which is not on PyPI']),
 ]
