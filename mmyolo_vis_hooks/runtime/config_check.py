@@ -42,7 +42,7 @@ class UnsupportedConfigError(ValueError):
 # The kinds of refusal (``UnsupportedConfigError.reason``).
 REASONS = ('no model', 'deployment', 'test-time augmentation', 'partial model',
            'classification', 'distillation', 'video/tracking', 're-identification',
-           'text-grounded', 'precomputed proposals', 'missing package', 'unregistered type',
+           'text-grounded', 'precomputed proposals', 'semi-supervised', 'missing package', 'unregistered type',
            'download')
 
 # How to get an optional package next to torch 2.14 / mmcv 2.1 / mmdet 3.3, each command tried
@@ -236,7 +236,14 @@ def classify_config(cfg: Config) -> Optional[UnsupportedConfigError]:
     for module, needed_by in _needed_packages(cfg, model, scope, name):
         if not is_importable(module):
             return missing_package_error(module.split('.')[0], needed_by)
-    return _unregistered_type(model, scope, name)
+    refusal = _unregistered_type(model, scope, name)
+    if refusal is None and not ((cfg.get('test_dataloader') or {}).get('dataset', {}).get(
+            'pipeline') or cfg.get('test_pipeline')):
+        return UnsupportedConfigError(
+            f'{name} has a model but no test pipeline (test_dataloader.dataset.pipeline or '
+            f'test_pipeline), as a _base_ model file: the tools load and resize images '
+            f'through it; pass a full config that inherits it', 'partial model')
+    return refusal
 
 
 def default_scope() -> str:
@@ -346,6 +353,15 @@ def _kind_refusal(model: dict, scope: str, name: str,
         return UnsupportedConfigError(
             f'{name} is a re-identification model ({type_name}: embeddings of object crops '
             f'for trackers): not a detector, not supported', 're-identification')
+    if type_name in ('SemiBaseDetector', 'SoftTeacher') or _subclass_of(
+            cls, 'mmdet.models.detectors', 'SemiBaseDetector'):
+        detector = model.get('detector')
+        detector = _type_name(detector)[1] if isinstance(detector, dict) else 'its detector'
+        return UnsupportedConfigError(
+            f'{name} is a semi-supervised wrapper ({type_name}: a teacher and a student copy of '
+            f'one detector, {detector}, with layers under teacher. and student.): not '
+            f'supported; explain the detector itself, with a config of {detector} and the '
+            f'weights of the teacher or the student', 'semi-supervised')
     if 'roi_head' in model and not model.get('rpn_head') and (
             type_name == 'FastRCNN' or _subclass_of(cls, 'mmdet.models.detectors',
                                                     'TwoStageDetector')):

@@ -158,8 +158,9 @@ BOXAM_BAD_CONFIGS = [
     (dict(method=[]), None,
      r'method must name at least one item, e\.g\. gradcam, gradcam\+\+, .*got an empty list'),
     (dict(), _custom_head,
-     r"box CAMs support MMYOLO's dense heads \(YOLOv5Head, .*CustomYOLOv5Head subclasses "
-     r'YOLOv5Head with a decoding of its own', UnsupportedDetectorError),
+     r'CustomYOLOv5Head subclasses YOLOv5Head with a decoding of its own: no box CAMs for '
+     r"this kind; box CAMs support MMYOLO's dense heads \(YOLOv5Head, ",
+     UnsupportedDetectorError),
     (dict(target_layers=['neck.out_layer[2]']), None,
      r"unknown layer 'neck\.out_layer\[2\]'.*nearest valid layers: .*neck\.out_layers\[2\]"),
     (dict(target_layers=[]), None,

@@ -64,6 +64,13 @@ def _kind_of_other(model: nn.Module) -> str:
     return f'{name}\'s head {_qualified_name(type(model.bbox_head))} is not one of them'
 
 
+def unsupported(what: str) -> UnsupportedDetectorError:
+    """The refusal of a kind without an adapter: what the model is first (a long list of what
+    is supported would hide it), then what is supported."""
+    return UnsupportedDetectorError(f'{what}: no box CAMs for this kind; box CAMs support '
+                                    f'{SUPPORTED_KINDS}')
+
+
 def explainable_detector(model: nn.Module) -> ExplainableDetector:
     """The adapter that explains ``model`` (wrappers are unwrapped).
 
@@ -84,10 +91,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
         from .two_stage import TwoStageDetector, roi_head_kind
         if roi_head_kind(model.roi_head) is not None:
             return TwoStageDetector(model)
-        raise UnsupportedDetectorError(
-            f'box CAMs support {SUPPORTED_KINDS}; {type(model).__name__}\'s RoI head '
-            f'{_qualified_name(type(model.roi_head))} predicts boxes its own way (no adapter '
-            f'yet)')
+        raise unsupported(f'{type(model).__name__}\'s RoI head '
+                          f'{_qualified_name(type(model.roi_head))} predicts boxes its own way '
+                          f'(no adapter yet)')
     from mmdet.models.detectors import DetectionTransformer
     if isinstance(model, DetectionTransformer):
         from .detr import DETRDetector
@@ -98,15 +104,13 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
     head = getattr(model, 'bbox_head', None)
     if head is None or not hasattr(model, 'extract_feat') or \
             getattr(model, 'roi_head', None) is not None or hasattr(model, 'num_queries'):
-        raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
-                                       f'{_kind_of_other(model)}')
+        raise unsupported(_kind_of_other(model))
     mmyolo_heads, instance_heads, rotated_heads, pose_heads = (
         _mmyolo_heads(kind) for kind in ('mmyolo_dense', 'mmyolo_instance', 'rotated', 'pose'))
 
     def own_decoding(base: type) -> UnsupportedDetectorError:
-        return UnsupportedDetectorError(
-            f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} subclasses '
-            f'{base.__name__} with a decoding of its own')
+        return unsupported(f'{_qualified_name(type(head))} subclasses {base.__name__} with a '
+                           f'decoding of its own')
     for cls in type(head).__mro__:
         if cls in rotated_heads:
             from .rotated import MMYOLORotatedDetector, has_rotated_decoding
@@ -144,11 +148,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
         own = next(c for c in type(head).__mro__ if any(
             name in vars(c) for name in ('predict_by_feat', '_predict_by_feat_single',
                                          '_bbox_post_process')))
-        raise UnsupportedDetectorError(
-            f'box CAMs support {SUPPORTED_KINDS}; {_qualified_name(type(head))} decodes with '
-            f'{own.__name__}\'s own post-processing, which has no adapter yet')
-    raise UnsupportedDetectorError(f'box CAMs support {SUPPORTED_KINDS}; '
-                                   f'{_kind_of_other(model)}')
+        raise unsupported(f'{_qualified_name(type(head))} decodes with {own.__name__}\'s own '
+                          f'post-processing, which has no adapter yet')
+    raise unsupported(_kind_of_other(model))
 
 
 __all__ = ['ExplainableDetector', 'ExplainedBoxes', 'FlatPredictions', 'SUPPORTED_KINDS',

@@ -105,9 +105,9 @@ def test_mmdetection_heads_of_the_same_name_get_their_own_kind(rtmdet):
         model.bbox_head = mmdet_heads.CenterNetHead(in_channels=96, feat_channels=16,
                                                     num_classes=80)
     with pytest.raises(ValueError, match=(
-            r"box CAMs support MMYOLO's dense heads .*; mmdet\.models\.dense_heads\.\w+\."
-            r"CenterNetHead decodes with CenterNetHead's own post-processing, which has no "
-            r"adapter")):
+            r"mmdet\.models\.dense_heads\.\w+\.CenterNetHead decodes with CenterNetHead's own "
+            r"post-processing, which has no adapter yet: no box CAMs for this kind; box CAMs "
+            r"support MMYOLO's dense heads ")):
         BoxCAM(model)
     assert isinstance(explainable_detector(rtmdet), MMYOLODenseDetector)
 
