@@ -52,6 +52,8 @@ def initialize_without_downloads(model: torch.nn.Module) -> None:
         return isinstance(entry, dict) and (entry.get('type') == 'Pretrained'
                                             or 'checkpoint' in entry)
     for module in model.modules():
+        if isinstance(getattr(module, 'pretrained', None), str):
+            module.pretrained = None  # DetectoRS' ResNet loads its `pretrained` in init_weights
         cfg = getattr(module, 'init_cfg', None)
         if pretrained(cfg):
             module.init_cfg = None

@@ -19,6 +19,8 @@ class Backbone(BaseModule):
     def init_weights(self):
         if self.init_cfg is not None and 'checkpoint' in self.init_cfg:
             raise AssertionError(f'would download {self.init_cfg["checkpoint"]}')
+        if getattr(self, 'pretrained', None) is not None:  # DetectoRS' ResNet
+            raise AssertionError(f'would download {self.pretrained}')
         torch.nn.init.constant_(self.conv.weight, 0.5)
 
 
@@ -36,6 +38,16 @@ def test_a_pretrained_init_cfg_is_dropped_and_the_modules_own_init_runs(init_cfg
     model = Detector(init_cfg)
     initialize_without_downloads(model)
     assert model.backbone.init_cfg is None
+    assert torch.all(model.backbone.conv.weight == 0.5)
+
+
+def test_a_pretrained_attribute_is_dropped():
+    """DetectoRS' ResNet keeps its ``pretrained`` URL as an attribute and loads it in
+    ``init_weights``."""
+    model = Detector(None)
+    model.backbone.pretrained = 'torchvision://resnet101'
+    initialize_without_downloads(model)
+    assert model.backbone.pretrained is None
     assert torch.all(model.backbone.conv.weight == 0.5)
 
 
