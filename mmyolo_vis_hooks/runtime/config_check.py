@@ -42,7 +42,8 @@ class UnsupportedConfigError(ValueError):
 # The kinds of refusal (``UnsupportedConfigError.reason``).
 REASONS = ('no model', 'deployment', 'test-time augmentation', 'partial model',
            'classification', 'distillation', 'video/tracking', 're-identification',
-           'text-grounded', 'precomputed proposals', 'semi-supervised', 'missing package', 'unregistered type',
+           'text-grounded', 'precomputed proposals', 'semi-supervised', 'panoptic-only',
+           'missing package', 'unregistered type',
            'download')
 
 # How to get an optional package next to torch 2.14 / mmcv 2.1 / mmdet 3.3, each command tried
@@ -362,6 +363,15 @@ def _kind_refusal(model: dict, scope: str, name: str,
             f'one detector, {detector}, with layers under teacher. and student.): not '
             f'supported; explain the detector itself, with a config of {detector} and the '
             f'weights of the teacher or the student', 'semi-supervised')
+    test_cfg = model.get('test_cfg') if isinstance(model.get('test_cfg'), dict) else {}
+    if type_name == 'PanopticFPN' or _subclass_of(
+            cls, 'mmdet.models.detectors', 'TwoStagePanopticSegmentor') or (
+            type_name in ('MaskFormer', 'Mask2Former') and not test_cfg.get('instance_on')):
+        return UnsupportedConfigError(
+            f'{name} is a panoptic segmentation model ({type_name}) that outputs a panoptic '
+            f'map and no detected boxes: not supported; box CAMs and feature maps explain '
+            f'detectors (for Mask2Former, a config with test_cfg.instance_on=True)',
+            'panoptic-only')
     if 'roi_head' in model and not model.get('rpn_head') and (
             type_name == 'FastRCNN' or _subclass_of(cls, 'mmdet.models.detectors',
                                                     'TwoStageDetector')):

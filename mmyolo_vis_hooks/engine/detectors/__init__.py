@@ -55,6 +55,9 @@ def _kind_of_other(model: nn.Module) -> str:
     if hasattr(model, 'decoder') and hasattr(model, 'bbox_head') and \
             hasattr(model, 'num_queries'):
         return f'{name} is a DETR-style (query) detector'
+    if getattr(model, 'panoptic_head', None) is not None:  # MaskFormer, Mask2Former
+        return (f'{name} is a query-based mask segmentor (each query a class and a mask, its '
+                f'box the mask\'s extent)')
     if getattr(model, 'bbox_head', None) is None:
         mask_head = getattr(model, 'mask_head', None)
         if mask_head is not None:  # decoupled SOLO: x and y masks per cell
