@@ -77,11 +77,13 @@ def small_pipeline(cfg, size: int) -> None:
 
 
 def no_score_threshold(node) -> None:
-    """Every ``score_thr`` of a model config set to 0: with random weights the scores of a
-    softmax over 81 classes stay below the configs' 0.05, and the census needs a box."""
+    """Every ``score_thr`` (and SOLOv2's ``filter_thr``, the same threshold after its matrix
+    NMS) of a model config set to 0: with random weights the scores of a softmax over 81
+    classes, or of a sigmoid from the focal-loss bias prior (0.01), stay below the configs'
+    0.05, and the census needs a box."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == 'score_thr':
+            if key in ('score_thr', 'filter_thr'):
                 node[key] = 0.0
             else:
                 no_score_threshold(value)
