@@ -11,6 +11,9 @@ each with its reason); else build the detector (random weights, no ``init_weight
 downloaded; ``runtime.models.initialize_without_downloads``) and run, on one generated image at ``--size`` pixels (blank images packed and
 preprocessed as a test pipeline would, ``core.dummy_forward``, plus noise so that boxes vary):
 
+(a pipeline that resizes every image to one fixed size, as SSD's, sets the size instead when
+larger)
+
 - feature maps: the probe of the default feature layer (``neck``, else ``backbone``),
 - GradCAM, AblationCAM (1% of the channels) and D-RISE (4 masks) of the best box,
 - the sliced predictor (``engine.slicing.BatchPredictor``) on two images of that size, its
@@ -76,6 +79,23 @@ def small_pipeline(cfg, size: int) -> None:
     cfg.test_pipeline = pipeline
 
 
+def network_input_size(cfg, size: int) -> int:
+    """``size``, or the fixed input of a test pipeline that resizes every image to one size
+    (``keep_ratio=False``: SSD300's extra layers need 300 px, 128 px leaves them 2 x 2 maps
+    for 3 x 3 kernels) when larger."""
+    from mmyolo_vis_hooks.engine.core.pipeline import test_pipeline_cfg, transform_type
+    try:
+        pipeline = test_pipeline_cfg(cfg)
+    except ValueError:
+        return size
+    for step in pipeline:
+        scale = step.get('scale')
+        if transform_type(step) == 'Resize' and step.get('keep_ratio') is False and scale:
+            scale = (scale, scale) if isinstance(scale, int) else scale
+            return max(size, *(int(v) for v in scale))
+    return size
+
+
 def no_score_threshold(node) -> None:
     """Every ``score_thr`` (and SOLOv2's ``filter_thr``, the same threshold after its matrix
     NMS) of a model config set to 0: with random weights the scores of a softmax over 81
@@ -127,6 +147,7 @@ def run_config(path: str, size: int) -> dict:
         cfg = load_config(path)
         no_score_threshold(cfg.model)  # random weights: scores near 1 / num_classes
         fewer_proposals(cfg)
+        size = network_input_size(cfg, size)
         model = build_detector(cfg, device='cpu')
         # the constructors leave some parameters uninitialized (DETRs' level embeddings,
         # Sparse R-CNN's proposal boxes): the documented random init, as at a first epoch

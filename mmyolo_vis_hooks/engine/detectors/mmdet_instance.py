@@ -206,6 +206,11 @@ class YOLACTDetector(MMDetDenseDetector):
             out.append(det)
         return out
 
+    def forward(self, inputs: Tensor):
+        """Backbone, neck and box head: what :meth:`decode` reads (YOLACT's ``mode='tensor'``
+        forward runs the box head's loss too, which needs ground truth)."""
+        return self.head(self.model.extract_feat(inputs))
+
     def _masks(self, preds: FlatPredictions, b: int, det: ExplainedBoxes,
                meta: Optional[dict]) -> Tensor:
         """The protonet's own masks of the detections (``predict_by_feat`` with

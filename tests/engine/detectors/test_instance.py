@@ -122,6 +122,17 @@ def test_yolact_instances_are_the_models_own_prediction():
     inputs = random_inputs()
     assert_selection_equals_predict(model, detector, inputs)
     assert_masks_equal_predict(model, detector, inputs)
+    # batched inference (the sliced tool): forward without ground truth, then the boxes of
+    # predict(rescale=True)
+    with torch.no_grad():
+        theirs = [r.pred_instances for r in model.predict(inputs, samples_of(MMDET_METAS),
+                                                          rescale=True)]
+        boxes, scores, labels, counts = detector.decode(detector.forward(inputs), MMDET_METAS,
+                                                        model.bbox_head.test_cfg)
+    assert counts == [len(r) for r in theirs] and sum(counts) > 5
+    assert torch.equal(labels, torch.cat([r.labels for r in theirs]))
+    assert torch.equal(scores, torch.cat([r.scores for r in theirs]))
+    assert torch.allclose(boxes, torch.cat([r.bboxes for r in theirs]), atol=1e-4)
 
 
 @pytest.mark.slow
