@@ -53,8 +53,8 @@ DENSE = {
 # distributions, TOOD's geometric-mean scores and decoded boxes, PAA's geometric mean with
 # score voting, FoveaBox's and RepPoints' own box decoding, and MMDetection's YOLO heads with
 # objectness and a selection over all levels (YOLOv3's anchors, YOLOX's points), and SABL
-# RetinaNet's bucketing boxes with a localization confidence as score factor. ResNet-50s
-# swapped for ResNet-18s.
+# RetinaNet's bucketing boxes with a localization confidence as score factor, and an RPN alone
+# (one class, NMS within each level). ResNet-50s swapped for ResNet-18s.
 CUSTOM_DENSE = {
     'gfl': 'gfl/gfl_r50_fpn_1x_coco.py',
     'tood': 'tood/tood_r50_fpn_1x_coco.py',
@@ -64,6 +64,7 @@ CUSTOM_DENSE = {
     'yolov3': 'yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py',
     'yolox': 'yolox/yolox_tiny_8xb8-300e_coco.py',
     'sabl_retinanet': 'sabl/sabl-retinanet_r50_fpn_1x_coco.py',
+    'rpn': 'rpn/rpn_r50_fpn_1x_coco.py',
 }
 # Two-stage: a standard RoI head, a cascade (mean of the stages' logits), Mask R-CNN's box
 # branch, Grid R-CNN (no box regression; a grid head moves the boxes kept by the NMS), and
@@ -121,7 +122,7 @@ R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                                                           'gfl', 'tood', 'paa', 'fovea',
                                                           'reppoints', 'yolact',
                                                           'condinst', 'boxinst',
-                                                          'sabl_retinanet')}}
+                                                          'sabl_retinanet', 'rpn')}}
 CONFIGS = dict(DENSE, **CUSTOM_DENSE, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}

@@ -24,7 +24,7 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, SABL '
-                   'RetinaNet, YOLOv3 or MMDetection\'s YOLOX, its RTMDet-ins (RTMDetInsHead, '
+                   'RetinaNet, YOLOv3, MMDetection\'s YOLOX or an RPN alone, its RTMDet-ins (RTMDetInsHead, '
                    'RTMDetInsSepBNHead), YOLACT, CondInst, BoxInst, SOLO and SOLOv2, and '
                    'MMDetection\'s two-stage detectors with a standard or cascade RoI head '
                    '(Faster/Mask R-CNN, Cascade R-CNN, HTC, SCNet, Libra, Dynamic, Double-Head, '

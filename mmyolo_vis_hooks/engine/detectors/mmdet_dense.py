@@ -21,7 +21,8 @@ subclasses that replace only what differs: the box decoding (GFL/LD, FoveaBox, R
 the scores (TOOD, whose class output is already a score) or the post-processing (PAA/LAD's
 geometric mean, ``multiclass_nms`` and score voting). MMDetection's YOLO heads select over all
 levels at once (``mmdet_yolo.py``). SABL RetinaNet's boxes and score factors come from its
-bucketing coder. CenterNet, CornerNet/CentripetalNet and guided anchoring have no adapter.
+bucketing coder. An RPN alone is a one-class dense head with NMS per level. CenterNet,
+CornerNet/CentripetalNet and guided anchoring have no adapter.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -469,6 +470,47 @@ class SABLRetinaDetector(MMDetDenseDetector):
         return out
 
 
+class RPNDetector(MMDetDenseDetector):
+    """MMDetection's RPN alone (detector ``RPN``, head ``RPNHead``): class-agnostic proposals,
+    one class ("object"). ``RPNHead._predict_by_feat_single`` keeps per level the ``nms_pre``
+    best objectness scores (all of a level, unsorted, when it has fewer), decodes their boxes
+    like the base; its ``_bbox_post_process`` rescales, drops boxes under ``min_bbox_size``,
+    runs ``batched_nms`` with the LEVEL as the group (NMS within each level) and keeps
+    ``max_per_img``; every label is 0. A box's target is its anchor's objectness."""
+
+    kind = 'MMDetection RPN'
+
+    @property
+    def class_names(self) -> List[str]:
+        """One class: the dataset's names describe the detector trained on the proposals."""
+        return ['object']
+
+    def select(self, preds: FlatPredictions, score_thr: float, topk: int,
+               metas: Optional[Sequence[dict]] = None,
+               cfg: Optional[dict] = None) -> List[ExplainedBoxes]:
+        cfg = self.test_cfg if cfg is None else cfg
+        batch = preds.scores.shape[0]
+        metas = list(metas) if metas is not None else [None] * batch
+        nms_pre = cfg.get('nms_pre', -1)
+        out = []
+        for b in range(batch):
+            objectness = preds.scores[b, :, 0].detach()
+            kept = []
+            for level in range(int(preds.levels.max()) + 1 if preds.levels.numel() else 0):
+                index = (preds.levels == level).nonzero(as_tuple=True)[0]
+                if 0 < nms_pre < len(index):  # RPNHead's own sort, then the first nms_pre
+                    index = index[objectness[index].sort(descending=True)[1][:nms_pre]]
+                kept.append(index)
+            priors = torch.cat(kept)
+            # the level is batched_nms's group: NMS within each level
+            scores, _, priors = bbox_post_process(preds.boxes[b].detach(), objectness[priors],
+                                                  preds.levels[priors], priors, None, metas[b],
+                                                  cfg)
+            out.append(explained_boxes(preds, b, scores, torch.zeros_like(priors), priors,
+                                       score_thr, topk))
+        return out
+
+
 def decodes_like(head_cls: type, reference: type) -> bool:
     """Whether ``head_cls`` predicts with ``reference``'s own decoding and post-processing."""
     return all(getattr(head_cls, name, None) is getattr(reference, name, None)
@@ -478,8 +520,9 @@ def decodes_like(head_cls: type, reference: type) -> bool:
 def adapter_classes() -> dict:
     """MMDetection dense head class -> the adapter of heads that decode like it."""
     from mmdet.models.dense_heads import (FoveaHead, GFLHead, PAAHead, RepPointsHead,
-                                          SABLRetinaHead, TOODHead)
+                                          RPNHead, SABLRetinaHead, TOODHead)
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     return {GFLHead: GFLDetector, TOODHead: TOODDetector, PAAHead: PAADetector,
             FoveaHead: FoveaDetector, RepPointsHead: RepPointsDetector,
-            SABLRetinaHead: SABLRetinaDetector, BaseDenseHead: MMDetDenseDetector}
+            SABLRetinaHead: SABLRetinaDetector, RPNHead: RPNDetector,
+            BaseDenseHead: MMDetDenseDetector}

@@ -1,5 +1,5 @@
 """MMDetection's dense heads with a decoding of their own (GFL, TOOD, PAA, FoveaBox, RepPoints,
-YOLOv3, MMDetection's YOLOX, SABL RetinaNet) behind the detector contract: the selection is the
+YOLOv3, MMDetection's YOLOX, SABL RetinaNet, an RPN alone) behind the detector contract: the selection is the
 head's own prediction, the sliced predictor's batched decoding too, and box CAMs agree with
 pytorch-grad-cam on a target that selects the same candidate."""
 import pytest
@@ -12,12 +12,13 @@ from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.base import samples_of
 from mmyolo_vis_hooks.engine.detectors.mmdet_dense import (FoveaDetector, GFLDetector,
                                                            PAADetector, RepPointsDetector,
-                                                           SABLRetinaDetector, TOODDetector)
+                                                           RPNDetector, SABLRetinaDetector,
+                                                           TOODDetector)
 from mmyolo_vis_hooks.engine.detectors.mmdet_yolo import YOLOV3Detector, YOLOXDetector
 
 ADAPTERS = {'gfl': GFLDetector, 'tood': TOODDetector, 'paa': PAADetector,
             'fovea': FoveaDetector, 'reppoints': RepPointsDetector, 'yolov3': YOLOV3Detector,
-            'yolox': YOLOXDetector, 'sabl_retinanet': SABLRetinaDetector}
+            'yolox': YOLOXDetector, 'sabl_retinanet': SABLRetinaDetector, 'rpn': RPNDetector}
 
 
 @pytest.mark.slow
@@ -44,7 +45,8 @@ def test_selection_and_decoding_are_the_heads_own_prediction(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['gfl', 'tood', 'paa', 'yolov3', 'yolox', 'sabl_retinanet'])
+@pytest.mark.parametrize('name', ['gfl', 'tood', 'paa', 'yolov3', 'yolox', 'sabl_retinanet',
+                                  'rpn'])
 def test_gradcam_equals_grad_cam_on_the_same_candidate(name):
     """grad-cam's target picks the box's (prior, class) of the flat candidate scores: TOOD's
     scores are the head's own output, PAA's a geometric mean, YOLOv3's and YOLOX's include
