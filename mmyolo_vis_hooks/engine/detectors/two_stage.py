@@ -21,7 +21,9 @@ localization confidence that ``multiclass_nms`` multiplies into the class scores
 threshold (``score_factors``). Its candidates carry that confidence as their score factors:
 ``scores`` are the products, ``logits`` stay the class logits. A box head trained with the
 Seesaw loss has ``C + 2`` outputs and scores with the loss's ``get_activation`` (class softmax
-times the softmax of an objectness pair); its ``logits`` add that objectness logit.
+times the softmax of an objectness pair); its ``logits`` add that objectness logit. V3Det's
+``CrossEntropyCustomLoss`` with ``use_sigmoid`` scores each class by its sigmoid (without, a
+plain softmax over ``C + 1``).
 
 Here the candidates are the RoIs of one image: ``scores`` = that softmax without the background
 column, ``logits`` = the class logit (for a cascade: the stages' mean logit, the value its
@@ -87,6 +89,22 @@ def _is_seesaw(head: nn.Module) -> bool:
     return get_activation is SeesawLoss.get_activation
 
 
+def _is_sigmoid_custom_ce(head: nn.Module) -> bool:
+    """Whether a box head scores with ``CrossEntropyCustomLoss``'s sigmoid activation (V3Det's
+    configs: ``C + 1`` outputs, a sigmoid per class; without the sigmoid it is a plain softmax
+    over all ``C + 1``)."""
+    from mmdet.models.losses import CrossEntropyCustomLoss
+    loss = getattr(head, 'loss_cls', None)
+    return getattr(type(loss), 'get_activation', None) is \
+        CrossEntropyCustomLoss.get_activation and bool(getattr(loss, 'use_sigmoid', False))
+
+
+def _is_custom_ce(head: nn.Module) -> bool:
+    from mmdet.models.losses import CrossEntropyCustomLoss
+    return getattr(type(getattr(head, 'loss_cls', None)), 'get_activation', None) is \
+        CrossEntropyCustomLoss.get_activation
+
+
 def roi_head_kind(roi_head: nn.Module) -> Optional[str]:
     """``'standard'``, ``'cascade'`` or ``'grid'`` when the RoI head predicts boxes like
     ``StandardRoIHead``/``CascadeRoIHead``/``GridRoIHead`` with a standard ``BBoxHead``
@@ -133,10 +151,12 @@ class TwoStageDetector(ExplainableDetector):
                 f'test_branch_idx to a branch index, as the packaged configs do)')
         self.head = self.roi_head.bbox_head[-1] if self.roi_kind == 'cascade' \
             else self.roi_head.bbox_head
-        if self.head.custom_cls_channels and not _is_seesaw(self.head):
+        if self.head.custom_cls_channels and not (_is_seesaw(self.head)
+                                                  or _is_custom_ce(self.head)):
             raise UnsupportedDetectorError(
                 f'{type(self.head.loss_cls).__name__} turns logits into scores with its '
-                f'own activation; box CAMs support softmax classifiers and the Seesaw loss\'s')
+                f'own activation; box CAMs support softmax classifiers, the Seesaw loss\'s and '
+                f'CrossEntropyCustomLoss\'s')
 
     @property
     def test_cfg(self) -> dict:
@@ -281,6 +301,11 @@ class TwoStageDetector(ExplainableDetector):
             log_scores = F.log_softmax(classes_logits, dim=-1) + \
                 F.logsigmoid(objectness)[:, None]
             logits = classes_logits + objectness[:, None]
+        elif _is_sigmoid_custom_ce(head):
+            # CrossEntropyCustomLoss.get_activation with use_sigmoid: a sigmoid per class (its
+            # last column, 1 - their sum, is the background multiclass_nms drops)
+            logits = cls[:, :num_classes]
+            scores, log_scores = logits.sigmoid(), F.logsigmoid(logits)
         else:
             logits = cls[:, :num_classes]
             scores = F.softmax(cls, dim=-1)[:, :num_classes]

@@ -38,7 +38,7 @@ def test_selection_is_the_roi_heads_own_prediction(name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['faster_rcnn', 'cascade_rcnn', 'grid_rcnn', 'htc', 'scnet',
                                   'sabl_faster_rcnn', 'sabl_cascade_rcnn', 'tridentnet',
-                                  'seesaw_mask_rcnn'])
+                                  'seesaw_mask_rcnn', 'v3det_cascade_rcnn'])
 def test_gradcam_equals_grad_cam_on_the_same_roi(name):
     """The candidates are the same proposals' RoIs; grad-cam's target picks (RoI, class)."""
     model = random_mmdet_model(name)
