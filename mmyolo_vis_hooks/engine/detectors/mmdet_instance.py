@@ -58,6 +58,15 @@ class MMDetInstanceDetector(MMDetDenseDetector):
     def predicts_masks(self) -> bool:
         return True
 
+    def level_candidates(self, feats, classes: Optional[Tensor] = None,
+                         metas: Optional[Sequence[dict]] = None,
+                         proposals: Optional[Tensor] = None) -> List[FlatPredictions]:
+        # its mask feature head fuses every level: a level perturbed for n copies beside
+        # unchanged ones at batch 1 (the contract's re-scoring) needs them all at n
+        batch = max(f.shape[0] for f in feats)
+        feats = [f.expand(batch, *f.shape[1:]) for f in feats]
+        return super().level_candidates(feats, classes, metas, proposals)
+
     def _output_candidates(self, outputs, classes: Optional[Tensor],
                            metas: Sequence[dict]) -> List[FlatPredictions]:
         """The dense kind's candidates of ``(cls, bbox)``, each with its dynamic-convolution

@@ -342,14 +342,18 @@ def test_instance_heads_without_an_adapter_are_refused_in_one_line(config, optio
 
 
 @pytest.mark.slow
-def test_rtmdet_ins_rescoring_with_one_level_perturbed():
-    """AblationCAM re-scores with the ablated level at n copies beside the others at 1; MMYOLO
-    RTMDet-ins' mask head fuses every level, so they must run at n too (the census found
-    ``Sizes of tensors must match`` here)."""
+@pytest.mark.parametrize('name', ['rtmdet_ins', 'mmdet_rtmdet_ins'])
+def test_rtmdet_ins_rescoring_with_one_level_perturbed(name):
+    """AblationCAM re-scores with the ablated level at n copies beside the others at 1; the
+    RTMDet-ins mask heads (MMYOLO's and MMDetection's) fuse every level, so they must run at n
+    too (the census found ``Sizes of tensors must match`` here)."""
     from mmyolo_vis_hooks.engine.cam import BoxCAM
-    model = random_model('rtmdet_ins')
+    if name == 'rtmdet_ins':
+        model, inputs, metas = random_model(name), _yolo_inputs(5)[:1], YOLO_METAS[:1]
+    else:
+        model, inputs, metas = random_mmdet_model(name), random_inputs(5)[:1], MMDET_METAS[:1]
     result = BoxCAM(model, 'ablationcam', score_thr=0.0, topk=2, batch_size=64,
-                    ratio_channels_to_ablate=0.05)(_yolo_inputs(5)[:1], YOLO_METAS[:1])[0]
+                    ratio_channels_to_ablate=0.05)(inputs, metas)[0]
     maps = result.box_maps()
-    assert maps.shape == (2, *YOLO_INPUT[2:]) and torch.isfinite(maps).all()
+    assert maps.shape == (2, *inputs.shape[2:]) and torch.isfinite(maps).all()
     assert result.reliable.any()
