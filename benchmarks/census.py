@@ -12,7 +12,8 @@ downloaded; ``runtime.models.initialize_without_downloads``) and run, on one gen
 preprocessed as a test pipeline would, ``core.dummy_forward``, plus noise so that boxes vary):
 
 (a pipeline that resizes every image to one fixed size, as SSD's, sets the size instead when
-larger)
+larger; a model that fails because a level is smaller than a kernel runs again at twice, then
+four times the size, recorded in its row)
 
 - feature maps: the probe of the default feature layer (``neck``, else ``backbone``),
 - GradCAM, AblationCAM (1% of the channels) and D-RISE (4 masks) of the best box,
@@ -190,6 +191,23 @@ def run_config(path: str, size: int) -> dict:
         return dict(status='fail', step=step, error=first_line(err), times=times)
 
 
+# What a convolution says when the small input leaves a level smaller than its kernel.
+TOO_SMALL = ('smaller than kernel', "Kernel size can't be greater than actual input size")
+
+
+def run_at_a_size_that_fits(path: str, size: int) -> dict:
+    """:func:`run_config` at ``size``, and again at twice, then four times the size while a
+    convolution refuses a level smaller than its kernel (mmcv's deformable convolution checks
+    the input before its padding: DDOD's on a 2 x 2 last level at 256 px); the row then says
+    which size it ran at."""
+    row = run_config(path, size)
+    for factor in (2, 4):
+        if row['status'] != 'fail' or not any(text in row['error'] for text in TOO_SMALL):
+            break
+        row = dict(run_config(path, factor * size), size=factor * size)
+    return row
+
+
 def classify(path: str):
     """``'<kind of refusal>: <the tools' one line>'`` for a config the tools refuse before
     building (``runtime.config_check``), or None."""
@@ -256,8 +274,8 @@ def census(args, keep=None) -> list:
                 continue
             start = time.perf_counter()
             refusal = classify(path)
-            row = dict(status='excluded', reason=refusal) if refusal else run_config(
-                path, args.size)
+            row = dict(status='excluded', reason=refusal) if refusal else \
+                run_at_a_size_that_fits(path, args.size)
             row.update(package=package, config=rel, seconds=time.perf_counter() - start)
             done[(package, rel)] = row
             out.write(json.dumps(row) + '\n')
