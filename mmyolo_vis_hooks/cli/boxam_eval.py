@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
     if not is_coco:
         images, ground_truth = list_images(args.source), None
     model = build_detector(args.config, args.checkpoint, args.device, args.cfg_options,
-                           unsafe_load=args.unsafe_load)
+                           unsafe_load=args.unsafe_load, init_weights=True)
     if is_coco:
         images, ground_truth = coco_ground_truth(
             args.source, args.img_dir, tuple(model.dataset_meta.get('classes', ())))

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
                          **drise_options(args))
     paths = None if args.preview_model else list_images(args.img)
     model = build_detector(args.config, args.checkpoint, args.device, args.cfg_options,
-                           unsafe_load=args.unsafe_load)
+                           unsafe_load=args.unsafe_load, init_weights=True)
     if args.preview_model:
         print_layer_preview(model, max_depth=args.preview_depth)
         return

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     if paths is not None and args.out_file and len(paths) > 1:
         raise ValueError(f'--out-file takes one image, got {len(paths)}; use --out-dir')
     model = build_detector(args.config, args.checkpoint, args.device, args.cfg_options,
-                           unsafe_load=args.unsafe_load)
+                           unsafe_load=args.unsafe_load, init_weights=True)
     if args.preview_model:
         print_layer_preview(model, max_depth=args.preview_depth)
         return

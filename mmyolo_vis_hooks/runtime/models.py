@@ -96,7 +96,7 @@ def load_config(config: Union[str, Config], cfg_options: Optional[Dict] = None) 
 
 def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
                    device: Optional[str] = None, cfg_options: Optional[Dict] = None,
-                   unsafe_load: bool = False) -> torch.nn.Module:
+                   unsafe_load: bool = False, init_weights: bool = False) -> torch.nn.Module:
     """Builds an MMYOLO or MMDetection detector in eval mode, optionally with weights.
 
     The config is checked before anything is built (``config_check.check_config``): a file
@@ -113,6 +113,10 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
             cpu (``core.devices.default_device``). Defaults to None.
         cfg_options (dict, optional): Overrides merged into the config before building.
         unsafe_load (bool): Allow unpickling arbitrary objects. Defaults to False.
+        init_weights (bool): Without a checkpoint, give the model the documented random init
+            that training starts from (:func:`initialize_without_downloads`) instead of the
+            constructors' alone, which leave some parameters uninitialized memory (DETRs'
+            level embeddings, Sparse R-CNN's proposals). The tools set it. Defaults to False.
 
     Returns:
         nn.Module: The model, with ``model.cfg`` and ``model.dataset_meta`` set.
@@ -129,6 +133,8 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
     with build_errors_explained(cfg):
         model = revert_sync_batchnorm(MODELS.build(explanation_model_cfg(cfg)))
     meta = None
+    if not checkpoint and init_weights:
+        initialize_without_downloads(model)
     if checkpoint:
         ckpt = load_checkpoint_file(checkpoint, 'cpu', unsafe_load=unsafe_load)
         missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)

@@ -57,3 +57,25 @@ def test_other_init_entries_are_kept():
                            dict(type='Constant', layer='Linear', val=0.25)]
     initialize_without_downloads(model)
     assert model.head.init_cfg == [dict(type='Constant', layer='Linear', val=0.25)]
+
+
+@pytest.mark.slow
+def test_tools_random_weights_are_the_documented_init():
+    """Without a checkpoint the tools build with ``init_weights=True``: Deformable DETR's level
+    embeddings, created uninitialized by its constructor (NaN once PyTorch fills uninitialized
+    memory deterministically), get their random init."""
+    from helpers import mmdet_config
+    from mmyolo_vis_hooks.runtime.models import build_detector
+    config = mmdet_config('deformable_detr/deformable-detr_r50_16xb2-50e_coco.py')
+    options = {'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
+               'model.neck.in_channels': [128, 256, 512]}
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        raw = build_detector(config, device='cpu', cfg_options=options)
+        tool = build_detector(config, device='cpu', cfg_options=options, init_weights=True)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    assert torch.isnan(raw.level_embed).all()
+    assert torch.isfinite(tool.level_embed).all() and tool.level_embed.std() > 0.5
+    assert all(torch.isfinite(p).all() for p in tool.parameters())
