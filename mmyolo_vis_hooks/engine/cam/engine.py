@@ -654,6 +654,8 @@ class BoxCAM:
             self._raise_not_depending(keys)
         total = targets.numel()
         try:
+            if not self.detector.batched_gradients:
+                raise RuntimeError('the kind asks for one backward pass a box')
             eye = torch.eye(total, dtype=targets.dtype, device=targets.device)
             # retain_graph: a failing batched pass must leave the graph for the fallback
             flat = torch.autograd.grad(targets, acts, grad_outputs=eye, is_grads_batched=True,

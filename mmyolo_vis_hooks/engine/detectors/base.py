@@ -350,6 +350,9 @@ class ExplainableDetector:
     #: Columns of a box: 4 (xyxy) or 5 (rotated ``(cx, cy, w, h, angle)``, mmrotate's
     #: ``RotatedBoxes``; ``engine.core.geometry`` takes both).
     box_dim: int = 4
+    #: Whether the K boxes' gradients run as one batched backward (``is_grads_batched``:
+    #: vmap over the graph); False where a loop of K backward passes is faster.
+    batched_gradients: bool = True
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
