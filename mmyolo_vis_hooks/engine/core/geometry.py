@@ -144,6 +144,10 @@ def input_geometry(meta: Dict) -> Dict[str, float]:
     if pad is not None:
         pad = np.asarray(pad, dtype=np.float64).reshape(-1)
         top, left = float(pad[0]), float(pad[2])
+    border = meta.get('border')  # mmdet's RandomCenterCropPad (CenterNet's test pipeline)
+    if border is not None:  # (top, bottom, left, right) of the image in its canvas
+        border = np.asarray(border, dtype=np.float64).reshape(-1)
+        top, left = top + float(border[0]), left + float(border[2])
     return dict(scale_x=scale_x, scale_y=scale_y, left=left, top=top, in_h=in_h, in_w=in_w,
                 ori_h=ori_h, ori_w=ori_w)
 

@@ -24,7 +24,8 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    'decode with BaseDenseHead.predict_by_feat (RetinaNet, FCOS, ATSS, FSAF, '
                    'AutoAssign, DDOD, VFNet, YOLOF, SSD, CenterNet-update, RTMDet and their '
                    'variants) or are GFL, LD, TOOD, PAA, LAD, FoveaBox, RepPoints, SABL '
-                   'RetinaNet, YOLOv3, MMDetection\'s YOLOX or an RPN alone, its RTMDet-ins (RTMDetInsHead, '
+                   'RetinaNet, YOLOv3, MMDetection\'s YOLOX, CenterNet or an RPN alone, its '
+                   'RTMDet-ins (RTMDetInsHead, '
                    'RTMDetInsSepBNHead), YOLACT, CondInst, BoxInst, SOLO and SOLOv2, and '
                    'MMDetection\'s two-stage detectors with a standard or cascade RoI head '
                    '(Faster/Mask R-CNN, Cascade R-CNN, HTC, SCNet, Libra, Dynamic, Double-Head, '
@@ -143,7 +144,9 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
         from .condinst import CondInstDetector, has_condinst_decoding
         if has_condinst_decoding(model):
             return CondInstDetector(model)
-        adapters = {**mmdet_dense.adapter_classes(), **mmdet_yolo.adapter_classes()}
+        from . import centernet
+        adapters = {**mmdet_dense.adapter_classes(), **mmdet_yolo.adapter_classes(),
+                    **centernet.adapter_classes()}
         # the nearest head class with an adapter decides, if the head decodes like it
         base = next(c for c in type(head).__mro__ if c in adapters)
         if mmdet_dense.decodes_like(type(head), base):

@@ -21,8 +21,9 @@ subclasses that replace only what differs: the box decoding (GFL/LD, FoveaBox, R
 the scores (TOOD, whose class output is already a score) or the post-processing (PAA/LAD's
 geometric mean, ``multiclass_nms`` and score voting). MMDetection's YOLO heads select over all
 levels at once (``mmdet_yolo.py``). SABL RetinaNet's boxes and score factors come from its
-bucketing coder. An RPN alone is a one-class dense head with NMS per level. CenterNet,
-CornerNet/CentripetalNet and guided anchoring have no adapter.
+bucketing coder. An RPN alone is a one-class dense head with NMS per level. CenterNet's class
+heatmap has its own file (``centernet.py``); CornerNet/CentripetalNet and guided anchoring have
+no adapter.
 """
 from typing import List, Optional, Sequence, Tuple
 

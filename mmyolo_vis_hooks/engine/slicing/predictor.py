@@ -29,7 +29,8 @@ from mmengine.model import is_model_wrapper
 
 from ..core.devices import prefers_channels_last
 from ..core.model_state import preserved_modes
-from ..core.pipeline import test_pipeline_cfg, without_loading
+from ..core.pipeline import (LOADING_TRANSFORMS, test_pipeline_cfg, transform_type,
+                             without_loading)
 from ..detectors import explainable_detector
 from .detections import Detections
 
@@ -105,6 +106,10 @@ class BatchPredictor:
         self.batched_decode = batched_decode
         init_default_scope(cfg.get('default_scope', 'mmyolo'))
         self.transforms = [TRANSFORMS.build(t) for t in test_transform_cfgs(cfg)]
+        # the image as its loading step gives it: float32 where it asks (CenterNet's
+        # RandomCenterCropPad refuses uint8)
+        self.to_float32 = any(transform_type(step) in LOADING_TRANSFORMS
+                              and step.get('to_float32') for step in test_pipeline_cfg(cfg))
         self._untouched_meta: Dict[tuple, Optional[dict]] = {}
         self._guard_depth = 0
         probe = self._transform(np.zeros((_PROBE_SIDE, _PROBE_SIDE, 3), np.uint8))[0]
@@ -118,6 +123,8 @@ class BatchPredictor:
     def _transform(self, rgb: np.ndarray) -> Tuple[np.ndarray, dict]:
         # The test pipeline expects what LoadImageFromFile yields: BGR.
         bgr = np.ascontiguousarray(rgb[..., ::-1])
+        if self.to_float32:
+            bgr = bgr.astype(np.float32)
         results = dict(img=bgr, img_shape=bgr.shape[:2], ori_shape=bgr.shape[:2])
         for transform in self.transforms:
             results = transform(results)
@@ -125,8 +132,9 @@ class BatchPredictor:
                 raise ValueError(f'test transform {type(transform).__name__} dropped the image')
         meta = dict(ori_shape=tuple(bgr.shape[:2]), img_shape=tuple(results['img_shape'][:2]),
                     scale_factor=tuple(results.get('scale_factor', (1.0, 1.0))))
-        if 'pad_param' in results:
-            meta['pad_param'] = results['pad_param']
+        for key in ('pad_param', 'border'):  # where the content lies in the input
+            if key in results:
+                meta[key] = results[key]
         return results['img'], meta
 
     def _meta_if_untouched(self, shape: tuple) -> Optional[dict]:

@@ -47,6 +47,18 @@ def test_input_geometry_of_letterbox_and_resize():
         input_geometry(dict(LETTERBOX, scale_factor=None))
 
 
+def test_input_geometry_of_a_centernet_canvas():
+    """MMDetection's RandomCenterCropPad (CenterNet's test pipeline) pastes the unscaled image
+    into a canvas: ``border`` (top, bottom, left, right) says where; the content starts at
+    (left, top), as the head subtracts ``border[[2, 0, 2, 0]]``."""
+    meta = dict(ori_shape=(100, 200), img_shape=(256, 256), batch_input_shape=(256, 256),
+                scale_factor=(1.0, 1.0), border=(78.0, 178.0, 28.0, 228.0))
+    geometry = input_geometry(meta)
+    assert (geometry['left'], geometry['top'], geometry['scale_x']) == (28.0, 78.0, 1.0)
+    assert torch.allclose(boxes_to_original(torch.tensor([[38., 88., 58., 98.]]), meta),
+                          torch.tensor([[10., 10., 30., 20.]]))
+
+
 def test_boxes_to_original_inverts_the_letterbox():
     boxes = torch.tensor([[0., 80., 320., 240.],     # the whole content area
                           [16., 96., 48., 112.],     # 16/1.6 = 10, (96 - 80)/1.6 = 10, ...

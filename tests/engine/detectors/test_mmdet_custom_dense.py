@@ -10,6 +10,7 @@ from helpers.mmdet_models import (CUSTOM_DENSE, METAS, assert_gradcam_equals_gra
                           random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
 from mmyolo_vis_hooks.engine.detectors.base import samples_of
+from mmyolo_vis_hooks.engine.detectors.centernet import CenterNetDetector
 from mmyolo_vis_hooks.engine.detectors.mmdet_dense import (FoveaDetector, GFLDetector,
                                                            PAADetector, RepPointsDetector,
                                                            RPNDetector, SABLRetinaDetector,
@@ -71,3 +72,39 @@ def test_every_method_explains_tood_boxes_and_leaves_the_model_alone():
         ratio_channels_to_ablate=0.1, num_masks=16)
     assert not model.bbox_head.tood_cls._forward_hooks
     assert not model.bbox_head.cls_prob_module._forward_hooks
+
+
+@pytest.mark.slow
+def test_centernet_selection_and_decoding_are_the_heads_own_prediction():
+    """CenterNet: the local maxima's top k (location, class) pairs are ``predict``'s, each box
+    its location's, on the canvas the test pipeline pasted the image into (``border``
+    subtracted, as the head does, then rescaled); the batched decoding gives them too."""
+    model = random_mmdet_model('centernet')
+    detector = explainable_detector(model)
+    assert type(detector) is CenterNetDetector
+    metas = [dict(meta, border=(6.0, 126.0, 5.0, 155.0)) for meta in METAS]
+    inputs = random_inputs()
+    with torch.no_grad():
+        theirs = [r.pred_instances for r in
+                  model.predict(inputs, samples_of(metas), rescale=True)]
+        preds = detector.candidates(inputs, metas)
+        ours = detector.select(preds, -1.0, 0, metas)
+        bboxes, scores, labels, counts = detector.decode(detector.forward(inputs), metas,
+                                                         detector.test_cfg)
+    for b, (det, ref, meta) in enumerate(zip(ours, theirs, metas)):
+        assert len(det) == len(ref) == model.bbox_head.test_cfg.topk
+        assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
+        assert torch.equal(preds.scores[b, det.priors, det.labels], det.scores)
+        border = torch.tensor([meta['border'][2], meta['border'][0]] * 2)
+        scale = torch.tensor(meta['scale_factor'] * 2)
+        assert torch.allclose((det.boxes - border) / scale, ref.bboxes, atol=1e-4)
+    assert counts == [len(ref) for ref in theirs]
+    assert torch.equal(labels, torch.cat([ref.labels for ref in theirs]))
+    assert torch.equal(scores, torch.cat([ref.scores for ref in theirs]))
+    assert torch.allclose(bboxes, torch.cat([ref.bboxes for ref in theirs]), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_centernet_gradcam_equals_grad_cam_on_the_same_location():
+    """grad-cam's target picks the box's (location, class) of the heatmap's logits."""
+    assert_gradcam_equals_grad_cam(random_mmdet_model('centernet'), random_inputs(3)[:1])
