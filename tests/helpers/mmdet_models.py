@@ -41,13 +41,15 @@ from .runner import replace_key
 # ------------------------------------------------------------------------- random models
 # One config per code path of the MMDetection dense kind: anchors with sigmoid classes, points
 # with a centerness factor (FCOS, ATSS), softmax classes with a background column (SSD-lite),
-# and MMDetection's own RTMDet (a namesake of MMYOLO's head).
+# MMDetection's own RTMDet (a namesake of MMYOLO's head), and V3Det's FCOS (FocalCustomLoss's
+# activation; 50 of its 13204 classes in the tests).
 DENSE = {
     'retinanet': 'retinanet/retinanet_r18_fpn_1x_coco.py',
     'fcos': 'fcos/fcos_r18_fpn_gn-head-center-normbbox-centeronreg-giou_8xb8-amp-lsj-200e_coco.py',
     'atss': 'atss/atss_r18_fpn_8xb8-amp-lsj-200e_coco.py',
     'ssdlite': 'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
     'rtmdet': 'rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
+    'v3det_fcos': 'v3det/fcos_r50_fpn_8x4_sample1e-3_mstrain_v3det_2x.py',
 }
 # Dense heads with a decoding of their own, one config per code path: GFL's distance
 # distributions, TOOD's geometric-mean scores and decoded boxes, PAA's geometric mean with
@@ -125,7 +127,7 @@ R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                                                           'gfl', 'tood', 'paa', 'fovea',
                                                           'reppoints', 'yolact',
                                                           'condinst', 'boxinst',
-                                                          'sabl_retinanet', 'rpn')}}
+                                                          'sabl_retinanet', 'rpn', 'v3det_fcos')}}
 # CenterNet: a class heatmap (objects as points); its test pipeline pastes the image into a
 # canvas (``border`` in the metainfo), so it has tests of its own.
 CENTERNET = {'centernet': 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'}
@@ -145,6 +147,9 @@ def random_mmdet_model(name: str) -> nn.Module:
         if name in R18_CHANNELS:
             options.update({'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
                             'model.neck.in_channels': R18_CHANNELS[name]})
+        if name == 'v3det_fcos':
+            options.update({'model.bbox_head.num_classes': 50,
+                            'model.bbox_head.loss_cls.num_classes': 50})
         if name == 'v3det_cascade_rcnn':  # 50 of its 13204 classes: the same code path,
             # without a multiclass NMS over 845k (RoI, class) pairs
             for stage in range(3):

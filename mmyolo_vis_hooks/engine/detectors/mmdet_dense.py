@@ -90,8 +90,13 @@ class MMDetDenseDetector(ExplainableDetector):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        # SSDHead has no loss_cls module (its loss is written out), so no custom activation
-        if getattr(getattr(self.head, 'loss_cls', None), 'custom_cls_channels', False):
+        # SSDHead has no loss_cls module (its loss is written out), so no custom activation;
+        # V3Det's FocalCustomLoss activates with the plain sigmoid of the C class columns
+        from mmdet.models.losses import FocalCustomLoss
+        loss = getattr(self.head, 'loss_cls', None)
+        if getattr(loss, 'custom_cls_channels', False) and not (
+                type(loss).get_activation is FocalCustomLoss.get_activation
+                and self.head.cls_out_channels == self.head.num_classes):
             raise UnsupportedDetectorError(
                 f'{type(self.head).__name__} with {type(self.head.loss_cls).__name__} turns '
                 f'logits into scores with its loss\'s own activation; box CAMs support sigmoid '

@@ -63,7 +63,7 @@ def _compare_with_mmdet(model, detector, inputs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['retinanet', 'fcos', 'ssdlite'])
+@pytest.mark.parametrize('name', ['retinanet', 'fcos', 'ssdlite', 'v3det_fcos'])
 def test_gradcam_equals_grad_cam_on_the_same_candidate(name):
     """grad-cam's target picks the box's (prior, class) of the flat candidate scores."""
     assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1])
