@@ -286,6 +286,24 @@ def samples_of(metas: Sequence[dict]) -> list:
     return [DetDataSample(metainfo=dict(meta)) for meta in metas]
 
 
+def flat_results(results) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+    """Per-image ``InstanceData`` results as flat ``(bboxes, scores, labels, counts)``, image
+    after image (rotated heads give mmrotate's ``RotatedBoxes``: their ``(K, 5)`` tensor)."""
+    return (torch.cat([getattr(res.bboxes, 'tensor', res.bboxes) for res in results]),
+            torch.cat([res.scores for res in results]),
+            torch.cat([res.labels for res in results]), [len(res) for res in results])
+
+
+def above_score_thr(bboxes: Tensor, scores: Tensor, labels: Tensor, counts: List[int],
+                    cfg: dict) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
+    """The flat results scoring above ``cfg['score_thr']``, each image's count updated: for
+    heads whose own prediction keeps every top-k pair (no score threshold of their own)."""
+    keep = scores > float(cfg.get('score_thr', 0.0) or 0.0)
+    image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    counts = torch.bincount(image[keep], minlength=len(counts)).tolist()
+    return bboxes[keep], scores[keep], labels[keep], counts
+
+
 def decode_by_predict(model: nn.Module, cfg_owner: nn.Module, inputs: Tensor,
                       metas: List[dict], cfg: dict) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
     """The detector's own ``predict(..., rescale=True)`` of a preprocessed batch with the test
@@ -297,9 +315,7 @@ def decode_by_predict(model: nn.Module, cfg_owner: nn.Module, inputs: Tensor,
         results = model.predict(inputs, samples_of(metas), rescale=True)
     finally:
         cfg_owner.test_cfg = saved
-    inst = [r.pred_instances for r in results]
-    return (torch.cat([i.bboxes for i in inst]), torch.cat([i.scores for i in inst]),
-            torch.cat([i.labels for i in inst]), [len(i) for i in inst])
+    return flat_results([r.pred_instances for r in results])
 
 
 def split_dense_outputs(head: nn.Module, outputs: Sequence, third: str) -> tuple:
@@ -331,11 +347,7 @@ def decode_with_predict_by_feat(head: nn.Module, outs, metas: List[dict], cfg: d
     its base class ``owner`` when given)."""
     predict_by_feat = head.predict_by_feat if owner is None else \
         functools.partial(owner.predict_by_feat, head)
-    results = predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
-    # rotated heads give mmrotate's RotatedBoxes: their (K, 5) tensor
-    return (torch.cat([getattr(res.bboxes, 'tensor', res.bboxes) for res in results]),
-            torch.cat([res.scores for res in results]),
-            torch.cat([res.labels for res in results]), [len(res) for res in results])
+    return flat_results(predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True))
 
 
 class ExplainableDetector:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   default_metas)
+                   above_score_thr, default_metas, flat_results)
 
 _OWN_DECODING = ('forward_single', 'predict_by_feat', '_predict_by_feat_single',
                  '_decode_heatmap')
@@ -143,14 +143,7 @@ class CenterNetDetector(ExplainableDetector):
             results = self.head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
         finally:
             self.head.test_cfg = saved
-        bboxes, scores, labels = (torch.cat([r.bboxes for r in results]),
-                                  torch.cat([r.scores for r in results]),
-                                  torch.cat([r.labels for r in results]))
-        counts = [len(r) for r in results]
-        keep = scores > float(cfg.get('score_thr', 0.0) or 0.0)
-        image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        counts = torch.bincount(image[keep], minlength=len(counts)).tolist()
-        return bboxes[keep], scores[keep], labels[keep], counts
+        return above_score_thr(*flat_results(results), cfg)
 
 
 def adapter_classes() -> dict:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_by_predict, samples_of)
+                   above_score_thr, decode_by_predict, samples_of)
 
 
 def uses_detr_decoding(head: nn.Module) -> bool:
@@ -165,9 +165,5 @@ class DETRDetector(ExplainableDetector):
                ) -> Tuple[Tensor, Tensor, Tensor, List[int]]:
         """MMDetection's own ``predict`` (transformer, last-layer top-k, rescaled), with the
         boxes at or below ``cfg['score_thr']`` dropped (DETR heads keep every top-k query)."""
-        bboxes, scores, labels, counts = decode_by_predict(self.model, self.head, outs,
-                                                           metas, cfg)
-        keep = scores > float(cfg.get('score_thr', 0.0) or 0.0)
-        image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        counts = torch.bincount(image[keep], minlength=len(counts)).tolist()
-        return bboxes[keep], scores[keep], labels[keep], counts
+        return above_score_thr(*decode_by_predict(self.model, self.head, outs, metas, cfg),
+                               cfg)

@@ -24,7 +24,6 @@ with ``rescale=True`` its keypoints are not shifted by the padding its boxes are
 """
 from typing import List, Optional, Sequence, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

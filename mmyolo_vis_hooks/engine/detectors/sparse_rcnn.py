@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   default_metas, pad_masks, samples_of)
+                   above_score_thr, default_metas, flat_results, pad_masks, samples_of)
 
 
 def is_sparse_rcnn(model: nn.Module) -> bool:
@@ -211,11 +211,4 @@ class SparseRCNNDetector(ExplainableDetector):
         proposals = self.model.rpn_head.predict(feats, samples_of(metas))
         inst = self.roi_head.predict_bbox(feats, list(metas), proposals,
                                           rcnn_test_cfg=ConfigDict(cfg), rescale=True)
-        bboxes, scores, labels = (torch.cat([i.bboxes for i in inst]),
-                                  torch.cat([i.scores for i in inst]),
-                                  torch.cat([i.labels for i in inst]))
-        counts = [len(i) for i in inst]
-        keep = scores > float(cfg.get('score_thr', 0.0) or 0.0)
-        image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        counts = torch.bincount(image[keep], minlength=len(counts)).tolist()
-        return bboxes[keep], scores[keep], labels[keep], counts
+        return above_score_thr(*flat_results(inst), cfg)

@@ -1,7 +1,7 @@
 """MMDetection's dense heads with a decoding of their own (GFL, TOOD, PAA, FoveaBox, RepPoints,
-YOLOv3, MMDetection's YOLOX, SABL RetinaNet, an RPN alone) behind the detector contract: the selection is the
-head's own prediction, the sliced predictor's batched decoding too, and box CAMs agree with
-pytorch-grad-cam on a target that selects the same candidate."""
+YOLOv3, MMDetection's YOLOX, SABL RetinaNet, an RPN alone, CenterNet) behind the detector
+contract: the selection is the head's own prediction, the sliced predictor's batched decoding
+too, and box CAMs agree with pytorch-grad-cam on a target that selects the same candidate."""
 import pytest
 import torch
 
