@@ -323,6 +323,30 @@ def assert_selection_equals_predict(model: nn.Module, detector, inputs: torch.Te
         assert torch.allclose(preds.scores[b, det.priors, det.labels], det.scores, atol=1e-6)
 
 
+def assert_decode_equals_predict(model: nn.Module, detector, inputs: torch.Tensor,
+                                 metas=None, cfg=None, box_atol: float = 1e-4,
+                                 score_rtol: float = 0.0) -> None:
+    """Batched inference (the sliced tool: ``forward`` then ``decode`` with ``cfg``, the
+    detector's test config by default) = ``model.predict(..., rescale=True)``: the same counts,
+    labels and scores (equal, or within ``score_rtol``), boxes within ``box_atol`` (equal at
+    0)."""
+    from mmyolo_vis_hooks.engine.detectors.base import samples_of
+    metas = METAS if metas is None else metas
+    with torch.no_grad():
+        theirs = [r.pred_instances for r in model.predict(inputs, samples_of(metas),
+                                                          rescale=True)]
+        bboxes, scores, labels, counts = detector.decode(
+            detector.forward(inputs), metas, detector.test_cfg if cfg is None else cfg)
+    assert counts == [len(ref) for ref in theirs] and sum(counts) > 5
+    assert torch.equal(labels, torch.cat([ref.labels for ref in theirs]))
+    ref_scores = torch.cat([ref.scores for ref in theirs])
+    assert torch.equal(scores, ref_scores) if score_rtol == 0 else \
+        torch.allclose(scores, ref_scores, rtol=score_rtol)
+    ref_boxes = torch.cat([ref.bboxes for ref in theirs])
+    assert torch.equal(bboxes, ref_boxes) if box_atol == 0 else \
+        torch.allclose(bboxes, ref_boxes, atol=box_atol)
+
+
 # ------------------------------------------------------- small kinds in a Runner, alignment
 KINDS = {
     'retinanet': 'retinanet/retinanet_r18_fpn_1x_coco.py',

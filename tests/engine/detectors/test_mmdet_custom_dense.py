@@ -5,7 +5,8 @@ too, and box CAMs agree with pytorch-grad-cam on a target that selects the same 
 import pytest
 import torch
 
-from helpers.mmdet_models import (CUSTOM_DENSE, METAS, assert_gradcam_equals_grad_cam,
+from helpers.mmdet_models import (CUSTOM_DENSE, METAS, assert_decode_equals_predict,
+                                  assert_gradcam_equals_grad_cam,
                           assert_methods_leave_the_model_alone, assert_selection_equals_predict,
                           random_inputs, random_mmdet_model)
 from mmyolo_vis_hooks.engine.detectors import explainable_detector
@@ -34,15 +35,7 @@ def test_selection_and_decoding_are_the_heads_own_prediction(name):
     inputs = random_inputs()
     # PAA lists its score-voted detections class by class
     assert_selection_equals_predict(model, detector, inputs, by_class=name == 'paa')
-    with torch.no_grad():
-        theirs = [r.pred_instances for r in
-                  model.predict(inputs, samples_of(METAS), rescale=True)]
-        bboxes, scores, labels, counts = detector.decode(detector.forward(inputs), METAS,
-                                                         detector.test_cfg)
-    assert counts == [len(ref) for ref in theirs]
-    assert torch.equal(labels, torch.cat([ref.labels for ref in theirs]))
-    assert torch.allclose(scores, torch.cat([ref.scores for ref in theirs]), rtol=1e-5)
-    assert torch.allclose(bboxes, torch.cat([ref.bboxes for ref in theirs]), atol=1e-3)
+    assert_decode_equals_predict(model, detector, inputs, box_atol=1e-3, score_rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -89,8 +82,6 @@ def test_centernet_selection_and_decoding_are_the_heads_own_prediction():
                   model.predict(inputs, samples_of(metas), rescale=True)]
         preds = detector.candidates(inputs, metas)
         ours = detector.select(preds, -1.0, 0, metas)
-        bboxes, scores, labels, counts = detector.decode(detector.forward(inputs), metas,
-                                                         detector.test_cfg)
     for b, (det, ref, meta) in enumerate(zip(ours, theirs, metas)):
         assert len(det) == len(ref) == model.bbox_head.test_cfg.topk
         assert torch.equal(det.labels, ref.labels) and torch.equal(det.scores, ref.scores)
@@ -98,10 +89,7 @@ def test_centernet_selection_and_decoding_are_the_heads_own_prediction():
         border = torch.tensor([meta['border'][2], meta['border'][0]] * 2)
         scale = torch.tensor(meta['scale_factor'] * 2)
         assert torch.allclose((det.boxes - border) / scale, ref.bboxes, atol=1e-4)
-    assert counts == [len(ref) for ref in theirs]
-    assert torch.equal(labels, torch.cat([ref.labels for ref in theirs]))
-    assert torch.equal(scores, torch.cat([ref.scores for ref in theirs]))
-    assert torch.allclose(bboxes, torch.cat([ref.bboxes for ref in theirs]), atol=1e-4)
+    assert_decode_equals_predict(model, detector, inputs, metas)
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ top-k over (proposal, class), a box's CAM is the gradient of its proposal's clas
 last stage, and QueryInst's detections carry the RoI head's own masks."""
 import pytest
 
-from helpers.mmdet_models import (INPUT, METAS, SPARSE_RCNN, assert_gradcam_equals_grad_cam,
+from helpers.mmdet_models import (INPUT, METAS, SPARSE_RCNN, assert_decode_equals_predict,
+                                  assert_gradcam_equals_grad_cam,
                                   assert_masks_equal_predict,
                                   assert_methods_leave_the_model_alone,
                                   assert_selection_equals_predict, random_inputs,
@@ -56,20 +57,10 @@ def test_queryinst_box_wholly_outside_the_image_gets_an_empty_mask():
 @pytest.mark.parametrize('name', list(SPARSE_RCNN))
 def test_sliced_decode_gives_predicts_boxes(name):
     """The boxes-only decode (no QueryInst masks) = ``model.predict(..., rescale=True)``."""
-    import torch
-    from mmyolo_vis_hooks.engine.detectors.base import samples_of
     model = random_mmdet_model(name)
     detector = explainable_detector(model)
-    inputs = random_inputs()
-    with torch.no_grad():
-        theirs = model.predict(inputs, samples_of(METAS), rescale=True)
-        bboxes, scores, labels, counts = detector.decode(inputs, METAS,
-                                                         dict(detector.test_cfg, score_thr=-1))
-    ref = [r.pred_instances for r in theirs]
-    assert counts == [len(r) for r in ref]
-    assert torch.equal(bboxes, torch.cat([r.bboxes for r in ref]))
-    assert torch.equal(scores, torch.cat([r.scores for r in ref]))
-    assert torch.equal(labels, torch.cat([r.labels for r in ref]))
+    assert_decode_equals_predict(model, detector, random_inputs(),
+                                 cfg=dict(detector.test_cfg, score_thr=-1), box_atol=0.0)
 
 
 @pytest.mark.slow
