@@ -87,10 +87,11 @@ def test_mmdetection_heads_of_the_same_name_get_their_own_kind(rtmdet):
     """MMDetection's RTMDetHead/YOLOXHead share the names of MMYOLO's heads but not their
     outputs: the class hierarchy, not the name, picks the adapter. MMDetection's RTMDetHead
     decodes like BaseDenseHead (MMDetection's dense kind), its YOLOXHead has an adapter of its
-    own; a head with a decoding of its own and no adapter (CenterNet's) is refused at
-    construction, naming it."""
+    own, and so has CenterNet's heatmap head; a head with a decoding of its own and no adapter
+    (CornerNet's) is refused at construction, naming it."""
     from mmdet.models import dense_heads as mmdet_heads
     from mmengine.registry import DefaultScope
+    from mmyolo_vis_hooks.engine.detectors.centernet import CenterNetDetector
     from mmyolo_vis_hooks.engine.detectors.mmdet_dense import MMDetDenseDetector
     from mmyolo_vis_hooks.engine.detectors.mmdet_yolo import YOLOXDetector
     from mmyolo_vis_hooks.engine.detectors.mmyolo_dense import MMYOLODenseDetector
@@ -104,8 +105,11 @@ def test_mmdetection_heads_of_the_same_name_get_their_own_kind(rtmdet):
     with DefaultScope.overwrite_default_scope('mmdet'):
         model.bbox_head = mmdet_heads.CenterNetHead(in_channels=96, feat_channels=16,
                                                     num_classes=80)
+    assert isinstance(explainable_detector(model), CenterNetDetector)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model.bbox_head = mmdet_heads.CornerHead(num_classes=80, in_channels=96)
     with pytest.raises(ValueError, match=(
-            r"mmdet\.models\.dense_heads\.\w+\.CenterNetHead decodes with CenterNetHead's own "
+            r"mmdet\.models\.dense_heads\.\w+\.CornerHead decodes with CornerHead's own "
             r"post-processing, which has no adapter yet: no box CAMs for this kind; box CAMs "
             r"support MMYOLO's dense heads ")):
         BoxCAM(model)
