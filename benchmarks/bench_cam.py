@@ -20,7 +20,9 @@ magnitude positive). Reported: the correlation of the final maps and the sign-fr
 of the raw projections.
 
 Part 3, per-box maps on MMDetection detectors (``--kinds``; Faster R-CNN ResNet-50 FPN and
-Deformable DETR ResNet-50 by default, random weights, ``--size`` px, K boxes): ours vs
+Deformable DETR ResNet-50 by default, the latter on its default layers (the neck's outputs) and
+on its encoder's output tokens (``+encoder``: one map per level, grad-cam's taps on the same
+levels), random weights, ``--size`` px, K boxes): ours vs
 grad-cam's per-box loop in the style its documentation gives for Faster R-CNN. grad-cam's model
 is the detector's own ``predict`` returning ``{'boxes', 'labels', 'scores'}`` per image (its
 features through taps, as above), and the target of box k matches the output box of the same
@@ -39,11 +41,13 @@ wall and as CPU (process) seconds; absolute wall numbers include the load of oth
 this machine, the ratios are measured under the same load.
 """
 import argparse
+import contextlib
 import os.path as osp
 import statistics
 import sys
 import time
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
@@ -51,7 +55,7 @@ from torch import nn
 
 from mmyolo_vis_hooks.testing.cam_reference import (BoxScoreTarget, FeatureTap, FlatScoresModel,
                                                    calibrate_batchnorm, correlation,
-                                                   demo_input)
+                                                   demo_input, tokens_through_taps)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov5_n_shapes.py')
@@ -145,27 +149,47 @@ MMDET_KINDS = {
     'deformable_detr': ('mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py', {}),
     'dino': ('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', {'model.num_queries': 100}),
 }
+# Target layers of part 3 (default: each kind's default layers, the neck's outputs).
+# ``+encoder``: a DETR's encoder output tokens, one map per level, what its decoder reads
+# (grad-cam's taps then sit on those levels: ``tokens_through_taps``).
+LAYER_CHOICES = {'encoder': ['encoder']}
 
 
 class PredictModel(nn.Module):
     """grad-cam's model in its torchvision Faster R-CNN style: the detector's own ``predict``,
     one ``{'boxes', 'labels', 'scores'}`` dict per image, with a tap on each feature level."""
 
-    def __init__(self, detector: nn.Module, metas) -> None:
+    def __init__(self, detector: nn.Module, metas, token_layer: Optional[str] = None) -> None:
+        from mmyolo_vis_hooks.engine.core.layers import resolve_layer
+        from mmyolo_vis_hooks.engine.detectors import explainable_detector
         from mmyolo_vis_hooks.engine.detectors.base import samples_of
         super().__init__()
         self.detector, self.metas, self.samples_of = detector, metas, samples_of
+        self.token_layer = None if token_layer is None else resolve_layer(detector, token_layer)
+        self.token_grids = explainable_detector(detector).token_grids
         with torch.no_grad():
-            levels = len(detector.extract_feat(torch.zeros(1, 3, 64, 64)))
+            feats = detector.extract_feat(torch.zeros(1, 3, 64, 64))
+        levels = len(feats) if token_layer is None else len(self.token_grids(feats))
         self.taps = nn.ModuleList(FeatureTap() for _ in range(levels))
+        self._grids = ()
 
     def forward(self, x):
         detector = self.detector
         extract_feat = detector.extract_feat
-        detector.extract_feat = lambda inputs: tuple(
-            tap(f) for tap, f in zip(self.taps, extract_feat(inputs)))
+        if self.token_layer is None:
+            detector.extract_feat = lambda inputs: tuple(
+                tap(f) for tap, f in zip(self.taps, extract_feat(inputs)))
+            routing = contextlib.nullcontext()
+        else:  # the taps are on the token layer's levels; their grid comes from the features
+            def features(inputs):
+                feats = extract_feat(inputs)
+                self._grids = self.token_grids(feats)
+                return feats
+            detector.extract_feat = features
+            routing = tokens_through_taps(self.token_layer, self.taps, lambda: self._grids)
         try:
-            samples = detector.predict(x, self.samples_of(self.metas), rescale=False)
+            with routing:
+                samples = detector.predict(x, self.samples_of(self.metas), rescale=False)
         finally:
             del detector.extract_feat  # the instance attribute; the method shows again
         return [dict(boxes=s.pred_instances.bboxes, labels=s.pred_instances.labels,
@@ -216,17 +240,21 @@ def bench_mmdet_kinds(args) -> list:
     print(f'\nPart 3: per-box GradCAM on MMDetection detectors, random weights, '
           f'{args.size} px, K={args.k} boxes, {args.repeats} repeats; grad-cam: one forward and '
           f'backward of predict per box')
-    print(f'{"detector":<17}{"ours wall/cpu (s)":>19}{"grad-cam wall/cpu (s)":>23}'
+    print(f'{"detector[+layers]":<24}{"ours wall/cpu (s)":>19}{"grad-cam wall/cpu (s)":>23}'
           f'{"speed-up wall/cpu":>19}{"corr min":>10}{"corr mean":>11}{"vs IoU+score":>14}')
-    for kind in args.kinds.split(','):
+    for name in args.kinds.split(','):
+        kind, _, layers = name.partition('+')
         config, options = MMDET_KINDS[kind]
         torch.manual_seed(0)
         model = build_detector(config, device='cpu', cfg_options=options)
         initialize_without_downloads(model)
         calibrate_batchnorm(model, (2, 3, args.size, args.size))
         inputs = demo_input(model, args.size)
-        wrapper = PredictModel(model, default_metas(1, args.size, args.size))
-        ours = BoxCAM(model, 'gradcam', score_thr=0.0, topk=args.k, target='log_score')
+        target_layers = LAYER_CHOICES[layers] if layers else None
+        wrapper = PredictModel(model, default_metas(1, args.size, args.size),
+                               token_layer=target_layers[0] if target_layers else None)
+        ours = BoxCAM(model, 'gradcam', target_layers, score_thr=0.0, topk=args.k,
+                      target='log_score')
         theirs = gc.GradCAM(wrapper, wrapper.used_taps(inputs))
 
         def run_ours():
@@ -257,17 +285,17 @@ def bench_mmdet_kinds(args) -> list:
         model.zero_grad(set_to_none=True)
         model.train(False)
         if len(result) != args.k:
-            failures.append(f'{kind}: {len(result)} boxes, asked for {args.k}')
+            failures.append(f'{name}: {len(result)} boxes, asked for {args.k}')
         corrs = [correlation(a, b) for a, b in zip(our_maps, their_maps)]
         informative = [correlation(a, b) for a, b in zip(our_maps, iou_and_score)
                        if b is not None] or [float('nan')]
         (ow, oc), (tw, tc) = ours_clock.medians(), theirs_clock.medians()
         speed_up = f'{tw / ow:.1f}x/{tc / oc:.1f}x'
-        print(f'{kind:<17}{f"{ow:.3f}/{oc:.3f}":>19}{f"{tw:.3f}/{tc:.3f}":>23}{speed_up:>19}'
+        print(f'{name:<24}{f"{ow:.3f}/{oc:.3f}":>19}{f"{tw:.3f}/{tc:.3f}":>23}{speed_up:>19}'
               f'{min(corrs):>10.5f}{statistics.mean(corrs):>11.5f}'
               f'{statistics.mean(informative):>14.3f}')
         if not min(corrs) >= MIN_CORRELATION:
-            failures.append(f'{kind}: maps correlate at {min(corrs):.5f} (min) with '
+            failures.append(f'{name}: maps correlate at {min(corrs):.5f} (min) with '
                             f'grad-cam\'s, claimed >= {MIN_CORRELATION}')
     return failures
 
@@ -348,9 +376,10 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=5, help='timed runs per side')
     parser.add_argument('--skip-boxes', action='store_true', help='skip part 1')
     parser.add_argument('--skip-eigen', action='store_true', help='skip part 2')
-    parser.add_argument('--kinds', default='faster_rcnn,deformable_detr',
-                        help=f'part 3 detectors, comma-separated, of {", ".join(MMDET_KINDS)}; '
-                        'empty skips part 3')
+    parser.add_argument('--kinds', default='faster_rcnn,deformable_detr,deformable_detr+encoder',
+                        help=f'part 3 detectors, comma-separated, of {", ".join(MMDET_KINDS)}, '
+                        f'each with its default layers or with +{"/+".join(LAYER_CHOICES)} '
+                        '(a DETR\'s encoder tokens); empty skips part 3')
     parser.add_argument('--size', type=int, default=320, help='part 3 input size (px)')
     parser.add_argument('--small', action='store_true',
                         help='quick check that it runs and agrees (K=2, 1 repeat and no warm-up, '

@@ -1,4 +1,5 @@
 """FeatMapVisHook: feature maps of chosen layers on fixed validation images, every N epochs."""
+import contextlib
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -10,7 +11,7 @@ from ..engine.core.layers import ActivationCapture
 from ..engine.core.model_state import autocast_off, preserved_model_state
 from ..engine.featmap import (CapturedSample, activation_stats, captured_from_output,
                               check_reduction, draw_layer, forward_and_capture,
-                              probe_feature_layers)
+                              probe_feature_layers, token_levels_from_features)
 from ..runtime.images import read_rgb
 from .base_vis_hook import BaseVisHook
 
@@ -92,6 +93,7 @@ class FeatMapVisHook(BaseVisHook):
         self.arrangement = tuple(arrangement)
         self.log_stats = bool(log_stats)
         self._capture: Optional[ActivationCapture] = None
+        self._attached: Optional[contextlib.ExitStack] = None  # the capture's hooks
         self._captured: Dict[str, CapturedSample] = {}
         self._batch_hits: list = []
 
@@ -124,8 +126,11 @@ class FeatMapVisHook(BaseVisHook):
         if self.align != 'letterbox' or not self.is_due(runner):
             return
         try:
-            self._capture = ActivationCapture(self.unwrap(runner.model), self.target_layers)
-            self._capture.__enter__()
+            model = self.unwrap(runner.model)
+            self._capture = ActivationCapture(model, self.target_layers)
+            self._attached = contextlib.ExitStack()
+            self._attached.enter_context(self._capture)
+            self._attached.enter_context(token_levels_from_features(model, self._capture))
             self._capture.enabled = False
         except Exception as err:  # noqa: BLE001
             self._release()
@@ -154,9 +159,10 @@ class FeatMapVisHook(BaseVisHook):
             self._batch_hits = []
 
     def _release(self) -> None:
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
+        if self._attached is not None:
+            self._attached.close()
+            self._attached = None
+        self._capture = None
 
     def after_val(self, runner) -> None:
         self._release()  # also when a val epoch ended abnormally

@@ -1,5 +1,8 @@
 """References for box-CAM checks, shared by tests and ``benchmarks/bench_cam.py``: a random-init
 detector that behaves like a network, a generated input, and grad-cam's view of our targets."""
+import contextlib
+from typing import Callable, Optional, Sequence, Tuple
+
 import numpy as np
 import torch
 from torch import nn
@@ -51,29 +54,60 @@ class FeatureTap(nn.Module):
         return x.view_as(x)
 
 
+@contextlib.contextmanager
+def tokens_through_taps(layer: nn.Module, taps: Sequence[nn.Module],
+                        grids: Callable[[], Sequence[Tuple[int, int]]]):
+    """Within the context, the token sequence ``layer`` returns (a DETR's encoder) goes on
+    split into one map per level, each through its tap, joined again: grad-cam's target
+    layers for a token layer. ``grids()`` gives the levels' ``(h, w)`` when the layer runs."""
+    from mmyolo_vis_hooks.engine.core.layers import join_tokens, split_tokens
+
+    def route(module, inputs, tokens):
+        return join_tokens([tap(m) for tap, m in zip(taps, split_tokens(tokens, grids()))])
+    handle = layer.register_forward_hook(route)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class FlatScoresModel(nn.Module):
     """grad-cam's model: the detector's flat ``(B, N, C)`` candidate scores
     (``ExplainableDetector.candidates``), with a tap on each level's features (the head's
-    inputs) to hook grad-cam's target layers on."""
+    inputs), or on each level of the tokens of ``token_layer``, to hook grad-cam's target
+    layers on.
 
-    def __init__(self, detector: nn.Module) -> None:
+    Args:
+        detector (nn.Module): The detector.
+        token_layer (str, optional): A layer returning a transformer's token sequence (a
+            DETR's ``encoder``). Defaults to None: the features.
+    """
+
+    def __init__(self, detector: nn.Module, token_layer: Optional[str] = None) -> None:
+        from mmyolo_vis_hooks.engine.core.layers import resolve_layer
         from mmyolo_vis_hooks.engine.detectors import explainable_detector
         super().__init__()
         self.adapter = explainable_detector(detector)
         self.detector = self.adapter.model
+        self.token_layer = None if token_layer is None else resolve_layer(self.detector,
+                                                                          token_layer)
         param = next(self.detector.parameters())
         with torch.no_grad():
-            levels = len(self.adapter.extract_feat(torch.zeros(1, 3, 64, 64,
-                                                               device=param.device)))
+            feats = self.adapter.extract_feat(torch.zeros(1, 3, 64, 64, device=param.device))
+        levels = len(feats) if token_layer is None else len(self.adapter.token_grids(feats))
         self.taps = nn.ModuleList(FeatureTap() for _ in range(levels))
 
     def forward(self, x):
         from mmyolo_vis_hooks.engine.detectors import FlatPredictions
         from mmyolo_vis_hooks.engine.detectors.base import default_metas
         feats = self.adapter.extract_feat(x)
-        feats = tuple(tap(f) for tap, f in zip(self.taps, feats))
         metas = default_metas(x.shape[0], *x.shape[-2:])
-        return FlatPredictions.cat(self.adapter.level_candidates(feats, metas=metas)).scores
+        if self.token_layer is None:
+            feats = tuple(tap(f) for tap, f in zip(self.taps, feats))
+            return FlatPredictions.cat(self.adapter.level_candidates(feats, metas=metas)).scores
+        grids = self.adapter.token_grids(feats)
+        with tokens_through_taps(self.token_layer, self.taps, lambda: grids):
+            return FlatPredictions.cat(self.adapter.level_candidates(feats, metas=metas)).scores
 
 
 class BoxScoreTarget:

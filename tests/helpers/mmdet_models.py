@@ -214,18 +214,20 @@ def random_inputs(seed: int = 1) -> torch.Tensor:
 
 
 def assert_gradcam_equals_grad_cam(model: nn.Module, inputs: torch.Tensor, levels=None,
-                                   topk: int = 3, score_thr: float = 0.0) -> None:
+                                   topk: int = 3, score_thr: float = 0.0,
+                                   token_layer=None) -> None:
     """Per box, our GradCAM (target ``log_score``: the gradient of the score) equals
     grad-cam's ``GradCAM`` on the flat candidate scores with a target selecting the box's
-    (candidate, class), on the taps of feature ``levels`` (all when None)."""
+    (candidate, class), on the taps of feature ``levels`` (all when None), or of the levels
+    of ``token_layer``'s tokens (ours then explains that layer)."""
     import numpy as np
     import pytorch_grad_cam as gc
     from mmyolo_vis_hooks.engine.cam import BoxCAM
     from mmyolo_vis_hooks.testing.cam_reference import BoxScoreTarget, FlatScoresModel
-    wrapper = FlatScoresModel(model)
+    wrapper = FlatScoresModel(model, token_layer)
     try:
-        result = BoxCAM(model, 'gradcam', score_thr=score_thr, topk=topk,
-                        target='log_score')(inputs)[0]
+        result = BoxCAM(model, 'gradcam', None if token_layer is None else [token_layer],
+                        score_thr=score_thr, topk=topk, target='log_score')(inputs)[0]
         assert len(result) == topk
         reference = gc.GradCAM(wrapper, list(wrapper.taps)[:levels])
         for k, (candidate, label) in enumerate(zip(result.detections.priors,
@@ -246,11 +248,12 @@ def assert_gradcam_equals_grad_cam(model: nn.Module, inputs: torch.Tensor, level
 def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
                                          methods, ratio_channels_to_ablate: float,
                                          num_masks: int, reliable: bool = False,
-                                         score_thr: float = 0.0, metas=None) -> None:
+                                         score_thr: float = 0.0, metas=None,
+                                         target_layers=None) -> None:
     """Each method explains 2 boxes with finite maps of the input's size (with ``reliable``,
     at least one of them more than float noise), and the model's weights, buffers, modes and
     ``.grad`` are as before. ``metas`` default to :data:`METAS` (for inputs of
-    :data:`INPUT`'s size)."""
+    :data:`INPUT`'s size); ``target_layers`` to the detector's defaults."""
     from mmyolo_vis_hooks.engine.cam import BoxCAM
     model.train()  # a state to restore
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -260,7 +263,8 @@ def assert_methods_leave_the_model_alone(model: nn.Module, inputs: torch.Tensor,
             options = dict(num_masks=num_masks, batch_size=16) if method == 'drise' else {}
             if method == 'ablationcam':
                 options = dict(batch_size=64, ratio_channels_to_ablate=ratio_channels_to_ablate)
-            result = BoxCAM(model, method, score_thr=score_thr, topk=2, **options)(
+            result = BoxCAM(model, method, target_layers, score_thr=score_thr, topk=2,
+                            **options)(
                 inputs, metas or METAS[:1])[0]
             assert len(result) == 2, method
             maps = result.box_maps()

@@ -57,7 +57,9 @@ def test_featmap_hook_aligns_exactly_on_every_kind(tmp_path, kind, align, fast_c
              channel_reduction=None, topk=-1, alpha=1.0, score_thr=None, align=align,
              log_stats=False, strict=True),
         # The kind's own feature maps, as users draw them.
-        dict(type=HOOK, num_images=1, target_layers=['neck'], align=align,
+        # DINO's encoder returns tokens: drawn as one map per level too.
+        dict(type=HOOK, num_images=1,
+             target_layers=['neck'] + (['encoder'] if kind == 'dino' else []), align=align,
              log_stats=False, strict=True),
     ]
     runner = Runner.from_cfg(runner_cfg(kind, dataset, work_dir, hook_cfgs))
@@ -81,6 +83,9 @@ def test_featmap_hook_aligns_exactly_on_every_kind(tmp_path, kind, align, fast_c
     neck_name = hooks[1].samples[0].name
     assert {t for t in tags if t.startswith(f'featmap/{neck_name}/neck')} == \
         {f'featmap/{neck_name}/neck[{i}]' for i in range(levels)}
+    if kind == 'dino':
+        assert {t for t in tags if t.startswith(f'featmap/{neck_name}/encoder')} == \
+            {f'featmap/{neck_name}/encoder[{i}]' for i in range(levels)}
     for name, (width, height) in zip(['wave_0', 'wave_1'], IMAGE_SIZES):
         tag = f'featmap/{name}/{INPUT_TAP}'
         assert image_steps(acc, tag) == [1]

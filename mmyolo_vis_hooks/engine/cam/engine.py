@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from ..core.devices import in_network_layout
 from ..core.dummy_forward import dummy_batch, dummy_input_size
 from ..core.geometry import original_size
-from ..core.layers import ActivationCapture, OutputSource, flatten_output, resolve_layer
+from ..core.layers import (ActivationCapture, OutputSource, flatten_output, join_tokens,
+                           resolve_layer, split_tokens)
 from ..core.model_state import autocast_off, preserved_model_state
 from .compose import box_masks, compose_box_maps
 from ..core.checks import check_choice, check_int, check_number, check_str_list, owned_by
@@ -119,6 +120,13 @@ class _GradientCapture(ActivationCapture):
         def record(module, inputs, output):
             if not self.enabled:
                 return None
+            maps = split_tokens(output, self.token_grids) if isinstance(output, Tensor) \
+                else None
+            if maps is not None:  # a token sequence: each level's map is its own node
+                anchors, downstream = _rebind(maps)
+                self.token_paths.add(path)
+                self._record(path, output, anchors)
+                return join_tokens(downstream)
             anchors, downstream = _rebind(output)
             self._record(path, output, flatten_output(anchors))
             return downstream
@@ -135,11 +143,14 @@ def _layer_outputs(capture: ActivationCapture
 
 class _ReplaceOutput:
     """Forward hook that swaps one tensor of a module's output for a given batch, at one call
-    of the module (counted from entering the context: use one context per forward)."""
+    of the module (counted from entering the context: use one context per forward); with
+    ``token_grids``, level ``index`` of a token sequence (``split_tokens``)."""
 
-    def __init__(self, module: nn.Module, index: int, call: int = 0) -> None:
+    def __init__(self, module: nn.Module, index: int, call: int = 0,
+                 token_grids: Optional[Sequence[Tuple[int, int]]] = None) -> None:
         self.module, self.index, self.call, self.value, self.handle = \
             module, index, call, None, None
+        self.token_grids = token_grids
 
     def __enter__(self):
         calls = itertools.count()
@@ -147,6 +158,10 @@ class _ReplaceOutput:
         def swap(module, inputs, output):
             if next(calls) != self.call:
                 return None
+            if self.token_grids:
+                maps = split_tokens(output, self.token_grids)
+                maps[self.index] = self.value
+                return join_tokens(maps)
             if isinstance(output, Tensor):
                 return self.value
             items = list(output)
@@ -487,7 +502,10 @@ class BoxCAM:
             for p in self.model.parameters():
                 p.requires_grad_(False)
             with torch.enable_grad(), _GradientCapture(self.model, self.target_layers) as cap:
-                scores = self.detector.candidates(inputs, metas).log_scores
+                feats = self.detector.extract_feat(inputs)
+                cap.token_grids = self.detector.token_grids(feats)
+                scores = FlatPredictions.cat(
+                    self.detector.level_candidates(feats, metas=metas)).log_scores
             missing = cap.missing_maps()
             keys, sources, acts = _layer_outputs(cap)
             with torch.enable_grad():  # also when a gradient-free method runs this
@@ -534,6 +552,7 @@ class BoxCAM:
             else ActivationCapture(model, self.target_layers, detach=True, to_cpu=False)
         with capture:
             feats = self.detector.extract_feat(inputs)
+            capture.token_grids = self.detector.token_grids(feats)
             preds = FlatPredictions.cat(self.detector.level_candidates(feats, metas=metas))
         missing = capture.missing_maps()
         if missing:
@@ -704,11 +723,13 @@ class BoxCAM:
                 # independently, so their batch sizes need not match).
                 new_feats = [f[b:b + 1] for f in feats]
                 new_feats[level] = batch
-            else:
-                with _ReplaceOutput(module, index, source.call) as swap:
-                    swap.value = batch
-                    new_feats = detector.extract_feat(
-                        inputs[b:b + 1].expand(n, *inputs.shape[1:]))
-            return detector.rescore(new_feats, det.labels, det, self.match_iou_thr,
-                                    image_metas, image_proposals)
+                return detector.rescore(new_feats, det.labels, det, self.match_iou_thr,
+                                        image_metas, image_proposals)
+            # the whole forward with the output swapped (the layer may run after the
+            # features: a DETR's encoder)
+            with _ReplaceOutput(module, index, source.call, source.token_grids) as swap:
+                swap.value = batch
+                new_feats = detector.extract_feat(inputs[b:b + 1].expand(n, *inputs.shape[1:]))
+                return detector.rescore(new_feats, det.labels, det, self.match_iou_thr,
+                                        image_metas, image_proposals)
         return rescore

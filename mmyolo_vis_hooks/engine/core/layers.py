@@ -6,7 +6,7 @@ A layer path is a dotted module path with optional indexing, as users write it i
 import difflib
 import re
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -90,6 +90,26 @@ def flatten_output(output) -> List[torch.Tensor]:
     return []
 
 
+def split_tokens(tokens: torch.Tensor, grids: Sequence[Tuple[int, int]]
+                 ) -> Optional[List[torch.Tensor]]:
+    """A transformer's token sequence ``(B, L, C)`` as its per-level maps ``(B, C, h, w)``
+    (views), when ``L`` is the number of cells of ``grids`` (``(h, w)`` per level, in token
+    order, row-major: how MMDetection's DETRs flatten their feature levels); else None."""
+    if tokens.dim() != 3 or not grids or tokens.shape[1] != sum(h * w for h, w in grids):
+        return None
+    maps, start = [], 0
+    for h, w in grids:
+        maps.append(tokens[:, start:start + h * w].transpose(1, 2).unflatten(2, (h, w)))
+        start += h * w
+    return maps
+
+
+def join_tokens(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The inverse of :func:`split_tokens`: per-level maps ``(B, C, h, w)`` as one token
+    sequence ``(B, L, C)``."""
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+
+
 def describe_output(output, depth: int = 0) -> str:
     """A short description of a module output for error messages: ``Tensor[1, 16, 32, 32]``,
     ``tuple(list[3], list[3], list[3])``, ``dict``, ``NoneType``."""
@@ -127,6 +147,9 @@ class OutputSource(NamedTuple):
         num_calls (int): How many times the module ran in the forward.
         index (int): Which element of that call's (flattened) output.
         num_outputs (int): How many tensors that call returned.
+        token_grids (tuple, optional): When the layer returned a transformer's token
+            sequence, split into one map per level (:func:`split_tokens`): ``(h, w)`` of each
+            level, and ``index`` is the level. Defaults to None.
     """
     key: str
     path: str
@@ -134,6 +157,7 @@ class OutputSource(NamedTuple):
     num_calls: int
     index: int
     num_outputs: int
+    token_grids: Optional[Tuple[Tuple[int, int], ...]] = None
 
 
 class ActivationCapture:
@@ -144,6 +168,10 @@ class ActivationCapture:
     order, and named ``<layer>@<call>`` (:func:`output_key`); a module that runs once keeps the
     plain ``<layer>``. Calls accumulate until :meth:`clear` (entering the context clears), so
     a capture reused across forwards is cleared before each one it records.
+
+    A layer that returns a transformer's token sequence ``(B, L, C)`` (a DETR's encoder) is
+    recorded as one map per feature level when :attr:`token_grids` is set to the levels'
+    ``(h, w)`` before that layer runs (the detector adapter's ``token_grids(feats)``).
 
     Used as a context manager; the forward hooks are removed on exit whatever happens.
 
@@ -161,6 +189,8 @@ class ActivationCapture:
         output_types (dict[str, str]): Per path, :func:`describe_output` of its first output
             (what a layer returned when none of it is a 4-D map).
         enabled (bool): Set False to let forwards pass unrecorded.
+        token_grids (tuple): ``(h, w)`` per level of the token sequences to split; empty:
+            token sequences stay as they are (and give no map).
     """
 
     def __init__(self, model: nn.Module, paths: Sequence[str], detach: bool = True,
@@ -170,6 +200,8 @@ class ActivationCapture:
         self.detach = detach
         self.to_cpu = to_cpu
         self.enabled = True
+        self.token_grids: Tuple[Tuple[int, int], ...] = ()
+        self.token_paths: Set[str] = set()
         self.calls: 'OrderedDict[str, List[List[torch.Tensor]]]' = OrderedDict()
         self.output_types: Dict[str, str] = {}
         self._handles: list = []
@@ -178,6 +210,17 @@ class ActivationCapture:
         """Forgets everything recorded (before the next forward of a reused capture)."""
         self.calls.clear()
         self.output_types.clear()
+        self.token_paths.clear()
+
+    def _tensors(self, path: str, output) -> List[torch.Tensor]:
+        """The tensors of one call's output, a token sequence split into its levels' maps."""
+        tensors = flatten_output(output)
+        if len(tensors) == 1:
+            maps = split_tokens(tensors[0], self.token_grids)
+            if maps is not None:
+                self.token_paths.add(path)
+                return maps
+        return tensors
 
     def _record(self, path: str, output, tensors: List[torch.Tensor]) -> None:
         self.calls.setdefault(path, []).append(tensors)
@@ -187,7 +230,7 @@ class ActivationCapture:
         def record(module, inputs, output):
             if not self.enabled:
                 return
-            tensors = flatten_output(output)
+            tensors = self._tensors(path, output)
             if self.detach:
                 tensors = [t.detach().clone() for t in tensors]
                 if self.to_cpu:
@@ -215,8 +258,9 @@ class ActivationCapture:
             for call, tensors in enumerate(calls):
                 for index, tensor in enumerate(tensors):
                     key = output_key(path, call, len(calls), index, len(tensors))
+                    grids = tuple(self.token_grids) if path in self.token_paths else None
                     result.append((OutputSource(key, path, call, len(calls), index,
-                                                len(tensors)), tensor))
+                                                len(tensors), grids), tensor))
         return result
 
     def missing_maps(self) -> Dict[str, str]:

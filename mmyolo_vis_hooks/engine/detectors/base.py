@@ -37,6 +37,9 @@ output) and optionally its metainfo ``metas`` (one dict per image: ``img_shape``
   level's head input, so only that level needs to run again.
 - :attr:`num_classes`, :attr:`class_names`, :meth:`default_target_layers` (the layers whose
   outputs feed the scores, one per level) and :attr:`kind` (a short name for messages).
+- :meth:`token_grids` ``(feats) -> ((h, w), ...)``: for kinds with a transformer, the grid of
+  each feature level in its token sequences, so that a layer returning tokens (a DETR's
+  encoder) is explained as one map per level; empty for the others.
 - Batched inference for slicing: :meth:`forward` ``(inputs) -> outs`` (what needs no
   metainfo: the whole network for dense heads) and
   :meth:`decode` ``(outs, metas, cfg) -> (bboxes, scores, labels, counts)`` with the boxes in
@@ -271,12 +274,16 @@ def matched_log_scores(per_level: Sequence[FlatPredictions], dets: ExplainedBoxe
     return best_log
 
 
+def feature_module(model: nn.Module) -> Optional[nn.Module]:
+    """The module whose outputs are the detector's features: the neck, or a neck-less
+    backbone (None for a model with neither)."""
+    return model.neck if getattr(model, 'with_neck', False) else getattr(model, 'backbone', None)
+
+
 def feature_input_level(model: nn.Module, module: nn.Module, index: int) -> Optional[int]:
-    """Output ``index`` of the module whose outputs are the detector's features (the neck, or
-    a neck-less backbone) is feature level ``index``; None for any other module."""
-    feeder = model.neck if getattr(model, 'with_neck', False) else \
-        getattr(model, 'backbone', None)
-    return index if module is feeder else None
+    """Output ``index`` of the module whose outputs are the detector's features
+    (:func:`feature_module`) is feature level ``index``; None for any other module."""
+    return index if module is feature_module(model) else None
 
 
 def samples_of(metas: Sequence[dict]) -> list:
@@ -429,6 +436,11 @@ class ExplainableDetector:
         """Layer paths whose outputs feed the box scores, one output per level: the neck's
         outputs, or the backbone's without a neck."""
         return ['neck'] if getattr(self.model, 'with_neck', False) else ['backbone']
+
+    def token_grids(self, feats) -> Tuple[Tuple[int, int], ...]:
+        """``(h, w)`` of each feature level as the detector's transformer flattens ``feats``
+        into tokens, in token order; empty: the kind has no token sequences."""
+        return ()
 
     @property
     def head_name(self) -> str:

@@ -76,6 +76,14 @@ class DETRDetector(ExplainableDetector):
         self.batched_gradients = not any(isinstance(m, MultiScaleDeformableAttention)
                                          for m in model.modules())
 
+    def token_grids(self, feats) -> Tuple[Tuple[int, int], ...]:
+        """Deformable DETR and its descendants (DINO, DDQ-DETR) flatten every level in turn
+        (``DeformableDETR.pre_transformer``); DETR, Conditional DETR and DAB-DETR the last
+        one only (``DETR.pre_transformer``)."""
+        from mmdet.models.detectors import DeformableDETR
+        levels = feats if isinstance(self.model, DeformableDETR) else feats[-1:]
+        return tuple(tuple(int(s) for s in f.shape[-2:]) for f in levels)
+
     @property
     def candidate_thr(self) -> float:
         """DETR heads have no score threshold: every query of the top-k is a detection."""

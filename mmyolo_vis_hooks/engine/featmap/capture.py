@@ -1,6 +1,7 @@
 """Feature-map capture shared by ``FeatMapVisHook`` and the featmap tool: one forward with the
 target layers recorded, and the probe forward that checks them before any image is drawn.
 """
+import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from ..core.dummy_forward import prepare_dummy_forward
-from ..core.layers import ActivationCapture, resolve_layer
+from ..core.layers import ActivationCapture, flatten_output, resolve_layer
 from ..core.model_state import preserved_model_state
 
 
@@ -58,6 +59,32 @@ def check_feature_maps(capture: ActivationCapture, owner: str) -> None:
         f'(tools/featmap_vis.py) lists every layer\'s output shapes.')
 
 
+@contextlib.contextmanager
+def token_levels_from_features(model: nn.Module, capture: ActivationCapture):
+    """Within the context, a layer that returns a transformer's token sequence (a DETR's
+    encoder) is recorded as one map per feature level (``<layer>[i]``): each forward's
+    features give ``capture`` the levels' grid (the detector adapter's ``token_grids``).
+    A model without an adapter, or without a features module, is recorded as it is."""
+    from ..detectors import UnsupportedDetectorError, explainable_detector
+    from ..detectors.base import feature_module
+    try:
+        adapter = explainable_detector(model)
+    except (UnsupportedDetectorError, ImportError):  # any model's maps can be drawn
+        adapter = None
+    module = None if adapter is None else feature_module(adapter.model)
+    if module is None:
+        yield
+        return
+
+    def watch(_module, _inputs, output):
+        capture.token_grids = adapter.token_grids(flatten_output(output))
+    handle = module.register_forward_hook(watch)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def forward_and_capture(model: nn.Module, data: dict, target_layers: Sequence[str],
                         owner: str = 'feature maps') -> List[CapturedSample]:
@@ -68,7 +95,8 @@ def forward_and_capture(model: nn.Module, data: dict, target_layers: Sequence[st
     Raises:
         ValueError: A target layer did not run or gave no 4-D map (message from ``owner``).
     """
-    with ActivationCapture(model, target_layers) as capture:
+    with ActivationCapture(model, target_layers) as capture, \
+            token_levels_from_features(model, capture):
         outputs = model.test_step(data)
     check_feature_maps(capture, owner)
     return [captured_from_output(capture.maps(i), out) for i, out in enumerate(outputs)]
@@ -98,7 +126,8 @@ def probe_feature_layers(model: nn.Module, target_layers: Sequence[str], owner: 
     with preserved_model_state(model), torch.no_grad():
         model.eval()
         forward = prepare_dummy_forward(model, (1, 3, *input_size))
-        with ActivationCapture(model, target_layers) as capture:
+        with ActivationCapture(model, target_layers) as capture, \
+                token_levels_from_features(model, capture):
             forward()
     check_feature_maps(capture, owner)
     return {key: tuple(m.shape) for key, m in capture.maps().items()}

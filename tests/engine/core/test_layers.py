@@ -6,7 +6,7 @@ from torch import nn
 
 from helpers import packaged_config
 from mmyolo_vis_hooks.engine.core.layers import (ActivationCapture, describe_layers,
-                                                 output_key)
+                                                 join_tokens, output_key, split_tokens)
 from mmyolo_vis_hooks.engine.featmap import probe_feature_layers
 
 RTMDET = 'rtmdet/rtmdet_tiny_syncbn_fast_8xb32-300e_coco.py'
@@ -57,8 +57,41 @@ def test_every_call_is_captured_in_call_order():
     assert maps['shared@2'].shape == (3, 4, 4)
     assert torch.equal(maps['split@1[1]'], outs[1][1, 1:])
     sources = {source.key: source for source, _ in capture.captured()}
-    assert sources['split@1[0]'][1:] == ('split', 1, 2, 0, 2)
+    assert sources['split@1[0]'][1:] == ('split', 1, 2, 0, 2, None)
     assert capture.missing_maps() == {}
+
+
+class TokenEncoder(nn.Module):
+    """Flattens two levels into one token sequence, as a Deformable DETR does, then encodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(3, 3)
+
+    def forward(self, levels):
+        return self.encoder(torch.cat([f.flatten(2).transpose(1, 2) for f in levels], 1))
+
+
+def test_token_sequences_split_into_one_map_per_level():
+    torch.manual_seed(0)
+    levels = [torch.randn(2, 3, 4, 6), torch.randn(2, 3, 2, 3)]
+    tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in levels], 1)
+    maps = split_tokens(tokens, [(4, 6), (2, 3)])
+    assert all(torch.equal(m, f) for m, f in zip(maps, levels))
+    assert torch.equal(join_tokens(maps), tokens)
+    assert split_tokens(tokens, [(4, 6)]) is None  # 24 of 30 tokens: not this layout
+    assert split_tokens(levels[0], [(4, 6)]) is None  # a map is no token sequence
+    model = TokenEncoder()
+    with ActivationCapture(model, ['encoder']) as capture:
+        capture.token_grids = ((4, 6), (2, 3))
+        out = model(levels)
+    assert list(capture.maps(1)) == ['encoder[0]', 'encoder[1]']
+    assert torch.equal(capture.maps(1)['encoder[1]'], out[1, 24:].T.reshape(3, 2, 3))
+    source = capture.captured()[1][0]
+    assert (source.index, source.num_outputs, source.token_grids) == (1, 2, ((4, 6), (2, 3)))
+    with ActivationCapture(model, ['encoder']) as capture:  # no grids: tokens give no map
+        model(levels)
+    assert 'not a 4-D' in capture.missing_maps()['encoder']
 
 
 def test_calls_accumulate_until_cleared_and_disabled_forwards_pass():

@@ -63,3 +63,22 @@ def test_every_method_explains_ddq_detr_boxes_and_leaves_the_model_alone():
         random_mmdet_model('ddq_detr'), random_inputs(5)[:1],
         ('gradcam', 'eigencam', 'ablationcam', 'drise'), ratio_channels_to_ablate=0.02,
         num_masks=16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['detr', 'deformable_detr'])
+def test_gradcam_of_the_encoder_tokens_equals_grad_cam(name):
+    """The encoder's output tokens, what the decoder reads, as one map per level (DETR: its
+    one level; Deformable DETR: all four) equal grad-cam's on taps of the same levels."""
+    assert_gradcam_equals_grad_cam(random_mmdet_model(name), random_inputs(3)[:1],
+                                   token_layer='encoder')
+
+
+@pytest.mark.slow
+def test_rescoring_methods_swap_one_level_of_the_encoder_tokens():
+    """AblationCAM replaces one level of the tokens (the others as they were); EigenCAM reads
+    the levels' maps."""
+    assert_methods_leave_the_model_alone(
+        random_mmdet_model('deformable_detr'), random_inputs(5)[:1],
+        ('eigencam', 'ablationcam'), ratio_channels_to_ablate=0.02, num_masks=16,
+        reliable=True, target_layers=['encoder'])
