@@ -117,6 +117,13 @@ INSTANCE = {
     'solo': 'solo/solo_r18_fpn_8xb8-lsj-200e_coco.py',
     'solov2': 'solov2/solov2-light_r18_fpn_ms-3x_coco.py',
 }
+# Query-based mask segmentors with instance results: Mask2Former on COCO instances, and its
+# panoptic model (133 classes, 80 of them things) with instance_on; ResNet-50 swapped for a
+# ResNet-18, 50 queries.
+MASKFORMER = {
+    'mask2former': 'mask2former/mask2former_r50_8xb2-lsj-50e_coco.py',
+    'mask2former_panoptic': 'mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
+}
 R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
                 'ddq_detr': [128, 256, 512],
                 **{name: [64, 128, 256, 512] for name in ('cascade_mask_rcnn', 'grid_rcnn',
@@ -131,7 +138,8 @@ R18_CHANNELS = {'deformable_detr': [128, 256, 512], 'dino': [128, 256, 512],
 # CenterNet: a class heatmap (objects as points); its test pipeline pastes the image into a
 # canvas (``border`` in the metainfo), so it has tests of its own.
 CENTERNET = {'centernet': 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'}
-CONFIGS = dict(DENSE, **CUSTOM_DENSE, **CENTERNET, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE)
+CONFIGS = dict(DENSE, **CUSTOM_DENSE, **CENTERNET, **TWO_STAGE, **SPARSE_RCNN, **DETR, **INSTANCE,
+               **MASKFORMER)
 INPUT = (2, 3, 128, 160)
 _MODELS = {}
 
@@ -155,6 +163,10 @@ def random_mmdet_model(name: str) -> nn.Module:
             for stage in range(3):
                 options[f'model.roi_head.bbox_head.{stage}.num_classes'] = 50
                 options[f'model.roi_head.bbox_head.{stage}.loss_cls.num_classes'] = 50
+        if name in MASKFORMER:  # its pixel decoder reads the backbone's four levels
+            options.update({'model.backbone.depth': 18, 'model.backbone.init_cfg': None,
+                            'model.panoptic_head.in_channels': [64, 128, 256, 512],
+                            'model.panoptic_head.num_queries': 50})
         if name in ('dino', 'ddq_detr'):  # 900 queries; 100 keep the code path and the CPU
             # time small
             options['model.num_queries'] = 100
@@ -168,7 +180,7 @@ def random_mmdet_model(name: str) -> nn.Module:
                 if type(module).__name__ == 'TridentConv':
                     kaiming_init(module, mode='fan_out', nonlinearity='relu',
                                  distribution='normal')
-        if name in DETR or name in SPARSE_RCNN:
+        if name in DETR or name in SPARSE_RCNN or name in MASKFORMER:
             # uninitialized parameters otherwise (Sparse R-CNN's proposals: whole-image boxes);
             # the other kinds keep the constructors' init (scores above 0.05)
             initialize_without_downloads(model)

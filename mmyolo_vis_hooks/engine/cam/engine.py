@@ -480,7 +480,7 @@ class BoxCAM:
         if not self.target_layers:
             return {}
         missing, keys, sources, unused = self._probe_dependence(input_size)
-        self.detector.unused_outputs[tuple(self.target_layers)] = unused
+        self.detector.unused_outputs[self._unused_key] = unused
         problems: Dict[str, str] = {}  # in the order of target_layers
         for path in self.target_layers:
             if path in missing:
@@ -489,6 +489,15 @@ class BoxCAM:
             if all(key in unused for key in path_keys):  # else its unused outputs are dropped
                 problems.update({key: _not_depending_reason(self.detector) for key in path_keys})
         return problems
+
+    @property
+    def _differentiates_logits(self) -> bool:
+        return self.method.uses_gradients and self.target == 'logit'
+
+    @property
+    def _unused_key(self) -> Tuple[Tuple[str, ...], bool]:
+        """Which outputs the scores skip depends on the layers and on what is scored."""
+        return tuple(self.target_layers), self._differentiates_logits
 
     def _probe_dependence(self, input_size: Optional[Tuple[int, int]]):
         """One forward of zeros as a gradient method runs it: the layers that gave no map,
@@ -504,8 +513,11 @@ class BoxCAM:
             with torch.enable_grad(), _GradientCapture(self.model, self.target_layers) as cap:
                 feats = self.detector.extract_feat(inputs)
                 cap.token_grids = self.detector.token_grids(feats)
-                scores = FlatPredictions.cat(
-                    self.detector.level_candidates(feats, metas=metas)).log_scores
+                preds = FlatPredictions.cat(self.detector.level_candidates(feats, metas=metas))
+            # what this engine differentiates (a gradient method's logit target may reach
+            # fewer layers than the scores: Mask2Former's class logits do not read the mask
+            # features, its mask scores do), else what it re-scores
+            scores = preds.logits if self._differentiates_logits else preds.log_scores
             missing = cap.missing_maps()
             keys, sources, acts = _layer_outputs(cap)
             with torch.enable_grad():  # also when a gradient-free method runs this
@@ -520,7 +532,7 @@ class BoxCAM:
         with one forward of blank images of the explained inputs' size (a smaller one can be
         too small for the model, e.g. a deformable convolution's kernel at the last stage),
         and only where a target layer returns several maps."""
-        key = tuple(self.target_layers)
+        key = self._unused_key
         if key not in self.detector.unused_outputs:
             several = any(sum(s.path == path for s in sources) > 1
                           for path in self.target_layers)

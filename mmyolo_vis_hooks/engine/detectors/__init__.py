@@ -31,8 +31,9 @@ SUPPORTED_KINDS = ('MMYOLO\'s dense heads (YOLOv5Head, YOLOv6Head, YOLOv7Head, Y
                    '(Faster/Mask R-CNN, Cascade R-CNN, HTC, SCNet, Libra, Dynamic, Double-Head, '
                    'PISA, MS R-CNN, PointRend, SABL\'s bucketing box head, TridentNet\'s test '
                    'branch, Seesaw loss scores) or a grid RoI head (Grid R-CNN), Sparse R-CNN '
-                   'and QueryInst, and MMDetection\'s DETR family (DETR, Deformable DETR, '
-                   'Conditional DETR, DAB-DETR, DINO, DDQ-DETR)')
+                   'and QueryInst, MMDetection\'s DETR family (DETR, Deformable DETR, '
+                   'Conditional DETR, DAB-DETR, DINO, DDQ-DETR), and MaskFormer and '
+                   'Mask2Former with instance results (test_cfg.instance_on)')
 
 
 def _qualified_name(cls: type) -> str:
@@ -57,8 +58,9 @@ def _kind_of_other(model: nn.Module) -> str:
             hasattr(model, 'num_queries'):
         return f'{name} is a DETR-style (query) detector'
     if getattr(model, 'panoptic_head', None) is not None:  # MaskFormer, Mask2Former
-        return (f'{name} is a query-based mask segmentor (each query a class and a mask, its '
-                f'box the mask\'s extent)')
+        return (f'{name} is a query-based mask segmentor without instance results (a '
+                f'MaskFormer/Mask2Former gives them with test_cfg.instance_on=True and '
+                f'MaskFormerFusionHead\'s own post-processing)')
     if getattr(model, 'bbox_head', None) is None:
         mask_head = getattr(model, 'mask_head', None)
         if mask_head is not None:  # decoupled SOLO: x and y masks per cell
@@ -102,6 +104,11 @@ def explainable_detector(model: nn.Module) -> ExplainableDetector:
     if isinstance(model, DetectionTransformer):
         from .detr import DETRDetector
         return DETRDetector(model)
+    if getattr(model, 'panoptic_head', None) is not None:
+        from .maskformer import MaskFormerDetector, has_maskformer_instances
+        if has_maskformer_instances(model):
+            return MaskFormerDetector(model)
+        raise unsupported(_kind_of_other(model))
     from .solo import SOLODetector, has_solo_decoding
     if has_solo_decoding(model):  # no box head: grid cells of a mask head
         return SOLODetector(model)

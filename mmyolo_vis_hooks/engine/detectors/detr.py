@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   above_score_thr, decode_by_predict, samples_of)
+                   above_score_thr, decode_by_predict, samples_of, uses_deformable_attention)
 
 
 def uses_detr_decoding(head: nn.Module) -> bool:
@@ -69,12 +69,7 @@ class DETRDetector(ExplainableDetector):
         self.sigmoid = bool(self.head.loss_cls.use_sigmoid)
         self.distinct_queries = decodes_distinct_queries(self.head)
         self._head_args = [name for name in inspect.signature(self.head.forward).parameters]
-        # Through deformable attention a loop of K backward passes: grid_sample's backward has
-        # no batching rule, and vmap's per-box fallback with its copies took 16.9 s against
-        # the loop's 13.9 s (Deformable DETR R-50, 320 px, K = 8, 1 thread, same maps)
-        from mmcv.ops import MultiScaleDeformableAttention
-        self.batched_gradients = not any(isinstance(m, MultiScaleDeformableAttention)
-                                         for m in model.modules())
+        self.batched_gradients = not uses_deformable_attention(model)
 
     def token_grids(self, feats) -> Tuple[Tuple[int, int], ...]:
         """Deformable DETR and its descendants (DINO, DDQ-DETR) flatten every level in turn
