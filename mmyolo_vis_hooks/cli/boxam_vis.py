@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f'--norm-in-mask needs instance masks; {cam.detector.head_name} '
                          f'({cam.detector.kind}) predicts boxes only: use --norm-in-bbox')
     load_image = build_image_loader(model.cfg, args.align)
-    class_names = tuple(model.dataset_meta.get('classes', ()))
+    class_names = tuple(cam.detector.class_names)
     written, empty = 0, []
     for img_id, path in enumerate(tqdm(paths, desc=f'box CAM ({cam.method.name})', unit='img')):
         data = load_image(path, img_id)

@@ -73,6 +73,15 @@ class PoseDetector(MMYOLODenseDetector):
         return int(self.head.num_keypoints)
 
     @property
+    def class_names(self) -> List[str]:
+        """The dataset's class names; MMPose's dataset metainfo names keypoints, not classes:
+        its one class is a person (COCO's category of every keypoint annotation)."""
+        meta = getattr(self.model, 'dataset_meta', None) or {}
+        if not meta.get('classes') and self.num_classes == 1:
+            return ['person']
+        return super().class_names
+
+    @property
     def keypoint_names(self) -> List[str]:
         """The dataset's keypoint names (mmpose metainfo ``keypoint_id2name``), or the
         keypoint indices as strings."""

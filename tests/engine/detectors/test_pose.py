@@ -322,3 +322,13 @@ def test_trained_pose_model_finds_the_figures_and_their_keypoints(trained_pose):
     assert spurious <= 0.1 * total, (spurious, total)
     assert np.median(medians) <= 0.05, sorted(medians)
     assert max(medians) <= 0.1, sorted(medians)
+
+
+@pytest.mark.slow
+def test_a_pose_models_one_class_is_a_person(trained_pose):
+    """MMPose's dataset metainfo names keypoints, not classes: the captions say 'person',
+    not the class index."""
+    from mmyolo_vis_hooks.engine.detectors import explainable_detector
+    model, _, _ = trained_pose
+    assert not (model.dataset_meta or {}).get('classes')
+    assert explainable_detector(model).class_names == ['person']
