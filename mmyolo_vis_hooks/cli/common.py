@@ -7,6 +7,7 @@ convention), never a traceback. ``MMYOLO_VIS_DEBUG=1`` shows the traceback inste
 """
 import argparse
 import os
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -53,6 +54,30 @@ def run_tool(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace
         if os.environ.get(DEBUG_ENV):
             raise
         fail(parser.prog, str(err) or type(err).__name__)
+    except RuntimeError as err:
+        message = missing_kernel_message(err)
+        if message is None or os.environ.get(DEBUG_ENV):
+            raise
+        fail(parser.prog, message)
+
+
+# mmcv's dispatcher, for an op compiled without a kernel for the tensors' device
+_MISSING_KERNEL = re.compile(r'(\w+?)(?:_forward|_backward)?_impl: implementation for device '
+                             r'(\w+) not found')
+
+
+def missing_kernel_message(err: RuntimeError) -> Optional[str]:
+    """The one line for mmcv's "implementation for device cpu not found" (a model whose op
+    has no kernel for the device it runs on: guided anchoring's masked convolution, CARAFE,
+    deformable RoI pooling on the CPU), or None for any other RuntimeError (a bug: traceback).
+    """
+    match = _MISSING_KERNEL.search(str(err))
+    if match is None:
+        return None
+    op, device = match.groups()
+    return (f'the model runs mmcv\'s {op} op, which has no {device.upper()} kernel in mmcv '
+            f'(the config is valid; this device cannot run it): run on a CUDA device '
+            f'(--device cuda:0) where the op has one')
 
 
 def device_arg(value: str) -> str:

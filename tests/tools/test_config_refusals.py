@@ -274,3 +274,28 @@ def test_hooks_refuse_a_tracking_model_before_training(tmp_path, shapes_data,
                        r'model \(QDTrack: .*model\.detector: FasterRCNN'):
         runner.train()
     assert runner.iter == 0
+
+
+@pytest.mark.slow
+def test_an_op_without_a_cpu_kernel_is_one_line(tmp_path, shapes_data, capsys):
+    """Guided anchoring's head runs mmcv's masked convolution at test time, which mmcv
+    compiles for CUDA only: on the CPU the feature-map tool says so and what to do (the
+    traceback of a RuntimeError otherwise). (The box-CAM tools refuse the head before: its
+    decoding has no adapter.)"""
+    config = mmdet_config('guided_anchoring/ga-retinanet_r50-caffe_fpn_1x_coco.py')
+    result = run_tool_in_process('featmap_vis', [_val_image(shapes_data), config, '--device',
+                                                 'cpu', '--out-dir', str(tmp_path / 'out')],
+                                 capsys)
+    assert_one_line_error(result, 'featmap_vis', "mmcv's masked_im2col op", 'no CPU kernel',
+                          '--device cuda:0')
+
+
+def test_other_runtime_errors_keep_their_traceback():
+    """Only mmcv's missing-kernel error is a user's situation; any other RuntimeError is a
+    bug and propagates."""
+    from mmyolo_vis_hooks.cli.common import ToolArgumentParser, run_tool
+
+    def boom(args):
+        raise RuntimeError('an unexpected failure')
+    with pytest.raises(RuntimeError, match='an unexpected failure'):
+        run_tool(ToolArgumentParser(prog='t'), boom, [])
