@@ -206,6 +206,18 @@ class ExplainedBoxes:
         return int(self.scores.numel())
 
 
+def explained_boxes(preds: FlatPredictions, b: int, scores: Tensor, labels: Tensor,
+                    priors: Tensor, score_thr: float, topk: int) -> ExplainedBoxes:
+    """Image ``b``'s detections (best first) scoring above ``score_thr``, the ``topk`` best
+    (``<= 0``: all), each with its candidate's box."""
+    above = scores > score_thr
+    scores, labels, priors = scores[above], labels[above], priors[above]
+    if topk > 0:
+        scores, labels, priors = scores[:topk], labels[:topk], priors[:topk]
+    return ExplainedBoxes(boxes=preds.boxes[b].detach()[priors], scores=scores, labels=labels,
+                          priors=priors, levels=preds.levels[priors])
+
+
 def batch_item(value: Any, b: int) -> Any:
     """Image ``b`` of a batch-first tensor, or of each tensor of a tuple/list of them, as a
     batch of one (a batch of one is shared by every image); None stays None."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   above_score_thr, default_metas, flat_results)
+                   above_score_thr, default_metas, explained_boxes, flat_results)
 
 _OWN_DECODING = ('forward_single', 'predict_by_feat', '_predict_by_feat_single',
                  '_decode_heatmap')
@@ -106,12 +106,7 @@ class CenterNetDetector(ExplainableDetector):
             heat = get_local_maximum(heat, kernel=cfg.get('local_maximum_kernel', 3))
             scores, index, labels, _, _ = get_topk_from_heatmap(heat, k=cfg.get('topk', 100))
             scores, index, labels = scores[0], index[0], labels[0]
-            above = scores > score_thr
-            scores, index, labels = scores[above], index[above], labels[above]
-            if topk > 0:
-                scores, index, labels = scores[:topk], index[:topk], labels[:topk]
-            out.append(ExplainedBoxes(boxes=preds.boxes[b, index].detach(), scores=scores,
-                                      labels=labels, priors=index, levels=preds.levels[index]))
+            out.append(explained_boxes(preds, b, scores, labels, index, score_thr, topk))
         return out
 
     def _heatmap_size(self, preds: FlatPredictions, metas: Optional[Sequence[dict]]

@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import ExplainedBoxes, FlatPredictions, default_metas, pad_masks
-from .mmdet_dense import MMDetDenseDetector, _flat, bbox_post_process, explained_boxes
+from .base import ExplainedBoxes, FlatPredictions, default_metas, explained_boxes, pad_masks
+from .mmdet_dense import MMDetDenseDetector, _flat, bbox_post_process
 
 
 def has_condinst_decoding(model: nn.Module) -> bool:

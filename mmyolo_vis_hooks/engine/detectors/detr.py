@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   above_score_thr, decode_by_predict, samples_of, uses_deformable_attention)
+                   above_score_thr, decode_by_predict, explained_boxes, samples_of,
+                   uses_deformable_attention)
 
 
 def uses_detr_decoding(head: nn.Module) -> bool:
@@ -151,13 +152,7 @@ class DETRDetector(ExplainableDetector):
                 labels = labels[queries]
             if kept is not None:
                 queries = kept[queries]
-            above = top > score_thr
-            top, labels, queries = top[above], labels[above], queries[above]
-            if topk > 0:
-                top, labels, queries = top[:topk], labels[:topk], queries[:topk]
-            out.append(ExplainedBoxes(boxes=preds.boxes[b, queries].detach(), scores=top,
-                                      labels=labels, priors=queries,
-                                      levels=preds.levels[queries]))
+            out.append(explained_boxes(preds, b, top, labels, queries, score_thr, topk))
         return out
 
     def forward(self, inputs: Tensor):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, above_score_thr,
-                   decode_by_predict, samples_of, uses_deformable_attention)
+                   decode_by_predict, explained_boxes, samples_of, uses_deformable_attention)
 
 
 def has_maskformer_instances(model: nn.Module) -> bool:
@@ -138,14 +138,9 @@ class MaskFormerDetector(ExplainableDetector):
             scores = top[thing] * preds.score_factors[b, queries].detach()
             scores, order = scores.sort(descending=True)
             labels, queries = labels[order], queries[order]
-            above = scores > score_thr
-            scores, labels, queries = scores[above], labels[above], queries[above]
-            if topk > 0:
-                scores, labels, queries = scores[:topk], labels[:topk], queries[:topk]
-            out.append(ExplainedBoxes(boxes=preds.boxes[b, queries].detach(), scores=scores,
-                                      labels=labels, priors=queries,
-                                      levels=preds.levels[queries],
-                                      masks=preds.mask_source[b, queries]))
+            det = explained_boxes(preds, b, scores, labels, queries, score_thr, topk)
+            det.masks = preds.mask_source[b, det.priors]
+            out.append(det)
         return out
 
     def forward(self, inputs: Tensor):

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (ExplainableDetector, ExplainedBoxes, FlatPredictions, UnsupportedDetectorError,
-                   decode_with_predict_by_feat, default_metas, split_dense_outputs)
+                   decode_with_predict_by_feat, default_metas, explained_boxes,
+                   split_dense_outputs)
 
 
 def _flat(output: Tensor, channels: int) -> Tensor:
@@ -69,18 +70,6 @@ def bbox_post_process(boxes: Tensor, scores: Tensor, labels: Tensor, priors: Ten
         if max_per_img is not None:
             scores, labels, priors = (t[:max_per_img] for t in (scores, labels, priors))
     return scores, labels, priors
-
-
-def explained_boxes(preds: FlatPredictions, b: int, scores: Tensor, labels: Tensor,
-                    priors: Tensor, score_thr: float, topk: int) -> ExplainedBoxes:
-    """Image ``b``'s detections (best first) scoring above ``score_thr``, the ``topk`` best
-    (``<= 0``: all), each with its candidate's box."""
-    above = scores > score_thr
-    scores, labels, priors = scores[above], labels[above], priors[above]
-    if topk > 0:
-        scores, labels, priors = scores[:topk], labels[:topk], priors[:topk]
-    return ExplainedBoxes(boxes=preds.boxes[b].detach()[priors], scores=scores, labels=labels,
-                          priors=priors, levels=preds.levels[priors])
 
 
 class MMDetDenseDetector(ExplainableDetector):

@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import (ExplainedBoxes, FlatPredictions, UnsupportedDetectorError, pad_masks,
-                   upsampled_masks)
+from .base import (ExplainedBoxes, FlatPredictions, UnsupportedDetectorError, explained_boxes,
+                   pad_masks, upsampled_masks)
 from .mmdet_dense import MMDetDenseDetector
 
 
@@ -204,12 +204,7 @@ class YOLACTDetector(MMDetDenseDetector):
                                           cfg['top_k'], cfg['max_per_img'])
             priors = kept[:, 0].long()
             det_scores = dets[:, -1]
-            above = det_scores > score_thr
-            det_scores, labels, priors = det_scores[above], labels[above], priors[above]
-            if topk > 0:
-                det_scores, labels, priors = det_scores[:topk], labels[:topk], priors[:topk]
-            det = ExplainedBoxes(boxes=preds.boxes[b].detach()[priors], scores=det_scores,
-                                 labels=labels, priors=priors, levels=preds.levels[priors])
+            det = explained_boxes(preds, b, det_scores, labels, priors, score_thr, topk)
             if preds.mask_source is not None and preds.mask_coeffs is not None:
                 det.masks = self._masks(preds, b, det, meta)
             out.append(det)

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ExplainedBoxes, FlatPredictions, split_dense_outputs
-from .mmdet_dense import MMDetDenseDetector, _flat, explained_boxes
+from .base import explained_boxes
+from .mmdet_dense import MMDetDenseDetector, _flat
 
 
 def _objectness_candidates(cls_logits: Tensor, obj_logits: Tensor, boxes: Tensor, level: int,
