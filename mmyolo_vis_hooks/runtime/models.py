@@ -8,8 +8,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from ..engine.core.devices import resolve_device
-from ..engine.core.pipeline import (check_align, resize_only_pipeline, test_pipeline_cfg,
-                                    transform_type)
+from ..engine.core.pipeline import (ANNOTATION_LOADING, check_align, resize_only_pipeline,
+                                    test_pipeline_cfg, transform_type)
 from .checkpoint import load_checkpoint_file, state_dict_of
 from .config_check import (build_errors_explained, check_config, config_scope,
                            explanation_model_cfg, is_importable, missing_package_error,
@@ -161,7 +161,7 @@ def build_image_loader(cfg: Config, align: str = 'letterbox') -> Callable[[str, 
     from mmengine.dataset import pseudo_collate
 
     check_align(align)
-    steps = [s for s in test_pipeline_cfg(cfg) if transform_type(s) != 'LoadAnnotations']
+    steps = [s for s in test_pipeline_cfg(cfg) if transform_type(s) not in ANNOTATION_LOADING]
     for step in steps:
         if step.get('meta_keys') is not None:
             # YOLOX-pose packs keys only its dataset's annotations give, which MMYOLO's

@@ -32,7 +32,10 @@ ALIGN_MODES = ('letterbox', 'resize')
 LETTERBOX_TRANSFORMS = ('YOLOv5KeepRatioResize', 'LetterResize', 'Pad', 'FixShapeResize',
                         'PPYOLOERandomCrop')
 RESIZES = ('Resize', )
-LOADING_TRANSFORMS = ('LoadImageFromFile', 'LoadImageFromNDArray', 'LoadAnnotations',
+# Annotation loading: nothing to load beside a bare image (the panoptic one also needs
+# panopticapi installed just to be built).
+ANNOTATION_LOADING = ('LoadAnnotations', 'LoadPanopticAnnotations')
+LOADING_TRANSFORMS = ('LoadImageFromFile', 'LoadImageFromNDArray', *ANNOTATION_LOADING,
                       'PackDetInputs', 'LoadMultiChannelImageFromFiles')
 
 

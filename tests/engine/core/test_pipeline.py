@@ -127,3 +127,20 @@ def test_input_scale_and_errors():
         resize_only_pipeline([dict(type='LoadImageFromFile'), dict(type='mmdet.PackDetInputs')])
     with pytest.raises(ValueError, match='no image loading step'):
         resize_only_pipeline([dict(type='mmdet.Resize', scale=(64, 64), keep_ratio=True)])
+
+
+def test_panoptic_annotation_loading_is_dropped_with_the_other_annotations():
+    """Mask2Former's panoptic configs load panoptic annotations in their test pipeline, a
+    transform that cannot even be built without panopticapi: the tools' image loader and the
+    sliced predictor drop it like LoadAnnotations."""
+    from helpers.mmdet_models import mmdet_config
+    from mmyolo_vis_hooks.engine.core.pipeline import without_loading
+    from mmyolo_vis_hooks.runtime.models import build_image_loader
+    cfg = Config.fromfile(
+        mmdet_config('mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py'))
+    init_default_scope('mmdet')
+    steps = [transform_type(s) for s in packaged_test_pipeline(cfg)]
+    assert 'LoadPanopticAnnotations' in steps
+    assert 'LoadPanopticAnnotations' not in [transform_type(s) for s in
+                                             without_loading(packaged_test_pipeline(cfg))]
+    build_image_loader(cfg)  # would raise ImportError naming panopticapi without it
